@@ -1,0 +1,7 @@
+"""adrank: CTR/CVR prediction and ad ranking."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
