@@ -1,0 +1,151 @@
+"""Typed run configuration and YAML loading. Unknown keys are errors that name the key.
+
+A run config file (``configs/models/<dataset>/<model>.yaml``) looks like::
+
+    model: deepfm
+    params:            # keyword arguments of the model class (validated by the registry)
+      embedding_dim: 10
+      hidden_units: [400, 400, 400]
+      net_dropout: 0.2
+      batch_norm: true
+    train:             # TrainConfig fields
+      embedding_regularizer: 0.05
+      batch_size: 4096
+
+``--set train.batch_size=1024`` / ``--set params.net_dropout=0.1`` overrides use the same
+dotted paths; values are parsed as YAML scalars (never ``eval``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything the trainer needs besides the model and data (BARS protocol defaults)."""
+
+    batch_size: int = 4096
+    eval_batch_size: int = 65536
+    learning_rate: float = 1e-3
+    embedding_regularizer: float = 0.0
+    embedding_regularizer_scope: Literal["table", "batch"] = "table"
+    net_regularizer: float = 0.0
+    max_epochs: int = 100
+    patience: int = 2
+    monitor: Literal["auc", "logloss"] = "auc"
+    lr_decay_factor: float = 0.1
+    min_lr: float = 1e-6
+    grad_clip_norm: float | None = 10.0
+    seed: int = 2021
+    deterministic: bool = False
+    device: str = "cpu"
+    amp: bool = False
+    num_threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("batch_size and eval_batch_size must be >= 1")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.embedding_regularizer_scope not in ("table", "batch"):
+            raise ConfigError("embedding_regularizer_scope must be 'table' or 'batch'")
+        if self.monitor not in ("auc", "logloss"):
+            raise ConfigError("monitor must be 'auc' or 'logloss'")
+        if self.max_epochs < 1 or self.patience < 0:
+            raise ConfigError("max_epochs must be >= 1 and patience >= 0")
+
+
+@dataclass
+class RunConfig:
+    """Model name, model hyperparameters and training settings for one run."""
+
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "params": dict(self.params),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        allowed = {"model", "params", "train", "dataset"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        if "model" not in data:
+            raise ConfigError(f"{where}: missing required key 'model'")
+        params = data.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: 'params' must be a mapping")
+        return cls(
+            model=str(data["model"]),
+            params=dict(params),
+            train=train_config_from_dict(data.get("train") or {}, where=f"{where}: train"),
+            dataset=data.get("dataset"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse {path}: {exc}") from exc
+        return cls.from_dict(data, where=str(path))
+
+    def with_overrides(self, overrides: list[str]) -> RunConfig:
+        """Apply ``key=value`` overrides: ``model=...``, ``params.X=...``, ``train.X=...``."""
+        data = self.to_dict()
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like key=value")
+            key, raw = item.split("=", 1)
+            value = yaml.safe_load(raw) if raw else None
+            parts = key.strip().split(".")
+            if len(parts) == 1 and parts[0] in ("model", "dataset"):
+                data[parts[0]] = value
+            elif len(parts) == 2 and parts[0] in ("params", "train"):
+                if parts[0] == "train" and parts[1] not in data["train"]:
+                    raise ConfigError(
+                        f"unknown train setting {parts[1]!r}; valid: {sorted(data['train'])}"
+                    )
+                data[parts[0]][parts[1]] = value
+            else:
+                raise ConfigError(
+                    f"override key {key!r} must be 'model', 'params.NAME' or 'train.NAME'"
+                )
+        return RunConfig.from_dict(data, where="overrides")
+
+
+def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(valid)}")
+    try:
+        return TrainConfig(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
