@@ -60,10 +60,17 @@ def _column_to_tensor(col: pa.ChunkedArray | pa.Array, kind: str) -> torch.Tenso
         flat = col.flatten().to_numpy(zero_copy_only=False)
         if width is None:
             width = int(len(flat) // max(len(col), 1))
-        return torch.from_numpy(np.ascontiguousarray(flat, dtype=np.int64).reshape(-1, width))
+        return _writable_tensor(flat, np.int64).reshape(-1, width)
     arr = col.to_numpy() if isinstance(col, pa.ChunkedArray) else col.to_numpy(False)
-    dtype = np.float32 if kind == "numeric" else np.int64
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=dtype))
+    return _writable_tensor(arr, np.float32 if kind == "numeric" else np.int64)
+
+
+def _writable_tensor(arr: np.ndarray, dtype: type) -> torch.Tensor:
+    """Arrow buffers are read-only; torch needs writable memory (copy only when needed)."""
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not out.flags.writeable:
+        out = out.copy()
+    return torch.from_numpy(out)
 
 
 def table_to_batch(table: pa.Table, feature_map: FeatureMap) -> Batch:

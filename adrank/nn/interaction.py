@@ -1,4 +1,4 @@
-"""Feature-interaction layers: linear (LR) term, FM, inner products."""
+"""Feature-interaction layers: linear (LR) term, FM, pairwise inner and element-wise products."""
 
 from __future__ import annotations
 
@@ -41,3 +41,51 @@ class FMInteraction(nn.Module):
         sum_of_square = emb.pow(2).sum(dim=1)  # (B, D)
         out = 0.5 * (square_of_sum - sum_of_square)
         return out.sum(dim=1) if self.reduce_sum else out
+
+
+def pair_indices(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of the F(F-1)/2 field pairs (i < j), in row-major order.
+
+    Pair ``p`` is ``(rows[p], cols[p])``: (0, 1), (0, 2), ..., (0, F-1), (1, 2), ...
+    """
+    if num_fields < 2:
+        raise ValueError(f"pairwise interactions need at least 2 fields, got {num_fields}")
+    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1)
+    return rows, cols
+
+
+class InnerProductInteraction(nn.Module):
+    """Pairwise inner products ``<e_i, e_j>`` for every field pair i < j (IPNN, DLRM "dot").
+
+    Shapes: (B, F, D) -> (B, F(F-1)/2), pairs ordered as in :func:`pair_indices`.
+    """
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        rows, cols = pair_indices(num_fields)
+        self.num_fields = num_fields
+        self.num_pairs = int(rows.numel())
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(emb, emb.transpose(1, 2))  # (B, F, F)
+        return gram[:, self.rows, self.cols]  # (B, P)
+
+
+class PairwiseProduct(nn.Module):
+    """Element-wise products ``e_i * e_j`` for every field pair i < j (AFM/FiBiNET style).
+
+    Shapes: (B, F, D) -> (B, F(F-1)/2, D), pairs ordered as in :func:`pair_indices`.
+    """
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        rows, cols = pair_indices(num_fields)
+        self.num_fields = num_fields
+        self.num_pairs = int(rows.numel())
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb[:, self.rows] * emb[:, self.cols]  # (B, P, D)

@@ -1,0 +1,209 @@
+"""Turn raw splits into processed, versioned training data.
+
+``prepare_frames`` fits a :class:`FeatureProcessor` on the training split, transforms every
+split, and writes (atomically) one Parquet file per split, ``feature_map.json``, the
+processor directory and ``stats.json``. ``prepare_dataset`` does the same for a registered
+public dataset and caches the result under a key that hashes the raw file contents, the
+schema, the seed and the adrank version: preparing the same inputs again reuses the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from adrank.data.feature_map import FeatureMap
+from adrank.data.processor import FeatureProcessor
+from adrank.data.schema import Schema
+from adrank.utils import atomic_write_text, content_digest
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+PREPARED_FORMAT_VERSION = 1
+#: rows per Parquet row group; the streaming loader reads one group at a time
+ROW_GROUP_SIZE = 65_536
+
+
+@dataclass
+class SplitStats:
+    rows: int
+    positive_rate: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class PreparedData:
+    """Paths and metadata of a prepared dataset directory."""
+
+    directory: Path
+    feature_map: FeatureMap
+    splits: dict[str, Path]
+    stats: dict[str, SplitStats] = field(default_factory=dict)
+    cached: bool = False
+
+    @property
+    def processor_dir(self) -> Path:
+        return self.directory / "processor"
+
+    def processor(self) -> FeatureProcessor:
+        return FeatureProcessor.load(self.processor_dir)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> PreparedData:
+        """Open a directory written by :func:`prepare_frames`."""
+        directory = Path(directory)
+        meta_path = directory / "stats.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{directory} is not a prepared dataset (no stats.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != PREPARED_FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported prepared-data format {meta!r}")
+        stats = {k: SplitStats(**v) for k, v in meta["splits"].items()}
+        return cls(
+            directory=directory,
+            feature_map=FeatureMap.load(directory / "feature_map.json"),
+            splits={k: directory / f"{k}.parquet" for k in stats},
+            stats=stats,
+        )
+
+
+def default_cache_dir() -> Path:
+    """``$ADRANK_CACHE_DIR``, else ``~/.cache/adrank/processed``."""
+    env = os.environ.get("ADRANK_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "adrank" / "processed"
+
+
+def _positive_rates(frame: pl.DataFrame, labels: tuple[str, ...]) -> dict[str, float]:
+    return {
+        label: float(frame.get_column(label).cast(pl.Float64).mean() or 0.0)
+        for label in labels
+        if label in frame.columns
+    }
+
+
+def prepare_frames(
+    schema: Schema,
+    splits: dict[str, pl.DataFrame],
+    output_dir: str | Path,
+    on_split: Callable[[str, SplitStats], None] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> PreparedData:
+    """Fit on ``splits["train"]``, transform all splits and write them to ``output_dir``.
+
+    The directory is built in a temp sibling and renamed into place, so an interrupted run
+    never leaves a half-written dataset behind.
+    """
+    if "train" not in splits:
+        raise ValueError(f"a 'train' split is required, got {sorted(splits)}")
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        t0 = time.perf_counter()
+        for name, frame in splits.items():
+            schema.check_columns(frame.columns, where=f"the {name} split")
+        processor = FeatureProcessor(schema).fit(splits["train"])
+        fit_s = time.perf_counter() - t0
+        processor.save(tmp / "processor")
+        feature_map = processor.feature_map()
+        feature_map.save(tmp / "feature_map.json")
+        stats: dict[str, SplitStats] = {}
+        paths: dict[str, Path] = {}
+        for name, frame in splits.items():
+            t1 = time.perf_counter()
+            encoded = processor.transform(frame)
+            pq.write_table(
+                encoded.to_arrow(), tmp / f"{name}.parquet", row_group_size=ROW_GROUP_SIZE
+            )
+            seconds = time.perf_counter() - t1 + (fit_s if name == "train" else 0.0)
+            stats[name] = SplitStats(frame.height, _positive_rates(frame, schema.labels), seconds)
+            paths[name] = output_dir / f"{name}.parquet"
+            if on_split:
+                on_split(name, stats[name])
+        meta = {
+            "format_version": PREPARED_FORMAT_VERSION,
+            "schema": schema.to_dict(),
+            "splits": {k: vars(v) for k, v in stats.items()},
+            **(extra_meta or {}),
+        }
+        atomic_write_text(tmp / "stats.json", json.dumps(meta, indent=2))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedData(output_dir, feature_map, paths, stats)
+
+
+def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:
+    """Hash of the raw files' bytes, the schema, the seed and the adrank version."""
+    from adrank import __version__
+
+    files = []
+    for rf in (*builder.files, *getattr(builder, "optional_files", ())):
+        for candidate in (data_dir / rf.path, data_dir / rf.path.removesuffix(".gz")):
+            if candidate.exists():
+                files.append(candidate)
+                break
+    extra = json.dumps(
+        {"schema": builder.schema().to_dict(), "seed": seed, "version": __version__,
+         "format": PREPARED_FORMAT_VERSION},
+        sort_keys=True,
+    )
+    return content_digest(files, extra=extra)
+
+
+def prepare_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    seed: int | None = None,
+    bad_rows: str = "error",
+    force: bool = False,
+    download: bool = True,
+    on_split: Callable[[str, SplitStats], None] | None = None,
+) -> PreparedData:
+    """Prepare a registered public dataset (downloading missing files if allowed)."""
+    from adrank.data.datasets import ensure_files, get_dataset, resolve_data_dir
+
+    builder = get_dataset(name)
+    root = resolve_data_dir(data_dir)
+    ensure_files(builder, root, download=download)
+    seed = builder.default_seed if seed is None else seed
+    key = dataset_cache_key(builder, root, seed)
+    out = Path(cache_dir) if cache_dir else default_cache_dir()
+    out = out / f"{name}-{key}"
+    if not force and (out / "stats.json").exists():
+        try:
+            prepared = PreparedData.open(out)
+            prepared.cached = True
+            logger.info("reusing cached prepared data %s", out)
+            if on_split:
+                for split, st in prepared.stats.items():
+                    on_split(split, st)
+            return prepared
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            logger.warning("ignoring unreadable cache %s: %s", out, exc)
+    t0 = time.perf_counter()
+    splits = builder.build_splits(root, seed=seed, bad_rows=bad_rows)
+    logger.info("built raw %s splits in %.2fs", name, time.perf_counter() - t0)
+    return prepare_frames(
+        builder.schema(),
+        splits,
+        out,
+        on_split=on_split,
+        extra_meta={"dataset": name, "seed": seed, "cache_key": key},
+    )

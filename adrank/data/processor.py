@@ -1,0 +1,403 @@
+"""FeatureProcessor: fit vocabularies and normalizers on the training split, then transform
+splits and single serving records identically.
+
+Fitted state follows scikit-learn conventions (trailing underscore). ``save`` writes a
+directory with a format version: ``processor.json`` (schema, statistics, bucket boundaries)
+and one Arrow IPC file per vocabulary. No pickled code.
+
+Encoding rules (ids: 0 = padding, 1 = OOV, values from 2):
+
+* categorical: values seen at least ``min_count`` times in training get ids ordered by
+  descending frequency (ties by value); unseen/rare/missing values map to OOV. With
+  ``hash_buckets`` the id is ``crc32(value) % buckets + 2`` (stable across versions and
+  processes), missing values map to OOV.
+* numeric: missing/NaN/inf take ``fill_value``; then ``standard`` = (x - mean) / std,
+  ``minmax`` = (x - min) / (max - min), ``log1p`` = sign(x)·log1p(|x|). With ``buckets``
+  the (unfilled) value is quantile-bucketized into a categorical id; missing -> OOV.
+* sequence: split on the delimiter, map items through the (shared) vocabulary, keep the
+  last ``max_len`` items, pad with 0 on the configured side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from adrank.data.feature_map import FeatureMap, FieldInfo
+from adrank.data.schema import (
+    NUM_RESERVED_IDS,
+    OOV_ID,
+    CategoricalFeature,
+    NumericFeature,
+    Schema,
+    SchemaError,
+    SequenceFeature,
+)
+from adrank.utils import atomic_write, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+PROCESSOR_FORMAT_VERSION = 1
+GROUP_COLUMN = "__group__"
+
+
+class NotFittedError(RuntimeError):
+    """The processor was used before ``fit`` or ``load``."""
+
+
+def _table_of(feature: CategoricalFeature | SequenceFeature) -> str:
+    return feature.share_vocab_with or feature.name
+
+
+def stable_hash_ids(values: pl.Series, buckets: int) -> pl.Series:
+    """crc32-based bucket ids (2..buckets+1) for a string Series; nulls -> OOV.
+
+    Only distinct values are hashed in Python, so cost scales with cardinality, not rows.
+    """
+    uniques = values.drop_nulls().unique()
+    codes = [zlib.crc32(v.encode()) % buckets + NUM_RESERVED_IDS for v in uniques.to_list()]
+    return values.replace_strict(
+        uniques, pl.Series(codes, dtype=pl.Int64), default=OOV_ID, return_dtype=pl.Int64
+    )
+
+
+class FeatureProcessor:
+    """Fit on training data, transform anything with the same columns.
+
+    Args:
+        schema: the dataset schema.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+    # ------------------------------------------------------------------ fitting ------
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "vocab_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("FeatureProcessor is not fitted; call fit() or load() first")
+
+    def fit(self, frame: pl.DataFrame) -> FeatureProcessor:
+        """Fit vocabularies, numeric statistics and bucket boundaries on ``frame``."""
+        self.schema.check_columns(frame.columns, where="the training data")
+        if frame.height == 0:
+            raise ValueError("cannot fit a FeatureProcessor on an empty training split")
+        vocab: dict[str, list[str]] = {}
+        numeric_stats: dict[str, dict[str, float]] = {}
+        boundaries: dict[str, list[float]] = {}
+
+        # Count values per table (shared vocabularies pool the counts of all their users).
+        counts: dict[str, list[pl.DataFrame]] = {}
+        min_counts: dict[str, int] = {}
+        for f in self.schema.features:
+            if isinstance(f, NumericFeature) or getattr(f, "hash_buckets", None):
+                continue
+            col = self._source(frame, f).cast(pl.Utf8)
+            if isinstance(f, SequenceFeature):
+                col = col.str.split(f.delimiter).explode()
+            col = col.filter(col.is_not_null() & (col != ""))
+            counts.setdefault(_table_of(f), []).append(
+                col.value_counts(name="count").rename({col.name: "value"})
+            )
+            owner = self.schema.feature(_table_of(f))
+            min_counts[_table_of(f)] = getattr(owner, "min_count", 1)
+        for table, parts in counts.items():
+            merged = (
+                pl.concat(parts)
+                .group_by("value")
+                .agg(pl.col("count").sum())
+                .filter(pl.col("count") >= min_counts[table])
+                .sort(["count", "value"], descending=[True, False])
+            )
+            vocab[table] = merged["value"].to_list()
+
+        for f in self.schema.features:
+            if not isinstance(f, NumericFeature):
+                continue
+            x = self._numeric_values(frame, f)
+            finite = x.filter(x.is_finite())
+            if f.buckets:
+                if finite.len() == 0:
+                    raise ValueError(f"numeric feature {f.name!r} has no finite training values")
+                qs = np.quantile(finite.to_numpy(), np.linspace(0, 1, f.buckets + 1)[1:-1])
+                boundaries[f.name] = sorted(set(float(q) for q in qs))
+            filled = x.fill_nan(None).fill_null(f.fill_value)
+            filled = filled.set(~filled.is_finite(), f.fill_value)
+            arr = filled.to_numpy().astype(np.float64)
+            if f.normalizer == "log1p":
+                arr = np.sign(arr) * np.log1p(np.abs(arr))
+            numeric_stats[f.name] = {
+                "mean": float(arr.mean()) if arr.size else 0.0,
+                "std": float(arr.std()) if arr.size else 1.0,
+                "min": float(arr.min()) if arr.size else 0.0,
+                "max": float(arr.max()) if arr.size else 1.0,
+            }
+
+        self.vocab_ = vocab
+        self.numeric_stats_ = numeric_stats
+        self.boundaries_ = boundaries
+        self._build_lookups()
+        logger.info(
+            "fitted FeatureProcessor on %d rows: %s",
+            frame.height,
+            ", ".join(f"{t}={len(v) + NUM_RESERVED_IDS}" for t, v in vocab.items()),
+        )
+        return self
+
+    def _build_lookups(self) -> None:
+        self._lookup_keys = {t: pl.Series(v, dtype=pl.Utf8) for t, v in self.vocab_.items()}
+        self._lookup_ids = {
+            t: pl.Series(np.arange(NUM_RESERVED_IDS, len(v) + NUM_RESERVED_IDS), dtype=pl.Int64)
+            for t, v in self.vocab_.items()
+        }
+
+    # ------------------------------------------------------------------ helpers ------
+    @staticmethod
+    def _source(frame: pl.DataFrame, f: Any) -> pl.Series:
+        return frame.get_column(f.source or f.name)
+
+    def _numeric_values(self, frame: pl.DataFrame, f: NumericFeature) -> pl.Series:
+        col = self._source(frame, f)
+        if col.dtype == pl.Utf8:
+            cast = col.str.strip_chars().cast(pl.Float64, strict=False)
+            bad = cast.is_null() & col.is_not_null() & (col.str.strip_chars() != "")
+            if bad.any():
+                idx = int(bad.arg_max())  # type: ignore[arg-type]
+                raise SchemaError(
+                    f"numeric column {f.source or f.name!r} has non-numeric value "
+                    f"{col[idx]!r} at row {idx}"
+                )
+            return cast
+        if not (col.dtype.is_numeric() or col.dtype == pl.Null or col.dtype == pl.Boolean):
+            raise SchemaError(
+                f"numeric column {f.source or f.name!r} has dtype {col.dtype}, expected numbers"
+            )
+        return col.cast(pl.Float64)
+
+    def _encode_categorical(self, col: pl.Series, f: CategoricalFeature) -> pl.Series:
+        col = col.cast(pl.Utf8)
+        if f.hash_buckets:
+            return stable_hash_ids(col, f.hash_buckets)
+        table = _table_of(f)
+        return col.replace_strict(
+            self._lookup_keys[table], self._lookup_ids[table], default=OOV_ID,
+            return_dtype=pl.Int64,
+        )
+
+    def _encode_numeric(self, frame: pl.DataFrame, f: NumericFeature) -> pl.Series:
+        x = self._numeric_values(frame, f)
+        if f.buckets:
+            # searchsorted on boundaries: id = bucket index + 2; missing -> OOV
+            arr = x.fill_nan(None).to_numpy()
+            ids = np.searchsorted(np.asarray(self.boundaries_[f.name]), arr, side="right")
+            ids = ids.astype(np.int64) + NUM_RESERVED_IDS
+            ids[~np.isfinite(arr)] = OOV_ID
+            return pl.Series(f.name, ids, dtype=pl.Int64)
+        arr = x.fill_nan(None).fill_null(f.fill_value).to_numpy().astype(np.float64)
+        arr[~np.isfinite(arr)] = f.fill_value
+        st = self.numeric_stats_[f.name]
+        if f.normalizer == "log1p":
+            arr = np.sign(arr) * np.log1p(np.abs(arr))
+        elif f.normalizer == "standard":
+            arr = (arr - st["mean"]) / (st["std"] if st["std"] > 0 else 1.0)
+        elif f.normalizer == "minmax":
+            span = st["max"] - st["min"]
+            arr = (arr - st["min"]) / (span if span > 0 else 1.0)
+        return pl.Series(f.name, arr.astype(np.float32))
+
+    def _encode_sequence(self, col: pl.Series, f: SequenceFeature) -> pl.Series:
+        col = col.cast(pl.Utf8)
+        n = col.len()
+        # Empty tokens ("a||b", "") are not items.
+        lists = col.str.split(f.delimiter).list.eval(pl.element().filter(pl.element() != ""))
+        lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat = lists.explode(empty_as_null=False, keep_nulls=False)
+        table = _table_of(f)
+        owner = self.schema.feature(table)
+        if getattr(owner, "hash_buckets", None):
+            ids = stable_hash_ids(flat, owner.hash_buckets)  # type: ignore[arg-type]
+        else:
+            ids = flat.replace_strict(
+                self._lookup_keys[table], self._lookup_ids[table], default=OOV_ID,
+                return_dtype=pl.Int64,
+            )
+        flat_ids = ids.to_numpy()
+        row_of = np.repeat(np.arange(n), lengths)
+        # position of each item within its row, counted from the end (0 = last item)
+        ends = np.cumsum(lengths)
+        from_end = ends[row_of] - 1 - np.arange(len(flat_ids))
+        keep_mask = from_end < f.max_len
+        L = f.max_len
+        out = np.zeros((n, L), dtype=np.int64)
+        kept_len = np.minimum(lengths, L)
+        if f.padding == "left":
+            cols = L - 1 - from_end[keep_mask]
+        else:
+            cols = kept_len[row_of[keep_mask]] - 1 - from_end[keep_mask]
+        out[row_of[keep_mask], cols] = flat_ids[keep_mask]
+        return pl.Series(f.name, out, dtype=pl.Array(pl.Int64, L))
+
+    # ---------------------------------------------------------------- transform ------
+    def transform(self, frame: pl.DataFrame, require_labels: bool = True) -> pl.DataFrame:
+        """Encode a raw frame into model inputs (one column per feature, labels as float32).
+
+        Feature columns missing from ``frame`` raise :class:`SchemaError` naming them; with
+        ``require_labels=False`` label columns may be absent (serving).
+        """
+        self._check_fitted()
+        needed = [f.source or f.name for f in self.schema.features]
+        if require_labels:
+            needed += list(self.schema.labels)
+        missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
+        if missing:
+            raise SchemaError(
+                f"columns {missing} are missing from the input; available: {frame.columns}"
+            )
+        out: dict[str, pl.Series] = {}
+        for label in self.schema.labels:
+            if label in frame.columns:
+                out[label] = frame.get_column(label).cast(pl.Float32).rename(label)
+        for f in self.schema.features:
+            if isinstance(f, CategoricalFeature):
+                out[f.name] = self._encode_categorical(self._source(frame, f), f).rename(f.name)
+            elif isinstance(f, NumericFeature):
+                out[f.name] = self._encode_numeric(frame, f)
+            else:
+                out[f.name] = self._encode_sequence(self._source(frame, f), f)
+        if self.schema.group and self.schema.group in frame.columns:
+            out[GROUP_COLUMN] = (
+                frame.get_column(self.schema.group).cast(pl.Utf8).hash(seed=0).reinterpret(
+                    signed=True).rename(GROUP_COLUMN)
+            )
+        return pl.DataFrame(out)
+
+    def fit_transform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return self.fit(frame).transform(frame)
+
+    def transform_records(self, records: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+        """Encode serving records (dicts of raw values). Missing numeric fields take their fill
+        value and missing categorical/sequence fields map to OOV/empty; labels are optional."""
+        self._check_fitted()
+        if not records:
+            raise ValueError("no records to transform")
+        columns: dict[str, pl.Series] = {}
+        for f in self.schema.features:
+            src = f.source or f.name
+            values = [r.get(src) for r in records]
+            if isinstance(f, NumericFeature):
+                columns[src] = _numeric_series(src, values)
+            else:
+                columns[src] = pl.Series(
+                    src, [None if v is None else str(v) for v in values], dtype=pl.Utf8
+                )
+        return self.transform(pl.DataFrame(columns), require_labels=False)
+
+    # ------------------------------------------------------------------ outputs ------
+    def vocab_size(self, table: str) -> int:
+        owner = self.schema.feature(table)
+        buckets = getattr(owner, "hash_buckets", None)
+        if buckets:
+            return buckets + NUM_RESERVED_IDS
+        return len(self.vocab_.get(table, [])) + NUM_RESERVED_IDS
+
+    def feature_map(self) -> FeatureMap:
+        """The model-facing description of the transformed columns."""
+        self._check_fitted()
+        fields: list[FieldInfo] = []
+        for f in self.schema.features:
+            if isinstance(f, NumericFeature):
+                if f.buckets:
+                    size = len(self.boundaries_[f.name]) + 1 + NUM_RESERVED_IDS
+                    fields.append(FieldInfo(f.name, "categorical", size, 0, f.name,
+                                            f.embedding_dim))
+                else:
+                    fields.append(FieldInfo(f.name, "numeric", 0, 0, f.name, f.embedding_dim))
+            elif isinstance(f, CategoricalFeature):
+                t = _table_of(f)
+                fields.append(FieldInfo(f.name, "categorical", self.vocab_size(t), 0, t,
+                                        f.embedding_dim))
+            else:
+                t = _table_of(f)
+                fields.append(FieldInfo(f.name, "sequence", self.vocab_size(t), f.max_len, t,
+                                        f.embedding_dim))
+        return FeatureMap(
+            fields=tuple(fields),
+            labels=tuple(self.schema.labels),
+            group=GROUP_COLUMN if self.schema.group else None,
+        )
+
+    # ---------------------------------------------------------------- save/load ------
+    def save(self, directory: str | Path) -> None:
+        """Write ``processor.json`` and ``vocab_<table>.arrow`` files (atomically each)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for table, values in self.vocab_.items():
+            tbl = pa.table({"value": pa.array(values, type=pa.string())})
+
+            def write(p: Path, tbl: pa.Table = tbl) -> None:
+                with pa.OSFile(str(p), "wb") as sink, pa.ipc.new_file(sink, tbl.schema) as w:
+                    w.write_table(tbl)
+
+            atomic_write(directory / f"vocab_{table}.arrow", write)
+        state = {
+            "format_version": PROCESSOR_FORMAT_VERSION,
+            "schema": self.schema.to_dict(),
+            "tables": sorted(self.vocab_),
+            "numeric_stats": self.numeric_stats_,
+            "boundaries": self.boundaries_,
+        }
+        atomic_write_text(directory / "processor.json", json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FeatureProcessor:
+        directory = Path(directory)
+        path = directory / "processor.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no processor.json in {directory}")
+        state = json.loads(path.read_text())
+        version = state.get("format_version")
+        if version != PROCESSOR_FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: processor format version {version!r} is not supported "
+                f"(this adrank reads version {PROCESSOR_FORMAT_VERSION})"
+            )
+        proc = cls(Schema.from_dict(state["schema"]))
+        vocab: dict[str, list[str]] = {}
+        for table in state["tables"]:
+            vpath = directory / f"vocab_{table}.arrow"
+            if not vpath.exists():
+                raise FileNotFoundError(f"vocabulary file missing: {vpath}")
+            with pa.memory_map(str(vpath)) as src:
+                vocab[table] = pa.ipc.open_file(src).read_all().column("value").to_pylist()
+        proc.vocab_ = vocab
+        proc.numeric_stats_ = state["numeric_stats"]
+        proc.boundaries_ = {k: list(v) for k, v in state["boundaries"].items()}
+        proc._build_lookups()
+        return proc
+
+
+def _numeric_series(name: str, values: Iterable[Any]) -> pl.Series:
+    out: list[float | None] = []
+    for v in values:
+        if v is None or v == "":
+            out.append(None)
+        elif isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise SchemaError(f"field {name!r} must be a number, got {type(v).__name__} {v!r}")
+        else:
+            try:
+                out.append(float(v))
+            except ValueError as exc:
+                raise SchemaError(f"field {name!r} must be a number, got {v!r}") from exc
+    return pl.Series(name, out, dtype=pl.Float64)
