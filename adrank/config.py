@@ -149,3 +149,34 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainC
         return TrainConfig(**data)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def config_root() -> Path:
+    """Directory of the shipped YAML configs: ``$ADRANK_CONFIG_DIR`` or the repo's ``configs/``."""
+    import os
+
+    env = os.environ.get("ADRANK_CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
+
+
+def model_config_path(dataset: str, model: str) -> Path | None:
+    """``configs/models/<dataset>/<model>.yaml`` if it exists."""
+    path = config_root() / "models" / dataset / f"{model.lower()}.yaml"
+    return path if path.exists() else None
+
+
+def resolve_run_config(
+    dataset: str, model: str, config_file: str | Path | None = None, overrides: list[str] = ()
+) -> RunConfig:
+    """The run config for ``model`` on ``dataset``: an explicit file, else the tuned config
+    shipped for that dataset, else the model's defaults; then ``overrides``."""
+    if config_file is not None:
+        cfg = RunConfig.load(config_file)
+    elif (path := model_config_path(dataset, model)) is not None:
+        cfg = RunConfig.load(path)
+    else:
+        cfg = RunConfig(model=model)
+    if cfg.model.lower() != model.lower():
+        raise ConfigError(f"config is for model {cfg.model!r}, but --model is {model!r}")
+    cfg.dataset = dataset
+    return cfg.with_overrides(list(overrides))

@@ -66,7 +66,7 @@ def auc(y_true: ArrayLike, y_score: ArrayLike) -> float:
     if n_pos == 0 or n_neg == 0:
         only = "positive" if n_neg == 0 else "negative"
         raise ValueError(f"AUC is undefined: all {n} labels are {only} (need both classes)")
-    order = np.argsort(s, kind="stable")
+    order = np.argsort(s)  # ties get average ranks, so stability is not needed
     s_sorted = s[order]
     y_sorted = y[order]
     starts = _tie_block_starts(s_sorted)
@@ -88,7 +88,7 @@ def logloss(y_true: ArrayLike, y_prob: ArrayLike, eps: float = 1e-7) -> float:
 def gauc(y_true: ArrayLike, y_score: ArrayLike, groups: ArrayLike) -> float:
     """Group AUC: per-group AUC averaged with weights = group size (impressions).
 
-    Groups (e.g. users) with only one class are skipped. Vectorized: one lexsort by
+    Groups (e.g. users) with only one class are skipped. Vectorized: one sort by
     (group, score), tie-aware rank sums per group via ``reduceat`` / ``bincount``.
 
     Args:
@@ -103,7 +103,9 @@ def gauc(y_true: ArrayLike, y_score: ArrayLike, groups: ArrayLike) -> float:
     g = np.asarray(groups).reshape(-1)
     if g.shape != y.shape:
         raise ValueError(f"y_true has {y.size} values but groups has {g.size}")
-    order = np.lexsort((s, g))
+    # Same order as np.lexsort((s, g)) but faster: sort by score, then stable by group.
+    order = np.argsort(s)
+    order = order[np.argsort(g[order], kind="stable")]
     g_sorted, s_sorted, y_sorted = g[order], s[order], y[order].astype(np.float64)
     n = y.size
     group_starts = _tie_block_starts(g_sorted)

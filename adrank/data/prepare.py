@@ -152,12 +152,13 @@ def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:
     """Hash of the raw files' bytes, the schema, the seed and the adrank version."""
     from adrank import __version__
 
+    from adrank.data.datasets import find_file
+
     files = []
-    for rf in (*builder.files, *getattr(builder, "optional_files", ())):
-        for candidate in (data_dir / rf.path, data_dir / rf.path.removesuffix(".gz")):
-            if candidate.exists():
-                files.append(candidate)
-                break
+    for rf in (*builder.expected_files(data_dir), *builder.optional_files):
+        found = find_file(data_dir, rf.path)
+        if found is not None:
+            files.append(found)
     extra = json.dumps(
         {"schema": builder.schema().to_dict(), "seed": seed, "version": __version__,
          "format": PREPARED_FORMAT_VERSION},

@@ -74,7 +74,9 @@ class DCNv2(CTRModel):
 
         stacked = model_structure in ("stacked", "stacked_parallel")
         parallel = model_structure in ("parallel", "stacked_parallel")
-        self.stacked_dnn = mlp(stacked_dnn_hidden_units, "stacked_dnn_hidden_units") if stacked else None
+        self.stacked_dnn = (
+            mlp(stacked_dnn_hidden_units, "stacked_dnn_hidden_units") if stacked else None
+        )
         self.parallel_dnn = (
             mlp(parallel_dnn_hidden_units, "parallel_dnn_hidden_units") if parallel else None
         )

@@ -25,8 +25,8 @@ class DeepFM(CTRModel):
         embedding_dim: int = 10,
         hidden_units: Sequence[int] = (400, 400, 400),
         hidden_activations: str = "relu",
-        net_dropout: float = 0.0,
-        batch_norm: bool = False,
+        net_dropout: float = 0.2,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__(feature_map)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)

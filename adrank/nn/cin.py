@@ -28,7 +28,8 @@ class CIN(nn.Module):
         self.output_dim = sum(units)
         previous = [num_fields, *units[:-1]]
         self.layers = nn.ModuleList(
-            nn.Conv1d(num_fields * h_prev, h, kernel_size=1) for h_prev, h in zip(previous, units)
+            nn.Conv1d(num_fields * h_prev, h, kernel_size=1)
+            for h_prev, h in zip(previous, units, strict=True)
         )
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:

@@ -134,9 +134,12 @@ class _CrossNetworkV3(nn.Module):
                 f"DCNv3 cross networks need an even input width (F * D), got {input_dim}"
             )
         half = input_dim // 2
-        self.weights = nn.ModuleList(nn.Linear(input_dim, half, bias=False) for _ in range(num_layers))
+        self.weights = nn.ModuleList(
+            nn.Linear(input_dim, half, bias=False) for _ in range(num_layers)
+        )
         self.biases = nn.ParameterList(
-            nn.Parameter(torch.rand(input_dim)) for _ in range(num_layers)  # uniform(0, 1) init
+            nn.Parameter(torch.rand(input_dim))
+            for _ in range(num_layers)  # uniform(0, 1) init
         )
         self.layer_norms = nn.ModuleList(
             nn.LayerNorm(half) if layer_norm else nn.Identity() for _ in range(num_layers)
@@ -150,7 +153,9 @@ class _CrossNetworkV3(nn.Module):
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
-        for w, b, ln, bn in zip(self.weights, self.biases, self.layer_norms, self.batch_norms):
+        for w, b, ln, bn in zip(
+            self.weights, self.biases, self.layer_norms, self.batch_norms, strict=True
+        ):
             h = bn(w(x))  # (B, H, d/2)
             mask = torch.relu(ln(h))  # Self-Mask: keep the ReLU(LayerNorm)-gated part
             c = torch.cat([h, h * mask], dim=-1)  # (B, H, d)

@@ -140,7 +140,9 @@ class DatasetBuilder(ABC):
 
     def missing_files(self, data_dir: Path) -> list[RemoteFile]:
         """Required files with no copy under ``data_dir``."""
-        return [f for f in self.expected_files(Path(data_dir)) if find_file(data_dir, f.path) is None]
+        return [
+            f for f in self.expected_files(Path(data_dir)) if find_file(data_dir, f.path) is None
+        ]
 
     def locate(self, data_dir: Path, path: str) -> Path:
         """The existing copy of ``path``; raises :class:`DatasetUnavailableError` naming
@@ -217,7 +219,9 @@ def split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int
     return n_train, n_valid, n - n_train - n_valid
 
 
-def ordered_split(frame: pl.DataFrame, fractions: tuple[float, float, float]) -> dict[str, pl.DataFrame]:
+def ordered_split(
+    frame: pl.DataFrame, fractions: tuple[float, float, float]
+) -> dict[str, pl.DataFrame]:
     """Cut an already ordered frame (e.g. sorted by time) into contiguous train/valid/test
     blocks with :func:`split_sizes`."""
     n_train, n_valid, _ = split_sizes(frame.height, fractions)

@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -81,7 +80,9 @@ def download_file(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _temp_path(dest, ".download") as raw:
         _fetch(url, raw, timeout=timeout, progress=progress)
-        _store(raw, dest, md5, size, _decompress_kind(decompress, archive_member), archive_member, url)
+        _store(
+            raw, dest, md5, size, _decompress_kind(decompress, archive_member), archive_member, url
+        )
     return dest
 
 
@@ -89,14 +90,15 @@ def verify_file(path: Path, md5: str | None, size: int | None = None) -> None:
     """Check the md5 (and size) of a file's uncompressed content (``.gz`` files are read
     through gzip); raise :class:`ChecksumError` naming the file on mismatch."""
     path = Path(path)
-    opener: Callable[[], IO[bytes]] = (
-        (lambda: gzip.open(path, "rb")) if path.name.endswith(".gz") else (lambda: open(path, "rb"))
-    )
     digest, n = hashlib.md5(), 0
-    with opener() as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-            n += len(block)
+    kind: Decompress | None = "gz" if path.name.endswith(".gz") else None
+    with _open_content(path, kind, None, str(path)) as fh:
+        try:
+            while block := fh.read(CHUNK):
+                digest.update(block)
+                n += len(block)
+        except (OSError, EOFError) as exc:
+            raise ChecksumError(f"{path}: cannot read/decompress: {exc}") from exc
     _check(str(path), digest.hexdigest(), n, md5, size)
 
 
@@ -243,8 +245,9 @@ def _progress(url: str, total: int | None, enabled: bool) -> Iterator[Callable[[
         except ImportError:  # pragma: no cover - rich is a dependency
             enabled = False
     if enabled:
-        with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                      transient=True) as bar:
+        with Progress(
+            *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True
+        ) as bar:
             task = bar.add_task(url.rsplit("/", 1)[-1], total=total)
             yield lambda n: bar.advance(task, n)
         return
@@ -326,18 +329,3 @@ def _check(what: str, got_md5: str, got_size: int, md5: str | None, size: int | 
         )
     if md5 and got_md5 != md5.lower():
         raise ChecksumError(f"{what}: md5 of the uncompressed content is {got_md5}, expected {md5}")
-
-
-def copy_tree_files(builder: DatasetBuilder, src_dir: Path, dest_dir: Path) -> list[Path]:
-    """Copy the builder's files that exist under ``src_dir`` to the same paths under
-    ``dest_dir`` (e.g. to seed a cache from a shared folder). Returns the copied paths."""
-    copied = []
-    for f in (*builder.expected_files(Path(src_dir)), *builder.optional_files):
-        found = find_file(Path(src_dir), f.path)
-        if found is None:
-            continue
-        target = Path(dest_dir) / found.relative_to(src_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(found, target)
-        copied.append(target)
-    return copied

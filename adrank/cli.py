@@ -1,0 +1,335 @@
+"""The ``adrank`` command line. The only place in the library that prints."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(
+    help="adrank: CTR/CVR prediction and ad ranking, from raw logs to a ranked auction.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+datasets_app = typer.Typer(help="List, prepare and export public datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+class BadRows(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-dir",
+        help="Raw data directory (default: $ADRANK_DATA_DIR, then ~/.cache/adrank).",
+    ),
+]
+CacheDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--cache-dir",
+        help="Where prepared data is cached (default: $ADRANK_CACHE_DIR, then "
+        "~/.cache/adrank/processed).",
+    ),
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("urllib3", "httpx", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a clear error (no traceback) and exit."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _split_table(title: str) -> Table:
+    table = Table(title=title)
+    for col in ("split", "rows", "positive rate", "seconds"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    return table
+
+
+# ----------------------------------------------------------------------- datasets ----
+@datasets_app.command("list")
+def datasets_list(data_dir: DataDirOpt = None) -> None:
+    """List the registered datasets and whether their files are present locally."""
+    from adrank.data.datasets import available_datasets, get_dataset, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    table = Table(title=f"datasets (data dir: {root})")
+    table.add_column("name")
+    table.add_column("local files")
+    table.add_column("description")
+    for name in available_datasets():
+        builder = get_dataset(name)
+        expected = builder.expected_files(root)
+        present = len(expected) - len(builder.missing_files(root))
+        table.add_row(name, f"{present}/{len(expected)}", builder.description)
+    console.print(table)
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `adrank datasets list`).")],
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Split/sampling seed.")] = None,
+    bad_rows: Annotated[BadRows, typer.Option(help="Malformed rows: error or skip.")] = (
+        BadRows.error
+    ),
+    force: Annotated[bool, typer.Option(help="Ignore the cache and rebuild.")] = False,
+    download: Annotated[bool, typer.Option(help="Download missing files.")] = True,
+) -> None:
+    """Build, fit and transform a dataset; print rows, positive rate and time per split."""
+    from adrank.data.prepare import prepare_dataset
+
+    table = _split_table(f"{name}")
+    t0 = time.perf_counter()
+    try:
+        with console.status(f"preparing {name} ..."):
+            prepared = prepare_dataset(
+                name,
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                seed=seed,
+                bad_rows=bad_rows.value,
+                force=force,
+                download=download,
+            )
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+        return
+    for split, st in prepared.stats.items():
+        rates = ", ".join(f"{k}={v:.4f}" for k, v in st.positive_rate.items())
+        table.add_row(split, f"{st.rows:,}", rates, f"{st.seconds:.2f}")
+    console.print(table)
+    how = "reused cache" if prepared.cached else "prepared"
+    console.print(f"{how} in {time.perf_counter() - t0:.2f}s -> {prepared.directory}")
+
+
+@datasets_app.command("export")
+def datasets_export(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="csv or parquet.")] = (
+        ExportFormat.csv
+    ),
+    output: Annotated[Optional[Path], typer.Option(help="Output directory.")] = None,
+    data_dir: DataDirOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Split/sampling seed.")] = None,
+    download: Annotated[bool, typer.Option(help="Download missing files.")] = True,
+) -> None:
+    """Write the exact raw train/valid/test split, so other tools can use identical data."""
+    from adrank.data.datasets import ensure_files, get_dataset, resolve_data_dir
+
+    out = output or Path(f"{name}_export")
+    try:
+        builder = get_dataset(name)
+        root = resolve_data_dir(data_dir)
+        ensure_files(builder, root, download=download)
+        with console.status(f"building {name} splits ..."):
+            splits = builder.build_splits(root, seed=seed)
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+        return
+    from adrank.data.export import export_splits
+
+    paths = export_splits(splits, builder.schema(), out, format.value)
+    for split, path in paths.items():
+        console.print(f"{split}: {splits[split].height:,} rows -> {path}")
+
+
+# ------------------------------------------------------------------------ prepare ----
+@app.command("prepare")
+def prepare_files_cmd(
+    schema: Annotated[Path, typer.Option(help="Schema YAML/JSON file.")],
+    train: Annotated[Path, typer.Option(help="Training split (csv/tsv/parquet/libfm[.gz]).")],
+    output: Annotated[Path, typer.Option(help="Output directory.")],
+    valid: Annotated[Optional[Path], typer.Option(help="Validation split.")] = None,
+    test: Annotated[Optional[Path], typer.Option(help="Test split.")] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="CSV/TSV has no header.")] = (
+        False
+    ),
+    columns: Annotated[
+        Optional[str], typer.Option(help="Comma-separated column names (with --no-header).")
+    ] = None,
+    bad_rows: Annotated[BadRows, typer.Option(help="Malformed rows: error or skip.")] = (
+        BadRows.error
+    ),
+) -> None:
+    """Prepare your own raw logs with a schema: fit on train, write Parquet + feature map."""
+    from adrank.data.prepare import prepare_frames
+    from adrank.data.readers import DataFormatError, read_raw
+    from adrank.data.schema import Schema, SchemaError
+
+    try:
+        sch = Schema.load(schema)
+        names = columns.split(",") if columns else None
+        frames = {}
+        for split, path in (("train", train), ("valid", valid), ("test", test)):
+            if path is None:
+                continue
+            res = read_raw(
+                path, has_header=not no_header, column_names=names, schema=sch,
+                bad_rows=bad_rows.value,
+            )
+            if res.skipped_rows:
+                err_console.print(
+                    f"[yellow]skipped {res.skipped_rows:,} bad rows in {path}[/] "
+                    f"(e.g. {'; '.join(res.skipped_examples[:3])})"
+                )
+            frames[split] = res.frame
+        table = _split_table(str(output))
+        prepared = prepare_frames(sch, frames, output)
+    except (SchemaError, DataFormatError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+        return
+    for split, st in prepared.stats.items():
+        rates = ", ".join(f"{k}={v:.4f}" for k, v in st.positive_rate.items())
+        table.add_row(split, f"{st.rows:,}", rates, f"{st.seconds:.2f}")
+    console.print(table)
+
+
+# -------------------------------------------------------------------------- train ----
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name (see `adrank datasets list`).")],
+    model: Annotated[str, typer.Option(help="Model name (see `adrank models`).")],
+    config: Annotated[
+        Optional[Path], typer.Option(help="Run config YAML (default: configs/models/DATASET/MODEL.yaml).")
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override, e.g. --set train.batch_size=1024 --set params.net_dropout=0.1"),
+    ] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in RUN_DIR.")] = False,
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Train MODEL on DATASET; writes config, processor, weights and metrics to RUN_DIR."""
+    from adrank.config import ConfigError, resolve_run_config
+    from adrank.pipeline import train_run
+
+    try:
+        cfg = resolve_run_config(dataset, model, config, set_ or [])
+    except (ConfigError, KeyError) as exc:
+        fail(str(exc))
+        return
+    out = run_dir or Path("runs") / f"{dataset}-{model.lower()}-seed{cfg.train.seed}"
+    if out.exists() and (out / "manifest.json").exists() and not resume:
+        fail(f"{out} already holds a finished run; pass another --run-dir")
+    try:
+        result = train_run(cfg, out, data_dir=data_dir, cache_dir=cache_dir, resume=resume,
+                           force_progress=True)
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+        return
+    tr = result.train
+    console.print(
+        f"{model}: best epoch {tr.best_epoch}/{tr.epochs_run}, valid AUC "
+        f"{tr.best_valid.get('auc', float('nan')):.4f}, test "
+        + ", ".join(f"{k}={v:.4f}" for k, v in (tr.test or {}).items())
+    )
+    console.print(
+        f"{result.num_parameters:,} parameters, {tr.train_time_s:.1f}s, "
+        f"{tr.train_samples_per_s:,.0f} train samples/s -> {out}"
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Score a split of the run's dataset with the saved model and print the metrics."""
+    from adrank.pipeline import evaluate_run
+    from adrank.serve.artifact import ArtifactError
+
+    try:
+        metrics = evaluate_run(run_dir, split, data_dir=data_dir, cache_dir=cache_dir)
+    except (ArtifactError, KeyError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+        return
+    table = Table(title=f"{run_dir} [{split}]")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.6f}")
+    console.print(table)
+
+
+@app.command("predict")
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    input: Annotated[Path, typer.Option("--input", help="Raw records: csv/tsv/parquet/jsonl.")],
+    output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet with pctr.")],
+    batch_size: Annotated[int, typer.Option(help="Rows scored per batch.")] = 65536,
+) -> None:
+    """Score raw records with the run's processor and model; writes a `pctr` column."""
+    from adrank.serve.predictor import predict_file
+
+    try:
+        with console.status(f"scoring {input} ..."):
+            rows, seconds = predict_file(run_dir, input, output, batch_size=batch_size)
+    except Exception as exc:  # noqa: BLE001 - surfaced as a clean CLI error
+        fail(f"{type(exc).__name__}: {exc}")
+        return
+    console.print(f"scored {rows:,} rows in {seconds:.2f}s ({rows / max(seconds, 1e-9):,.0f} rows/s) -> {output}")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    from adrank.models import available_models, get_model_class
+
+    table = Table(title="models")
+    table.add_column("name")
+    table.add_column("description")
+    for name in available_models():
+        doc = (get_model_class(name).__doc__ or "").strip().splitlines()
+        table.add_row(name, doc[0] if doc else "")
+    console.print(table)
+
+
+def run() -> None:  # pragma: no cover - console entry point helper
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,127 @@
+"""End-to-end functional API: dataset -> prepared data -> trained run directory.
+
+``train_run`` is what ``adrank train`` and the benchmark runner call. It prepares (or reuses)
+the dataset, builds the model from the registry, trains with the :class:`Trainer` and writes
+the artifact (see :mod:`adrank.serve.artifact`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adrank.config import RunConfig
+from adrank.data.batches import InMemoryLoader, TensorData
+from adrank.data.prepare import PreparedData, prepare_dataset
+from adrank.models.registry import build_model
+from adrank.serve.artifact import load_artifact, write_artifact
+from adrank.train.evaluation import as_eval_loader, collect_predictions, compute_metrics
+from adrank.train.trainer import Trainer, TrainResult
+from adrank.utils import atomic_write, seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """A finished run: where it is, what it scored and how long it took."""
+
+    run_dir: Path
+    model: str
+    num_parameters: int
+    train: TrainResult
+
+    @property
+    def test(self) -> dict[str, float]:
+        return self.train.test or {}
+
+
+def load_split(prepared: PreparedData, split: str) -> TensorData:
+    if split not in prepared.splits:
+        raise KeyError(f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)})")
+    return TensorData.from_parquet(prepared.splits[split], prepared.feature_map)
+
+
+def train_run(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    prepared: PreparedData | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+    force_progress: bool = False,
+) -> RunResult:
+    """Train ``config.model`` on ``config.dataset`` (or ``prepared``) into ``run_dir``."""
+    if prepared is None:
+        if not config.dataset:
+            raise ValueError("no dataset given: set config.dataset or pass prepared=")
+        prepared = prepare_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    run_dir = Path(run_dir)
+    cfg = config.train
+    seed_everything(cfg.seed, cfg.deterministic)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    model = build_model(config.model, prepared.feature_map, **config.params)
+    train = InMemoryLoader(load_split(prepared, "train"), cfg.batch_size, shuffle=True,
+                           seed=cfg.seed)
+    valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
+    test = load_split(prepared, "test") if "test" in prepared.splits else None
+    trainer = Trainer(model, cfg, run_dir, force_progress=force_progress)
+    result = trainer.fit(train, valid, test, resume=resume)
+    if test is not None:
+        # Kept for the serving consistency check: the Predictor must reproduce these.
+        probs = collect_predictions(model, as_eval_loader(test, cfg.eval_batch_size),
+                                    cfg.device).probs
+        atomic_write(run_dir / "test_predictions.npy", lambda p: np.save(p, probs))
+    metrics: dict[str, Any] = {
+        "valid": result.best_valid,
+        "test": result.test,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_time_s": result.train_time_s,
+        "train_samples_per_s": result.train_samples_per_s,
+        "num_parameters": model.num_parameters(),
+    }
+    write_artifact(
+        run_dir,
+        config=config,
+        processor_dir=prepared.processor_dir,
+        feature_map=prepared.feature_map,
+        model=model,
+        metrics=metrics,
+        extra={"prepared_data": str(prepared.directory)},
+    )
+    return RunResult(run_dir, config.model, model.num_parameters(), result)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """Re-score a split of the run's dataset with the saved model."""
+    art = load_artifact(run_dir)
+    prepared_path = art.manifest.get("prepared_data")
+    if prepared_path and Path(prepared_path, "stats.json").exists():
+        prepared = PreparedData.open(prepared_path)
+    elif art.config.dataset:
+        prepared = prepare_dataset(art.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    else:
+        raise ValueError(f"{run_dir}: cannot locate the prepared data it was trained on")
+    data = load_split(prepared, split)
+    t0 = time.perf_counter()
+    preds = collect_predictions(
+        art.model, as_eval_loader(data, art.config.train.eval_batch_size)
+    )
+    metrics = compute_metrics(preds, art.feature_map.labels)
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics

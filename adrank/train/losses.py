@@ -1,0 +1,114 @@
+"""Training objective: BCE on logits + the model's auxiliary loss + L2 regularizers.
+
+Regularizers follow FuxiCTR's convention, lambda / 2 * ||W||^2:
+
+* embedding regularizer on every :class:`FeatureEmbedding` of the model; scope ``"table"``
+  counts every row of every table (FuxiCTR), scope ``"batch"`` only the rows the batch uses
+  (each distinct row once);
+* net regularizer on the weight matrices (ndim >= 2) of every non-embedding module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adrank.config import TrainConfig
+from adrank.data.batches import Batch
+from adrank.models.base import CTRModel, ModelOutput
+
+__all__ = [
+    "bce_loss",
+    "embedding_regularization",
+    "net_regularization",
+    "net_regularized_parameters",
+    "training_loss",
+]
+
+
+def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits.
+
+    Args:
+        logits: (B,) for a single-task model or (B, T) for a multi-task one.
+        labels: (B, T) float labels from :class:`Batch` (column 0 is used for (B,) logits).
+
+    Multi-task loss is the mean of the per-task BCEs. Computed in float32 even under AMP.
+    """
+    logits = logits.float()
+    if logits.dim() == 1:
+        target = labels[:, 0] if labels.dim() == 2 else labels
+    else:
+        target = labels
+        if logits.shape != labels.shape:
+            raise ValueError(
+                f"model returned logits of shape {tuple(logits.shape)} but labels have shape "
+                f"{tuple(labels.shape)}; a multi-task model needs one logit per label task"
+            )
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+def embedding_regularization(
+    model: CTRModel,
+    weight: float,
+    features: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``weight / 2 * sum of squared embedding entries`` over the model's embeddings.
+
+    ``features=None`` is the "table" scope; passing the batch features is the "batch" scope.
+    """
+    modules = model.embedding_modules()
+    if not modules:
+        return torch.zeros(())
+    total = sum(m.l2_penalty(features) for m in modules)
+    return (weight / 2.0) * total  # type: ignore[return-value]
+
+
+def net_regularized_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Weight matrices (ndim >= 2) outside the model's embedding modules."""
+    embedding_params = {
+        id(p) for m in getattr(model, "embedding_modules", lambda: [])() for p in m.parameters()
+    }
+    return [
+        p
+        for p in model.parameters()
+        if p.requires_grad and p.dim() >= 2 and id(p) not in embedding_params
+    ]
+
+
+def net_regularization(params: Sequence[torch.Tensor], weight: float) -> torch.Tensor:
+    """``weight / 2 * sum ||W||^2`` over ``params``."""
+    if not params:
+        return torch.zeros(())
+    return (weight / 2.0) * sum(p.pow(2).sum() for p in params)  # type: ignore[return-value]
+
+
+def training_loss(
+    model: CTRModel,
+    outputs: ModelOutput,
+    batch: Batch,
+    config: TrainConfig,
+    net_params: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The full training objective for one batch (a scalar tensor).
+
+    BCE(logits, labels) + model.auxiliary_loss(outputs, labels) + embedding regularizer
+    (scope from ``config.embedding_regularizer_scope``) + net regularizer. ``net_params``
+    caches :func:`net_regularized_parameters` across steps.
+    """
+    loss = bce_loss(outputs.logits, batch.labels)
+    labels = batch.labels[:, 0] if outputs.logits.dim() == 1 else batch.labels
+    aux = model.auxiliary_loss(outputs, labels)
+    if aux is not None:
+        loss = loss + aux.float()
+    if config.embedding_regularizer > 0:
+        features = None if config.embedding_regularizer_scope == "table" else batch.features
+        loss = loss + embedding_regularization(model, config.embedding_regularizer, features)
+    if config.net_regularizer > 0:
+        if net_params is None:
+            net_params = net_regularized_parameters(model)
+        loss = loss + net_regularization(net_params, config.net_regularizer)
+    return loss
