@@ -7,7 +7,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -38,14 +38,14 @@ class ExportFormat(str, Enum):
 
 
 DataDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--data-dir",
         help="Raw data directory (default: $ADRANK_DATA_DIR, then ~/.cache/adrank).",
     ),
 ]
 CacheDirOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option(
         "--cache-dir",
         help="Where prepared data is cached (default: $ADRANK_CACHE_DIR, then "
@@ -107,7 +107,7 @@ def datasets_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name (see `adrank datasets list`).")],
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Split/sampling seed.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Split/sampling seed.")] = None,
     bad_rows: Annotated[BadRows, typer.Option(help="Malformed rows: error or skip.")] = (
         BadRows.error
     ),
@@ -147,9 +147,9 @@ def datasets_export(
     format: Annotated[ExportFormat, typer.Option("--format", help="csv or parquet.")] = (
         ExportFormat.csv
     ),
-    output: Annotated[Optional[Path], typer.Option(help="Output directory.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
     data_dir: DataDirOpt = None,
-    seed: Annotated[Optional[int], typer.Option(help="Split/sampling seed.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Split/sampling seed.")] = None,
     download: Annotated[bool, typer.Option(help="Download missing files.")] = True,
 ) -> None:
     """Write the exact raw train/valid/test split, so other tools can use identical data."""
@@ -178,13 +178,13 @@ def prepare_files_cmd(
     schema: Annotated[Path, typer.Option(help="Schema YAML/JSON file.")],
     train: Annotated[Path, typer.Option(help="Training split (csv/tsv/parquet/libfm[.gz]).")],
     output: Annotated[Path, typer.Option(help="Output directory.")],
-    valid: Annotated[Optional[Path], typer.Option(help="Validation split.")] = None,
-    test: Annotated[Optional[Path], typer.Option(help="Test split.")] = None,
+    valid: Annotated[Path | None, typer.Option(help="Validation split.")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test split.")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="CSV/TSV has no header.")] = (
         False
     ),
     columns: Annotated[
-        Optional[str], typer.Option(help="Comma-separated column names (with --no-header).")
+        str | None, typer.Option(help="Comma-separated column names (with --no-header).")
     ] = None,
     bad_rows: Annotated[BadRows, typer.Option(help="Malformed rows: error or skip.")] = (
         BadRows.error
@@ -203,7 +203,10 @@ def prepare_files_cmd(
             if path is None:
                 continue
             res = read_raw(
-                path, has_header=not no_header, column_names=names, schema=sch,
+                path,
+                has_header=not no_header,
+                column_names=names,
+                schema=sch,
                 bad_rows=bad_rows.value,
             )
             if res.skipped_rows:
@@ -229,13 +232,16 @@ def train_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name (see `adrank datasets list`).")],
     model: Annotated[str, typer.Option(help="Model name (see `adrank models`).")],
     config: Annotated[
-        Optional[Path], typer.Option(help="Run config YAML (default: configs/models/DATASET/MODEL.yaml).")
+        Path | None,
+        typer.Option(help="Run config YAML (default: configs/models/DATASET/MODEL.yaml)."),
     ] = None,
     set_: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", help="Override, e.g. --set train.batch_size=1024 --set params.net_dropout=0.1"),
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override, e.g. --set train.batch_size=1024 --set params.net_dropout=0.1"
+        ),
     ] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Output run directory.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Output run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in RUN_DIR.")] = False,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -253,8 +259,9 @@ def train_cmd(
     if out.exists() and (out / "manifest.json").exists() and not resume:
         fail(f"{out} already holds a finished run; pass another --run-dir")
     try:
-        result = train_run(cfg, out, data_dir=data_dir, cache_dir=cache_dir, resume=resume,
-                           force_progress=True)
+        result = train_run(
+            cfg, out, data_dir=data_dir, cache_dir=cache_dir, resume=resume, force_progress=True
+        )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
         return
@@ -307,10 +314,72 @@ def predict_cmd(
     try:
         with console.status(f"scoring {input} ..."):
             rows, seconds = predict_file(run_dir, input, output, batch_size=batch_size)
-    except Exception as exc:  # noqa: BLE001 - surfaced as a clean CLI error
+    except Exception as exc:
         fail(f"{type(exc).__name__}: {exc}")
         return
-    console.print(f"scored {rows:,} rows in {seconds:.2f}s ({rows / max(seconds, 1e-9):,.0f} rows/s) -> {output}")
+    console.print(
+        f"scored {rows:,} rows in {seconds:.2f}s "
+        f"({rows / max(seconds, 1e-9):,.0f} rows/s) -> {output}"
+    )
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "frappe",
+    models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = (
+        "deepfm,dcnv2,finalmlp,finalnet"
+    ),
+    seeds: Annotated[int, typer.Option(help="Number of seeds (2021, 2022, ...).")] = 3,
+    output: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/benchmark"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override applied to every run.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """BARS protocol: tuned config per model, N seeds; writes leaderboard.md/.csv/.png.
+
+    Finished runs in OUTPUT are reused, so an interrupted benchmark continues where it
+    stopped."""
+    from adrank.bench.report import to_markdown, write_report
+    from adrank.bench.runner import run_benchmark
+    from adrank.models import available_models
+
+    names = (
+        available_models() if models == "all" else [m.strip().lower() for m in models.split(",")]
+    )
+    unknown = [m for m in names if m not in available_models()]
+    if unknown:
+        fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
+    seed_list = [2021 + i for i in range(seeds)]
+
+    def on_run(row) -> None:
+        console.print(
+            f"[green]done[/] {row.model} seed {row.seed}: test AUC {row.test_auc:.4f}, "
+            f"logloss {row.test_logloss:.4f}, {row.epochs} epochs, {row.train_time_s:.0f}s"
+        )
+
+    try:
+        runs = run_benchmark(
+            dataset,
+            names,
+            seed_list,
+            output,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            overrides=set_ or [],
+            on_run=on_run,
+            force_progress=True,
+        )
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+        return
+    rows = write_report(runs, dataset, output)
+    console.print(to_markdown(rows, dataset))
+    console.print(
+        f"leaderboard: {output / 'leaderboard.md'}, {output / 'leaderboard.csv'}, "
+        f"{output / 'leaderboard.png'}"
+    )
 
 
 @app.command("models")

@@ -42,9 +42,16 @@ class RunResult:
         return self.train.test or {}
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a path
+        np.save(fh, array)
+
+
 def load_split(prepared: PreparedData, split: str) -> TensorData:
     if split not in prepared.splits:
-        raise KeyError(f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)})")
+        raise KeyError(
+            f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)})"
+        )
     return TensorData.from_parquet(prepared.splits[split], prepared.feature_map)
 
 
@@ -69,17 +76,19 @@ def train_run(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     model = build_model(config.model, prepared.feature_map, **config.params)
-    train = InMemoryLoader(load_split(prepared, "train"), cfg.batch_size, shuffle=True,
-                           seed=cfg.seed)
+    train = InMemoryLoader(
+        load_split(prepared, "train"), cfg.batch_size, shuffle=True, seed=cfg.seed
+    )
     valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
     test = load_split(prepared, "test") if "test" in prepared.splits else None
     trainer = Trainer(model, cfg, run_dir, force_progress=force_progress)
     result = trainer.fit(train, valid, test, resume=resume)
     if test is not None:
         # Kept for the serving consistency check: the Predictor must reproduce these.
-        probs = collect_predictions(model, as_eval_loader(test, cfg.eval_batch_size),
-                                    cfg.device).probs
-        atomic_write(run_dir / "test_predictions.npy", lambda p: np.save(p, probs))
+        probs = collect_predictions(
+            model, as_eval_loader(test, cfg.eval_batch_size), cfg.device
+        ).probs
+        atomic_write(run_dir / "test_predictions.npy", lambda p: _save_npy(p, probs))
     metrics: dict[str, Any] = {
         "valid": result.best_valid,
         "test": result.test,
@@ -119,9 +128,7 @@ def evaluate_run(
         raise ValueError(f"{run_dir}: cannot locate the prepared data it was trained on")
     data = load_split(prepared, split)
     t0 = time.perf_counter()
-    preds = collect_predictions(
-        art.model, as_eval_loader(data, art.config.train.eval_batch_size)
-    )
+    preds = collect_predictions(art.model, as_eval_loader(data, art.config.train.eval_batch_size))
     metrics = compute_metrics(preds, art.feature_map.labels)
     metrics["seconds"] = time.perf_counter() - t0
     return metrics

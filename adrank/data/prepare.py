@@ -151,7 +151,6 @@ def prepare_frames(
 def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:
     """Hash of the raw files' bytes, the schema, the seed and the adrank version."""
     from adrank import __version__
-
     from adrank.data.datasets import find_file
 
     files = []
@@ -160,8 +159,12 @@ def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:
         if found is not None:
             files.append(found)
     extra = json.dumps(
-        {"schema": builder.schema().to_dict(), "seed": seed, "version": __version__,
-         "format": PREPARED_FORMAT_VERSION},
+        {
+            "schema": builder.schema().to_dict(),
+            "seed": seed,
+            "version": __version__,
+            "format": PREPARED_FORMAT_VERSION,
+        },
         sort_keys=True,
     )
     return content_digest(files, extra=extra)

@@ -191,7 +191,9 @@ class FeatureProcessor:
             return stable_hash_ids(col, f.hash_buckets)
         table = _table_of(f)
         return col.replace_strict(
-            self._lookup_keys[table], self._lookup_ids[table], default=OOV_ID,
+            self._lookup_keys[table],
+            self._lookup_ids[table],
+            default=OOV_ID,
             return_dtype=pl.Int64,
         )
 
@@ -229,7 +231,9 @@ class FeatureProcessor:
             ids = stable_hash_ids(flat, owner.hash_buckets)  # type: ignore[arg-type]
         else:
             ids = flat.replace_strict(
-                self._lookup_keys[table], self._lookup_ids[table], default=OOV_ID,
+                self._lookup_keys[table],
+                self._lookup_ids[table],
+                default=OOV_ID,
                 return_dtype=pl.Int64,
             )
         flat_ids = ids.to_numpy()
@@ -277,8 +281,11 @@ class FeatureProcessor:
                 out[f.name] = self._encode_sequence(self._source(frame, f), f)
         if self.schema.group and self.schema.group in frame.columns:
             out[GROUP_COLUMN] = (
-                frame.get_column(self.schema.group).cast(pl.Utf8).hash(seed=0).reinterpret(
-                    signed=True).rename(GROUP_COLUMN)
+                frame.get_column(self.schema.group)
+                .cast(pl.Utf8)
+                .hash(seed=0)
+                .reinterpret(signed=True)
+                .rename(GROUP_COLUMN)
             )
         return pl.DataFrame(out)
 
@@ -319,18 +326,21 @@ class FeatureProcessor:
             if isinstance(f, NumericFeature):
                 if f.buckets:
                     size = len(self.boundaries_[f.name]) + 1 + NUM_RESERVED_IDS
-                    fields.append(FieldInfo(f.name, "categorical", size, 0, f.name,
-                                            f.embedding_dim))
+                    fields.append(
+                        FieldInfo(f.name, "categorical", size, 0, f.name, f.embedding_dim)
+                    )
                 else:
                     fields.append(FieldInfo(f.name, "numeric", 0, 0, f.name, f.embedding_dim))
             elif isinstance(f, CategoricalFeature):
                 t = _table_of(f)
-                fields.append(FieldInfo(f.name, "categorical", self.vocab_size(t), 0, t,
-                                        f.embedding_dim))
+                fields.append(
+                    FieldInfo(f.name, "categorical", self.vocab_size(t), 0, t, f.embedding_dim)
+                )
             else:
                 t = _table_of(f)
-                fields.append(FieldInfo(f.name, "sequence", self.vocab_size(t), f.max_len, t,
-                                        f.embedding_dim))
+                fields.append(
+                    FieldInfo(f.name, "sequence", self.vocab_size(t), f.max_len, t, f.embedding_dim)
+                )
         return FeatureMap(
             fields=tuple(fields),
             labels=tuple(self.schema.labels),

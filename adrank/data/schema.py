@@ -25,7 +25,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
@@ -110,7 +110,7 @@ class SequenceFeature:
     type: Literal["sequence"] = "sequence"
 
 
-Feature = Union[CategoricalFeature, NumericFeature, SequenceFeature]
+Feature = CategoricalFeature | NumericFeature | SequenceFeature
 _FEATURE_TYPES: dict[str, type] = {
     "categorical": CategoricalFeature,
     "numeric": NumericFeature,
@@ -246,8 +246,9 @@ def _feature_from_dict(index: int, raw: Any) -> Feature:
     allowed = {f.name for f in dataclasses.fields(klass)}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise SchemaError(f"{where}: unknown key(s) {unknown}; allowed for {ftype}: "
-                          f"{sorted(allowed)}")
+        raise SchemaError(
+            f"{where}: unknown key(s) {unknown}; allowed for {ftype}: {sorted(allowed)}"
+        )
     kwargs = dict(raw)
     try:
         return klass(**kwargs)

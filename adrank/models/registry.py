@@ -20,7 +20,7 @@ _LOADED = False
 M = TypeVar("M", bound=type[CTRModel])
 
 
-def register(name: str):  # noqa: ANN201 - decorator
+def register(name: str):
     """Class decorator: ``@register("deepfm")``. Names are case-insensitive."""
 
     def wrap(cls: M) -> M:

@@ -57,7 +57,7 @@ class FeatureEmbedding(nn.Module):
         # Tables: every distinct embedding group among categorical/sequence fields.
         table_vocab: dict[str, int] = {}
         table_dim: dict[str, int] = {}
-        for f, d in zip(chosen, self.dims):
+        for f, d in zip(chosen, self.dims, strict=True):
             if f.kind == "numeric":
                 continue
             owner = feature_map.field(f.table) if f.table in feature_map.names else f
@@ -76,8 +76,11 @@ class FeatureEmbedding(nn.Module):
         numeric = [f for f in chosen if f.kind == "numeric"]
         self.numeric_names = [f.name for f in numeric]
         self.numeric_weight = nn.ParameterDict(
-            {f.name: nn.Parameter(torch.empty(d)) for f, d in zip(chosen, self.dims)
-             if f.kind == "numeric"}
+            {
+                f.name: nn.Parameter(torch.empty(d))
+                for f, d in zip(chosen, self.dims, strict=True)
+                if f.kind == "numeric"
+            }
         )
         cat = [f for f in chosen if f.kind == "categorical" and f.table in self._offsets]
         self._fused_cat_names = [f.name for f in cat]
@@ -94,7 +97,7 @@ class FeatureEmbedding(nn.Module):
         for emb in tables:
             nn.init.normal_(emb.weight, std=self.init_std)
         with torch.no_grad():
-            for t, off in self._offsets.items():
+            for off in self._offsets.values():
                 self.fused.weight[off + PAD_ID].zero_()
             for emb in self.extra_tables.values():
                 emb.weight[PAD_ID].zero_()
@@ -165,8 +168,10 @@ class FeatureEmbedding(nn.Module):
         once); otherwise every row of every table counts (FuxiCTR's "table" scope).
         """
         if features is None:
-            total = sum((t.weight.pow(2).sum() for t in [self.fused, *self.extra_tables.values()]),
-                        torch.zeros((), device=self.fused.weight.device))
+            total = sum(
+                (t.weight.pow(2).sum() for t in [self.fused, *self.extra_tables.values()]),
+                torch.zeros((), device=self.fused.weight.device),
+            )
             for p in self.numeric_weight.values():
                 total = total + p.pow(2).sum()
             return total

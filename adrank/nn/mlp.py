@@ -67,7 +67,7 @@ class MLPBlock(nn.Module):
             raise ValueError(f"{len(acts)} activations given for {len(units)} hidden layers")
         layers: list[nn.Module] = []
         width = input_dim
-        for u, act in zip(units, acts):
+        for u, act in zip(units, acts, strict=True):
             layers.append(nn.Linear(width, u))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(u))

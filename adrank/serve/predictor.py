@@ -116,7 +116,10 @@ def predict_file(
         out = frame.with_columns(pl.Series("pctr", probs))
     else:
         out = frame.with_columns(
-            [pl.Series(f"p_{name}", probs[:, i]) for i, name in enumerate(predictor.feature_map.labels)]
+            [
+                pl.Series(f"p_{name}", probs[:, i])
+                for i, name in enumerate(predictor.feature_map.labels)
+            ]
         )
     output_path = Path(output_path)
     if output_path.suffix == ".parquet":

@@ -73,8 +73,9 @@ def test_in_memory_loader_shards_are_disjoint(prepared) -> None:
     path, fm = prepared
     data = TensorData.from_parquet(path, fm)
     shards = [
-        torch.cat([b.features["x"] for b in InMemoryLoader(data, 64, True, 5, rank=r,
-                                                           world_size=3)])
+        torch.cat(
+            [b.features["x"] for b in InMemoryLoader(data, 64, True, 5, rank=r, world_size=3)]
+        )
         for r in range(3)
     ]
     sets = [set(s.tolist()) for s in shards]

@@ -20,12 +20,14 @@ from adrank.train import (
     ProgressBar,
     Trainer,
     bce_loss,
+    compute_metrics,
     evaluate,
     fit,
     predict,
     training_loss,
 )
 from adrank.train.checkpoint import load_checkpoint
+from adrank.train.evaluation import Predictions
 from adrank.utils import seed_everything
 
 VOCAB = (40, 25, 12, 6)
@@ -335,3 +337,13 @@ def test_cuda_amp_training() -> None:
     result = fit(model, make_data(2000, 0), make_data(500, 1), config(device="cuda", amp=True))
     assert next(model.parameters()).is_cuda
     assert result.best_valid["auc"] > 0.7
+
+
+def test_compute_metrics_multi_task_prefixes_and_means() -> None:
+    labels = np.array([[0, 1], [1, 0], [1, 1], [0, 0]], dtype=np.float32)
+    probs = np.array([[0.2, 0.9], [0.8, 0.1], [0.6, 0.3], [0.4, 0.4]], dtype=np.float32)
+    out = compute_metrics(Predictions(probs, labels, None), ("click", "conversion"))
+    assert out["click_auc"] == pytest.approx(1.0)
+    assert out["conversion_auc"] == pytest.approx(0.75)
+    assert out["auc"] == pytest.approx(0.875)
+    assert {"click_logloss", "conversion_ece", "logloss", "calibration_ratio"} <= set(out)

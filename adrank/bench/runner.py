@@ -1,0 +1,104 @@
+"""Run models x seeds under the BARS protocol and collect one row per run.
+
+Runs are resumable: a run directory that already has a manifest is read back instead of
+retrained, so a long leaderboard can be built over several sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from adrank.config import resolve_run_config
+from adrank.data.prepare import prepare_dataset
+from adrank.pipeline import train_run
+from adrank.serve.artifact import ArtifactError, read_manifest
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SEEDS = (2021, 2022, 2023)
+
+
+@dataclass
+class BenchmarkRun:
+    """One (model, seed) result."""
+
+    model: str
+    seed: int
+    test_auc: float
+    test_logloss: float
+    valid_auc: float
+    num_parameters: int
+    epochs: int
+    best_epoch: int
+    train_time_s: float
+    train_samples_per_s: float
+    run_dir: str
+
+
+def _read_finished(run_dir: Path, model: str, seed: int) -> BenchmarkRun | None:
+    try:
+        read_manifest(run_dir)
+    except ArtifactError:
+        return None
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return BenchmarkRun(
+        model=model,
+        seed=seed,
+        test_auc=m["test"]["auc"],
+        test_logloss=m["test"]["logloss"],
+        valid_auc=m["valid"].get("auc", float("nan")),
+        num_parameters=m["num_parameters"],
+        epochs=m["epochs_run"],
+        best_epoch=m["best_epoch"],
+        train_time_s=m["train_time_s"],
+        train_samples_per_s=m["train_samples_per_s"],
+        run_dir=str(run_dir),
+    )
+
+
+def run_benchmark(
+    dataset: str,
+    models: list[str],
+    seeds: list[int],
+    output_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    on_run: Callable[[BenchmarkRun], None] | None = None,
+    force_progress: bool = False,
+) -> list[BenchmarkRun]:
+    """Train every model with every seed (tuned config per model) and return the rows.
+
+    Results are also appended to ``output_dir/runs.jsonl``.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    rows: list[BenchmarkRun] = []
+    for model in models:
+        for seed in seeds:
+            run_dir = output_dir / "runs" / f"{model}-seed{seed}"
+            row = _read_finished(run_dir, model, seed)
+            if row is None:
+                cfg = resolve_run_config(
+                    dataset, model, overrides=[*overrides, f"train.seed={seed}"]
+                )
+                logger.info("benchmark: %s seed %d -> %s", model, seed, run_dir)
+                train_run(
+                    cfg, run_dir, prepared=prepared, resume=True, force_progress=force_progress
+                )
+                row = _read_finished(run_dir, model, seed)
+                assert row is not None
+                with open(output_dir / "runs.jsonl", "a") as fh:
+                    fh.write(json.dumps(asdict(row)) + "\n")
+            else:
+                logger.info("benchmark: reusing finished run %s", run_dir)
+            rows.append(row)
+            if on_run:
+                on_run(row)
+    return rows
