@@ -60,6 +60,17 @@ def _read_finished(run_dir: Path, model: str, seed: int) -> BenchmarkRun | None:
     )
 
 
+def read_results(path: Path) -> dict[tuple[str, int], BenchmarkRun]:
+    """Finished runs recorded in a ``runs.jsonl`` (the last line for a (model, seed) wins)."""
+    out: dict[tuple[str, int], BenchmarkRun] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = BenchmarkRun(**json.loads(line))
+                out[(row.model, row.seed)] = row
+    return out
+
+
 def run_benchmark(
     dataset: str,
     models: list[str],
@@ -71,33 +82,49 @@ def run_benchmark(
     overrides: list[str] = (),  # type: ignore[assignment]
     on_run: Callable[[BenchmarkRun], None] | None = None,
     force_progress: bool = False,
+    keep_going: bool = True,
+    failures: list[tuple[str, int, str]] | None = None,
 ) -> list[BenchmarkRun]:
     """Train every model with every seed (tuned config per model) and return the rows.
 
-    Results are also appended to ``output_dir/runs.jsonl``.
+    Each finished run is appended to ``output_dir/runs.jsonl``, the source of truth for
+    resuming: (model, seed) pairs recorded there are not retrained. Run directories
+    (weights, checkpoints) go to ``output_dir/runs/`` and an interrupted run resumes from
+    its last epoch checkpoint. With ``keep_going`` a failing run is logged (and appended
+    to ``failures``) and the benchmark moves on.
     """
+    failures = failures if failures is not None else []
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    results_path = output_dir / "runs.jsonl"
+    done = read_results(results_path)
+    prepared = None
     rows: list[BenchmarkRun] = []
     for model in models:
         for seed in seeds:
-            run_dir = output_dir / "runs" / f"{model}-seed{seed}"
-            row = _read_finished(run_dir, model, seed)
-            if row is None:
-                cfg = resolve_run_config(
-                    dataset, model, overrides=[*overrides, f"train.seed={seed}"]
+            row = done.get((model, seed))
+            if row is not None:
+                logger.info(
+                    "benchmark: %s seed %d already recorded in %s", model, seed, results_path
                 )
-                logger.info("benchmark: %s seed %d -> %s", model, seed, run_dir)
-                train_run(
-                    cfg, run_dir, prepared=prepared, resume=True, force_progress=force_progress
-                )
-                row = _read_finished(run_dir, model, seed)
-                assert row is not None
-                with open(output_dir / "runs.jsonl", "a") as fh:
-                    fh.write(json.dumps(asdict(row)) + "\n")
             else:
-                logger.info("benchmark: reusing finished run %s", run_dir)
+                run_dir = output_dir / "runs" / f"{model}-seed{seed}"
+                row = _read_finished(run_dir, model, seed)
+                if row is None:
+                    if prepared is None:
+                        prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+                    cfg = resolve_run_config(
+                        dataset, model, overrides=[*overrides, f"train.seed={seed}"]
+                    )
+                    logger.info("benchmark: %s seed %d -> %s", model, seed, run_dir)
+                    train_run(
+                        cfg, run_dir, prepared=prepared, resume=True, force_progress=force_progress
+                    )
+                    row = _read_finished(run_dir, model, seed)
+                    if row is None:
+                        raise RuntimeError(f"run {run_dir} finished without a manifest")
+                with open(results_path, "a") as fh:
+                    fh.write(json.dumps(asdict(row)) + "\n")
             rows.append(row)
             if on_run:
                 on_run(row)

@@ -30,6 +30,22 @@ class ModelOutput:
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def initialize_weights(model: nn.Module) -> None:
+    """FuxiCTR's default init, which the BARS numbers were produced with: Xavier-normal
+    weights and zero biases for every ``nn.Linear``/``nn.Conv1d``, then each module's own
+    ``reset_custom_parameters()`` (e.g. gates that must start at 1). Embeddings keep their
+    own init (normal, std 1e-4)."""
+    for m in model.modules():
+        if type(m) in (nn.Linear, nn.Conv1d):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for m in model.modules():
+        reset = getattr(m, "reset_custom_parameters", None)
+        if callable(reset):
+            reset()
+
+
 class CTRModel(nn.Module):
     """Base class; subclasses set ``self.embedding`` (or several FeatureEmbedding modules)."""
 

@@ -13,7 +13,7 @@ import pkgutil
 from typing import Any, TypeVar
 
 from adrank.data.feature_map import FeatureMap
-from adrank.models.base import CTRModel
+from adrank.models.base import CTRModel, initialize_weights
 
 _REGISTRY: dict[str, type[CTRModel]] = {}
 _LOADED = False
@@ -69,8 +69,12 @@ def model_params(name: str) -> dict[str, Any]:
     }
 
 
-def build_model(name: str, feature_map: FeatureMap, **params: Any) -> CTRModel:
-    """Instantiate a registered model, rejecting unknown hyperparameters by name."""
+def build_model(
+    name: str, feature_map: FeatureMap, *, default_init: bool = True, **params: Any
+) -> CTRModel:
+    """Instantiate a registered model, rejecting unknown hyperparameters by name.
+
+    With ``default_init`` the weights get :func:`initialize_weights` (FuxiCTR's scheme)."""
     cls = get_model_class(name)
     valid = model_params(name)
     unknown = sorted(set(params) - set(valid))
@@ -78,4 +82,7 @@ def build_model(name: str, feature_map: FeatureMap, **params: Any) -> CTRModel:
         raise ValueError(
             f"unknown hyperparameter(s) {unknown} for model {name!r}; valid: {sorted(valid)}"
         )
-    return cls(feature_map, **params)
+    model = cls(feature_map, **params)
+    if default_init:
+        initialize_weights(model)
+    return model

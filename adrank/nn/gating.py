@@ -260,6 +260,10 @@ class FieldGate(nn.Module):
     def __init__(self, num_fields: int) -> None:
         super().__init__()
         self.proj = nn.Linear(num_fields, num_fields)
+        self.reset_custom_parameters()
+
+    def reset_custom_parameters(self) -> None:
+        """Gates start at 1 (re-applied after the model-wide default init)."""
         nn.init.zeros_(self.proj.weight)
         nn.init.ones_(self.proj.bias)
 
