@@ -284,6 +284,10 @@ def _result(
     if opts.fmt == "libfm":
         frame = _drop_unit_values(frame)
     shown = [text for _, text in sorted(examples)[:_MAX_EXAMPLES]]
+    if skipped:
+        logger.warning(
+            "%s: skipped %d bad row(s) (bad_rows='skip'), e.g. %s", path, skipped, "; ".join(shown)
+        )
     return ReadResult(frame, path, skipped, shown)
 
 

@@ -1,0 +1,66 @@
+"""Serving: the run artifact, the Predictor, calibration, export, ranking and the HTTP app.
+
+The HTTP service (``create_app``, ``serve``) needs the ``serve`` extra (fastapi, uvicorn)
+and is imported on first use; ONNX export/scoring needs the ``onnx`` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adrank.serve.artifact import (
+    Artifact,
+    ArtifactError,
+    load_artifact,
+    read_manifest,
+    save_calibration,
+    update_manifest,
+)
+from adrank.serve.calibration import CalibrationReport, apply_calibration, calibrate
+from adrank.serve.export import EXPORT_EXCEPTIONS, ExportParityError, ExportResult, export
+from adrank.serve.predictor import Predictor, RecordError, predict_file
+from adrank.serve.ranking import (
+    AdCandidate,
+    Creative,
+    RankResult,
+    ScoredAd,
+    SlotResult,
+    gsp_auction,
+    rank_ads,
+)
+
+__all__ = [
+    "EXPORT_EXCEPTIONS",
+    "AdCandidate",
+    "Artifact",
+    "ArtifactError",
+    "CalibrationReport",
+    "Creative",
+    "ExportParityError",
+    "ExportResult",
+    "Predictor",
+    "RankResult",
+    "RecordError",
+    "ScoredAd",
+    "SlotResult",
+    "apply_calibration",
+    "calibrate",
+    "create_app",
+    "export",
+    "gsp_auction",
+    "load_artifact",
+    "predict_file",
+    "rank_ads",
+    "read_manifest",
+    "save_calibration",
+    "serve",
+    "update_manifest",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("create_app", "serve"):
+        from adrank.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'adrank.serve' has no attribute {name!r}")

@@ -10,9 +10,12 @@ One directory holds everything needed to score raw records exactly as in trainin
     model.pt           best weights (a plain state_dict: tensors only, loaded weights_only)
     metrics.json       validation/test metrics and training statistics
     calibration.json   optional calibration map (``adrank calibrate``)
+    model.torchscript.pt / model.onnx   optional exports (``adrank export``)
 
 ``manifest.json`` is written last and atomically, so a directory with a manifest is
-complete. Loading checks the format version and every listed file.
+complete. Loading checks the format version and every listed file. Later additions
+(calibration, exports) are written first and then listed by rewriting the manifest
+atomically (:func:`update_manifest`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +36,13 @@ from adrank.data.feature_map import FeatureMap
 from adrank.data.processor import FeatureProcessor
 from adrank.models.base import CTRModel
 from adrank.models.registry import build_model
-from adrank.utils import atomic_write, atomic_write_text
+from adrank.utils import atomic_write, atomic_write_text, content_digest
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+CALIBRATION_FILE = "calibration.json"
 REQUIRED_FILES = ("config.yaml", "schema.yaml", "feature_map.json", "model.pt", "metrics.json")
 
 
@@ -92,6 +97,7 @@ def write_artifact(
     manifest = {
         "format_version": ARTIFACT_FORMAT_VERSION,
         "adrank_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": config.model,
         "dataset": config.dataset,
         "files": [*REQUIRED_FILES, "processor/processor.json"],
@@ -141,4 +147,75 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
     calibration = None
     if manifest.get("calibration"):
         calibration = json.loads((run_dir / manifest["calibration"]).read_text())
+        from adrank.serve.calibration import CALIBRATION_FORMAT_VERSION
+
+        if calibration.get("version") != CALIBRATION_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{run_dir / manifest['calibration']}: calibration format version "
+                f"{calibration.get('version')!r} is not supported (expects "
+                f"{CALIBRATION_FORMAT_VERSION}); re-run `adrank calibrate`"
+            )
     return Artifact(run_dir, manifest, config, feature_map, processor, model, metrics, calibration)
+
+
+def update_manifest(
+    run_dir: str | Path, updates: dict[str, Any], add_files: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Merge ``updates`` into a finished run's manifest and list ``add_files`` (which must
+    already exist) in it; the manifest is rewritten atomically. Returns the new manifest."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    missing = [f for f in add_files if not (run_dir / f).exists()]
+    if missing:
+        raise ArtifactError(f"cannot list {missing} in {run_dir / MANIFEST}: not written")
+    manifest.update(updates)
+    files = list(manifest.get("files", []))
+    manifest["files"] = files + [f for f in add_files if f not in files]
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=float))
+    return manifest
+
+
+def save_calibration(run_dir: str | Path, calibration: dict[str, Any]) -> Path:
+    """Write ``calibration.json`` atomically, then reference it from the manifest (so a
+    reader sees either the old or the new calibration, never a half-written one)."""
+    run_dir = Path(run_dir)
+    read_manifest(run_dir)  # refuse to touch anything that is not a finished run
+    path = run_dir / CALIBRATION_FILE
+    atomic_write_text(path, json.dumps(calibration, indent=2, default=float))
+    update_manifest(
+        run_dir,
+        {"calibration": CALIBRATION_FILE, "calibration_method": calibration.get("method")},
+        add_files=(CALIBRATION_FILE,),
+    )
+    return path
+
+
+def open_prepared_data(
+    artifact: Artifact,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Any:
+    """The prepared data a run was trained on: the directory recorded in the manifest, or
+    (when it is gone) the run's dataset prepared again (reusing the cache when possible)."""
+    from adrank.data.prepare import PreparedData, prepare_dataset
+
+    recorded = artifact.manifest.get("prepared_data")
+    if recorded and Path(recorded, "stats.json").exists():
+        return PreparedData.open(recorded)
+    if artifact.config.dataset:
+        return prepare_dataset(artifact.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    raise FileNotFoundError(
+        f"{artifact.directory}: the prepared data it was trained on "
+        f"({recorded or 'not recorded'}) is gone and the run names no dataset to rebuild it"
+    )
+
+
+def artifact_digest(run_dir: str | Path, manifest: dict[str, Any]) -> str:
+    """Short content hash of what determines the served scores: the weights and the
+    calibration map (used as the model version by the Predictor and the HTTP service)."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / "model.pt"]
+    if manifest.get("calibration"):
+        paths.append(run_dir / manifest["calibration"])
+    return content_digest(paths)[:12]

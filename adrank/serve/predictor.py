@@ -2,14 +2,35 @@
 
 ``Predictor.load(run_dir)`` loads the artifact; ``predict`` accepts a list of dicts, a
 Polars or pandas DataFrame, or an Arrow table, runs the run's FeatureProcessor and the model,
-and returns pCTR as a float64 array (N,) (or (N, T) for multi-task models).
+and returns pCTR as a float64 array (N,) (or (N, T) for multi-task models), calibrated when
+the run has a calibration map.
+
+Field rules for raw input (the *fields* are the raw columns the schema's features read):
+
+* **required**: every categorical field. It has no default, so a missing key is an error
+  naming the field (a misspelt or forgotten field must not silently become OOV). Send an
+  explicit ``null`` for a value that is genuinely unknown: it maps to OOV, as in training.
+  Fields listed in ``optional_fields`` are exempted (missing -> OOV).
+* **optional**: numeric fields (missing -> the schema's ``fill_value``) and sequence fields
+  (missing -> empty sequence).
+* **unknown keys** in a record (not a feature field, a label, or the group/time column) are
+  rejected with an error listing them, unless ``allow_unknown=True``. DataFrames and Arrow
+  tables may carry extra columns (ids, labels): only missing required columns are errors.
+* **types** in records: categorical values are strings or integers; numeric values are
+  numbers or numeric strings; sequences are a delimited string or a list of strings/integers.
+  Booleans, floats for categorical fields, and nested objects are errors naming the field.
+  Unseen categorical values map to OOV.
+
+Backends: ``"torch"`` (eager, default), ``"torchscript"`` or ``"onnx"`` (onnxruntime, an
+optional extra) run the files written by :func:`adrank.serve.export.export` and need it to
+have been run on the artifact first.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,61 +40,333 @@ import pyarrow as pa
 import torch
 
 from adrank.data.batches import table_to_batch
-from adrank.serve.artifact import Artifact, load_artifact
+from adrank.data.schema import (
+    NUM_RESERVED_IDS,
+    OOV_ID,
+    CategoricalFeature,
+    NumericFeature,
+    SequenceFeature,
+)
+from adrank.serve.artifact import Artifact, ArtifactError, artifact_digest, load_artifact
 
 logger = logging.getLogger(__name__)
 
+BACKENDS: tuple[str, ...] = ("torch", "torchscript", "onnx")
+#: Record batches up to this size are encoded with per-field dict lookups (no DataFrame);
+#: larger ones go through the processor's vectorized transform. Both give identical ids.
+FAST_PATH_MAX_RECORDS = 2048
+#: Vocabularies larger than this are not copied into Python dicts for the fast path.
+FAST_PATH_MAX_VOCAB = 2_000_000
+
+
+class RecordError(ValueError):
+    """A raw record (or input column) is missing a required field, has an unknown field, or
+    a value of the wrong type. ``index`` is the record's position (None for a whole column),
+    ``field`` the offending raw field name."""
+
+    def __init__(self, message: str, *, field: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.index = index
+
+
+def _kind_of(feature: Any) -> str:
+    if isinstance(feature, NumericFeature):  # bucketized or not, the raw value is a number
+        return "numeric"
+    if isinstance(feature, SequenceFeature):
+        return "sequence"
+    return "categorical"
+
+
+def _check_value(kind: str, value: Any) -> str | None:
+    """None if ``value`` (not None) is acceptable for a field of ``kind``, else a reason."""
+    if isinstance(value, bool):
+        return "got a boolean"
+    if kind == "categorical":
+        if isinstance(value, (str, int)):
+            return None
+        return f"expected a string or integer, got {type(value).__name__} {value!r}"
+    if kind == "numeric":
+        if isinstance(value, (int, float)):
+            return None
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                return f"expected a number, got {value!r}"
+            return None
+        return f"expected a number, got {type(value).__name__} {value!r}"
+    if isinstance(value, str):
+        return None
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+            return None
+        return "expected a list of strings or integers"
+    return f"expected a delimited string or a list, got {type(value).__name__}"
+
 
 class Predictor:
-    """In-process scorer over a loaded :class:`Artifact`."""
+    """In-process scorer over a loaded :class:`Artifact` (thread-safe for concurrent
+    ``predict`` calls: the model runs in inference mode and is never mutated)."""
 
-    def __init__(self, artifact: Artifact, batch_size: int = 65536) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        batch_size: int = 65536,
+        *,
+        backend: str = "torch",
+        optional_fields: Iterable[str] = (),
+        allow_unknown: bool = False,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.artifact = artifact
         self.batch_size = batch_size
+        self.backend = backend
+        self.allow_unknown = allow_unknown
         self.model = artifact.model.eval()
         self.processor = artifact.processor
         self.feature_map = artifact.feature_map
+        schema = self.processor.schema
+        self.field_kinds: dict[str, str] = {}
+        self.delimiters: dict[str, str] = {}
+        for f in schema.features:
+            src = f.source or f.name
+            # a raw column read by several features is checked as the strictest kind
+            if self.field_kinds.get(src) != "categorical":
+                self.field_kinds[src] = _kind_of(f)
+            if isinstance(f, SequenceFeature):
+                self.delimiters[src] = f.delimiter
+        optional = set(optional_fields)
+        unknown_optional = sorted(optional - set(self.field_kinds))
+        if unknown_optional:
+            raise ValueError(
+                f"optional_fields {unknown_optional} are not fields of this model; "
+                f"fields: {sorted(self.field_kinds)}"
+            )
+        self.required_fields: tuple[str, ...] = tuple(
+            src
+            for src, f in ((f.source or f.name, f) for f in schema.features)
+            if isinstance(f, CategoricalFeature) and src not in optional
+        )
+        self.required_fields = tuple(dict.fromkeys(self.required_fields))
+        extra = [c for c in (schema.group, schema.time) if c]
+        self.allowed_fields: frozenset[str] = frozenset([*self.field_kinds, *schema.labels, *extra])
+        self.version = f"{artifact.manifest.get('model')}-" + artifact_digest(
+            artifact.directory, artifact.manifest
+        )
+        self._score = self._make_scorer(backend)
+        self._lookups = self._build_lookups()
+
+    def _build_lookups(self) -> dict[str, dict[str, int]]:
+        """value -> id dicts for vocabulary-encoded categorical features (the fast path);
+        ids follow the processor's rule: vocabulary order from 2, anything else OOV."""
+        lookups: dict[str, dict[str, int]] = {}
+        tables: dict[str, dict[str, int]] = {}
+        for f in self.processor.schema.features:
+            if not isinstance(f, CategoricalFeature) or f.hash_buckets:
+                continue
+            table = f.share_vocab_with or f.name
+            vocab = self.processor.vocab_.get(table)
+            if vocab is None or len(vocab) > FAST_PATH_MAX_VOCAB:
+                continue
+            if table not in tables:
+                tables[table] = {v: i + NUM_RESERVED_IDS for i, v in enumerate(vocab)}
+            lookups[f.name] = tables[table]
+        return lookups
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 65536) -> Predictor:
-        return cls(load_artifact(run_dir, device=device), batch_size=batch_size)
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str = "cpu",
+        batch_size: int = 65536,
+        *,
+        backend: str = "torch",
+        optional_fields: Iterable[str] = (),
+        allow_unknown: bool = False,
+    ) -> Predictor:
+        """Load a run directory (see the module docstring for the field rules)."""
+        return cls(
+            load_artifact(run_dir, device=device),
+            batch_size=batch_size,
+            backend=backend,
+            optional_fields=optional_fields,
+            allow_unknown=allow_unknown,
+        )
 
-    @property
-    def version(self) -> str:
-        m = self.artifact.manifest
-        return f"{m.get('model')}@{m.get('created', m.get('adrank_version'))}"
+    # ------------------------------------------------------------------ backends -----
+    def _make_scorer(self, backend: str) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        """A function: features (field -> tensor, B rows) -> float32 logits (B,) or (B, T)."""
+        if backend == "torch":
+            device = next(self.model.parameters()).device
+
+            def score_torch(feats: dict[str, torch.Tensor]) -> torch.Tensor:
+                out = self.model({k: v.to(device) for k, v in feats.items()})
+                return out.float().cpu()
+
+            return score_torch
+        from adrank.serve.export import EXPORT_FILES, load_exported
+
+        path = self.artifact.directory / EXPORT_FILES[backend]
+        # the manifest lists an export only if it was made from these weights (retraining
+        # rewrites the manifest without it), so a stale file is never picked up
+        if backend not in (self.artifact.manifest.get("exports") or {}) or not path.exists():
+            raise ArtifactError(
+                f"{path} not found: run `adrank export {self.artifact.directory} "
+                f"--format {backend}` before loading with backend={backend!r}"
+            )
+        return load_exported(path, backend, self.feature_map.names)
+
+    # ------------------------------------------------------------------ encoding -----
+    def check_records(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Validate raw records against the field rules; returns them with list-valued
+        sequences joined by the schema delimiter. Raises :class:`RecordError`."""
+        out: list[Mapping[str, Any]] = []
+        kinds = self.field_kinds
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise RecordError(
+                    f"record {i} is a {type(record).__name__}, expected a dict of fields",
+                    field="",
+                    index=i,
+                )
+            if not self.allow_unknown:
+                unknown = [k for k in record if k not in self.allowed_fields]
+                if unknown:
+                    raise RecordError(
+                        f"record {i}: unknown field(s) {unknown}; the model reads {sorted(kinds)}",
+                        field=str(unknown[0]),
+                        index=i,
+                    )
+            for name in self.required_fields:
+                if name not in record:
+                    raise RecordError(
+                        f"record {i}: required field {name!r} is missing (categorical fields "
+                        "have no default; send null for an unknown value)",
+                        field=name,
+                        index=i,
+                    )
+            joined: dict[str, Any] | None = None
+            for name, kind in kinds.items():
+                value = record.get(name)
+                if value is None:
+                    continue
+                reason = _check_value(kind, value)
+                if reason:
+                    raise RecordError(
+                        f"record {i}: field {name!r} ({kind}): {reason}", field=name, index=i
+                    )
+                if kind == "sequence" and isinstance(value, (list, tuple)):
+                    joined = dict(record) if joined is None else joined
+                    joined[name] = self.delimiters[name].join(str(v) for v in value)
+            out.append(record if joined is None else joined)
+        return out
 
     def _frame(self, data: Any) -> pl.DataFrame:
         if isinstance(data, pl.DataFrame):
-            return data
-        if isinstance(data, pa.Table):
-            return pl.from_arrow(data)  # type: ignore[return-value]
-        if type(data).__module__.startswith("pandas"):
-            return pl.from_pandas(data)
-        raise TypeError(
-            f"cannot score {type(data).__name__}: pass a list of dicts, a Polars/pandas "
-            "DataFrame or an Arrow table"
-        )
+            frame = data
+        elif isinstance(data, pa.Table):
+            frame = pl.from_arrow(data)  # type: ignore[assignment]
+        elif type(data).__module__.startswith("pandas"):
+            frame = pl.from_pandas(data)
+        else:
+            raise TypeError(
+                f"cannot score {type(data).__name__}: pass a list of dicts, a Polars/pandas "
+                "DataFrame or an Arrow table"
+            )
+        missing = [c for c in self.required_fields if c not in frame.columns]
+        if missing:
+            raise RecordError(
+                f"required column(s) {missing} are missing from the input; it has {frame.columns}",
+                field=missing[0],
+            )
+        absent = [c for c in self.field_kinds if c not in frame.columns]
+        if absent:  # optional fields: null columns take the schema defaults
+            frame = frame.with_columns(
+                [
+                    pl.lit(
+                        None, dtype=pl.Float64 if self.field_kinds[c] == "numeric" else pl.Utf8
+                    ).alias(c)
+                    for c in absent
+                ]
+            )
+        return frame
 
     def encode(self, data: Any) -> pl.DataFrame:
         """Raw records -> processed model inputs (labels not required)."""
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-            if data and not all(isinstance(r, Mapping) for r in data):
-                raise TypeError("records must be a list of dicts")
-            return self.processor.transform_records(data)  # type: ignore[arg-type]
-        frame = self._frame(data)
-        return self.processor.transform(frame, require_labels=False)
+            if not data:
+                raise ValueError("no records to score")
+            records = self.check_records(data)
+            return self.processor.transform_records(records)
+        return self.processor.transform(self._frame(data), require_labels=False)
 
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Checked raw records -> model input tensors (field -> (N,) or (N, L)), without a
+        DataFrame for vocabulary-encoded categorical fields (one dict lookup per value).
+        The other features go through the processor's own column encoders. Gives exactly
+        the ids/values of :meth:`encode` (tested)."""
+        schema = self.processor.schema
+        out: dict[str, torch.Tensor] = {}
+        others = []
+        for f in schema.features:
+            lookup = self._lookups.get(f.name)
+            if lookup is None:
+                others.append(f)
+                continue
+            src = f.source or f.name
+            ids = [
+                OOV_ID if (v := r.get(src)) is None else lookup.get(str(v), OOV_ID) for r in records
+            ]
+            out[f.name] = torch.tensor(ids, dtype=torch.int64)
+        if others:
+            out.update(self._encode_other(records, others))
+        return out
+
+    def _encode_other(
+        self, records: Sequence[Mapping[str, Any]], features: list[Any]
+    ) -> dict[str, torch.Tensor]:
+        proc = self.processor
+        columns: dict[str, pl.Series] = {}
+        for f in features:
+            src = f.source or f.name
+            values = [r.get(src) for r in records]
+            if isinstance(f, NumericFeature):
+                floats = [None if v is None or v == "" else float(v) for v in values]
+                columns[src] = pl.Series(src, floats, dtype=pl.Float64)
+            else:
+                strings = [None if v is None else str(v) for v in values]
+                columns[src] = pl.Series(src, strings, dtype=pl.Utf8)
+        frame = pl.DataFrame(columns)
+        out: dict[str, torch.Tensor] = {}
+        for f in features:
+            src = f.source or f.name
+            if isinstance(f, NumericFeature):
+                series = proc._encode_numeric(frame, f)
+            elif isinstance(f, SequenceFeature):
+                series = proc._encode_sequence(frame.get_column(src), f)
+            else:
+                series = proc._encode_categorical(frame.get_column(src), f)
+            kind = self.feature_map.field(f.name).kind
+            dtype = np.float32 if kind == "numeric" else np.int64
+            out[f.name] = torch.from_numpy(np.ascontiguousarray(series.to_numpy(), dtype=dtype))
+        return out
+
+    # ------------------------------------------------------------------- scoring -----
     @torch.inference_mode()
-    def predict_encoded(self, encoded: pl.DataFrame) -> np.ndarray:
+    def predict_logits(self, encoded: pl.DataFrame) -> torch.Tensor:
+        """Processed inputs -> float32 logits (N,) or (N, T), uncalibrated."""
         out: list[torch.Tensor] = []
-        device = next(self.model.parameters()).device
         for start in range(0, encoded.height, self.batch_size):
             chunk = encoded.slice(start, self.batch_size).to_arrow()
             batch = table_to_batch(chunk, self.feature_map)
-            feats = {k: v.to(device) for k, v in batch.features.items()}
-            out.append(torch.sigmoid(self.model(feats).float()).cpu())
-        probs = torch.cat(out).double().numpy()
+            out.append(self._score(batch.features))
+        return torch.cat(out)
+
+    def predict_encoded(self, encoded: pl.DataFrame) -> np.ndarray:
+        """Processed inputs -> pCTR float64 (N,) or (N, T), calibrated if the run is."""
+        probs = torch.sigmoid(self.predict_logits(encoded)).double().numpy()
         return self.apply_calibration(probs)
 
     def apply_calibration(self, probs: np.ndarray) -> np.ndarray:
@@ -86,6 +379,12 @@ class Predictor:
 
     def predict(self, data: Any) -> np.ndarray:
         """pCTR for raw records; shape (N,) or (N, T)."""
+        is_records = isinstance(data, Sequence) and not isinstance(data, (str, bytes))
+        if is_records and 0 < len(data) <= FAST_PATH_MAX_RECORDS:
+            features = self.encode_records(self.check_records(data))
+            with torch.inference_mode():
+                logits = self._score(features)
+            return self.apply_calibration(torch.sigmoid(logits).double().numpy())
         return self.predict_encoded(self.encode(data))
 
 

@@ -1,0 +1,110 @@
+"""Bodies of the ``adrank calibrate``, ``adrank export`` and ``adrank serve`` commands.
+
+Each function takes typed arguments, does the work and returns something the CLI prints (a
+rich renderable or a string). Expected failures (a missing or incompatible run directory,
+missing prepared data, a missing optional dependency, a parity failure, a bad option) are
+raised as :class:`ServeCommandError` with a one-line message for ``fail(...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.table import Table
+
+from adrank.serve.artifact import ArtifactError
+
+_EXPECTED = (ArtifactError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError)
+
+
+class ServeCommandError(RuntimeError):
+    """An expected, user-facing failure of a serving command."""
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.4f}"
+
+
+def run_calibrate(
+    run_dir: Path,
+    method: str = "isotonic",
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Table:
+    """Fit and store calibration; returns a before/after table (ratio, ECE per split)."""
+    from adrank.serve.calibration import calibrate
+
+    try:
+        report = calibrate(run_dir, method, data_dir=data_dir, cache_dir=cache_dir)
+    except _EXPECTED as exc:
+        raise ServeCommandError(str(exc).strip("'\"")) from exc
+    table = Table(title=f"{method} calibration of {run_dir} (fitted on {report.rows:,} valid rows)")
+    for col in ("split", "pred/obs before", "pred/obs after", "ECE before", "ECE after"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, sides in report.splits.items():
+        before, after = sides["before"], sides["after"]
+        table.add_row(
+            split,
+            _fmt(before["ratio"]),
+            _fmt(after["ratio"]),
+            _fmt(before["ece"]),
+            _fmt(after["ece"]),
+        )
+    return table
+
+
+def run_export(
+    run_dir: Path,
+    fmt: str = "torchscript",
+    rows: int = 10_000,
+    tolerance: float = 1e-5,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+) -> str:
+    """Export with the parity check; returns a one-line summary."""
+    from adrank.serve.export import export
+
+    try:
+        result = export(
+            run_dir, fmt, rows=rows, tolerance=tolerance, data_dir=data_dir, cache_dir=cache_dir
+        )
+    except _EXPECTED as exc:
+        raise ServeCommandError(str(exc).strip("'\"")) from exc
+    return (
+        f"wrote {result.path} ({fmt}); max |pCTR - eager| = {result.max_abs_diff:.3g} "
+        f"on {result.rows:,} rows (tolerance {tolerance:g})"
+    )
+
+
+def run_serve(
+    run_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    max_candidates: int = 1000,
+    max_body_bytes: int = 4 * 1024 * 1024,
+    backend: str = "torch",
+    torch_threads: int = 1,
+) -> None:
+    """Serve a run over HTTP until interrupted."""
+    try:
+        from adrank.serve.app import serve
+        from adrank.serve.predictor import BACKENDS
+    except ImportError as exc:
+        raise ServeCommandError(str(exc)) from exc
+    if backend not in BACKENDS:
+        raise ServeCommandError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    try:
+        serve(
+            run_dir,
+            host,
+            port,
+            workers=workers,
+            max_candidates=max_candidates,
+            max_body_bytes=max_body_bytes,
+            backend=backend,
+            torch_threads=torch_threads,
+        )
+    except (ArtifactError, FileNotFoundError, ImportError, ValueError) as exc:
+        raise ServeCommandError(str(exc).strip("'\"")) from exc
