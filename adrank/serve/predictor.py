@@ -350,7 +350,8 @@ class Predictor:
                 series = proc._encode_categorical(frame.get_column(src), f)
             kind = self.feature_map.field(f.name).kind
             dtype = np.float32 if kind == "numeric" else np.int64
-            out[f.name] = torch.from_numpy(np.ascontiguousarray(series.to_numpy(), dtype=dtype))
+            # polars hands out read-only buffers; a copy is cheap at serving batch sizes
+            out[f.name] = torch.from_numpy(np.array(series.to_numpy(), dtype=dtype))
         return out
 
     # ------------------------------------------------------------------- scoring -----
