@@ -143,6 +143,12 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def server_class() -> type[LiveServer]:
+    """:class:`LiveServer`, for tests that need a server of their own."""
+    return LiveServer
+
+
 @pytest.fixture(scope="module")
 def live_server(synthetic_runs: SyntheticRuns) -> Iterator[LiveServer]:
     from adrank.serve.app import create_app
