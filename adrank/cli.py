@@ -172,6 +172,47 @@ def datasets_export(
         console.print(f"{split}: {splits[split].height:,} rows -> {path}")
 
 
+@datasets_app.command("synth")
+def datasets_synth(
+    kind: Annotated[str, typer.Argument(help="Synthetic schema (only 'criteo').")],
+    rows: Annotated[int, typer.Option(help="Rows to generate.")],
+    output: Annotated[Path, typer.Option(help="Output Parquet file.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    cardinality_scale: Annotated[
+        float, typer.Option(help="Scale Criteo's per-field cardinalities.")
+    ] = 1.0,
+    max_cardinality: Annotated[int, typer.Option(help="Cap on any field's cardinality.")] = (
+        10_000_000
+    ),
+    ctr: Annotated[float, typer.Option(help="Target click rate.")] = 0.25,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per Parquet row group.")] = 1_000_000,
+) -> None:
+    """Write SYNTHETIC Criteo-schema rows (speed/scale tests only, never accuracy claims)."""
+    if kind != "criteo":
+        fail(f"unknown synthetic dataset {kind!r}; expected 'criteo'")
+        return
+    from adrank.data.synth import synth_criteo
+
+    t0 = time.perf_counter()
+    try:
+        with console.status(f"generating {rows:,} synthetic rows ..."):
+            path = synth_criteo(
+                output,
+                rows,
+                seed=seed,
+                chunk_rows=chunk_rows,
+                max_cardinality=max_cardinality,
+                ctr=ctr,
+                cardinality_scale=cardinality_scale,
+            )
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"wrote {rows:,} synthetic Criteo-schema rows in {time.perf_counter() - t0:.1f}s -> {path}"
+    )
+
+
 # ------------------------------------------------------------------------ prepare ----
 @app.command("prepare")
 def prepare_files_cmd(
@@ -380,6 +421,74 @@ def benchmark_cmd(
         f"leaderboard: {output / 'leaderboard.md'}, {output / 'leaderboard.csv'}, "
         f"{output / 'leaderboard.png'}"
     )
+
+
+class CalibrationMethod(str, Enum):
+    isotonic = "isotonic"
+    platt = "platt"
+
+
+class ModelFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    method: Annotated[CalibrationMethod, typer.Option(help="isotonic or platt.")] = (
+        CalibrationMethod.isotonic
+    ),
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Fit calibration on the validation split, store it in the run, report before/after."""
+    from adrank.serve.cli_commands import ServeCommandError, run_calibrate
+
+    try:
+        with console.status("calibrating ..."):
+            report = run_calibrate(run_dir, method.value, data_dir, cache_dir)
+        console.print(report)
+    except ServeCommandError as exc:
+        fail(str(exc))
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    format: Annotated[ModelFormat, typer.Option("--format", help="torchscript or onnx.")] = (
+        ModelFormat.torchscript
+    ),
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Export the model into the run directory (parity-checked on 10k test rows)."""
+    from adrank.serve.cli_commands import ServeCommandError, run_export
+
+    try:
+        with console.status(f"exporting to {format.value} ..."):
+            report = run_export(run_dir, format.value, data_dir=data_dir, cache_dir=cache_dir)
+        console.print(report)
+    except ServeCommandError as exc:
+        fail(str(exc))
+
+
+@app.command("serve")
+def serve_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (>1 disables /admin/reload).")] = 1,
+    max_candidates: Annotated[int, typer.Option(help="Max ads per /v1/rank request.")] = 1000,
+    backend: Annotated[str, typer.Option(help="torch, torchscript or onnx.")] = "torch",
+) -> None:
+    """Serve /v1/predict and /v1/rank (eCPM ranking + GSP auction) over HTTP."""
+    from adrank.serve.cli_commands import ServeCommandError, run_serve
+
+    try:
+        run_serve(run_dir, host, port, workers, max_candidates, backend=backend)
+    except ServeCommandError as exc:
+        fail(str(exc))
 
 
 @app.command("models")

@@ -3,11 +3,17 @@
 ``train_run`` is what ``adrank train`` and the benchmark runner call. It prepares (or reuses)
 the dataset, builds the model from the registry, trains with the :class:`Trainer` and writes
 the artifact (see :mod:`adrank.serve.artifact`).
+
+Run inside a distributed worker (``adrank train --nproc N`` or ``torchrun -m adrank train``),
+``train_run`` joins the process group from the environment, trains with DDP on a shard per
+rank and lets rank 0 alone write the artifact (see ``docs/distributed.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +21,31 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from adrank.config import RunConfig
 from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.models.registry import build_model
 from adrank.serve.artifact import load_artifact, write_artifact
+from adrank.train.distributed import (
+    barrier,
+    env_world_size,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+    local_batch_size,
+    shutdown_distributed,
+)
 from adrank.train.evaluation import as_eval_loader, collect_predictions, compute_metrics
 from adrank.train.trainer import Trainer, TrainResult
 from adrank.utils import atomic_write, seed_everything
 
 logger = logging.getLogger(__name__)
+
+#: how long the other workers wait while local rank 0 prepares the dataset
+PREPARE_TIMEOUT_S = 3600.0
 
 
 @dataclass
@@ -65,24 +85,64 @@ def train_run(
     resume: bool = False,
     force_progress: bool = False,
 ) -> RunResult:
-    """Train ``config.model`` on ``config.dataset`` (or ``prepared``) into ``run_dir``."""
-    if prepared is None:
-        if not config.dataset:
-            raise ValueError("no dataset given: set config.dataset or pass prepared=")
-        prepared = prepare_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
-    run_dir = Path(run_dir)
+    """Train ``config.model`` on ``config.dataset`` (or ``prepared``) into ``run_dir``.
+
+    In a distributed worker (``WORLD_SIZE > 1`` in the environment) this joins the process
+    group (and leaves it again if it joined it), and ``config.train.batch_size`` is the
+    global batch: each rank trains on ``batch_size // world_size`` rows of its own shard.
+    """
+    joined = env_world_size() > 1 and not (dist.is_available() and dist.is_initialized())
+    if joined:
+        context = init_distributed(config.train.device)
+        device = context.device(config.train.device)
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
+    try:
+        if prepared is None:
+            if not config.dataset:
+                raise ValueError("no dataset given: set config.dataset or pass prepared=")
+            prepared = _prepare_once(config.dataset, data_dir, cache_dir)
+        return _train(config, Path(run_dir), prepared, resume, force_progress)
+    finally:
+        if joined:
+            shutdown_distributed()
+
+
+def _prepare_once(
+    dataset: str, data_dir: str | Path | None, cache_dir: str | Path | None
+) -> PreparedData:
+    """Local rank 0 prepares (or reuses) the dataset first; the other workers of its machine
+    then reuse that cache instead of writing the same files at the same time."""
+    if get_world_size() == 1:
+        return prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    first = int(os.environ.get("LOCAL_RANK", get_rank())) == 0
+    prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir) if first else None
+    barrier(timeout_s=PREPARE_TIMEOUT_S)
+    return prepared or prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+
+
+def _train(
+    config: RunConfig, run_dir: Path, prepared: PreparedData, resume: bool, force_progress: bool
+) -> RunResult:
     cfg = config.train
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     model = build_model(config.model, prepared.feature_map, **config.params)
+    world_size = get_world_size()
     train = InMemoryLoader(
-        load_split(prepared, "train"), cfg.batch_size, shuffle=True, seed=cfg.seed
+        load_split(prepared, "train"),
+        local_batch_size(cfg.batch_size, world_size),
+        shuffle=True,
+        seed=cfg.seed,
+        rank=get_rank(),
+        world_size=world_size,
     )
     valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
     test = load_split(prepared, "test") if "test" in prepared.splits else None
     trainer = Trainer(model, cfg, run_dir, force_progress=force_progress)
     result = trainer.fit(train, valid, test, resume=resume)
+    if not is_main_process():
+        return RunResult(run_dir, config.model, model.num_parameters(), result)
     if test is not None:
         # Kept for the serving consistency check: the Predictor must reproduce these.
         probs = collect_predictions(
@@ -97,6 +157,7 @@ def train_run(
         "train_time_s": result.train_time_s,
         "train_samples_per_s": result.train_samples_per_s,
         "num_parameters": model.num_parameters(),
+        "world_size": world_size,
     }
     write_artifact(
         run_dir,

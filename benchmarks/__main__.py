@@ -1,12 +1,24 @@
-"""Entry point: ``python -m benchmarks [data] [--repeats N]``."""
+"""Entry point: ``python -m benchmarks [suite ...] [suite flags]``.
+
+Suites: ``data`` (preprocessing + batch assembly on frappe), ``train`` (training throughput
+vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessing),
+``inference`` (batch and in-process scoring), ``ooc`` (out-of-core training on synthetic
+Criteo-scale data). No suite name runs all of them; flags go to every named suite, so pass
+suite-specific flags with one suite at a time (see each module's docstring).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-from benchmarks import data_pipeline
-
-SUITES = {"data": data_pipeline.main}
+SUITES = {
+    "data": "data_pipeline",
+    "train": "train_speed",
+    "preprocess": "preprocess_speed",
+    "inference": "inference_speed",
+    "ooc": "out_of_core",
+}
 
 
 def main() -> None:
@@ -14,8 +26,8 @@ def main() -> None:
     names = [a for a in args if a in SUITES] or list(SUITES)
     rest = [a for a in args if a not in SUITES]
     for name in names:
-        print(f"== benchmark: {name}")
-        SUITES[name](rest)
+        print(f"== benchmark: {name}", flush=True)
+        importlib.import_module(f"benchmarks.{SUITES[name]}").main(rest)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB)."""
+    """Peak resident set size of this process so far (MiB).
+
+    Reads VmHWM from /proc (``ru_maxrss`` survives ``execve`` on Linux, so a child would
+    report its parent's peak); falls back to ``ru_maxrss`` elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

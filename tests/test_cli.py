@@ -34,6 +34,10 @@ features:
         ["predict"],
         ["benchmark"],
         ["models"],
+        ["calibrate"],
+        ["export"],
+        ["serve"],
+        ["datasets", "synth"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 try:
+    import anyio
+    import anyio.to_thread
     import uvicorn
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import PlainTextResponse
@@ -353,8 +356,12 @@ def create_app(
     enable_admin: bool = True,
     backend: str = "torch",
     optional_fields: tuple[str, ...] = (),
+    scoring_threads: int = 1,
 ) -> FastAPI:
-    """Build the service for a run directory (loaded now; errors surface immediately)."""
+    """Build the service for a run directory (loaded now; errors surface immediately).
+
+    ``torch_threads`` sets torch's intra-op threads for the process (None: leave as is);
+    ``scoring_threads`` bounds how many requests are scored at once per process."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     holder = ModelHolder(run_dir, backend=backend, optional_fields=optional_fields)
@@ -379,8 +386,20 @@ def create_app(
             "required_fields": list(predictor.required_fields),
         }
 
+    # CPU-bound scoring runs in worker threads, at most ``scoring_threads`` at a time: more
+    # threads than cores only interleave requests under the GIL, which raises every
+    # request's latency without adding throughput; waiting requests queue in the event loop.
+    limiter = anyio.CapacityLimiter(scoring_threads)
+
     @app.post("/v1/predict", response_model=PredictResponse)
-    def predict(req: PredictRequest) -> PredictResponse:
+    async def predict(req: PredictRequest) -> PredictResponse:
+        return await anyio.to_thread.run_sync(predict_sync, req, limiter=limiter)
+
+    @app.post("/v1/rank", response_model=RankResponse)
+    async def rank(req: RankRequest) -> RankResponse:
+        return await anyio.to_thread.run_sync(rank_sync, req, limiter=limiter)
+
+    def predict_sync(req: PredictRequest) -> PredictResponse:
         if len(req.records) > max_records:
             raise _too_many("records", max_records, len(req.records))
         predictor, _ = holder.current()
@@ -393,8 +412,7 @@ def create_app(
         metrics.add_scored(len(probs))
         return PredictResponse(pctr=probs.tolist(), model_version=predictor.version)
 
-    @app.post("/v1/rank", response_model=RankResponse)
-    def rank(req: RankRequest) -> RankResponse:
+    def rank_sync(req: RankRequest) -> RankResponse:
         if len(req.candidates) > max_candidates:
             raise _too_many("candidates", max_candidates, len(req.candidates))
         pairs = sum(len(c.creatives or (None,)) for c in req.candidates)
@@ -487,7 +505,7 @@ def serve(
     Predictor.load(run_dir)  # fail fast in the parent, with the artifact's own error
     app_options = {**app_options, "run_dir": str(run_dir), "enable_admin": False}
     os.environ[_ENV_CONFIG] = json.dumps(app_options)
-    uvicorn.run(
+    config = uvicorn.Config(
         "adrank.serve.app:app_from_env",
         factory=True,
         host=host,
@@ -496,3 +514,21 @@ def serve(
         log_level=log_level,
         access_log=False,
     )
+    from uvicorn.supervisors import Multiprocess
+
+    Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket shared by the worker processes. It is created with an explicit
+    ``IPPROTO_TCP`` because asyncio only sets TCP_NODELAY on connections accepted from such
+    sockets; uvicorn's own multi-worker socket has proto 0, and the small response writes
+    then stall ~40 ms on Nagle + delayed ACK."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.set_inheritable(True)
+    return sock

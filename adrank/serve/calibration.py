@@ -36,6 +36,8 @@ CALIBRATION_FORMAT_VERSION = 1
 CalibrationMethod = Literal["isotonic", "platt"]
 METHODS: tuple[str, ...] = ("isotonic", "platt")
 _EPS = 1e-7
+#: calibrated probabilities are kept this far from 0 and 1
+OUTPUT_EPS = 1e-6
 
 
 # ----------------------------------------------------------------------- isotonic ----
@@ -123,7 +125,11 @@ def _apply_one(method: str, params: dict[str, Any], p: np.ndarray) -> np.ndarray
 
 
 def apply_calibration(calibration: dict[str, Any], probs: np.ndarray) -> np.ndarray:
-    """Apply a stored calibration map to probabilities (N,) or (N, T) (T = len(labels))."""
+    """Apply a stored calibration map to probabilities (N,) or (N, T) (T = len(labels)).
+
+    Outputs are clipped to ``[OUTPUT_EPS, 1 - OUTPUT_EPS]``: an isotonic block of only
+    negatives (or only positives) in the validation split must not become a certain
+    outcome, which would make an ad ineligible (pCTR 0) or priced as a sure click."""
     method = calibration["method"]
     labels = calibration["labels"]
     maps = calibration["maps"]
@@ -131,12 +137,13 @@ def apply_calibration(calibration: dict[str, Any], probs: np.ndarray) -> np.ndar
     if p.ndim == 1:
         if len(labels) != 1:
             raise ValueError(f"calibration has {len(labels)} tasks but probs are 1-D")
-        return _apply_one(method, maps[labels[0]], p)
-    if p.shape[1] != len(labels):
+        out = _apply_one(method, maps[labels[0]], p)
+    elif p.shape[1] != len(labels):
         raise ValueError(f"calibration has tasks {labels}, probs have {p.shape[1]} columns")
-    return np.stack(
-        [_apply_one(method, maps[name], p[:, i]) for i, name in enumerate(labels)], axis=1
-    )
+    else:
+        columns = [_apply_one(method, maps[name], p[:, i]) for i, name in enumerate(labels)]
+        out = np.stack(columns, axis=1)
+    return np.clip(out, OUTPUT_EPS, 1.0 - OUTPUT_EPS)
 
 
 def fit_calibration(

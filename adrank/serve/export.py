@@ -150,7 +150,9 @@ def load_exported(
     """A scorer over an exported file: features (field -> tensor) -> float32 logits."""
     names = list(names)
     if fmt == "torchscript":
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript still works
+            module = torch.jit.load(str(path), map_location="cpu").eval()
 
         def score_torchscript(features: dict[str, torch.Tensor]) -> torch.Tensor:
             with torch.inference_mode():

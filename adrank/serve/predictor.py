@@ -78,6 +78,14 @@ def _kind_of(feature: Any) -> str:
     return "categorical"
 
 
+#: Value types accepted per field kind without further checks (exact types: bool is excluded).
+_PLAIN_TYPES: dict[str, frozenset[type]] = {
+    "categorical": frozenset({str, int}),
+    "numeric": frozenset({int, float}),
+    "sequence": frozenset({str}),
+}
+
+
 def _check_value(kind: str, value: Any) -> str | None:
     """None if ``value`` (not None) is acceptable for a field of ``kind``, else a reason."""
     if isinstance(value, bool):
@@ -223,7 +231,8 @@ class Predictor:
         """Validate raw records against the field rules; returns them with list-valued
         sequences joined by the schema delimiter. Raises :class:`RecordError`."""
         out: list[Mapping[str, Any]] = []
-        kinds = self.field_kinds
+        kinds = list(self.field_kinds.items())
+        required = frozenset(self.required_fields)
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
                 raise RecordError(
@@ -231,27 +240,28 @@ class Predictor:
                     field="",
                     index=i,
                 )
-            if not self.allow_unknown:
+            keys = record.keys()
+            if not self.allow_unknown and not keys <= self.allowed_fields:
                 unknown = [k for k in record if k not in self.allowed_fields]
-                if unknown:
-                    raise RecordError(
-                        f"record {i}: unknown field(s) {unknown}; the model reads {sorted(kinds)}",
-                        field=str(unknown[0]),
-                        index=i,
-                    )
-            for name in self.required_fields:
-                if name not in record:
-                    raise RecordError(
-                        f"record {i}: required field {name!r} is missing (categorical fields "
-                        "have no default; send null for an unknown value)",
-                        field=name,
-                        index=i,
-                    )
+                raise RecordError(
+                    f"record {i}: unknown field(s) {unknown}; the model reads "
+                    f"{sorted(self.field_kinds)}",
+                    field=str(unknown[0]),
+                    index=i,
+                )
+            if not required <= keys:
+                name = next(n for n in self.required_fields if n not in record)
+                raise RecordError(
+                    f"record {i}: required field {name!r} is missing (categorical fields "
+                    "have no default; send null for an unknown value)",
+                    field=name,
+                    index=i,
+                )
             joined: dict[str, Any] | None = None
-            for name, kind in kinds.items():
+            for name, kind in kinds:
                 value = record.get(name)
-                if value is None:
-                    continue
+                if value is None or type(value) in _PLAIN_TYPES[kind]:
+                    continue  # the common case, without the full check
                 reason = _check_value(kind, value)
                 if reason:
                     raise RecordError(

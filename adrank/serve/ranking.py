@@ -31,6 +31,7 @@ Auction (all prices are per click, in the bid's currency):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,11 @@ def select_creatives(
     if pctr.shape != index.ad.shape:
         raise ValueError(f"expected {index.ad.shape[0]} pair scores, got shape {pctr.shape}")
     n = len(ads)
+    if len(pctr) == n:  # one pair per ad (the usual case without creatives)
+        return [
+            ScoredAd(ad.ad_id, float(ad.bid), float(p), _creative_id(ad, int(c)))
+            for ad, p, c in zip(ads, pctr.tolist(), index.creative.tolist(), strict=True)
+        ]
     best = np.full(n, -np.inf)
     np.maximum.at(best, index.ad, pctr)
     # first pair (in listing order) that reaches its ad's maximum
@@ -127,15 +133,19 @@ def select_creatives(
     out = []
     for i, ad in enumerate(ads):
         p = int(first[i])
-        c = int(index.creative[p])
-        creative_id = ad.creatives[c].creative_id if c >= 0 else None
-        out.append(ScoredAd(ad.ad_id, float(ad.bid), float(pctr[p]), creative_id))
+        out.append(
+            ScoredAd(ad.ad_id, float(ad.bid), float(pctr[p]), _creative_id(ad, index.creative[p]))
+        )
     return out
+
+
+def _creative_id(ad: AdCandidate, position: int) -> str | int | None:
+    return ad.creatives[position].creative_id if position >= 0 else None
 
 
 def is_eligible(ad: ScoredAd, reserve_price: float) -> bool:
     """Can enter the auction: bids at least the reserve per click and has pCTR > 0."""
-    return bool(np.isfinite(ad.bid)) and ad.bid >= reserve_price and ad.pctr > 0
+    return math.isfinite(ad.bid) and ad.bid >= reserve_price and ad.pctr > 0
 
 
 def ranking_key(ad: ScoredAd) -> tuple[float, float, str]:
@@ -149,7 +159,7 @@ def gsp_auction(
     """Rank eligible ads by eCPM and price the top ``slots`` by GSP (see module docstring)."""
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
-    if not (reserve_price >= 0 and np.isfinite(reserve_price)):
+    if not (reserve_price >= 0 and math.isfinite(reserve_price)):
         raise ValueError(f"reserve_price must be a finite number >= 0, got {reserve_price}")
     eligible = sorted(
         (a for a in ads if is_eligible(a, reserve_price)),

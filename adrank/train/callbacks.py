@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adrank.train.distributed import is_main_process
+from adrank.train.distributed import barrier, is_main_process
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -160,7 +160,11 @@ class MetricsLogger(Callback):
 
 
 class Checkpoint(Callback):
-    """Write the full training state to ``path`` (atomically) after every epoch."""
+    """Write the full training state to ``path`` (atomically) after every epoch.
+
+    In a distributed run rank 0 writes and every rank waits for it, so a worker that dies
+    later leaves this epoch's checkpoint complete for the resumed job.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -168,6 +172,7 @@ class Checkpoint(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         if is_main_process():
             trainer.save_checkpoint(self.path)
+        barrier()
 
 
 class ProgressBar(Callback):

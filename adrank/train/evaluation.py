@@ -1,14 +1,15 @@
 """Prediction and evaluation.
 
 Metrics are computed in one place, :func:`compute_metrics`, from *all* predictions of a
-split, so a distributed run only has to gather predictions from every rank before calling
-it.
+split. A distributed run gives each rank a disjoint shard of the split
+(:func:`as_eval_loader` with ``rank``/``world_size``) and gathers the predictions of every
+rank (:func:`gather_predictions`) before calling it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
 from adrank.metrics import evaluate_all
+from adrank.train.distributed import all_gather_arrays
 
 __all__ = [
     "Predictions",
@@ -23,6 +25,7 @@ __all__ = [
     "collect_predictions",
     "compute_metrics",
     "evaluate",
+    "gather_predictions",
     "predict",
 ]
 
@@ -37,13 +40,27 @@ class Predictions:
 
 
 def as_eval_loader(
-    data: InMemoryLoader | TensorData | Iterable[Batch], eval_batch_size: int
+    data: InMemoryLoader | TensorData | Iterable[Batch],
+    eval_batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterable[Batch]:
     """An in-order loader with ``eval_batch_size`` rows per batch.
 
     A :class:`TensorData` or :class:`InMemoryLoader` is re-batched (keeping its rank shard);
     any other iterable of batches (e.g. a Parquet stream) is used as is.
+
+    With ``world_size > 1`` the result is this rank's shard for distributed evaluation, and
+    the shards of all ranks together hold every row exactly once: rows ``rank, rank + W,
+    ...`` of a :class:`TensorData` (or of an :class:`InMemoryLoader`'s whole split), or
+    every ``W``-th batch of any other iterable. Gather with :func:`gather_predictions`.
     """
+    if world_size > 1:
+        if isinstance(data, InMemoryLoader):
+            data = data.data
+        if isinstance(data, TensorData):
+            return InMemoryLoader(data.shard(rank, world_size), eval_batch_size, shuffle=False)
+        return _EveryNthBatch(data, rank, world_size)
     if isinstance(data, TensorData):
         return InMemoryLoader(data, eval_batch_size, shuffle=False)
     if isinstance(data, InMemoryLoader):
@@ -59,6 +76,19 @@ def as_eval_loader(
     return data
 
 
+class _EveryNthBatch:
+    """Batches ``rank, rank + world_size, ...`` of ``loader``: a disjoint evaluation shard of
+    a stream (every rank reads the whole stream but runs the model on its batches only)."""
+
+    def __init__(self, loader: Iterable[Batch], rank: int, world_size: int) -> None:
+        self.loader, self.rank, self.world_size = loader, rank, world_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        for i, batch in enumerate(self.loader):
+            if i % self.world_size == self.rank:
+                yield batch
+
+
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
     if amp and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -71,10 +101,14 @@ def collect_predictions(
     loader: Iterable[Batch],
     device: str | torch.device = "cpu",
     amp: bool = False,
+    *,
+    allow_empty: bool = False,
 ) -> Predictions:
     """Run ``model`` in eval mode over ``loader``; the model's train/eval mode is restored.
 
-    Outputs stay on the device until the end, so there is one device-to-host copy.
+    Outputs stay on the device until the end, so there is one device-to-host copy. An empty
+    loader is an error unless ``allow_empty`` (a rank's evaluation shard may be empty); then
+    the arrays have no rows and no known trailing shape (see :func:`gather_predictions`).
     """
     device = torch.device(device)
     was_training = model.training
@@ -94,6 +128,8 @@ def collect_predictions(
     finally:
         model.train(was_training)
     if not probs:
+        if allow_empty:
+            return Predictions(np.zeros(0, np.float32), np.zeros((0, 0), np.float32), None)
         raise ValueError("cannot predict: the loader yielded no batches")
     group_array = torch.cat(groups).cpu().numpy() if len(groups) == len(probs) else None
     return Predictions(
@@ -111,6 +147,26 @@ def predict(
 ) -> np.ndarray:
     """Click probabilities: (N,) for a single-task model, (N, T) for a multi-task one."""
     return collect_predictions(model, loader, device, amp).probs
+
+
+def gather_predictions(predictions: Predictions) -> Predictions:
+    """The predictions of every rank, concatenated in rank order, on every rank.
+
+    Ranks may hold different numbers of rows (also none); without a process group this
+    returns ``predictions`` unchanged.
+    """
+
+    def rows(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None or len(array) == 0 else array
+
+    probs = all_gather_arrays(rows(predictions.probs))
+    labels = all_gather_arrays(rows(predictions.labels))
+    groups = all_gather_arrays(rows(predictions.groups))
+    if probs is None or labels is None:
+        raise ValueError("cannot gather predictions: no rank has any rows")
+    if groups is not None and len(groups) != len(probs):
+        raise ValueError("some ranks have group ids and others do not")
+    return Predictions(probs=probs, labels=labels, groups=groups)
 
 
 def compute_metrics(

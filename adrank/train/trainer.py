@@ -7,6 +7,11 @@ callbacks (:mod:`adrank.train.callbacks`).
 
 Epochs are numbered from 1. ``run_dir`` (optional) receives ``checkpoint.pt`` (after every
 epoch, atomic), ``best.pt`` (weights of the best epoch) and ``metrics.jsonl``.
+
+Inside an initialized process group (see :mod:`adrank.train.distributed`) the trainer wraps
+the model in ``DistributedDataParallel``, splits the global ``batch_size`` across the ranks,
+evaluates a disjoint shard per rank and computes the metrics on the gathered predictions,
+so every rank takes the same early-stopping and LR decisions; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 from adrank.config import TrainConfig
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
-from adrank.models.base import CTRModel
+from adrank.models.base import CTRModel, ModelOutput
 from adrank.train import callbacks as cb
 from adrank.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -36,8 +41,20 @@ from adrank.train.checkpoint import (
     save_checkpoint,
     state_dict_copy,
 )
-from adrank.train.distributed import is_main_process
-from adrank.train.evaluation import as_eval_loader, collect_predictions, compute_metrics
+from adrank.train.distributed import (
+    all_reduce_sum,
+    broadcast_object,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    local_batch_size,
+)
+from adrank.train.evaluation import (
+    as_eval_loader,
+    collect_predictions,
+    compute_metrics,
+    gather_predictions,
+)
 from adrank.train.losses import net_regularized_parameters, training_loss
 from adrank.utils import atomic_write, seed_everything
 
@@ -107,6 +124,8 @@ class Trainer:
             logger.warning("amp=True is ignored on %s: mixed precision is CUDA-only", self.device)
         self.amp = config.amp and self.device.type == "cuda"
         self.model = model.to(self.device)
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self._ddp = _wrap_ddp(model, self.device) if self.world_size > 1 else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.optimizer = _adam(self.model, config.learning_rate, self.device)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
@@ -131,7 +150,7 @@ class Trainer:
                 cb.MetricsLogger(self.run_dir / "metrics.jsonl"),
                 cb.Checkpoint(self.checkpoint_path),
             ]
-        if force_progress or (config.progress and sys.stderr.isatty()):
+        if is_main_process() and (force_progress or (config.progress and sys.stderr.isatty())):
             self.callbacks.append(cb.ProgressBar())
         self.callbacks += list(callbacks)
 
@@ -223,7 +242,11 @@ class Trainer:
         if self.device.type != "cpu":
             batch = batch.to(self.device, non_blocking=True)
         with self._autocast():
-            outputs = self.model.training_outputs(batch.features)
+            if self._ddp is not None:  # the forward must go through DDP to sync gradients
+                logits, aux = self._ddp(batch.features)
+                outputs = ModelOutput(logits, aux)
+            else:
+                outputs = self.model.training_outputs(batch.features)
             loss = training_loss(self.model, outputs, batch, self.config, self._net_params)
         self.optimizer.zero_grad(set_to_none=True)
         clip = self.config.grad_clip_norm
@@ -266,6 +289,10 @@ class Trainer:
             raise ValueError("the training loader yielded no batches")
         train_loss = self.running_loss()  # the epoch's only sync
         train_time = time.perf_counter() - start
+        if self.world_size > 1:  # global mean loss and sample count over all ranks
+            self._sync_buffers()
+            loss_sum, seen = all_reduce_sum([train_loss * self._seen, self._seen])
+            train_loss, self._seen = loss_sum / max(seen, 1), int(seen)
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"training loss is {train_loss} in epoch {epoch}; lower learning_rate or "
@@ -292,9 +319,68 @@ class Trainer:
         return logs
 
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
-        """Metrics on ``loader`` (all predictions first, then :func:`compute_metrics`)."""
-        predictions = collect_predictions(self.model, loader, self.device, self.amp)
-        return compute_metrics(predictions, self.model.feature_map.labels)
+        """Metrics on ``loader`` (all predictions first, then :func:`compute_metrics`).
+
+        In a distributed run ``loader`` is this rank's shard (``as_eval_loader`` with the
+        rank): the predictions of all ranks are gathered, rank 0 computes the metrics and
+        every rank gets its result.
+        """
+        if self.world_size == 1:
+            predictions = collect_predictions(self.model, loader, self.device, self.amp)
+            return compute_metrics(predictions, self.model.feature_map.labels)
+        self._sync_buffers()
+        predictions = collect_predictions(
+            self.model, loader, self.device, self.amp, allow_empty=True
+        )
+        predictions = gather_predictions(predictions)
+        metrics = None
+        if is_main_process():
+            metrics = compute_metrics(predictions, self.model.feature_map.labels)
+        return broadcast_object(metrics)
+
+    def _sync_buffers(self) -> None:
+        """Make every rank's buffers equal: floating ones (BatchNorm running statistics) become
+        the mean over ranks, others rank 0's.
+
+        Each rank updates its running statistics on its own batches (DDP runs with
+        ``broadcast_buffers=False``); the running mean is an exponential average, so the mean
+        over ranks is the running mean of the global batches, as in one process.
+        """
+        world = self.world_size
+        for buffer in self.model.buffers():
+            if buffer.is_floating_point():
+                torch.distributed.all_reduce(buffer)
+                buffer.div_(world)
+            else:
+                torch.distributed.broadcast(buffer, src=0)
+
+    def _eval_loader(self, data: InMemoryLoader | TensorData | Iterable[Batch]) -> Iterable[Batch]:
+        return as_eval_loader(data, self.config.eval_batch_size, self.rank, self.world_size)
+
+    def _train_loader(
+        self, train: InMemoryLoader | TensorData | Iterable[Batch]
+    ) -> Iterable[Batch]:
+        cfg = self.config
+        if isinstance(train, TensorData):
+            return InMemoryLoader(
+                train,
+                local_batch_size(cfg.batch_size, self.world_size),
+                shuffle=True,
+                seed=cfg.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+        shards = getattr(train, "world_size", None)
+        if self.world_size > 1 and (shards, getattr(train, "rank", None)) != (
+            self.world_size,
+            self.rank,
+        ):
+            raise ValueError(
+                f"the training loader is sharded for rank {getattr(train, 'rank', '?')} of "
+                f"{shards or '?'} but this is rank {self.rank} of {self.world_size}; build it "
+                "with rank=get_rank(), world_size=get_world_size() (or pass a TensorData)"
+            )
+        return train
 
     def fit(
         self,
@@ -315,13 +401,13 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        if isinstance(train, TensorData):
-            train = InMemoryLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-        valid_loader = None if valid is None else as_eval_loader(valid, cfg.eval_batch_size)
+        train = self._train_loader(train)
+        valid_loader = None if valid is None else self._eval_loader(valid)
         if resume:
             if self.run_dir is None:
                 raise ValueError("resume=True needs a run_dir to find checkpoint.pt in")
-            if self.checkpoint_path.exists():
+            # Every rank loads rank 0's checkpoint (run_dir must be shared across nodes).
+            if broadcast_object(self.checkpoint_path.exists()):
                 self.load_checkpoint(self.checkpoint_path)
             else:
                 logger.info("no checkpoint at %s: starting from scratch", self.checkpoint_path)
@@ -340,7 +426,7 @@ class Trainer:
             self.model.eval()
             test_metrics = None
             if test is not None:
-                test_metrics = self.evaluate(as_eval_loader(test, cfg.eval_batch_size))
+                test_metrics = self.evaluate(self._eval_loader(test))
                 logger.info("test (epoch %d): %s", self.state.best_epoch, test_metrics)
             result = self._result(test_metrics)
             for c in self.callbacks:
@@ -363,6 +449,38 @@ class Trainer:
             train_samples_per_s=sum(h["train_samples"] for h in history) / max(train_time, 1e-12),
             history=history,
         )
+
+
+class _TrainingForward(torch.nn.Module):
+    """``model.training_outputs`` as a plain forward returning ``(logits, aux)``, so
+    ``DistributedDataParallel`` sees every output tensor that the loss uses."""
+
+    def __init__(self, model: CTRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, features: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outputs = self.model.training_outputs(features)
+        return outputs.logits, outputs.aux
+
+
+def _wrap_ddp(model: CTRModel, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    """DDP around the training forward (a collective: every rank must call it).
+
+    ``static_graph``: our models run the same graph every step, so DDP learns from the first
+    step which parameters (if any) the loss does not reach, without the per-step graph
+    search of ``find_unused_parameters``. ``gradient_as_bucket_view`` keeps one copy of the
+    gradients instead of two (they matter for large embedding tables).
+    """
+    return torch.nn.parallel.DistributedDataParallel(
+        _TrainingForward(model),
+        device_ids=[device] if device.type == "cuda" else None,
+        broadcast_buffers=False,  # averaged per epoch by Trainer._sync_buffers instead
+        static_graph=True,
+        gradient_as_bucket_view=True,
+    )
 
 
 def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:

@@ -20,11 +20,23 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from adrank.config import RunConfig, TrainConfig
 from adrank.data.prepare import PreparedData, prepare_dataset, prepare_frames
 from adrank.data.schema import CategoricalFeature, NumericFeature, Schema, SequenceFeature
 from adrank.pipeline import train_run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Serving runs torch single-threaded per request; so do these tests (small batches on a
+    shared machine are slower with intra-op threads). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 SYNTHETIC_SCHEMA = Schema(
     labels=("click",),

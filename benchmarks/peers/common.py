@@ -1,0 +1,94 @@
+"""Helpers shared by the stand-alone training scripts (no adrank imports).
+
+Spec (JSON file given as the only argument)::
+
+    {"model": "deepfm", "params": {...adrank hyperparameters...}, "data": "frappe.npz",
+     "epochs": 3, "batch_size": 4096, "learning_rate": 0.001,
+     "embedding_regularizer": 0.05, "grad_clip_norm": 10.0, "seed": 2021,
+     "threads": 2, "repeats": 3}
+
+Data (``.npz``): ``fields`` (F names), ``vocab_sizes`` (F,), and for each split
+``<split>_x`` int64 (N, F) ids and ``<split>_y`` float32 (N,) labels.
+
+Output: one JSON line ``{"framework", "model", "runs": [{"seed", "epoch_train_s": [...],
+"train_rows", "test_auc", "test_logloss"}], "versions": {...}}`` on stdout, prefixed with
+``RESULT `` so progress output of the peers cannot be mistaken for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def load_spec() -> dict[str, Any]:
+    if len(sys.argv) != 2:
+        raise SystemExit(f"usage: {sys.argv[0]} SPEC.json")
+    with open(sys.argv[1]) as fh:
+        return json.load(fh)
+
+
+def load_data(path: str) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def setup(seed: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def auc_logloss(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """ROC AUC (rank formula, ties averaged) and logloss, without sklearn."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    sorted_p = p[order]
+    # average ranks over ties
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_p)) + 1]
+    ends = np.r_[starts[1:], len(p)]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    pos = y.sum()
+    neg = len(y) - pos
+    auc = (ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    logloss = float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    return float(auc), logloss
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+
+
+def emit(framework: str, model: str, runs: list[dict[str, Any]], **extra: Any) -> None:
+    versions = {"torch": torch.__version__, "numpy": np.__version__}
+    for name in ("deepctr_torch", "torch_rechub"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            versions[name] = getattr(mod, "__version__", "?")
+    payload = {
+        "framework": framework,
+        "model": model,
+        "runs": runs,
+        "versions": versions,
+        "threads": torch.get_num_threads(),
+        "pid": os.getpid(),
+        **extra,
+    }
+    print("RESULT " + json.dumps(payload), flush=True)

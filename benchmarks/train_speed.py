@@ -1,0 +1,367 @@
+"""Training throughput on frappe: adrank vs DeepCTR-Torch, torch-rechub and a pure-PyTorch floor.
+
+    python -m benchmarks train [--quick] [--models deepfm,dcnv2,finalmlp]
+        [--frameworks adrank,floor,deepctr_torch,torch_rechub] [--epochs 3] [--repeats 3]
+        [--threads N] [--scratch benchmarks/.scratch] [--resume]
+
+Protocol (identical for every framework):
+
+* data: the prepared ``frappe`` splits (``prepare_dataset``), exported once as encoded ids
+  to ``<scratch>/train_speed/frappe_ids.npz``; every framework trains on exactly these ids;
+* model: the BARS Frappe config (``configs/models/frappe/<model>.yaml``): emb 10,
+  batch 4096, Adam lr 1e-3, embedding regularizer 0.05 (each framework's equivalent);
+* each *run* trains a fresh model for ``--epochs`` epochs (no validation, no early stopping,
+  no LR decay) and scores the test split after the last epoch. Epoch 1 is warm-up; the
+  run's throughput is train rows x (epochs - 1) / (time of epochs 2..E), training steps
+  only. Runs use seeds ``seed, seed + 1, ...``; we report the median throughput over
+  ``--repeats`` runs and the test AUC mean +- std, so AUCs compare at equal epochs;
+* every framework runs in its own subprocess with the same ``torch.set_num_threads``
+  (and ``OMP_NUM_THREADS``); peers run in ``benchmarks/.peers-venv`` (created on first use:
+  torch==2.13.0 CPU first, then deepctr-torch==0.3.0 and torch-rechub==0.9.0).
+
+Floor = ``benchmarks/peers/floor.py`` (hand-written networks and loop, no adrank import).
+Results: ``benchmarks/results/train_speed.{json,md}`` (``train_speed_quick`` with --quick).
+Finished (framework, model) cells are kept in ``<scratch>/train_speed/cells/``; ``--resume``
+reuses the ones whose spec is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+DEFAULT_SCRATCH = Path(__file__).resolve().parent / ".scratch"
+DEFAULT_VENV = Path(__file__).resolve().parent / ".peers-venv"
+MODELS = ("deepfm", "dcnv2", "finalmlp")
+FRAMEWORKS = ("adrank", "floor", "deepctr_torch", "torch_rechub")
+PEER_SCRIPTS = {
+    "floor": "floor.py",
+    "deepctr_torch": "deepctr_torch_run.py",
+    "torch_rechub": "rechub_run.py",
+}
+PEER_PACKAGES = ("deepctr-torch==0.3.0", "torch-rechub==0.9.0")
+#: what the peers import besides torch (deepctr_torch imports requests at import time)
+PEER_EXTRAS = ("scikit-learn", "pandas", "tqdm", "requests")
+
+
+def default_data_dir() -> str | None:
+    if os.environ.get("ADRANK_DATA_DIR"):
+        return os.environ["ADRANK_DATA_DIR"]
+    shared = ROOT.parent / "shared" / "data"
+    return str(shared) if (shared / "README.md").exists() else None
+
+
+# ----------------------------------------------------------------------- data export ----
+def export_ids(path: Path, data_dir: str | None, max_train_rows: int | None) -> dict[str, Any]:
+    """Write the prepared frappe splits as (N, F) int64 ids + float32 labels to ``path``."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from adrank.data.prepare import prepare_dataset
+
+    prepared = prepare_dataset("frappe", data_dir=data_dir)
+    fm = prepared.feature_map
+    if any(f.kind != "categorical" for f in fm.fields):
+        raise ValueError("train_speed expects an all-categorical feature map (frappe)")
+    arrays: dict[str, Any] = {
+        "fields": np.array(fm.names),
+        "vocab_sizes": np.array([f.vocab_size for f in fm.fields], dtype=np.int64),
+    }
+    for split in ("train", "valid", "test"):
+        table = pq.read_table(prepared.splits[split])
+        x = np.stack([table.column(n).to_numpy() for n in fm.names], axis=1).astype(np.int64)
+        y = table.column(fm.labels[0]).to_numpy().astype(np.float32)
+        if split == "train" and max_train_rows:
+            x, y = x[:max_train_rows], y[:max_train_rows]
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = x, y
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return {"prepared": str(prepared.directory), "train_rows": len(arrays["train_y"])}
+
+
+# --------------------------------------------------------------------- adrank worker ----
+def adrank_worker(spec_path: str) -> None:
+    """Run the adrank side of one cell (called in a subprocess: ``--worker SPEC``)."""
+    import numpy as np
+    import torch
+
+    from adrank.config import TrainConfig
+    from adrank.data.batches import Batch, TensorData
+    from adrank.data.feature_map import FeatureMap, FieldInfo
+    from adrank.models.registry import build_model
+    from adrank.train.trainer import Trainer
+
+    spec = json.loads(Path(spec_path).read_text())
+    with np.load(spec["data"]) as z:
+        data = {k: z[k] for k in z.files}
+    names = [str(n) for n in data["fields"]]
+    fm = FeatureMap(
+        fields=tuple(
+            FieldInfo(n, "categorical", int(v), 0, n, None)
+            for n, v in zip(names, data["vocab_sizes"], strict=True)
+        ),
+        labels=("label",),
+    )
+
+    def tensors(split: str) -> TensorData:
+        x = torch.from_numpy(data[f"{split}_x"])
+        y = torch.from_numpy(data[f"{split}_y"]).float().unsqueeze(1)
+        return TensorData(Batch({n: x[:, i].contiguous() for i, n in enumerate(names)}, y))
+
+    train, test = tensors("train"), tensors("test")
+    runs = []
+    for r in range(spec["repeats"]):
+        seed = spec["seed"] + r
+        torch.manual_seed(seed)
+        model = build_model(spec["model"], fm, **spec["params"])
+        cfg = TrainConfig(
+            batch_size=spec["batch_size"],
+            learning_rate=spec["learning_rate"],
+            embedding_regularizer=spec["embedding_regularizer"],
+            grad_clip_norm=spec["grad_clip_norm"],
+            max_epochs=spec["epochs"],
+            patience=spec["epochs"] + 1,
+            seed=seed,
+            num_threads=spec["threads"],
+            progress=False,
+        )
+        result = Trainer(model, cfg).fit(train, None, test)
+        runs.append(
+            {
+                "seed": seed,
+                "epoch_train_s": [h["train_time_s"] for h in result.history],
+                "train_rows": len(train),
+                "test_auc": (result.test or {}).get("auc"),
+                "test_logloss": (result.test or {}).get("logloss"),
+            }
+        )
+    import adrank
+
+    payload = {"framework": "adrank", "model": spec["model"], "runs": runs}
+    payload["versions"] = {"adrank": adrank.__version__, "torch": torch.__version__}
+    payload["threads"] = torch.get_num_threads()
+    print("RESULT " + json.dumps(payload), flush=True)
+
+
+# ------------------------------------------------------------------------ peers venv ----
+def peers_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_peers_venv(venv: Path) -> Path:
+    """Create the peers' venv if needed: torch==2.13.0 (CPU) first, then the peers."""
+    py = peers_python(venv)
+    check = [str(py), "-c", "import deepctr_torch, torch_rechub, torch, sklearn, pandas"]
+    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return py
+    print(f"creating peers venv {venv} (torch==2.13.0 first, then {PEER_PACKAGES})", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(py), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    # torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build
+    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    subprocess.run([*pip, *PEER_PACKAGES, *PEER_EXTRAS], check=True)
+    subprocess.run(check, check=True)
+    return py
+
+
+# ------------------------------------------------------------------------ run a cell ----
+def run_cell(framework: str, spec: dict[str, Any], cell_dir: Path, venv: Path) -> dict[str, Any]:
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = cell_dir / f"{framework}-{spec['model']}.spec.json"
+    spec_path.write_text(json.dumps(spec, indent=2))
+    if framework == "adrank":
+        cmd = [sys.executable, "-m", "benchmarks.train_speed", "--worker", str(spec_path)]
+    elif framework == "floor":
+        cmd = [sys.executable, str(PEERS_DIR / "floor.py"), str(spec_path)]
+    else:
+        try:
+            py = ensure_peers_venv(venv)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return {"framework": framework, "model": spec["model"], "runs": [], "error": str(exc)}
+        cmd = [str(py), str(PEERS_DIR / PEER_SCRIPTS[framework]), str(spec_path)]
+    env = dict(os.environ)
+    threads = str(spec["threads"])
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout)[-3000:]
+        return {"framework": framework, "model": spec["model"], "runs": [], "error": tail}
+    out = json.loads(lines[-1][len("RESULT ") :])
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def summarize(cell: dict[str, Any]) -> dict[str, Any]:
+    """Median samples/s over runs (epochs 2..E of each run), test AUC mean/std."""
+    runs = cell.get("runs") or []
+    if not runs:
+        return {"available": False, "reason": cell.get("unavailable") or cell.get("error", "")}
+    rates = []
+    for r in runs:
+        times = r["epoch_train_s"]
+        timed = times[1:] if len(times) > 1 else times
+        rates.append(r["train_rows"] * len(timed) / sum(timed))
+    aucs = [r["test_auc"] for r in runs if r["test_auc"] is not None]
+    sps = statistics.median(rates)
+    return {
+        "available": True,
+        "samples_per_s": sps,
+        "samples_per_s_runs": rates,
+        "epoch_s": runs[0]["train_rows"] / sps,
+        "test_auc_mean": statistics.fmean(aucs) if aucs else None,
+        "test_auc_std": statistics.pstdev(aucs) if len(aucs) > 1 else 0.0,
+        "test_aucs": aucs,
+        "test_logloss_mean": statistics.fmean([r["test_logloss"] for r in runs]),
+        "runs": len(runs),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    lines = [
+        f"Training throughput on frappe ({cfg['train_rows']:,} train rows), batch "
+        f"{cfg['batch_size']}, emb 10, {cfg['threads']} threads, {cfg['epochs']} epochs per "
+        f"run (epoch 1 = warm-up), median of {cfg['repeats']} runs; test AUC after "
+        f"{cfg['epochs']} epochs (mean ± std over the runs' seeds).\n",
+        "| model | framework | samples/s | epoch s | test AUC | adrank ÷ this "
+        "| ΔAUC (adrank − this) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, cells in results["models"].items():
+        base = cells.get("adrank", {})
+        for fw, s in cells.items():
+            if not s.get("available"):
+                reason = str(s.get("reason", "")).strip().splitlines()
+                lines.append(f"| {model} | {fw} | n/a | | | | {reason[-1] if reason else ''} |")
+                continue
+            ratio = dauc = ""
+            if base.get("available") and fw != "adrank":
+                ratio = f"{base['samples_per_s'] / s['samples_per_s']:.2f}×"
+                if base["test_auc_mean"] is not None and s["test_auc_mean"] is not None:
+                    dauc = f"{base['test_auc_mean'] - s['test_auc_mean']:+.4f}"
+            auc = (
+                f"{s['test_auc_mean']:.4f} ± {s['test_auc_std']:.4f}"
+                if s["test_auc_mean"] is not None
+                else ""
+            )
+            lines.append(
+                f"| {model} | {fw} | {s['samples_per_s']:,.0f} | {s['epoch_s']:.2f} | {auc} "
+                f"| {ratio} | {dauc} |"
+            )
+    lines.append(
+        "\nadrank = `Trainer` over `InMemoryLoader`; floor = hand-written network and loop "
+        "over in-memory tensors (`benchmarks/peers/floor.py`); peers = their own fit loops "
+        "(`benchmarks/peers/`). Throughput counts training steps only (no evaluation)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--scratch", type=Path, default=DEFAULT_SCRATCH)
+    parser.add_argument("--peers-venv", type=Path, default=DEFAULT_VENV)
+    parser.add_argument("--data-dir", default=default_data_dir())
+    parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument("--resume", action="store_true", help="reuse finished cells")
+    parser.add_argument(
+        "--quick", action="store_true", help="validation: 2 epochs x 1 run on 20k rows"
+    )
+    args = parser.parse_args(argv)
+    if args.worker:
+        adrank_worker(args.worker)
+        return
+    if args.quick:
+        args.epochs, args.repeats = 2, 1
+        args.max_train_rows = args.max_train_rows or 20_000
+    models = [m for m in args.models.split(",") if m]
+    frameworks = [f for f in args.frameworks.split(",") if f]
+    bad = sorted(set(models) - set(MODELS)) + sorted(set(frameworks) - set(FRAMEWORKS))
+    if bad:
+        raise SystemExit(f"unknown model/framework {bad}; models {MODELS}, frameworks {FRAMEWORKS}")
+
+    from adrank.config import resolve_run_config
+
+    work = args.scratch / "train_speed"
+    npz = work / ("frappe_ids_quick.npz" if args.quick else "frappe_ids.npz")
+    info = export_ids(npz, args.data_dir, args.max_train_rows)
+    print(f"data: {info['train_rows']:,} train rows from {info['prepared']}", flush=True)
+    results: dict[str, Any] = {"models": {}, "cells": {}}
+    for model in models:
+        run_cfg = resolve_run_config("frappe", model)
+        spec = {
+            "model": model,
+            "params": run_cfg.params,
+            "data": str(npz.resolve()),
+            "epochs": args.epochs,
+            "batch_size": run_cfg.train.batch_size,
+            "learning_rate": run_cfg.train.learning_rate,
+            "embedding_regularizer": run_cfg.train.embedding_regularizer,
+            "grad_clip_norm": run_cfg.train.grad_clip_norm,
+            "seed": args.seed,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "train_rows": info["train_rows"],
+        }
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        results["models"][model] = {}
+        for fw in frameworks:
+            done = work / "cells" / f"{fw}-{model}-{key}.json"
+            if args.resume and done.exists():
+                cell = json.loads(done.read_text())
+                print(f"{model}/{fw}: reused {done.name}", flush=True)
+            else:
+                print(f"{model}/{fw}: running ...", flush=True)
+                cell = run_cell(fw, spec, work / "cells", args.peers_venv)
+                if cell.get("runs") or cell.get("unavailable"):
+                    done.write_text(json.dumps(cell, indent=2))
+            summary = summarize(cell)
+            results["models"][model][fw] = summary
+            results["cells"][f"{fw}/{model}"] = cell
+            if summary["available"]:
+                print(
+                    f"  {summary['samples_per_s']:,.0f} samples/s, test AUC "
+                    f"{summary['test_auc_mean']}",
+                    flush=True,
+                )
+            else:
+                print(f"  unavailable: {str(summary['reason'])[-400:]}", flush=True)
+    results["config"] = {
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "batch_size": 4096,
+        "train_rows": info["train_rows"],
+        "quick": args.quick,
+        "seed": args.seed,
+    }
+    md = markdown(results)
+    path = write_results("train_speed_quick" if args.quick else "train_speed", results, md)
+    print(md)
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
