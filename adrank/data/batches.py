@@ -166,9 +166,17 @@ class InMemoryLoader:
     def _rows_per_rank(self) -> int:
         return len(self.data) // self.world_size if self.world_size > 1 else len(self.data)
 
+    def _stop(self, n: int) -> int:
+        """Rows to yield: a shuffled (training) epoch drops a final 1-row batch, which
+        BatchNorm cannot train on; the row differs every epoch, so none is lost for good."""
+        if self.drop_last:
+            return n - n % self.batch_size
+        if self.shuffle and n > 1 and n % self.batch_size == 1:
+            return n - 1
+        return n
+
     def __len__(self) -> int:
-        n = self._rows_per_rank()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-self._stop(self._rows_per_rank()) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         base = self.data.data
@@ -183,10 +191,9 @@ class InMemoryLoader:
                 per_rank = self._rows_per_rank()
                 perm = perm[self.rank * per_rank : (self.rank + 1) * per_rank]
             base = _take(base, perm)
-        n = len(base)
-        stop = n - n % self.batch_size if self.drop_last else n
+        stop = self._stop(len(base))
         for start in range(0, stop, self.batch_size):
-            yield _slice(base, start, min(start + self.batch_size, n))
+            yield _slice(base, start, min(start + self.batch_size, stop))
 
 
 class ParquetStreamLoader:

@@ -109,3 +109,13 @@ def test_stream_loader_surfaces_reader_errors(tmp_path: Path, prepared) -> None:
     pq.write_table(pl.DataFrame({"y": [1.0]}).to_arrow(), path)
     with pytest.raises(KeyError):
         list(ParquetStreamLoader(path, fm, batch_size=10))
+
+
+def test_training_epoch_never_ends_with_a_one_row_batch(prepared) -> None:
+    path, fm = prepared
+    data = TensorData.from_parquet(path, fm)
+    shuffled = InMemoryLoader(data, 333, shuffle=True)  # 1000 = 3 * 333 + 1
+    assert [len(b) for b in shuffled] == [333, 333, 333]
+    assert len(shuffled) == 3
+    ordered = InMemoryLoader(data, 333)  # evaluation keeps every row
+    assert [len(b) for b in ordered] == [333, 333, 333, 1]
