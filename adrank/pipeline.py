@@ -27,7 +27,7 @@ from adrank.config import RunConfig
 from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.models.registry import build_model
-from adrank.serve.artifact import load_artifact, write_artifact
+from adrank.serve.artifact import load_artifact, open_prepared_data, write_artifact
 from adrank.train.distributed import (
     barrier,
     env_world_size,
@@ -180,13 +180,7 @@ def evaluate_run(
 ) -> dict[str, float]:
     """Re-score a split of the run's dataset with the saved model."""
     art = load_artifact(run_dir)
-    prepared_path = art.manifest.get("prepared_data")
-    if prepared_path and Path(prepared_path, "stats.json").exists():
-        prepared = PreparedData.open(prepared_path)
-    elif art.config.dataset:
-        prepared = prepare_dataset(art.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
-    else:
-        raise ValueError(f"{run_dir}: cannot locate the prepared data it was trained on")
+    prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
     data = load_split(prepared, split)
     t0 = time.perf_counter()
     preds = collect_predictions(art.model, as_eval_loader(data, art.config.train.eval_batch_size))

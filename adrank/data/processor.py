@@ -36,6 +36,7 @@ from adrank.data.schema import (
     NUM_RESERVED_IDS,
     OOV_ID,
     CategoricalFeature,
+    Feature,
     NumericFeature,
     Schema,
     SchemaError,
@@ -273,12 +274,7 @@ class FeatureProcessor:
             if label in frame.columns:
                 out[label] = frame.get_column(label).cast(pl.Float32).rename(label)
         for f in self.schema.features:
-            if isinstance(f, CategoricalFeature):
-                out[f.name] = self._encode_categorical(self._source(frame, f), f).rename(f.name)
-            elif isinstance(f, NumericFeature):
-                out[f.name] = self._encode_numeric(frame, f)
-            else:
-                out[f.name] = self._encode_sequence(self._source(frame, f), f)
+            out[f.name] = self.encode_feature(frame, f)
         if self.schema.group and self.schema.group in frame.columns:
             out[GROUP_COLUMN] = (
                 frame.get_column(self.schema.group)
@@ -288,6 +284,19 @@ class FeatureProcessor:
                 .rename(GROUP_COLUMN)
             )
         return pl.DataFrame(out)
+
+    def encode_feature(self, frame: pl.DataFrame, feature: Feature) -> pl.Series:
+        """Encode one schema feature of a raw ``frame`` (a Series named after the feature):
+        int64 ids for categorical/bucketized, float32 for numeric, int64 arrays for
+        sequences."""
+        self._check_fitted()
+        if isinstance(feature, CategoricalFeature):
+            return self._encode_categorical(self._source(frame, feature), feature).rename(
+                feature.name
+            )
+        if isinstance(feature, NumericFeature):
+            return self._encode_numeric(frame, feature)
+        return self._encode_sequence(self._source(frame, feature), feature)
 
     def fit_transform(self, frame: pl.DataFrame) -> pl.DataFrame:
         return self.fit(frame).transform(frame)

@@ -352,12 +352,7 @@ class Predictor:
         out: dict[str, torch.Tensor] = {}
         for f in features:
             src = f.source or f.name
-            if isinstance(f, NumericFeature):
-                series = proc._encode_numeric(frame, f)
-            elif isinstance(f, SequenceFeature):
-                series = proc._encode_sequence(frame.get_column(src), f)
-            else:
-                series = proc._encode_categorical(frame.get_column(src), f)
+            series = proc.encode_feature(frame, f)
             kind = self.feature_map.field(f.name).kind
             dtype = np.float32 if kind == "numeric" else np.int64
             # polars hands out read-only buffers; a copy is cheap at serving batch sizes
