@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from enum import Enum
@@ -60,6 +61,8 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if os.environ.get("RANK", "0") != "0":  # DDP workers other than rank 0: warnings only
+        level = max(level, logging.WARNING)
     logging.basicConfig(
         level=level,
         format="%(message)s",
@@ -284,6 +287,14 @@ def train_cmd(
     ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Output run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in RUN_DIR.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on this machine (DDP over torch.distributed; "
+            "train.batch_size is the global batch). Multi-node: see docs/distributed.md.",
+        ),
+    ] = 1,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
@@ -299,12 +310,18 @@ def train_cmd(
     out = run_dir or Path("runs") / f"{dataset}-{model.lower()}-seed{cfg.train.seed}"
     if out.exists() and (out / "manifest.json").exists() and not resume:
         fail(f"{out} already holds a finished run; pass another --run-dir")
+    if nproc > 1:
+        _launch_train(nproc, cfg.train.batch_size, dataset, model, config, set_ or [], out,
+                      resume, data_dir, cache_dir)  # fmt: skip
+        return
     try:
         result = train_run(
             cfg, out, data_dir=data_dir, cache_dir=cache_dir, resume=resume, force_progress=True
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
+        return
+    if os.environ.get("RANK", "0") != "0":  # a DDP worker: rank 0 reports
         return
     tr = result.train
     console.print(
@@ -316,6 +333,47 @@ def train_cmd(
         f"{result.num_parameters:,} parameters, {tr.train_time_s:.1f}s, "
         f"{tr.train_samples_per_s:,.0f} train samples/s -> {out}"
     )
+
+
+def _launch_train(
+    nproc: int,
+    batch_size: int,
+    dataset: str,
+    model: str,
+    config: Path | None,
+    overrides: list[str],
+    out: Path,
+    resume: bool,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+) -> None:
+    """``adrank train --nproc N``: the same command (without --nproc) in N DDP workers."""
+    from adrank.train.distributed import local_batch_size
+    from adrank.train.launch import DistributedTrainingError, launch_cli
+
+    try:
+        local_batch_size(batch_size, nproc)
+    except ValueError as exc:
+        fail(str(exc))
+    level = logging.getLogger().level
+    argv = ["-v"] if level <= logging.DEBUG else ["-q"] if level >= logging.WARNING else []
+    argv += ["train", "--dataset", dataset, "--model", model, "--run-dir", str(out)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    for item in overrides:
+        argv += ["--set", item]
+    if resume:
+        argv.append("--resume")
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if cache_dir is not None:
+        argv += ["--cache-dir", str(cache_dir)]
+    t0 = time.perf_counter()
+    try:
+        launch_cli(nproc, argv)
+    except DistributedTrainingError as exc:
+        fail(str(exc))
+    console.print(f"{nproc} workers finished in {time.perf_counter() - t0:.1f}s -> {out}")
 
 
 @app.command("evaluate")

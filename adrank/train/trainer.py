@@ -273,6 +273,10 @@ class Trainer:
         self.model.train()
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch - 1)
+        if self.world_size > 1:
+            # Different dropout masks on each rank (all ranks start from one seed so the
+            # models are equal), and a pure function of the epoch, so resume is exact.
+            torch.manual_seed(self.config.seed + 1_000_003 * epoch + 7_919 * self.rank)
         self.steps_per_epoch = len(train) if hasattr(train, "__len__") else None
         lr = self.lr
         self._loss_sum.zero_()
