@@ -33,7 +33,7 @@ format: install
 	$(BIN)/ruff check --fix adrank tests benchmarks
 
 bench: install
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks data train preprocess inference load
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,7 +3,8 @@
 Suites: ``data`` (preprocessing + batch assembly on frappe), ``train`` (training throughput
 vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessing),
 ``inference`` (batch and in-process scoring), ``ooc`` (out-of-core training on synthetic
-Criteo-scale data). No suite name runs all of them; flags go to every named suite, so pass
+Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes). No suite
+name runs all of them; flags go to every named suite, so pass
 suite-specific flags with one suite at a time (see each module's docstring).
 """
 
@@ -18,6 +19,8 @@ SUITES = {
     "preprocess": "preprocess_speed",
     "inference": "inference_speed",
     "ooc": "out_of_core",
+    "load": "load_test",
+    "ddp": "ddp_scaling",
 }
 
 
