@@ -23,12 +23,11 @@ returned frame only when some value of that field in that frame differs from 1.
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -36,6 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adrank.data.schema import NumericFeature, Schema
+from adrank.data.text_scan import (
+    DataFormatError,
+    gather_records,
+    text_records,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +56,6 @@ _SUFFIXES: dict[str, Format] = {
 }
 _CHUNK_BYTES = 64 << 20  # text is scanned and parsed in pieces of about this size
 _MAX_EXAMPLES = 5
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DataFormatError(ValueError):
-    """Raised for malformed input data; the message names file, line, column and value."""
 
 
 @dataclass
@@ -411,112 +410,6 @@ def _describe_bad(col: str, expected: str) -> Callable[[dict[str, Any]], str]:
     return lambda row: f"column {col!r}: expected {expected}, got {row[col]!r}"
 
 
-# ---- text scanning ---------------------------------------------------------------------
-
-
-class _Records(NamedTuple):
-    """Record layout of a byte buffer: record ``i`` spans ``starts[i]:spans[i]`` (with its
-    newline); its content ends at ``ends[i]`` (no ``\\r\\n``)."""
-
-    starts: np.ndarray
-    spans: np.ndarray
-    ends: np.ndarray
-    lines: np.ndarray  # 0-based physical line of each record start, within the buffer
-    fields: np.ndarray | None  # separators outside quotes + 1
-    consumed: int  # bytes covered by complete records
-
-
-def _scan(buf: bytes, sep: str | None, quote: bool, final: bool) -> _Records:
-    """Vectorized record/field scan. Non-final buffers keep their trailing partial record."""
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    is_nl = arr == 10
-    outside = None
-    if quote and b'"' in buf:
-        # quote parity: a byte is inside a quoted field when an odd number of quotes precede it
-        outside = np.bitwise_xor.accumulate((arr == 34).view(np.uint8)) == 0
-        newlines = np.flatnonzero(is_nl & outside)
-    else:
-        newlines = np.flatnonzero(is_nl)
-    size = len(arr)
-    starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
-    spans = np.concatenate([newlines + 1, [size]]).astype(np.int64)
-    if not final or starts[-1] == size:  # drop the partial (or empty) tail
-        starts, spans = starts[:-1], spans[:-1]
-    consumed = int(spans[-1]) if len(spans) else 0
-    if final and outside is not None and not outside[-1] and len(starts):
-        raise _UnterminatedQuote(int(starts[-1]))
-    ends = spans - (arr[spans - 1] == 10) if len(spans) else spans.copy()
-    ends -= (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
-    if outside is not None and len(newlines) != int(is_nl[:consumed].sum()):
-        lines = np.searchsorted(np.flatnonzero(is_nl), starts, side="left").astype(np.int64)
-    else:
-        lines = np.arange(len(starts), dtype=np.int64)
-    fields = None
-    if sep is not None:
-        is_sep = arr[:consumed] == ord(sep)
-        if outside is not None:
-            is_sep &= outside[:consumed]
-        fields = np.add.reduceat(is_sep, starts, dtype=np.int64) + 1 if len(starts) else starts
-    return _Records(starts, spans, ends, lines, fields, consumed)
-
-
-class _UnterminatedQuote(Exception):
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-def _byte_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == _GZIP_MAGIC
-    opener = gzip.open if gzipped else open
-    try:
-        with opener(path, "rb") as fh:
-            first = True
-            while chunk := fh.read(chunk_bytes):
-                if first and chunk.startswith(b"\xef\xbb\xbf"):
-                    chunk = chunk[3:]  # UTF-8 byte-order mark
-                first = False
-                yield chunk
-    except (OSError, EOFError) as exc:
-        raise DataFormatError(f"{path}: cannot read/decompress: {exc}") from exc
-
-
-def _text_records(
-    path: Path, sep: str | None, quote: bool, chunk_bytes: int
-) -> Iterator[tuple[bytes, _Records, int]]:
-    """Yield ``(buffer, records, line_base)`` for complete records, chunk by chunk."""
-    carry, base = b"", 0
-    try:
-        for raw in _byte_chunks(path, chunk_bytes):
-            buf = carry + raw if carry else raw
-            rec = _scan(buf, sep, quote, final=False)
-            if rec.consumed == 0:
-                carry = buf
-                continue
-            yield buf, rec, base
-            base += buf.count(b"\n", 0, rec.consumed)
-            carry = buf[rec.consumed :]
-        if carry:
-            yield carry, _scan(carry, sep, quote, final=True), base
-    except _UnterminatedQuote as exc:
-        line = base + carry.count(b"\n", 0, exc.offset) + 1
-        raise DataFormatError(f"{path}: line {line}: unterminated quoted field") from None
-
-
-def _gather(buf: bytes, rec: _Records, idx: np.ndarray) -> bytes:
-    """Bytes of the records ``idx`` (sorted), each with its own newline."""
-    if not len(idx):
-        return b""
-    lo, hi = int(rec.starts[idx[0]]), int(rec.spans[idx[-1]])
-    if idx[-1] - idx[0] + 1 == len(idx) and np.all(rec.ends[idx] > rec.starts[idx]):
-        return buf[lo:hi]
-    marks = np.zeros(len(buf) + 1, dtype=np.int8)
-    marks[rec.starts[idx]] += 1
-    marks[rec.spans[idx]] -= 1
-    keep = np.cumsum(marks[:-1], dtype=np.int8).astype(bool)
-    return np.frombuffer(buf, dtype=np.uint8)[keep].tobytes()
-
-
 # ---- CSV / TSV -------------------------------------------------------------------------
 
 
@@ -528,7 +421,7 @@ def _csv_pieces(
     names: list[str] | None = None
     remaining = opts.n_rows
     n_data = 0
-    for buf, rec, base in _text_records(path, opts.separator, quote, chunk_bytes):
+    for buf, rec, base in text_records(path, opts.separator, quote, chunk_bytes):
         idx = np.flatnonzero(rec.ends > rec.starts)  # blank lines are ignored
         if names is None and len(idx):
             if opts.has_header:
@@ -568,7 +461,7 @@ def _csv_pieces(
                 )
             idx, lines = idx[~wrong], lines[~wrong]
         if len(idx):
-            frame = _parse(_gather(buf, rec, idx), path, opts, quote_char, names)
+            frame = _parse(gather_records(buf, rec, idx), path, opts, quote_char, names)
             if frame.height != len(idx):
                 raise DataFormatError(
                     f"{path}: parsed {frame.height} rows where {len(idx)} records were found"
@@ -611,7 +504,7 @@ def _libfm_pieces(
     names = opts.column_names
     remaining = opts.n_rows
     seen_any = False
-    for buf, rec, base in _text_records(path, None, False, chunk_bytes):
+    for buf, rec, base in text_records(path, None, False, chunk_bytes):
         offsets = np.concatenate([rec.starts, rec.spans[-1:]]).astype(np.int64)
         arr = pa.LargeStringArray.from_buffers(
             len(rec.starts), pa.py_buffer(offsets), pa.py_buffer(buf)
