@@ -433,6 +433,9 @@ def benchmark_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override applied to every run.")
     ] = None,
+    report_only: Annotated[
+        bool, typer.Option(help="Only rebuild the leaderboard from OUTPUT/runs.jsonl.")
+    ] = False,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
@@ -458,6 +461,16 @@ def benchmark_cmd(
             f"logloss {row.test_logloss:.4f}, {row.epochs} epochs, {row.train_time_s:.0f}s"
         )
 
+    if report_only:
+        from adrank.bench.runner import read_results
+
+        recorded = read_results(output / "runs.jsonl")
+        runs = [r for (m, _), r in recorded.items() if models == "all" or m in names]
+        if not runs:
+            fail(f"no recorded runs in {output / 'runs.jsonl'}")
+        rows = write_report(runs, dataset, output)
+        console.print(to_markdown(rows, dataset))
+        return
     try:
         runs = run_benchmark(
             dataset,
