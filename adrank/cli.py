@@ -300,9 +300,11 @@ def train_cmd(
 ) -> None:
     """Train MODEL on DATASET; writes config, processor, weights and metrics to RUN_DIR."""
     from adrank.config import ConfigError, resolve_run_config
+    from adrank.models import get_model_class
     from adrank.pipeline import train_run
 
     try:
+        get_model_class(model)
         cfg = resolve_run_config(dataset, model, config, set_ or [])
     except (ConfigError, KeyError) as exc:
         fail(str(exc))

@@ -12,6 +12,16 @@ from pathlib import Path
 import numpy as np
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once at import, before any threads.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temp file in ``path``'s directory, then rename it onto
     ``path``. Readers never see a partially written file."""
@@ -22,6 +32,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        # mkstemp creates 0600 files; give the result the usual umask-based permissions.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
