@@ -46,6 +46,10 @@ class TrainConfig:
     lr_decay_factor: float = 0.1
     min_lr: float = 1e-6
     grad_clip_norm: float | None = 10.0
+    #: sparse embedding gradients + lazy Adam (``SparseAdam``) for the embedding tables:
+    #: a step updates only the rows its batch used. For large (hashed) vocabularies; needs
+    #: embedding_regularizer=0 or embedding_regularizer_scope="batch". Single process.
+    sparse_embeddings: bool = False
     seed: int = 2021
     deterministic: bool = False
     device: str = "cpu"

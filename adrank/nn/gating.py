@@ -5,7 +5,7 @@
 * ``FeatureSelectionGate`` and ``MultiHeadBilinearFusion``: FinalMLP (Mao et al., AAAI 2023).
 * ``FieldGate``, ``FactorizedInteraction`` and ``FactorizedInteractionBlock``: FinalNet
   (Zhu et al., SIGIR 2023).
-* ``FeatureGenerationCNN``: FGCNN (Liu et al., WWW 2019).
+* ``FieldConvolution`` and ``FeatureGenerationCNN``: FGCNN (Liu et al., WWW 2019).
 
 Notation: B batch, F fields, D embedding dim, P = F(F-1)/2 field pairs.
 """
@@ -335,12 +335,53 @@ class FactorizedInteractionBlock(nn.Module):
         return self.net(x)
 
 
+class FieldConvolution(nn.Module):
+    """A ``(k, 1)`` convolution over the field axis with "same" padding, computed as one GEMM.
+
+    Holds an ``nn.Conv2d(in_channels, out_channels, (k, 1))`` for its parameters (so state
+    dicts and initialisation are a Conv2d's), but runs it as a banded (Toeplitz) matrix
+    product on channels-last maps: input ``(N, F, C_in)`` -> ``(N, F, C_out)``, where ``N``
+    folds the batch and the embedding columns together. On CPU this is several times faster
+    than ``conv2d``'s forward + backward for CTR-sized inputs (F up to a few dozen fields),
+    and gives the same result up to float rounding.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_height: int, height: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, (kernel_height, 1))
+        self.height = height
+        left = (kernel_height - 1) // 2  # PyTorch's padding="same" puts the extra pad last
+        # tap[j, i]: which kernel row links input field j to output field i (valid: any)
+        tap = torch.arange(height).view(-1, 1) - torch.arange(height).view(1, -1) + left
+        valid = (tap >= 0) & (tap < kernel_height)
+        self.register_buffer("tap", tap.clamp(0, kernel_height - 1), persistent=False)
+        self.register_buffer("valid", valid.float(), persistent=False)
+
+    def banded_weight(self) -> torch.Tensor:
+        """The ``(F * C_in, F * C_out)`` matrix M with ``y[i, o] = sum_jc x[j, c] M[jc, io]``."""
+        w = self.conv.weight[..., 0].permute(2, 1, 0)  # (k, C_in, C_out)
+        band = w[self.tap] * self.valid[:, :, None, None]  # (F_in j, F_out i, C_in, C_out)
+        c_in, c_out = w.shape[1:]
+        return band.transpose(1, 2).reshape(self.height * c_in, self.height * c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        y = x.reshape(n, -1) @ self.banded_weight()  # (N, F * C_out)
+        return y.view(n, self.height, -1) + self.conv.bias
+
+
 class FeatureGenerationCNN(nn.Module):
     """FGCNN feature generation: convolution + pooling over fields, then recombination.
 
-    Layer i: Conv2d (kernel ``(k_i, 1)``, "same" height) -> [BatchNorm] -> activation ->
-    max-pool ``(p_i, 1)`` (ceil mode, so the height becomes ``ceil(h / p_i)``), then a
-    fully-connected recombination of the pooled map into ``h_i * r_i`` new D-dim features.
+    Layer i: convolution over fields (kernel ``(k_i, 1)``, "same" height; see
+    :class:`FieldConvolution`) -> [BatchNorm] -> activation -> max-pool ``(p_i, 1)`` (ceil
+    mode, so the height becomes ``ceil(h / p_i)``), then a fully-connected recombination of
+    the pooled map (flattened as channels x height x D) into ``h_i * r_i`` new D-dim features.
+
+    Internally the maps are kept channels-last as ``(B * D, h, C)``: every embedding column
+    is an independent 1-D signal over fields, so convolution is one GEMM, BatchNorm is
+    ``BatchNorm1d`` over the rows of ``(B * D * h, C)`` (the same statistics as
+    ``BatchNorm2d`` over ``(B, C, h, D)``) and pooling is a reshape + max.
 
     Shapes: (B, F, D) -> (B, num_new_fields, D), ``num_new_fields = sum_i h_i * r_i``.
     """
@@ -365,17 +406,18 @@ class FeatureGenerationCNN(nn.Module):
                 f"{list(pooling_sizes)}, {list(recombined_channels)}"
             )
         self.embedding_dim = embedding_dim
+        self.pooling_sizes = [int(p) for p in pooling_sizes]
         self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.activations = nn.ModuleList()
         self.recombine = nn.ModuleList()
         height, in_channels, self.num_new_fields = num_fields, 1, 0
         for out_c, k, p, r in zip(
             channels, kernel_heights, pooling_sizes, recombined_channels, strict=True
         ):
-            conv: list[nn.Module] = [nn.Conv2d(in_channels, out_c, (k, 1), padding="same")]
-            if batch_norm:
-                conv.append(nn.BatchNorm2d(out_c))
-            conv += [activation(conv_activation), nn.MaxPool2d((p, 1), ceil_mode=True)]
-            self.convs.append(nn.Sequential(*conv))
+            self.convs.append(FieldConvolution(in_channels, out_c, k, height))
+            self.norms.append(nn.BatchNorm1d(out_c) if batch_norm else nn.Identity())
+            self.activations.append(activation(conv_activation))
             height = math.ceil(height / p)
             self.recombine.append(
                 nn.Sequential(
@@ -386,11 +428,33 @@ class FeatureGenerationCNN(nn.Module):
             self.num_new_fields += height * r
             in_channels = out_c
 
+    @staticmethod
+    def _max_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+        """Ceil-mode max-pool over fields: (N, h, C) -> (N, ceil(h / size), C)."""
+        if size == 1:
+            return x
+        pad = -x.shape[1] % size
+        if pad:
+            x = nn.functional.pad(x, (0, 0, 0, pad), value=float("-inf"))
+        return x.unflatten(1, (-1, size)).amax(dim=2)
+
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        x = emb.unsqueeze(1)  # (B, 1, F, D)
+        batch, fields, dim = emb.shape
+        x = emb.transpose(1, 2).reshape(batch * dim, fields, 1)  # (B*D, F, 1)
         new_features = []
-        for conv, recombine in zip(self.convs, self.recombine, strict=True):
-            x = conv(x)  # (B, C_i, h_i, D)
-            new = recombine(x.flatten(1))  # (B, h_i * r_i * D)
-            new_features.append(new.view(emb.shape[0], -1, self.embedding_dim))
+        for conv, norm, act, pool, recombine in zip(
+            self.convs,
+            self.norms,
+            self.activations,
+            self.pooling_sizes,
+            self.recombine,
+            strict=True,
+        ):
+            x = conv(x)  # (B*D, h, C_i)
+            x = norm(x.reshape(-1, x.shape[-1])).view_as(x)
+            x = self._max_pool(act(x), pool)  # (B*D, h_i, C_i)
+            # flatten as (C, h, D) per example, the layout of a (B, C, h, D) feature map
+            flat = x.view(batch, dim, *x.shape[1:]).permute(0, 3, 2, 1).reshape(batch, -1)
+            new = recombine(flat)  # (B, h_i * r_i * D)
+            new_features.append(new.view(batch, -1, dim))
         return torch.cat(new_features, dim=1)  # (B, num_new_fields, D)

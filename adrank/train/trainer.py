@@ -56,6 +56,7 @@ from adrank.train.evaluation import (
     gather_predictions,
 )
 from adrank.train.losses import net_regularized_parameters, training_loss
+from adrank.train.optim import build_optimizer, clip_grad_norm
 from adrank.utils import atomic_write, seed_everything
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "fit"]
@@ -127,7 +128,11 @@ class Trainer:
         self.rank, self.world_size = get_rank(), get_world_size()
         self._ddp = _wrap_ddp(model, self.device) if self.world_size > 1 else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.optimizer = _adam(self.model, config.learning_rate, self.device)
+        if config.sparse_embeddings:
+            _check_sparse_embeddings(config, self.world_size, self.amp)
+        self.optimizer = build_optimizer(
+            self.model, config.learning_rate, self.device, config.sparse_embeddings
+        )
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._net_params = net_regularized_parameters(model) if config.net_regularizer > 0 else []
         self._amp_dtype = torch.float32
@@ -254,13 +259,13 @@ class Trainer:
             self._scaler.scale(loss).backward()
             if clip is not None:
                 self._scaler.unscale_(self.optimizer)
-                self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self._params, clip)
+                self.last_grad_norm = clip_grad_norm(self._params, clip)
             self._scaler.step(self.optimizer)
             self._scaler.update()
         else:
             loss.backward()
             if clip is not None:
-                self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self._params, clip)
+                self.last_grad_norm = clip_grad_norm(self._params, clip)
             self.optimizer.step()
         loss = loss.detach()
         self._loss_sum.add_(loss, alpha=len(batch))
@@ -487,14 +492,18 @@ def _wrap_ddp(model: CTRModel, device: torch.device) -> torch.nn.parallel.Distri
     )
 
 
-def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch has one (a few % faster on CPU and CUDA)."""
-    if device.type in ("cpu", "cuda"):
-        try:
-            return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-        except (RuntimeError, TypeError) as exc:  # e.g. dtypes the fused kernel lacks
-            logger.debug("fused Adam unavailable (%s); using the default implementation", exc)
-    return torch.optim.Adam(model.parameters(), lr=lr)
+def _check_sparse_embeddings(config: TrainConfig, world_size: int, amp: bool) -> None:
+    """``sparse_embeddings`` works with the batch-scope regularizer, one process, no AMP."""
+    if config.embedding_regularizer > 0 and config.embedding_regularizer_scope == "table":
+        raise ValueError(
+            "sparse_embeddings needs embedding_regularizer_scope='batch' (the 'table' scope "
+            "penalizes every row each step, which makes the gradient dense) or "
+            "embedding_regularizer=0"
+        )
+    if world_size > 1:
+        raise ValueError("sparse_embeddings is single-process only; DDP needs dense gradients")
+    if amp:
+        raise ValueError("sparse_embeddings does not support amp; set amp=false")
 
 
 def fit(

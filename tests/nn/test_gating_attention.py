@@ -224,3 +224,51 @@ def test_feature_generation_cnn_shape(num_fields: int, new_fields: int) -> None:
     layer = FeatureGenerationCNN(num_fields, 4, channels=(2, 3, 2, 2), recombined_channels=(3,) * 4)
     assert layer.num_new_fields == new_fields
     assert layer(torch.randn(5, num_fields, 4)).shape == (5, new_fields, 4)
+
+
+def _reference_generation(layer: FeatureGenerationCNN, emb: torch.Tensor) -> torch.Tensor:
+    """FGCNN generation via conv2d, BatchNorm2d statistics and max_pool2d on (B, C, h, D)."""
+    x = emb.unsqueeze(1)
+    out = []
+    for conv, norm, pool, recombine in zip(
+        layer.convs, layer.norms, layer.pooling_sizes, layer.recombine, strict=True
+    ):
+        x = torch.nn.functional.conv2d(x, conv.conv.weight, conv.conv.bias, padding="same")
+        if isinstance(norm, torch.nn.BatchNorm1d):  # training-mode batch statistics
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)
+            var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+            w, b = norm.weight.view(1, -1, 1, 1), norm.bias.view(1, -1, 1, 1)
+            x = (x - mean) / torch.sqrt(var + norm.eps) * w + b
+        x = torch.nn.functional.max_pool2d(torch.tanh(x), (pool, 1), ceil_mode=True)
+        out.append(recombine(x.flatten(1)).view(emb.shape[0], -1, emb.shape[2]))
+    return torch.cat(out, dim=1)
+
+
+@pytest.mark.parametrize(("num_fields", "kernels", "batch_norm"), [(10, 7, True), (5, 4, False)])
+def test_feature_generation_matches_conv2d_reference(
+    num_fields: int, kernels: int, batch_norm: bool
+) -> None:
+    # The GEMM-based field convolution, BatchNorm1d over (B*D, C, h) and reshape pooling must
+    # equal conv2d(padding="same") + BatchNorm2d + max_pool2d(ceil_mode) on (B, C, h, D),
+    # for odd and even kernels (even: PyTorch pads the extra row at the bottom).
+    torch.manual_seed(0)
+    layer = FeatureGenerationCNN(
+        num_fields,
+        6,
+        channels=(3, 4, 2),
+        kernel_heights=(kernels,) * 3,
+        pooling_sizes=(2, 2, 3),
+        recombined_channels=(2, 1, 2),
+        batch_norm=batch_norm,
+    )
+    if batch_norm:
+        for norm in layer.norms:
+            torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(norm.bias, -0.5, 0.5)
+    emb = torch.randn(7, num_fields, 6, requires_grad=True)
+    got = layer(emb)
+    want = _reference_generation(layer, emb)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    (g_got,) = torch.autograd.grad(got.square().sum(), emb)
+    (g_want,) = torch.autograd.grad(want.square().sum(), emb)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-5)
