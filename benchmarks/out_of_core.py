@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         f"\nTrain-stage peak RSS {'within' if results['train_rss_within_bound'] else 'OVER'} "
         f"the {RSS_BOUND_MB:,.0f} MiB bound. Synthetic data: speed and scale only.\n"
     )
+    notes = [f"- {stage}: {results[stage]['note']}" for stage in STAGES if "note" in results[stage]]
+    if notes:
+        md += "\nNotes:\n" + "\n".join(notes) + "\n"
     name = "out_of_core" if args.rows >= 50_000_000 and not args.max_steps else "out_of_core_small"
     path = write_results(name, results, md)
     print(md)

@@ -365,9 +365,8 @@ class FieldConvolution(nn.Module):
         return band.transpose(1, 2).reshape(self.height * c_in, self.height * c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        y = x.reshape(n, -1) @ self.banded_weight()  # (N, F * C_out)
-        return y.view(n, self.height, -1) + self.conv.bias
+        y = x.flatten(1) @ self.banded_weight()  # (N, F * C_out); shape-free for export
+        return y.unflatten(1, (self.height, -1)) + self.conv.bias
 
 
 class FeatureGenerationCNN(nn.Module):
@@ -439,8 +438,8 @@ class FeatureGenerationCNN(nn.Module):
         return x.unflatten(1, (-1, size)).amax(dim=2)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        batch, fields, dim = emb.shape
-        x = emb.transpose(1, 2).reshape(batch * dim, fields, 1)  # (B*D, F, 1)
+        dim = self.embedding_dim
+        x = emb.transpose(1, 2).flatten(0, 1).unsqueeze(-1)  # (B*D, F, 1)
         new_features = []
         for conv, norm, act, pool, recombine in zip(
             self.convs,
@@ -451,10 +450,10 @@ class FeatureGenerationCNN(nn.Module):
             strict=True,
         ):
             x = conv(x)  # (B*D, h, C_i)
-            x = norm(x.reshape(-1, x.shape[-1])).view_as(x)
+            x = norm(x.flatten(0, 1)).view_as(x)
             x = self._max_pool(act(x), pool)  # (B*D, h_i, C_i)
             # flatten as (C, h, D) per example, the layout of a (B, C, h, D) feature map
-            flat = x.view(batch, dim, *x.shape[1:]).permute(0, 3, 2, 1).reshape(batch, -1)
+            flat = x.unflatten(0, (-1, dim)).permute(0, 3, 2, 1).flatten(1)
             new = recombine(flat)  # (B, h_i * r_i * D)
-            new_features.append(new.view(batch, -1, dim))
+            new_features.append(new.unflatten(1, (-1, dim)))
         return torch.cat(new_features, dim=1)  # (B, num_new_fields, D)
