@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_results
-from benchmarks.out_of_core import peak_rss_mb
+from benchmarks.common import peak_rss_mb, write_results
 from benchmarks.train_speed import DEFAULT_SCRATCH, ROOT, default_data_dir
 
 BATCH_SIZES = (1, 100, 10_000)

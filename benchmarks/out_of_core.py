@@ -35,28 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_results
+from benchmarks.common import peak_rss_mb, write_results
 from benchmarks.train_speed import DEFAULT_SCRATCH, ROOT
 
 RSS_BOUND_MB = 4096.0
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (MiB) from ``VmHWM``.
-
-    Unlike ``getrusage(RUSAGE_SELF).ru_maxrss``, which Linux carries over ``execve`` from
-    the parent (so a child spawned by a big process reports the parent's peak), ``VmHWM``
-    belongs to this process's address space only.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 STAGES = ("generate", "prepare", "train")
