@@ -150,10 +150,10 @@ class FeatureEmbedding(nn.Module):
             raise ValueError(
                 "fields have different embedding dims; models that stack fields need one dim"
             )
-        each = self._embed_each(features)
         if self._fused_cat_names and len(self._fused_cat_names) == len(self.fields):
             ids = torch.stack([features[n] for n in self._fused_cat_names], dim=1)
             return self.fused(ids + self.fused_cat_offsets)  # fast path: one gather
+        each = self._embed_each(features)
         return torch.stack([each[n] for n in self.field_names], dim=1)
 
     def forward_flat(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
