@@ -254,7 +254,7 @@ def test_frappe_x1_real_validation_and_test(data_dir: Path, tmp_path: Path) -> N
             pytest.skip(f"frappe NFM {split} split not present")
         dest = tmp_path / "frappe/nfm_split" / src.name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.symlink_to(src)
+        dest.symlink_to(src.resolve())  # absolute: data_dir may be a relative path
     _write_libfm(tmp_path / "frappe/nfm_split/frappe.train.libfm.gz", [(1, list(range(10)))])
     splits = get_dataset("frappe_x1").build_splits(tmp_path)
     assert [splits["valid"].height, splits["test"].height] == [57_722, 28_860]
