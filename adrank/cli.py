@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from adrank.config import SCORE_BATCH_SIZE
+
 app = typer.Typer(
     help="adrank: CTR/CVR prediction and ad ranking, from raw logs to a ranked auction.",
     no_args_is_help=True,
@@ -407,7 +409,7 @@ def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     input: Annotated[Path, typer.Option("--input", help="Raw records: csv/tsv/parquet/jsonl.")],
     output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet with pctr.")],
-    batch_size: Annotated[int, typer.Option(help="Rows scored per batch.")] = 65536,
+    batch_size: Annotated[int, typer.Option(help="Rows scored per batch.")] = SCORE_BATCH_SIZE,
 ) -> None:
     """Score raw records with the run's processor and model; writes a `pctr` column."""
     from adrank.serve.predictor import predict_file

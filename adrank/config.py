@@ -25,6 +25,12 @@ from typing import Any, Literal
 
 import yaml
 
+#: Rows per forward pass when scoring (validation, test, batch prediction, export parity).
+#: Measured on 2 CPU threads over Frappe's 57,722 validation rows, 8,192-row batches beat
+#: 65,536-row ones by 1.6-2.3x for DeepFM/DCNv2/IPNN (0.31 vs 0.62-0.70 s) and 3.5x for
+#: AutoInt (activations of smaller batches stay in cache); 4,096 gains little more.
+SCORE_BATCH_SIZE = 8192
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid."""
@@ -35,7 +41,7 @@ class TrainConfig:
     """Everything the trainer needs besides the model and data (BARS protocol defaults)."""
 
     batch_size: int = 4096
-    eval_batch_size: int = 65536
+    eval_batch_size: int = SCORE_BATCH_SIZE
     learning_rate: float = 1e-3
     embedding_regularizer: float = 0.0
     embedding_regularizer_scope: Literal["table", "batch"] = "table"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from adrank.config import RunConfig, TrainConfig, train_config_from_dict
+from adrank.config import SCORE_BATCH_SIZE, RunConfig, TrainConfig, train_config_from_dict
 from adrank.data.batches import TensorData, table_to_batch
 from adrank.data.processor import FeatureProcessor
 from adrank.data.schema import Schema
@@ -154,7 +154,7 @@ class CTRClassifier:
         data = self._tensors(frame)
         from adrank.data.batches import InMemoryLoader
 
-        p = predict(self.model_, InMemoryLoader(data, 65536))
+        p = predict(self.model_, InMemoryLoader(data, SCORE_BATCH_SIZE))
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, X: Any, threshold: float = 0.5) -> np.ndarray:

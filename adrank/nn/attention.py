@@ -71,9 +71,15 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, f, _ = x.shape
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
-        )  # (B, H, F, Dh)
+        # Explicit softmax(Q K^T) V. With a handful of fields per sample this is ~4x faster
+        # on CPU (forward + backward, B=4096, 4 heads, 10 fields) than
+        # F.scaled_dot_product_attention, whose fused CPU kernel is built for long sequences.
+        if self.scale != 1.0:
+            q = q * self.scale
+        weights = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, H, F, F)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, p=self.dropout)
+        out = weights @ v  # (B, H, F, Dh)
         out = out.transpose(1, 2).reshape(b, f, self.attention_dim)  # (B, F, H * Dh)
         if self.use_residual:
             out = out + (self.residual(x) if self.residual is not None else x)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adrank.config import SCORE_BATCH_SIZE
 from adrank.data.feature_map import FeatureMap
 from adrank.models.base import CTRModel
 
@@ -179,7 +180,7 @@ def parity(
     model: CTRModel,
     scorer: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     features: dict[str, torch.Tensor],
-    chunk: int = 65536,
+    chunk: int = SCORE_BATCH_SIZE,
 ) -> float:
     """Max |pCTR_exported - pCTR_eager| over the rows of ``features``."""
     model.eval()

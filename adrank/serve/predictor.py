@@ -39,6 +39,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from adrank.config import SCORE_BATCH_SIZE
 from adrank.data.batches import table_to_batch
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
@@ -120,7 +121,7 @@ class Predictor:
     def __init__(
         self,
         artifact: Artifact,
-        batch_size: int = 65536,
+        batch_size: int = SCORE_BATCH_SIZE,
         *,
         backend: str = "torch",
         optional_fields: Iterable[str] = (),
@@ -188,7 +189,7 @@ class Predictor:
         cls,
         run_dir: str | Path,
         device: str = "cpu",
-        batch_size: int = 65536,
+        batch_size: int = SCORE_BATCH_SIZE,
         *,
         backend: str = "torch",
         optional_fields: Iterable[str] = (),
@@ -406,7 +407,10 @@ def read_records(path: Path) -> pl.DataFrame:
 
 
 def predict_file(
-    run_dir: str | Path, input_path: str | Path, output_path: str | Path, batch_size: int = 65536
+    run_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    batch_size: int = SCORE_BATCH_SIZE,
 ) -> tuple[int, float]:
     """Score every row of ``input_path``; write its columns plus ``pctr`` to ``output_path``.
     Returns (rows, seconds spent scoring)."""
