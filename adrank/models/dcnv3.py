@@ -23,7 +23,9 @@ class DCNv3(CTRModel):
     (so the Self-Mask's masked half pairs with the second half of every field).
 
     Tri-BCE (:meth:`auxiliary_loss`): the trainer's BCE on the mean logit plus
-    ``w_s * BCE(lcn) + w_d * BCE(ecn)`` with ``w = max(0, BCE(sub) - BCE(mean))`` (detached).
+    ``w_s * BCE(lcn) + w_d * BCE(ecn)`` with ``w = max(0, BCE(sub) - BCE(mean))``. As in the
+    authors' code the weights stay in the graph (their gradient also pushes the mean logit's
+    BCE up towards the sub-networks'); ``detach_loss_weights=True`` treats them as constants.
 
     Shapes: features -> (B,).
     """
@@ -39,11 +41,13 @@ class DCNv3(CTRModel):
         layer_norm: bool = True,
         batch_norm: bool = True,
         num_heads: int = 1,
+        detach_loss_weights: bool = False,
     ) -> None:
         super().__init__(feature_map)
         if num_heads < 1:
             raise ValueError(f"num_heads must be >= 1, got {num_heads}")
         self.num_heads = num_heads
+        self.detach_loss_weights = detach_loss_weights
         self.embedding = FeatureEmbedding(feature_map, embedding_dim * num_heads)
         input_dim = feature_map.num_fields * embedding_dim
         common = {"layer_norm": layer_norm, "batch_norm": batch_norm, "num_heads": num_heads}
@@ -78,5 +82,6 @@ class DCNv3(CTRModel):
         extra = torch.zeros((), device=main.device, dtype=main.dtype)
         for name in ("lcn_logit", "ecn_logit"):
             sub = F.binary_cross_entropy_with_logits(outputs.aux[name], labels)
-            extra = extra + (sub - main).detach().clamp_min(0.0) * sub
+            weight = (sub - main).clamp_min(0.0)
+            extra = extra + (weight.detach() if self.detach_loss_weights else weight) * sub
         return extra

@@ -9,8 +9,9 @@ field so layers can be stacked.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from adrank.nn.dropout import dropout
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -78,7 +79,7 @@ class MultiHeadSelfAttention(nn.Module):
             q = q * self.scale
         weights = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, H, F, F)
         if self.training and self.dropout > 0:
-            weights = F.dropout(weights, p=self.dropout)
+            weights = dropout(weights, self.dropout)
         out = weights @ v  # (B, H, F, Dh)
         out = out.transpose(1, 2).reshape(b, f, self.attention_dim)  # (B, F, H * Dh)
         if self.use_residual:

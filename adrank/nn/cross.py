@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adrank.nn.dropout import Dropout
+
 
 class CrossInteraction(nn.Module):
     """One DCN v1 cross term without the residual: ``x_0 * (x_l . w) + b``.
@@ -148,7 +150,7 @@ class _CrossNetworkV3(nn.Module):
         self.batch_norms = nn.ModuleList(
             nn.BatchNorm1d(num_heads) if batch_norm else nn.Identity() for _ in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output = nn.Linear(input_dim, 1)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:

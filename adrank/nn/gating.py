@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from adrank.data.feature_map import FeatureMap
+from adrank.nn.dropout import Dropout
 from adrank.nn.embedding import FeatureEmbedding
 from adrank.nn.interaction import pair_indices
 from adrank.nn.mlp import MLPBlock, activation
@@ -154,7 +155,7 @@ class MaskBlock(nn.Module):
             layers.append(nn.LayerNorm(output_dim))
         layers.append(activation(hidden_activation))
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         self.hidden = nn.Sequential(*layers)
         self.output_dim = output_dim
 
@@ -326,7 +327,7 @@ class FactorizedInteractionBlock(nn.Module):
                 layers.append(nn.BatchNorm1d(units))
             layers.append(activation(hidden_activations))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = units
         self.net = nn.Sequential(*layers)
         self.output_dim = width

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from adrank.nn.dropout import Dropout
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "prelu": nn.PReLU,
@@ -75,7 +77,7 @@ class MLPBlock(nn.Module):
                 layers.append(nn.LayerNorm(u))
             layers.append(activation(act))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = u
         if output_dim is not None:
             layers.append(nn.Linear(width, output_dim, bias=output_bias))

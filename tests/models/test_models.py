@@ -179,6 +179,29 @@ def test_dcnv3_tri_bce_matches_formula() -> None:
         torch.testing.assert_close(model.auxiliary_loss(out, labels), torch.as_tensor(expected))
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_dcnv3_tri_bce_weight_gradient(detach: bool) -> None:
+    """Same loss value either way; only the un-detached weights pass gradient to the mean
+    logit (the authors' code), the detached ones treat w_s, w_d as constants."""
+    model = build_model("dcnv3", tiny_feature_map(False), detach_loss_weights=detach)
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    logits = torch.tensor([2.0, -2.0, 1.5, -1.0], requires_grad=True)
+    # sub-network logits far worse than the mean logit, so both weights are positive
+    lcn = torch.tensor([-1.0, 1.0, -0.5, 0.5], requires_grad=True)
+    ecn = torch.tensor([0.0, 0.5, -1.0, 1.0], requires_grad=True)
+    out = ModelOutput(logits, aux={"lcn_logit": lcn, "ecn_logit": ecn})
+    loss = model.auxiliary_loss(out, labels)
+    main = F.binary_cross_entropy_with_logits(logits, labels)
+    subs = [F.binary_cross_entropy_with_logits(x, labels) for x in (lcn, ecn)]
+    torch.testing.assert_close(loss, sum((s - main) * s for s in subs))
+    loss.backward()
+    assert lcn.grad is not None and lcn.grad.abs().sum() > 0
+    if detach:
+        assert logits.grad is None or torch.all(logits.grad == 0)
+    else:
+        assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
 VARIANTS = [
     ("dcn", {"dnn_hidden_units": []}),
     ("dcnv2", {"model_structure": "crossnet_only"}),
