@@ -67,6 +67,22 @@ def auc_logloss(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return float(auc), logloss
 
 
+def bars_init(model: torch.nn.Module) -> None:
+    """The initialization BARS/FuxiCTR (and adrank) use, applied to every framework's model so
+    that all of them start from the same distribution and their AUCs compare at equal epochs:
+    Xavier-normal weights and zero biases for each ``nn.Linear``, normal(0, 1e-4) for each
+    ``nn.Embedding``. Other parameters (e.g. DeepCTR's cross-layer kernels, already Xavier)
+    keep the library's init. DeepCTR-Torch's own default, normal(0, 1e-4) DNN weights, left
+    its DeepFM at test AUC 0.948 after 3 epochs against 0.974 for adrank and the floor."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, std=1e-4)
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import Timer, auc_logloss, emit, load_data, load_spec, setup
+from common import Timer, auc_logloss, bars_init, emit, load_data, load_spec, setup
 from torch import nn
 
 
@@ -130,15 +130,6 @@ class FinalMLP(nn.Module):
         return (self.w_x(a) + self.w_y(b) + xy).squeeze(-1)
 
 
-def init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_normal_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=1e-4)
-
-
 def build(spec: dict[str, Any], data: dict[str, Any]) -> tuple[nn.Module, torch.Tensor]:
     sizes = [int(v) for v in data["vocab_sizes"]]
     offsets = torch.tensor(np.r_[0, np.cumsum(sizes)[:-1]], dtype=torch.int64)
@@ -163,7 +154,7 @@ def build(spec: dict[str, Any], data: dict[str, Any]) -> tuple[nn.Module, torch.
         model = FinalMLP(total, f, p, ctx)
     else:
         raise SystemExit(f"floor has no model {name!r}")
-    init_weights(model)
+    bars_init(model)
     return model, offsets
 
 

@@ -5,6 +5,8 @@
 Same ids, sizes, batch size, epochs, learning rate and threads as the adrank run, through
 the library's own pipeline: ``DataGenerator`` data loaders and
 ``CTRTrainer.train_one_epoch`` (timed per epoch), ``CTRTrainer.evaluate`` for test AUC.
+The model is initialized with ``common.bars_init`` (Xavier-normal Linear weights,
+normal(0, 1e-4) embeddings), as adrank and the floor are.
 
 * DeepFM -> ``DeepFM(deep_features, fm_features, mlp_params)`` (rechub's MLP always has
   BatchNorm; its first-order term is a Linear over the FM embeddings, its design).
@@ -21,7 +23,7 @@ import tempfile
 
 import numpy as np
 import torch
-from common import Timer, auc_logloss, emit, load_data, load_spec, setup
+from common import Timer, auc_logloss, bars_init, emit, load_data, load_spec, setup
 
 
 def main() -> None:
@@ -80,6 +82,7 @@ def main() -> None:
                 model_structure="parallel",
                 use_low_rank_mixture=False,
             )
+        bars_init(model)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = CTRTrainer(
                 model,
