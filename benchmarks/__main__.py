@@ -3,9 +3,10 @@
 Suites: ``data`` (preprocessing + batch assembly on frappe), ``train`` (training throughput
 vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessing),
 ``inference`` (batch and in-process scoring), ``ooc`` (out-of-core training on synthetic
-Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes). No suite
-name runs all of them; flags go to every named suite, so pass
-suite-specific flags with one suite at a time (see each module's docstring).
+Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes),
+``kernels`` (dropout, attention and scoring-batch micro-benchmarks). No suite name runs all
+of them; flags go to every named suite, so pass suite-specific flags with one suite at a
+time (see each module's docstring).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SUITES = {
     "ooc": "out_of_core",
     "load": "load_test",
     "ddp": "ddp_scaling",
+    "kernels": "kernels",
 }
 
 
