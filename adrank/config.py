@@ -78,12 +78,16 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """Model name, model hyperparameters and training settings for one run."""
+    """Model name, model hyperparameters and training settings for one run.
+
+    ``notes`` is free text about the config (why it departs from a reference setting, what
+    tuning found); the benchmark prints it under the leaderboard."""
 
     model: str
     params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset: str | None = None
+    notes: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,13 +95,14 @@ class RunConfig:
             "dataset": self.dataset,
             "params": dict(self.params),
             "train": dataclasses.asdict(self.train),
+            "notes": self.notes,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        allowed = {"model", "params", "train", "dataset"}
+        allowed = {"model", "params", "train", "dataset", "notes"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -106,11 +111,15 @@ class RunConfig:
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{where}: 'params' must be a mapping")
+        notes = data.get("notes")
+        if notes is not None and not isinstance(notes, str):
+            raise ConfigError(f"{where}: 'notes' must be text, got {type(notes).__name__}")
         return cls(
             model=str(data["model"]),
             params=dict(params),
             train=train_config_from_dict(data.get("train") or {}, where=f"{where}: train"),
             dataset=data.get("dataset"),
+            notes=" ".join(notes.split()) if notes else None,
         )
 
     @classmethod

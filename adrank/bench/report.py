@@ -85,7 +85,13 @@ def machine_line() -> str:
     )
 
 
-def to_markdown(rows: list[LeaderboardRow], dataset: str, title: str | None = None) -> str:
+def to_markdown(
+    rows: list[LeaderboardRow],
+    dataset: str,
+    title: str | None = None,
+    notes: dict[str, str] | None = None,
+) -> str:
+    """The leaderboard table, then a "Notes" list (model -> its config's ``notes``)."""
     fmt = lambda v, p=4: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
     buf = io.StringIO()
     buf.write(f"# {title or f'Leaderboard: {dataset}'}\n\n")
@@ -108,7 +114,31 @@ def to_markdown(rows: list[LeaderboardRow], dataset: str, title: str | None = No
             f"{r.num_parameters:,} | {r.epochs_mean:.1f} | {r.train_time_s:.0f} | "
             f"{r.train_samples_per_s:,.0f} |\n"
         )
+    listed = [(r.model, notes[r.model]) for r in rows if notes and notes.get(r.model)]
+    if listed:
+        buf.write("\n## Notes\n\n")
+        for model, text in listed:
+            buf.write(f"- **{model}**: {text}\n")
     return buf.getvalue()
+
+
+def config_notes(dataset: str, models: list[str]) -> dict[str, str]:
+    """``notes`` of each model's shipped config for ``dataset`` (models without one skipped)."""
+    from adrank.config import ConfigError, RunConfig, model_config_path
+
+    out = {}
+    for model in models:
+        path = model_config_path(dataset, model)
+        if path is None:
+            continue
+        try:
+            notes = RunConfig.load(path).notes
+        except ConfigError as exc:
+            logger.warning("notes of %s not read: %s", path, exc)
+            continue
+        if notes:
+            out[model] = notes
+    return out
 
 
 def to_csv(rows: list[LeaderboardRow]) -> str:
@@ -186,7 +216,8 @@ def plot(rows: list[LeaderboardRow], path: Path, dataset: str) -> bool:
 def write_report(runs: list[BenchmarkRun], dataset: str, output_dir: Path) -> list[LeaderboardRow]:
     rows = aggregate(runs, dataset)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "leaderboard.md", to_markdown(rows, dataset))
+    notes = config_notes(dataset, [r.model for r in rows])
+    atomic_write_text(output_dir / "leaderboard.md", to_markdown(rows, dataset, notes=notes))
     atomic_write_text(output_dir / "leaderboard.csv", to_csv(rows))
     plot(rows, output_dir / "leaderboard.png", dataset)
     return rows
