@@ -82,3 +82,19 @@ def test_run_config_notes_are_text_and_round_trip() -> None:
     assert RunConfig.from_dict({"model": "dnn"}).notes is None
     with pytest.raises(ConfigError, match="'notes' must be text"):
         RunConfig.from_dict({"model": "dnn", "notes": ["x"]})
+
+
+def test_code_version_and_rows_recorded_before_it(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    import adrank
+    from adrank.bench.runner import code_version, read_results
+
+    version = code_version()
+    assert version == adrank.__version__ or version.startswith(f"{adrank.__version__}+g")
+    old = {k: v for k, v in asdict(RUNS[0]).items() if k != "code"}
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(old) + "\n" + json.dumps(asdict(RUNS[2]) | {"code": "x"}) + "\n")
+    rows = read_results(path)
+    assert rows[("deepfm", 2021)].code == "" and rows[("mymodel", 2021)].code == "x"

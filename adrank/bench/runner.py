@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,9 +38,37 @@ class BenchmarkRun:
     train_time_s: float
     train_samples_per_s: float
     run_dir: str
+    #: adrank version (+ git commit, "-dirty" with uncommitted changes) that trained the run;
+    #: empty for rows recorded before this field existed
+    code: str = ""
 
 
-def _read_finished(run_dir: Path, model: str, seed: int) -> BenchmarkRun | None:
+def code_version() -> str:
+    """``<adrank version>+g<commit>`` when adrank runs from a git checkout, else the version."""
+    import adrank
+
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return adrank.__version__
+    return f"{adrank.__version__}+g{sha}{'-dirty' if dirty else ''}" if sha else adrank.__version__
+
+
+def _read_finished(run_dir: Path, model: str, seed: int, code: str = "") -> BenchmarkRun | None:
     try:
         read_manifest(run_dir)
     except ArtifactError:
@@ -57,6 +86,7 @@ def _read_finished(run_dir: Path, model: str, seed: int) -> BenchmarkRun | None:
         train_time_s=m["train_time_s"],
         train_samples_per_s=m["train_samples_per_s"],
         run_dir=str(run_dir),
+        code=code,
     )
 
 
@@ -117,10 +147,11 @@ def run_benchmark(
                         dataset, model, overrides=[*overrides, f"train.seed={seed}"]
                     )
                     logger.info("benchmark: %s seed %d -> %s", model, seed, run_dir)
+                    code = code_version()  # at the start: the code that trains the run
                     train_run(
                         cfg, run_dir, prepared=prepared, resume=True, force_progress=force_progress
                     )
-                    row = _read_finished(run_dir, model, seed)
+                    row = _read_finished(run_dir, model, seed, code)
                     if row is None:
                         raise RuntimeError(f"run {run_dir} finished without a manifest")
                 with open(results_path, "a") as fh:
