@@ -26,10 +26,10 @@ from typing import Any, Literal
 import yaml
 
 #: Rows per forward pass when scoring (validation, test, batch prediction, export parity).
-#: Measured on 2 CPU threads over Frappe's 57,722 validation rows, 8,192-row batches beat
-#: 65,536-row ones by 1.6-2.3x for DeepFM/DCNv2/IPNN (0.31 vs 0.62-0.70 s) and 3.5x for
-#: AutoInt (activations of smaller batches stay in cache); 4,096 gains little more.
-SCORE_BATCH_SIZE = 8192
+#: Small batches keep the activations in cache: scoring 57,722 frappe-shaped rows on 2 CPU
+#: threads (``python -m benchmarks kernels``) took DeepFM 561 / 281 / 283 / 287 ms and
+#: AutoInt 9.9 / 9.2 / 9.3 / 5.7 s at 65,536 / 16,384 / 8,192 / 4,096 rows per batch.
+SCORE_BATCH_SIZE = 4096
 
 
 class ConfigError(ValueError):
