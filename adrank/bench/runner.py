@@ -38,7 +38,8 @@ class BenchmarkRun:
     train_time_s: float
     train_samples_per_s: float
     run_dir: str
-    #: adrank version (+ git commit, "-dirty" with uncommitted changes) that trained the run;
+    #: adrank version (+ git commit, "-dirty" with uncommitted changes under adrank/ or
+    #: configs/) that trained the run;
     #: empty for rows recorded before this field existed
     code: str = ""
 
@@ -57,7 +58,18 @@ def code_version() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            # only code and configs count: the benchmark itself appends to runs.jsonl
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "adrank",
+                "configs",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
