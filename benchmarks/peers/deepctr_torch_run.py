@@ -6,7 +6,9 @@ Same ids, sizes, batch size, epochs, learning rate and threads as the adrank run
 library's own ``fit`` loop (one ``fit(epochs=1)`` call per timed epoch, ``verbose=0``) and
 its defaults otherwise, except the initialization: ``common.bars_init`` (Xavier-normal
 Linear weights, normal(0, 1e-4) embeddings, as adrank and the floor) replaces DeepCTR's
-normal(0, 1e-4) DNN weights, which learn so slowly that 3-epoch AUCs were 0.02-0.03 lower.
+normal(0, 1e-4) DNN weights, which learn so slowly that 3-epoch AUCs were 0.02-0.03 lower,
+and the optimizer: ``common.ClippedAdam`` clips the gradient norm as adrank and the floor do
+(at ``grad_clip_norm * batch_size``, since DeepCTR's loss is the batch sum).
 
 * DeepFM -> ``DeepFM(dnn_hidden_units, dnn_dropout, dnn_use_bn)``.
 * DCNv2 -> ``DCN(cross_parameterization='matrix', cross_num)`` (parallel, full rank). Its
@@ -21,8 +23,16 @@ invariant to the loss scale, ``l2 = emb_reg / 2 * batch_size`` gives the same ob
 from __future__ import annotations
 
 import numpy as np
-import torch
-from common import Timer, auc_logloss, bars_init, emit, load_data, load_spec, setup
+from common import (
+    ClippedAdam,
+    Timer,
+    auc_logloss,
+    bars_init,
+    emit,
+    load_data,
+    load_spec,
+    setup,
+)
 
 
 def main() -> None:
@@ -79,8 +89,14 @@ def main() -> None:
                 seed=seed,
             )
         bars_init(model)
+        clip = spec.get("grad_clip_norm")
         model.compile(
-            torch.optim.Adam(model.parameters(), lr=spec["learning_rate"]),
+            # DeepCTR's loss is the batch sum: its gradient is batch_size x the mean's
+            ClippedAdam(
+                model.parameters(),
+                max_norm=clip * spec["batch_size"] if clip else None,
+                lr=spec["learning_rate"],
+            ),
             "binary_crossentropy",
             metrics=[],
         )

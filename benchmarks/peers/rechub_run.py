@@ -6,7 +6,8 @@ Same ids, sizes, batch size, epochs, learning rate and threads as the adrank run
 the library's own pipeline: ``DataGenerator`` data loaders and
 ``CTRTrainer.train_one_epoch`` (timed per epoch), ``CTRTrainer.evaluate`` for test AUC.
 The model is initialized with ``common.bars_init`` (Xavier-normal Linear weights,
-normal(0, 1e-4) embeddings), as adrank and the floor are.
+normal(0, 1e-4) embeddings), as adrank and the floor are, and trained with
+``common.ClippedAdam`` (gradient-norm clipping as in adrank and the floor).
 
 * DeepFM -> ``DeepFM(deep_features, fm_features, mlp_params)`` (rechub's MLP always has
   BatchNorm; its first-order term is a Linear over the FM embeddings, its design).
@@ -23,7 +24,16 @@ import tempfile
 
 import numpy as np
 import torch
-from common import Timer, auc_logloss, bars_init, emit, load_data, load_spec, setup
+from common import (
+    ClippedAdam,
+    Timer,
+    auc_logloss,
+    bars_init,
+    emit,
+    load_data,
+    load_spec,
+    setup,
+)
 
 
 def main() -> None:
@@ -86,7 +96,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = CTRTrainer(
                 model,
-                optimizer_params={"lr": spec["learning_rate"], "weight_decay": 0.0},
+                optimizer_fn=ClippedAdam,
+                optimizer_params={
+                    "lr": spec["learning_rate"],
+                    "weight_decay": 0.0,
+                    "max_norm": spec.get("grad_clip_norm"),
+                },
                 regularization_params={"embedding_l2": spec["embedding_regularizer"] / 2.0},
                 n_epoch=spec["epochs"],
                 device="cpu",
