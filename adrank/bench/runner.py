@@ -44,37 +44,23 @@ class BenchmarkRun:
     code: str = ""
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 def code_version() -> str:
     """``<adrank version>+g<commit>`` when adrank runs from a git checkout, else the version."""
     import adrank
 
     root = Path(__file__).resolve().parent.parent.parent
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # only code and configs count: the benchmark itself appends to runs.jsonl
-            [
-                "git",
-                "-C",
-                str(root),
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "adrank",
-                "configs",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        sha = _git(root, "rev-parse", "--short=10", "HEAD")
+        # only code and configs count: the benchmark itself appends to runs.jsonl
+        dirty = _git(
+            root, "status", "--porcelain", "--untracked-files=no", "--", "adrank", "configs"
+        )
     except (OSError, subprocess.SubprocessError):
         return adrank.__version__
     return f"{adrank.__version__}+g{sha}{'-dirty' if dirty else ''}" if sha else adrank.__version__

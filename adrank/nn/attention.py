@@ -79,8 +79,7 @@ class MultiHeadSelfAttention(nn.Module):
         if self.scale != 1.0:
             q = q * self.scale
         weights = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, H, F, F)
-        if self.training and self.dropout > 0:
-            weights = dropout(weights, self.dropout)
+        weights = dropout(weights, self.dropout, self.training)
         out = weights @ v  # (B, H, F, Dh)
         out = out.transpose(1, 2).reshape(b, f, self.attention_dim)  # (B, F, H * Dh)
         if self.use_residual:
