@@ -50,7 +50,10 @@ PEER_SCRIPTS = {
     "floor": "floor.py",
     "deepctr_torch": "deepctr_torch_run.py",
     "torch_rechub": "rechub_run.py",
+    "parity": "parity.py",
 }
+#: models whose DeepCTR-Torch network is checked against the floor's (``peers/parity.py``)
+PARITY_MODELS = ("deepfm", "dcnv2")
 PEER_PACKAGES = ("deepctr-torch==0.3.0", "torch-rechub==0.9.0")
 #: what the peers import besides torch (deepctr_torch imports requests at import time)
 PEER_EXTRAS = ("scikit-learn", "pandas", "tqdm", "requests")
@@ -264,6 +267,26 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {model} | {fw} | {s['samples_per_s']:,.0f} | {s['epoch_s']:.2f} | {auc} "
                 f"| {ratio} | {dauc} |"
             )
+    parity = results.get("parity") or {}
+    if parity:
+        lines.append(
+            "\nNetwork parity (`benchmarks/peers/parity.py`: DeepCTR-Torch's network with its "
+            "weights copied into the floor's, dropout off, one 4096-row batch in train mode):\n"
+        )
+        lines.append(
+            "| model | max abs Δ probability | Δ loss | embedding grad rel Δ "
+            "| DNN layer-1 grad rel Δ |"
+        )
+        lines.append("|---|---|---|---|---|")
+        for model, r in parity.items():
+            if "max_abs_prob_diff" not in r:
+                lines.append(f"| {model} | n/a | | | {str(r.get('error', ''))[-200:]} |")
+                continue
+            g = r["grad_rel_diff"]
+            lines.append(
+                f"| {model} | {r['max_abs_prob_diff']:.1e} | {r['loss_diff']:.1e} "
+                f"| {g['embedding']:.1e} | {g['dnn_layer_1']:.1e} |"
+            )
     lines.append(
         "\nadrank = `Trainer` over `InMemoryLoader`; floor = hand-written network and loop "
         "over in-memory tensors (`benchmarks/peers/floor.py`); peers = their own fit loops "
@@ -348,6 +371,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             else:
                 print(f"  unavailable: {str(summary['reason'])[-400:]}", flush=True)
+        if "deepctr_torch" in frameworks and model in PARITY_MODELS:
+            parity = run_cell("parity", spec, work / "cells", args.peers_venv)
+            results.setdefault("parity", {})[model] = parity
+            print(f"  network parity vs floor: {parity}", flush=True)
     results["config"] = {
         "epochs": args.epochs,
         "repeats": args.repeats,
