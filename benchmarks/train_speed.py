@@ -1,6 +1,6 @@
 """Training throughput on frappe: adrank vs DeepCTR-Torch, torch-rechub and a pure-PyTorch floor.
 
-    python -m benchmarks train [--quick] [--models deepfm,dcnv2,finalmlp]
+    python -m benchmarks train [--quick] [--converge] [--models deepfm,dcnv2,finalmlp]
         [--frameworks adrank,floor,deepctr_torch,torch_rechub] [--epochs 3] [--repeats 3]
         [--threads N] [--scratch benchmarks/.scratch] [--resume]
 
@@ -15,12 +15,21 @@ Protocol (identical for every framework):
   run's throughput is train rows x (epochs - 1) / (time of epochs 2..E), training steps
   only. Runs use seeds ``seed, seed + 1, ...``; we report the median throughput over
   ``--repeats`` runs and the test AUC mean +- std, so AUCs compare at equal epochs;
+* ``--converge`` instead trains every run to convergence under the BARS protocol (validation
+  AUC after each epoch, LR x 0.1 after each non-improving one, stop after the config's
+  patience, at most ``--epochs`` = 100, best epoch's weights restored), the same for every
+  framework (adrank's ``Trainer``; ``peers/common.py::fit_epochs`` around the others' epoch
+  calls), and scores the test split with the restored weights. Three-epoch AUCs swing by
+  +-0.003 between seeds (DCNv2), so equal accuracy is judged on converged AUCs;
+* with DeepCTR-Torch in the run, ``peers/parity.py`` checks that its DeepFM and DCN networks
+  compute the floor's function (same weights -> same probabilities and gradients);
 * every framework runs in its own subprocess with the same ``torch.set_num_threads``
   (and ``OMP_NUM_THREADS``); peers run in ``benchmarks/.peers-venv`` (created on first use:
   torch==2.13.0 CPU first, then deepctr-torch==0.3.0 and torch-rechub==0.9.0).
 
 Floor = ``benchmarks/peers/floor.py`` (hand-written networks and loop, no adrank import).
-Results: ``benchmarks/results/train_speed.{json,md}`` (``train_speed_quick`` with --quick).
+Results: ``benchmarks/results/train_speed.{json,md}`` (``train_speed_converged`` with
+--converge, ``_quick`` appended with --quick).
 Finished (framework, model) cells are kept in ``<scratch>/train_speed/cells/``; ``--resume``
 reuses the ones whose spec is unchanged.
 """
@@ -124,7 +133,8 @@ def adrank_worker(spec_path: str) -> None:
         y = torch.from_numpy(data[f"{split}_y"]).float().unsqueeze(1)
         return TensorData(Batch({n: x[:, i].contiguous() for i, n in enumerate(names)}, y))
 
-    train, test = tensors("train"), tensors("test")
+    train, valid, test = tensors("train"), tensors("valid"), tensors("test")
+    converge = bool(spec.get("converge"))
     runs = []
     for r in range(spec["repeats"]):
         seed = spec["seed"] + r
@@ -136,12 +146,12 @@ def adrank_worker(spec_path: str) -> None:
             embedding_regularizer=spec["embedding_regularizer"],
             grad_clip_norm=spec["grad_clip_norm"],
             max_epochs=spec["epochs"],
-            patience=spec["epochs"] + 1,
+            patience=spec.get("patience", 2) if converge else spec["epochs"] + 1,
             seed=seed,
             num_threads=spec["threads"],
             progress=False,
         )
-        result = Trainer(model, cfg).fit(train, None, test)
+        result = Trainer(model, cfg).fit(train, valid if converge else None, test)
         runs.append(
             {
                 "seed": seed,
@@ -149,6 +159,8 @@ def adrank_worker(spec_path: str) -> None:
                 "train_rows": len(train),
                 "test_auc": (result.test or {}).get("auc"),
                 "test_logloss": (result.test or {}).get("logloss"),
+                "best_epoch": result.best_epoch if converge else len(result.history),
+                "valid_auc": result.best_valid.get("auc") if converge else None,
             }
         )
     import adrank
@@ -231,27 +243,39 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
         "test_auc_std": statistics.pstdev(aucs) if len(aucs) > 1 else 0.0,
         "test_aucs": aucs,
         "test_logloss_mean": statistics.fmean([r["test_logloss"] for r in runs]),
+        "epochs_mean": statistics.fmean([len(r["epoch_train_s"]) for r in runs]),
         "runs": len(runs),
     }
 
 
 def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
+    if cfg.get("converge"):
+        schedule = (
+            f"each run trained to convergence (validation AUC after every epoch, LR x 0.1 on "
+            f"plateau, patience {cfg.get('patience', 2)}, at most {cfg['epochs']} epochs, best "
+            f"epoch's weights restored; epoch 1 = warm-up); median of {cfg['repeats']} runs; "
+            "test AUC of the restored weights"
+        )
+    else:
+        schedule = (
+            f"{cfg['epochs']} epochs per run (epoch 1 = warm-up), median of {cfg['repeats']} "
+            f"runs; test AUC after {cfg['epochs']} epochs"
+        )
     lines = [
         f"Training throughput on frappe ({cfg['train_rows']:,} train rows), batch "
-        f"{cfg['batch_size']}, emb 10, {cfg['threads']} threads, {cfg['epochs']} epochs per "
-        f"run (epoch 1 = warm-up), median of {cfg['repeats']} runs; test AUC after "
-        f"{cfg['epochs']} epochs (mean ± std over the runs' seeds).\n",
-        "| model | framework | samples/s | epoch s | test AUC | adrank ÷ this "
+        f"{cfg['batch_size']}, emb 10, {cfg['threads']} threads, {schedule} (mean ± std over "
+        "the runs' seeds).\n",
+        "| model | framework | samples/s | epoch s | epochs | test AUC | adrank ÷ this "
         "| ΔAUC (adrank − this) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, cells in results["models"].items():
         base = cells.get("adrank", {})
         for fw, s in cells.items():
             if not s.get("available"):
                 reason = str(s.get("reason", "")).strip().splitlines()
-                lines.append(f"| {model} | {fw} | n/a | | | | {reason[-1] if reason else ''} |")
+                lines.append(f"| {model} | {fw} | n/a | | | | | {reason[-1] if reason else ''} |")
                 continue
             ratio = dauc = ""
             if base.get("available") and fw != "adrank":
@@ -264,7 +288,8 @@ def markdown(results: dict[str, Any]) -> str:
                 else ""
             )
             lines.append(
-                f"| {model} | {fw} | {s['samples_per_s']:,.0f} | {s['epoch_s']:.2f} | {auc} "
+                f"| {model} | {fw} | {s['samples_per_s']:,.0f} | {s['epoch_s']:.2f} "
+                f"| {s.get('epochs_mean', 0):.1f} | {auc} "
                 f"| {ratio} | {dauc} |"
             )
     parity = results.get("parity") or {}
@@ -300,7 +325,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run (default 3; --converge: max, 100)"
+    )
+    parser.add_argument(
+        "--converge",
+        action="store_true",
+        help="train every run to convergence (BARS protocol) and compare converged test AUCs",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=2021)
@@ -316,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         adrank_worker(args.worker)
         return
+    if args.epochs is None:
+        args.epochs = 100 if args.converge else 3
     if args.quick:
         args.epochs, args.repeats = 2, 1
         args.max_train_rows = args.max_train_rows or 20_000
@@ -332,8 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     info = export_ids(npz, args.data_dir, args.max_train_rows)
     print(f"data: {info['train_rows']:,} train rows from {info['prepared']}", flush=True)
     results: dict[str, Any] = {"models": {}, "cells": {}}
+    patience: dict[str, int] = {}
     for model in models:
         run_cfg = resolve_run_config("frappe", model)
+        patience[model] = run_cfg.train.patience
         spec = {
             "model": model,
             "params": run_cfg.params,
@@ -348,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
             "repeats": args.repeats,
             "train_rows": info["train_rows"],
         }
+        if args.converge:
+            spec.update(converge=True, patience=run_cfg.train.patience)
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         results["models"][model] = {}
         for fw in frameworks:
@@ -383,9 +421,12 @@ def main(argv: list[str] | None = None) -> None:
         "train_rows": info["train_rows"],
         "quick": args.quick,
         "seed": args.seed,
+        "converge": args.converge,
+        "patience": "/".join(sorted({str(p) for p in patience.values()})),
     }
     md = markdown(results)
-    path = write_results("train_speed_quick" if args.quick else "train_speed", results, md)
+    name = "train_speed" + ("_converged" if args.converge else "")
+    path = write_results(name + ("_quick" if args.quick else ""), results, md)
     print(md)
     print(f"written: {path}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.train_speed import markdown, summarize
 
 
@@ -43,6 +45,44 @@ def test_markdown_has_ratios_and_parity_rows() -> None:
         },
     }
     md = markdown(results)
-    assert "| deepfm | deepctr_torch | 1,000 | 1.00 | 0.9710 ± 0.0000 | 2.00× | +0.0020 |" in md
+    row = "| deepfm | deepctr_torch | 1,000 | 1.00 | 3.0 | 0.9710 ± 0.0000 | 2.00× | +0.0020 |"
+    assert row in md
+    assert "3 epochs per run" in md
     assert "| deepfm | 0.0e+00 | 0.0e+00 | 5.8e-07 | 3.9e-07 |" in md
     assert "| dcnv2 | n/a |" in md and "ImportError: deepctr_torch" in md
+
+
+def test_fit_epochs_converge_decays_stops_and_restores_best() -> None:
+    """The peers' BARS protocol: LR x 0.1 per bad epoch, stop after patience, best weights."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "peers"))
+    from common import fit_epochs
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    y = np.array([0, 1, 0, 1], dtype=np.float32)
+    good = np.array([0.1, 0.9, 0.2, 0.8])
+    bad = np.array([0.9, 0.1, 0.8, 0.2])
+    quality = iter([bad, good, bad, bad, good])  # epochs 1..5; 3 and 4 do not improve
+    lrs: list[float] = []
+
+    def run_epoch() -> None:
+        lrs.append(opt.param_groups[0]["lr"])
+        with torch.no_grad():
+            model.weight.fill_(len(lrs))  # weights = epoch number
+
+    spec = {"epochs": 10, "converge": True, "patience": 2}
+    fit = fit_epochs(spec, model, opt, run_epoch, lambda: next(quality), y)
+    assert len(fit["epoch_train_s"]) == 4  # stopped after 2 non-improving epochs
+    assert fit["best_epoch"] == 2 and fit["valid_auc"] == 1.0
+    assert lrs == [1.0, 1.0, 1.0, 0.1]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert model.weight.item() == 2.0  # epoch 2's weights restored
+
+    fixed = fit_epochs({"epochs": 3}, model, opt, run_epoch, lambda: good, y)
+    assert len(fixed["epoch_train_s"]) == 3 and fixed["valid_auc"] is None

@@ -5,23 +5,31 @@ Spec (JSON file given as the only argument)::
     {"model": "deepfm", "params": {...adrank hyperparameters...}, "data": "frappe.npz",
      "epochs": 3, "batch_size": 4096, "learning_rate": 0.001,
      "embedding_regularizer": 0.05, "grad_clip_norm": 10.0, "seed": 2021,
-     "threads": 2, "repeats": 3}
+     "threads": 2, "repeats": 3, "converge": false, "patience": 2}
+
+With ``"converge": true`` each run follows the BARS protocol instead of a fixed ``epochs``:
+validation AUC after every epoch, LR x 0.1 after each epoch that does not improve it (floor
+1e-6), stop after ``patience`` such epochs in a row or ``epochs`` epochs, then score the test
+split with the best epoch's weights (:func:`fit_epochs`).
 
 Data (``.npz``): ``fields`` (F names), ``vocab_sizes`` (F,), and for each split
 ``<split>_x`` int64 (N, F) ids and ``<split>_y`` float32 (N,) labels.
 
 Output: one JSON line ``{"framework", "model", "runs": [{"seed", "epoch_train_s": [...],
-"train_rows", "test_auc", "test_logloss"}], "versions": {...}}`` on stdout, prefixed with
-``RESULT `` so progress output of the peers cannot be mistaken for it.
+"train_rows", "test_auc", "test_logloss", "best_epoch", "valid_auc"}], "versions": {...}}``
+on stdout, prefixed with ``RESULT `` so progress output of the peers cannot be mistaken for
+it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -100,6 +108,52 @@ class ClippedAdam(torch.optim.Adam):
             grads = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(grads, self.max_norm)
         return super().step(closure)
+
+
+def fit_epochs(
+    spec: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run_epoch: Callable[[], object],
+    score_valid: Callable[[], np.ndarray],
+    valid_y: np.ndarray,
+) -> dict[str, Any]:
+    """Train for ``spec["epochs"]`` epochs, or until converged when ``spec["converge"]``.
+
+    ``run_epoch`` trains one epoch (timed; validation scoring is not), ``score_valid``
+    returns validation probabilities. Converged mode is adrank's Trainer protocol: after a
+    non-improving epoch the LR of every param group is multiplied by 0.1 (not below 1e-6);
+    ``patience`` non-improving epochs in a row stop the run; the best epoch's weights are
+    restored. Returns ``{"epoch_train_s", "best_epoch", "valid_auc"}`` (epochs from 1).
+    """
+    converge = bool(spec.get("converge"))
+    patience = max(int(spec.get("patience", 2)), 1)
+    epoch_s: list[float] = []
+    best_auc, best_epoch, bad = -1.0, 0, 0
+    best_state: dict[str, Any] | None = None
+    for epoch in range(1, spec["epochs"] + 1):
+        with Timer() as t:
+            run_epoch()
+        epoch_s.append(t.seconds)
+        if not converge:
+            continue
+        auc = auc_logloss(valid_y, score_valid())[0]
+        if auc > best_auc:
+            best_auc, best_epoch, bad = auc, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            continue
+        bad += 1
+        for group in optimizer.param_groups:
+            group["lr"] = max(group["lr"] * 0.1, 1e-6)
+        if bad >= patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {
+        "epoch_train_s": epoch_s,
+        "best_epoch": best_epoch or len(epoch_s),
+        "valid_auc": best_auc if converge else None,
+    }
 
 
 class Timer:

@@ -4,11 +4,13 @@
 
 Same ids, sizes, batch size, epochs, learning rate and threads as the adrank run; the
 library's own ``fit`` loop (one ``fit(epochs=1)`` call per timed epoch, ``verbose=0``) and
-its defaults otherwise, except the initialization: ``common.bars_init`` (Xavier-normal
-Linear weights, normal(0, 1e-4) embeddings, as adrank and the floor) replaces DeepCTR's
-normal(0, 1e-4) DNN weights, which learn so slowly that 3-epoch AUCs were 0.02-0.03 lower,
-and the optimizer: ``common.ClippedAdam`` clips the gradient norm as adrank and the floor do
-(at ``grad_clip_norm * batch_size``, since DeepCTR's loss is the batch sum).
+its defaults otherwise (with ``converge``, ``common.fit_epochs`` adds the validation AUC, LR
+decay and early stopping around those calls), except the initialization:
+``common.bars_init`` (Xavier-normal Linear weights, normal(0, 1e-4) embeddings, as adrank
+and the floor) replaces DeepCTR's normal(0, 1e-4) DNN weights, which learn so slowly that
+3-epoch AUCs were 0.02-0.03 lower, and the optimizer: ``common.ClippedAdam`` clips the
+gradient norm as adrank and the floor do (at ``grad_clip_norm * batch_size``, since
+DeepCTR's loss is the batch sum).
 
 * DeepFM -> ``DeepFM(dnn_hidden_units, dnn_dropout, dnn_use_bn)``.
 * DCNv2 -> ``DCN(cross_parameterization='matrix', cross_num)`` (parallel, full rank). Its
@@ -25,10 +27,10 @@ from __future__ import annotations
 import numpy as np
 from common import (
     ClippedAdam,
-    Timer,
     auc_logloss,
     bars_init,
     emit,
+    fit_epochs,
     load_data,
     load_spec,
     setup,
@@ -56,6 +58,7 @@ def main() -> None:
     l2 = spec["embedding_regularizer"] / 2.0 * spec["batch_size"]
     x = {f: data["train_x"][:, i] for i, f in enumerate(fields)}
     xt = {f: data["test_x"][:, i] for i, f in enumerate(fields)}
+    xv = {f: data["valid_x"][:, i] for i, f in enumerate(fields)}
     y = data["train_y"].astype(np.float32)
     runs = []
     for r in range(spec["repeats"]):
@@ -100,21 +103,21 @@ def main() -> None:
             "binary_crossentropy",
             metrics=[],
         )
-        epoch_s = []
-        for _ in range(spec["epochs"]):
-            with Timer() as t:
-                model.fit(x, y, batch_size=spec["batch_size"], epochs=1, verbose=0, shuffle=True)
-            epoch_s.append(t.seconds)
+        fit = fit_epochs(
+            spec,
+            model,
+            model.optim,
+            # the lambdas run inside fit_epochs, within this iteration (defaults bind them)
+            lambda m=model: m.fit(
+                x, y, batch_size=spec["batch_size"], epochs=1, verbose=0, shuffle=True
+            ),
+            lambda m=model: m.predict(xv, batch_size=65536),
+            data["valid_y"],
+        )
         probs = model.predict(xt, batch_size=65536)
         auc, ll = auc_logloss(data["test_y"], probs)
         runs.append(
-            {
-                "seed": seed,
-                "epoch_train_s": epoch_s,
-                "train_rows": len(y),
-                "test_auc": auc,
-                "test_logloss": ll,
-            }
+            {"seed": seed, "train_rows": len(y), "test_auc": auc, "test_logloss": ll, **fit}
         )
     emit("deepctr_torch", name, runs, version=deepctr_torch.__version__)
 

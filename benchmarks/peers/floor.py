@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import Timer, auc_logloss, bars_init, emit, load_data, load_spec, setup
+from common import auc_logloss, bars_init, emit, fit_epochs, load_data, load_spec, setup
 from torch import nn
 
 
@@ -158,55 +158,50 @@ def build(spec: dict[str, Any], data: dict[str, Any]) -> tuple[nn.Module, torch.
     return model, offsets
 
 
+def one_run(spec: dict[str, Any], data: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Train one fresh model (fixed epochs, or converged: ``common.fit_epochs``) and test it."""
+    setup(seed, spec["threads"])
+    model, offsets = build(spec, data)
+    x = torch.from_numpy(data["train_x"]) + offsets  # (N, F) global ids
+    y = torch.from_numpy(data["train_y"]).float()
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=spec["learning_rate"], fused=True)
+    reg = spec["embedding_regularizer"] / 2.0
+    clip = spec.get("grad_clip_norm")
+    bs = spec["batch_size"]
+    gen = torch.Generator().manual_seed(seed)
+
+    def run_epoch() -> None:
+        model.train()
+        perm = torch.randperm(len(y), generator=gen)
+        xs, ys = x[perm], y[perm]
+        for start in range(0, len(ys), bs):
+            xb, yb = xs[start : start + bs], ys[start : start + bs]
+            loss = nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
+            if reg > 0:
+                loss = loss + reg * sum(tb.weight.pow(2).sum() for tb in model.tables)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+
+    def score(split: str) -> np.ndarray:
+        ids = torch.from_numpy(data[f"{split}_x"]) + offsets
+        model.eval()
+        with torch.inference_mode():
+            out = [torch.sigmoid(model(ids[i : i + 65536])) for i in range(0, len(ids), 65536)]
+        return torch.cat(out).numpy()
+
+    fit = fit_epochs(spec, model, opt, run_epoch, lambda: score("valid"), data["valid_y"])
+    auc, ll = auc_logloss(data["test_y"], score("test"))
+    return {"seed": seed, "train_rows": len(y), "test_auc": auc, "test_logloss": ll, **fit}
+
+
 def main() -> None:
     spec = load_spec()
     data = load_data(spec["data"])
-    runs = []
-    for r in range(spec["repeats"]):
-        seed = spec["seed"] + r
-        setup(seed, spec["threads"])
-        model, offsets = build(spec, data)
-        x = torch.from_numpy(data["train_x"]) + offsets  # (N, F) global ids
-        y = torch.from_numpy(data["train_y"]).float()
-        xt = torch.from_numpy(data["test_x"]) + offsets
-        params = list(model.parameters())
-        opt = torch.optim.Adam(params, lr=spec["learning_rate"], fused=True)
-        reg = spec["embedding_regularizer"] / 2.0
-        clip = spec.get("grad_clip_norm")
-        bs = spec["batch_size"]
-        gen = torch.Generator().manual_seed(seed)
-        epoch_s = []
-        for _ in range(spec["epochs"]):
-            model.train()
-            with Timer() as t:
-                perm = torch.randperm(len(y), generator=gen)
-                xs, ys = x[perm], y[perm]
-                for start in range(0, len(ys), bs):
-                    xb, yb = xs[start : start + bs], ys[start : start + bs]
-                    loss = nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
-                    if reg > 0:
-                        loss = loss + reg * sum(tb.weight.pow(2).sum() for tb in model.tables)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if clip:
-                        nn.utils.clip_grad_norm_(params, clip)
-                    opt.step()
-            epoch_s.append(t.seconds)
-        model.eval()
-        with torch.inference_mode():
-            probs = torch.cat(
-                [torch.sigmoid(model(xt[i : i + 65536])) for i in range(0, len(xt), 65536)]
-            )
-        auc, ll = auc_logloss(data["test_y"], probs.numpy())
-        runs.append(
-            {
-                "seed": seed,
-                "epoch_train_s": epoch_s,
-                "train_rows": len(y),
-                "test_auc": auc,
-                "test_logloss": ll,
-            }
-        )
+    runs = [one_run(spec, data, spec["seed"] + r) for r in range(spec["repeats"])]
     emit("floor", spec["model"], runs)
 
 

@@ -4,7 +4,9 @@
 
 Same ids, sizes, batch size, epochs, learning rate and threads as the adrank run, through
 the library's own pipeline: ``DataGenerator`` data loaders and
-``CTRTrainer.train_one_epoch`` (timed per epoch), ``CTRTrainer.evaluate`` for test AUC.
+``CTRTrainer.train_one_epoch`` (timed per epoch); test AUC from the model's eval-mode
+predictions over rechub's test loader. With ``converge``, ``common.fit_epochs`` adds the
+validation AUC, LR decay and early stopping around ``train_one_epoch``.
 The model is initialized with ``common.bars_init`` (Xavier-normal Linear weights,
 normal(0, 1e-4) embeddings), as adrank and the floor are, and trained with
 ``common.ClippedAdam`` (gradient-norm clipping as in adrank and the floor).
@@ -21,19 +23,31 @@ mean BCE, so ``l = emb_reg / 2`` matches adrank; Adam weight decay is 0.
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 
 import numpy as np
 import torch
 from common import (
     ClippedAdam,
-    Timer,
     auc_logloss,
     bars_init,
     emit,
+    fit_epochs,
     load_data,
     load_spec,
     setup,
 )
+
+
+def predict(model: torch.nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels over a torch-rechub data loader, in eval mode."""
+    model.eval()
+    probs, labels = [], []
+    with torch.no_grad():
+        for xb, yb in loader:
+            probs.append(model(xb).numpy())
+            labels.append(yb.numpy())
+    return np.concatenate(probs), np.concatenate(labels)
 
 
 def main() -> None:
@@ -71,7 +85,7 @@ def main() -> None:
             y_test=data["test_y"],
             batch_size=spec["batch_size"],
         )
-        train_loader, _, test_loader = loaders
+        train_loader, val_loader, test_loader = loaders
         if name == "deepfm":
             mlp = {
                 "dims": list(p.get("hidden_units", [400, 400, 400])),
@@ -107,26 +121,19 @@ def main() -> None:
                 device="cpu",
                 model_path=tmp,
             )
-            epoch_s = []
-            for _ in range(spec["epochs"]):
-                with Timer() as t:
-                    trainer.train_one_epoch(train_loader)
-                epoch_s.append(t.seconds)
-            model.eval()
-            probs, labels = [], []
-            with torch.no_grad():
-                for xb, yb in test_loader:
-                    probs.append(model(xb).numpy())
-                    labels.append(yb.numpy())
-        auc, ll = auc_logloss(np.concatenate(labels), np.concatenate(probs))
+            fit = fit_epochs(
+                spec,
+                model,
+                trainer.optimizer,
+                # the lambdas run inside fit_epochs, within this iteration (defaults bind them)
+                lambda t=trainer, dl=train_loader: t.train_one_epoch(dl),
+                lambda m=model, dl=val_loader: predict(m, dl)[0],
+                data["valid_y"],
+            )
+            probs, labels = predict(model, test_loader)
+        auc, ll = auc_logloss(labels, probs)
         runs.append(
-            {
-                "seed": seed,
-                "epoch_train_s": epoch_s,
-                "train_rows": len(y),
-                "test_auc": auc,
-                "test_logloss": ll,
-            }
+            {"seed": seed, "train_rows": len(y), "test_auc": auc, "test_logloss": ll, **fit}
         )
     emit("torch_rechub", name, runs, version=getattr(torch_rechub, "__version__", "0.9.0"))
 
