@@ -31,7 +31,8 @@ Floor = ``benchmarks/peers/floor.py`` (hand-written networks and loop, no adrank
 Results: ``benchmarks/results/train_speed.{json,md}`` (``train_speed_converged`` with
 --converge, ``_quick`` appended with --quick).
 Finished (framework, model) cells are kept in ``<scratch>/train_speed/cells/``; ``--resume``
-reuses the ones whose spec is unchanged.
+reuses the ones whose spec is unchanged and, given more ``--repeats``, runs only the
+missing seeds.
 """
 
 from __future__ import annotations
@@ -222,6 +223,13 @@ def run_cell(framework: str, spec: dict[str, Any], cell_dir: Path, venv: Path) -
     return out
 
 
+def cell_key(spec: dict[str, Any]) -> str:
+    """Cache key of a (framework, model) cell: the spec without its repeat count, so that
+    ``--resume`` with more ``--repeats`` runs only the seeds a cell lacks."""
+    keyed = {k: v for k, v in spec.items() if k != "repeats"}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def summarize(cell: dict[str, Any]) -> dict[str, Any]:
     """Median samples/s over runs (epochs 2..E of each run), test AUC mean/std."""
     runs = cell.get("runs") or []
@@ -386,18 +394,36 @@ def main(argv: list[str] | None = None) -> None:
         }
         if args.converge:
             spec.update(converge=True, patience=run_cfg.train.patience)
-        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        key = cell_key(spec)
         results["models"][model] = {}
+        wanted = range(args.seed, args.seed + args.repeats)
         for fw in frameworks:
             done = work / "cells" / f"{fw}-{model}-{key}.json"
-            if args.resume and done.exists():
-                cell = json.loads(done.read_text())
+            cell = json.loads(done.read_text()) if args.resume and done.exists() else None
+            have = {r["seed"] for r in (cell or {}).get("runs", [])}
+            missing = [seed for seed in wanted if seed not in have]
+            if cell is not None and (not missing or cell.get("unavailable")):
                 print(f"{model}/{fw}: reused {done.name}", flush=True)
             else:
-                print(f"{model}/{fw}: running ...", flush=True)
-                cell = run_cell(fw, spec, work / "cells", args.peers_venv)
+                todo = spec
+                if cell is not None:  # run only the missing seeds, keep the finished ones
+                    todo = {**spec, "seed": missing[0], "repeats": missing[-1] - missing[0] + 1}
+                print(f"{model}/{fw}: running seeds {todo['seed']}..", flush=True)
+                new = run_cell(fw, todo, work / "cells", args.peers_venv)
+                if cell is not None and new.get("runs"):
+                    new["runs"] = [r for r in cell["runs"] if r["seed"] not in set(missing)] + [
+                        r for r in new["runs"] if r["seed"] in set(missing)
+                    ]
+                cell = new
                 if cell.get("runs") or cell.get("unavailable"):
                     done.write_text(json.dumps(cell, indent=2))
+            cell = {
+                **cell,
+                "runs": sorted(
+                    (r for r in cell.get("runs") or [] if r["seed"] in wanted),
+                    key=lambda r: r["seed"],
+                ),
+            }
             summary = summarize(cell)
             results["models"][model][fw] = summary
             results["cells"][f"{fw}/{model}"] = cell

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.train_speed import markdown, summarize
+from benchmarks.train_speed import cell_key, markdown, summarize
 
 
 def cell(rate_rows: int, seconds: list[float], aucs: list[float]) -> dict:
@@ -86,3 +86,10 @@ def test_fit_epochs_converge_decays_stops_and_restores_best() -> None:
 
     fixed = fit_epochs({"epochs": 3}, model, opt, run_epoch, lambda: good, y)
     assert len(fixed["epoch_train_s"]) == 3 and fixed["valid_auc"] is None
+
+
+def test_cell_key_ignores_repeats_only() -> None:
+    spec = {"model": "deepfm", "seed": 2021, "repeats": 2, "epochs": 100, "converge": True}
+    assert cell_key(spec) == cell_key({**spec, "repeats": 3})
+    assert cell_key(spec) != cell_key({**spec, "seed": 2022})
+    assert cell_key(spec) != cell_key({**spec, "converge": False})
