@@ -6,16 +6,16 @@ Builds both networks with the spec's sizes (dropout off, so train mode is determ
 copies DeepCTR's weights into the floor network, runs one 4096-row frappe batch through both
 in train mode (batch-statistics BatchNorm) and compares the predicted probabilities, the
 mean BCE and the gradients of the embedding table and the first DNN layer. Equal numbers
-mean the 3-epoch AUC differences in ``train_speed`` come from the training loops, not from
-the networks. Output: ``RESULT {"framework": "parity", "model", "max_abs_prob_diff",
-"loss_diff", "grad_rel_diff": {...}}``.
+mean any AUC difference in ``train_speed`` comes from training (loop, seeds), not from the
+networks. Output (``common.emit``): ``RESULT {"framework": "parity", "model", "runs": [],
+"max_abs_prob_diff", "loss_diff", "grad_rel_diff": {...}, ...}``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from common import bars_init, load_data, load_spec, setup
+from common import bars_init, emit, load_data, load_spec, setup
 from floor import DCNv2, DeepFM
 
 
@@ -98,20 +98,18 @@ def main() -> None:
     loss_peer.backward()
     loss_floor.backward()
     emb_grad_peer = torch.cat([peer.embedding_dict[f].weight.grad for f in fields])
-    result = {
-        "framework": "parity",
-        "model": name,
-        "rows": len(y),
-        "max_abs_prob_diff": float((prob_peer - torch.sigmoid(logit_floor)).abs().max()),
-        "loss_diff": abs(float(loss_peer) - float(loss_floor)),
-        "grad_rel_diff": {
+    emit(
+        "parity",
+        name,
+        [],
+        rows=len(y),
+        max_abs_prob_diff=float((prob_peer - torch.sigmoid(logit_floor)).abs().max()),
+        loss_diff=abs(float(loss_peer) - float(loss_floor)),
+        grad_rel_diff={
             "embedding": rel(emb_grad_peer, floor_net.emb.weight.grad),
             "dnn_layer_1": rel(peer.dnn.linears[0].weight.grad, linears[0].weight.grad),
         },
-    }
-    import json
-
-    print("RESULT " + json.dumps(result), flush=True)
+    )
 
 
 if __name__ == "__main__":
