@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown model/framework {bad}; models {MODELS}, frameworks {FRAMEWORKS}")
 
     from adrank.config import resolve_run_config
+    from adrank.utils import atomic_write_text
 
     work = args.scratch / "train_speed"
     npz = work / ("frappe_ids_quick.npz" if args.quick else "frappe_ids.npz")
@@ -411,12 +412,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{model}/{fw}: running seeds {todo['seed']}..", flush=True)
                 new = run_cell(fw, todo, work / "cells", args.peers_venv)
                 if cell is not None and new.get("runs"):
-                    new["runs"] = [r for r in cell["runs"] if r["seed"] not in set(missing)] + [
-                        r for r in new["runs"] if r["seed"] in set(missing)
-                    ]
+                    new["runs"] = cell["runs"] + [r for r in new["runs"] if r["seed"] not in have]
                 cell = new
                 if cell.get("runs") or cell.get("unavailable"):
-                    done.write_text(json.dumps(cell, indent=2))
+                    atomic_write_text(done, json.dumps(cell, indent=2))
             cell = {
                 **cell,
                 "runs": sorted(

@@ -52,15 +52,18 @@ def test_markdown_has_ratios_and_parity_rows() -> None:
     assert "| dcnv2 | n/a |" in md and "ImportError: deepctr_torch" in md
 
 
-def test_fit_epochs_converge_decays_stops_and_restores_best() -> None:
+def test_fit_epochs_converge_decays_stops_and_restores_best(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The peers' BARS protocol: LR x 0.1 per bad epoch, stop after patience, best weights."""
-    import sys
     from pathlib import Path
 
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "peers"))
+    monkeypatch.syspath_prepend(
+        str(Path(__file__).resolve().parent.parent / "benchmarks" / "peers")
+    )
     from common import fit_epochs
 
     model = torch.nn.Linear(1, 1, bias=False)
