@@ -433,23 +433,64 @@ def benchmark_cmd(
         "deepfm,dcnv2,finalmlp,finalnet"
     ),
     seeds: Annotated[int, typer.Option(help="Number of seeds (2021, 2022, ...).")] = 3,
-    output: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/benchmark"),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output directory [default: runs/benchmark; with --verify: "
+            "benchmarks/results/DATASET]."
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override applied to every run.")
     ] = None,
     report_only: Annotated[
         bool, typer.Option(help="Only rebuild the leaderboard from OUTPUT/runs.jsonl.")
     ] = False,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="Re-train the row of MODEL and --seed recorded in OUTPUT/runs.jsonl in a "
+            "temporary directory and compare test AUC and logloss (exit 1 unless equal to 1e-6).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The seed of the row to --verify.")] = 2021,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """BARS protocol: tuned config per model, N seeds; writes leaderboard.md/.csv/.png.
 
     Finished runs in OUTPUT are reused, so an interrupted benchmark continues where it
-    stopped."""
+    stopped. With --verify MODEL --seed S, re-trains that one recorded row instead."""
     from adrank.bench.report import to_markdown, write_report
     from adrank.bench.runner import run_benchmark
     from adrank.models import available_models
+
+    if verify is not None:
+        from adrank.bench.verify import verify_run
+
+        results = (output or Path("benchmarks/results") / dataset) / "runs.jsonl"
+        console.print(f"verify: {verify} seed {seed} from {results}")
+        try:
+            checked = verify_run(
+                dataset,
+                verify.strip().lower(),
+                seed,
+                results,
+                overrides=set_ or [],
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                force_progress=True,
+            )
+        except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+            fail(str(exc).strip("'\""))
+            return
+        for line in checked.report():
+            console.print(line, markup=False, highlight=False)
+        if not checked.reproduced:
+            raise typer.Exit(1)
+        return
+    output = output or Path("runs/benchmark")
 
     names = (
         available_models() if models == "all" else [m.strip().lower() for m in models.split(",")]

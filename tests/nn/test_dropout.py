@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -77,3 +79,87 @@ def test_mlp_block_uses_it_and_keeps_its_state_dict_layout() -> None:
     assert Dropout(0.2).state_dict() == {}
     # Linear, ReLU, Dropout per layer, as with nn.Dropout: old checkpoints still load
     assert list(block.state_dict()) == ["net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"]
+
+
+# --- Statistics of the mask -------------------------------------------------------------
+# Each check compares a statistic with its sampling error under independent Bernoulli(1 - p)
+# keeps and allows 5 standard errors (a false alarm about once in 1.7 million per check);
+# the seeds are fixed, so the tests are deterministic.
+
+BATCH, UNITS = 4096, 400  # one hidden layer of the BARS MLPs at batch 4096
+
+
+def _keep_mask(shape: tuple[int, ...], p: float, seed: int) -> torch.Tensor:
+    """Float 0/1 mask of the elements ``dropout`` keeps, drawn after ``manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    return (dropout(torch.ones(shape), p) != 0).double()
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a = a.flatten() - a.mean()
+    b = b.flatten() - b.mean()
+    return (a @ b / (a.norm() * b.norm())).item()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_keep_rate_is_within_binomial_error(p: float) -> None:
+    n = 4_000_000
+    kept = _keep_mask((n,), p, seed=10)
+    assert abs(kept.mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+def test_neighbouring_elements_are_uncorrelated() -> None:
+    """Lags 1-3 pair elements that can share one int64 random word, lag 4 the same position
+    of neighbouring words, 400 the next row, 1248 and 1588 the lags of mt19937's recurrence
+    (624 and 397 32-bit outputs, two per word and four elements per word)."""
+    kept = _keep_mask((BATCH * UNITS,), 0.2, seed=11)
+    bound = 5 / math.sqrt(kept.numel())
+    for lag in (1, 2, 3, 4, 5, 8, 400, 794, 1248, 1588):
+        assert abs(_corr(kept[lag:], kept[:-lag])) < bound, lag
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_elements_sharing_a_random_word_are_independent(p: float) -> None:
+    """Positions 4k..4k+3: keep rates per position, pairwise correlations, and the joint
+    distribution of the 16 keep/drop patterns (chi-square, 15 degrees of freedom)."""
+    words = 1_000_000
+    kept = _keep_mask((4 * words,), p, seed=12).view(words, 4)
+    q = 1 - p
+    rates = kept.mean(0)
+    assert torch.all((rates - q).abs() < 5 * math.sqrt(p * q / words)), rates
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert abs(_corr(kept[:, i], kept[:, j])) < 5 / math.sqrt(words), (i, j)
+    codes = (kept * torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64)).sum(1).long()
+    counts = torch.bincount(codes, minlength=16).double()
+    ones = torch.tensor([bin(c).count("1") for c in range(16)], dtype=torch.float64)
+    expected = words * q**ones * p ** (4 - ones)
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 50.0, chi2  # P(chi-square_15 > 50) is about 1e-5
+
+
+def test_rows_and_units_of_a_batch_are_independent() -> None:
+    """Neighbouring rows are uncorrelated, no two rows share a mask, and the spread of the
+    keep rate across rows (and across units) is binomial: masks shared between rows would
+    widen it, masks stratified within a row would narrow it."""
+    kept = _keep_mask((BATCH, UNITS), 0.2, seed=13)
+    p, q = 0.2, 0.8
+    for gap in (1, 2, 3, 64):
+        pairs = kept[gap:].numel()
+        assert abs(_corr(kept[gap:], kept[:-gap])) < 5 / math.sqrt(pairs), gap
+    assert torch.unique(kept, dim=0).shape[0] == BATCH
+    for dim, size, count in ((1, UNITS, BATCH), (0, BATCH, UNITS)):
+        ratio = kept.mean(dim).var().item() / (p * q / size)
+        # (count - 1) * ratio is chi-square with count - 1 degrees of freedom
+        assert abs(ratio - 1) < 5 * math.sqrt(2 / (count - 1)), (dim, ratio)
+
+
+def test_successive_calls_draw_fresh_uncorrelated_masks() -> None:
+    """Successive training steps: each call's mask is independent of the previous ones."""
+    torch.manual_seed(14)
+    x = torch.ones(BATCH, UNITS)
+    masks = [(dropout(x, 0.2) != 0).double() for _ in range(4)]
+    bound = 5 / math.sqrt(x.numel())
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert abs(_corr(masks[i], masks[j])) < bound, (i, j)

@@ -1,0 +1,180 @@
+"""Re-train one recorded benchmark row and compare it with the record.
+
+CPU runs are deterministic per seed, so a row trained by the current code must reproduce its
+test AUC and logloss to within :data:`TOLERANCE`. The re-run goes to a fresh temporary
+directory (removed afterwards); the recorded run directory and ``runs.jsonl`` are only read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from adrank.bench.runner import BenchmarkRun, _git, _read_finished, code_version, read_results
+from adrank.config import ConfigError, RunConfig, resolve_run_config
+from adrank.data.prepare import PreparedData, prepare_dataset
+from adrank.pipeline import train_run
+
+logger = logging.getLogger(__name__)
+
+#: Largest |new - recorded| test AUC or logloss that counts as reproduced.
+TOLERANCE = 1e-6
+_COMMIT = re.compile(r"\+g([0-9a-f]{4,40})(-dirty)?$")
+
+
+@dataclass
+class VerifyResult:
+    """A recorded row next to its re-run."""
+
+    recorded: BenchmarkRun
+    test_auc: float
+    test_logloss: float
+    #: code version of the re-run (:func:`adrank.bench.runner.code_version`)
+    code: str
+    #: where the re-run's config came from
+    config_source: str
+    tolerance: float = TOLERANCE
+
+    @property
+    def auc_diff(self) -> float:
+        return self.test_auc - self.recorded.test_auc
+
+    @property
+    def logloss_diff(self) -> float:
+        return self.test_logloss - self.recorded.test_logloss
+
+    @property
+    def reproduced(self) -> bool:
+        return abs(self.auc_diff) <= self.tolerance and abs(self.logloss_diff) <= self.tolerance
+
+    @property
+    def same_code(self) -> bool:
+        """The row was recorded by exactly this code version (a clean checkout of it)."""
+        return bool(self.recorded.code) and self.recorded.code == self.code
+
+    def report(self) -> list[str]:
+        """Lines for the user: both numbers, their differences, the code versions, a verdict."""
+        row = self.recorded
+        lines = [
+            f"{row.model} seed {row.seed}: config {self.config_source}",
+            f"{'':14}{'recorded':>12}{'re-run':>12}{'difference':>14}",
+            f"{'test AUC':14}{row.test_auc:12.6f}{self.test_auc:12.6f}{self.auc_diff:+14.2e}",
+            f"{'test logloss':14}{row.test_logloss:12.6f}{self.test_logloss:12.6f}"
+            f"{self.logloss_diff:+14.2e}",
+            *self._code_lines(),
+        ]
+        if self.reproduced:
+            lines.append(f"reproduced: both differences are within {self.tolerance:g}")
+        elif self.same_code:
+            lines.append(
+                f"NOT reproduced: same code version, yet a difference above {self.tolerance:g}; "
+                "training is not deterministic here (another machine, thread count or "
+                "library version?)"
+            )
+        else:
+            lines.append(
+                f"NOT reproduced (difference above {self.tolerance:g}): the row is stale for "
+                "the current code; re-run it"
+            )
+        return lines
+
+    def _code_lines(self) -> list[str]:
+        recorded = self.recorded.code
+        if not recorded:
+            return [
+                "code version: the row records none (recorded before runs carried one), so "
+                f"it may come from older training code; current is {self.code}"
+            ]
+        if self.same_code:
+            return [f"code version: {recorded}, the same as the current code"]
+        lines = [
+            f"code version: the row was recorded by {recorded}, the current code is {self.code}"
+        ]
+        if self.code.endswith("-dirty"):
+            lines.append("  the current checkout has uncommitted changes under adrank/ or configs/")
+        changed = _training_code_changes(recorded)
+        if changed is not None:
+            lines.append(
+                f"  adrank/ and configs/ differ in {len(changed)} file(s) between the "
+                "recorded commit and HEAD"
+                if changed
+                else "  adrank/ and configs/ are identical at the recorded commit and HEAD"
+            )
+        return lines
+
+
+def _training_code_changes(recorded_code: str) -> list[str] | None:
+    """Files under adrank/ and configs/ changed between the recorded commit and HEAD, or
+    None when that cannot be told (no commit in the version, no git checkout)."""
+    match = _COMMIT.search(recorded_code)
+    if match is None:
+        return None
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        out = _git(root, "diff", "--name-only", match.group(1), "HEAD", "--", "adrank", "configs")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line for line in out.splitlines() if line]
+
+
+def find_row(results_path: Path, model: str, seed: int) -> BenchmarkRun:
+    """The recorded row for (model, seed); a ``KeyError`` naming what is there otherwise."""
+    if not results_path.exists():
+        raise FileNotFoundError(f"no recorded runs: {results_path} does not exist")
+    rows = read_results(results_path)
+    row = rows.get((model, seed))
+    if row is None:
+        seeds = sorted(s for m, s in rows if m == model)
+        have = f"seeds {seeds}" if seeds else f"no rows for {model!r}"
+        raise KeyError(f"{results_path} has no row for {model} seed {seed} ({have})")
+    return row
+
+
+def row_config(
+    row: BenchmarkRun, dataset: str, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[RunConfig, str]:
+    """The config that trained ``row``: the recorded run directory's ``config.yaml`` when it
+    is still there, else the shipped config for (dataset, model) with the row's seed, as
+    ``adrank benchmark`` builds it; then ``overrides``. Also returns where it came from."""
+    recorded = Path(row.run_dir) / "config.yaml"
+    if row.run_dir and recorded.is_file():
+        try:
+            cfg = RunConfig.load(recorded).with_overrides(list(overrides))
+            cfg.dataset = dataset
+            return cfg, str(recorded)
+        except ConfigError as exc:
+            logger.warning("cannot reuse %s (%s); using the shipped config", recorded, exc)
+    cfg = resolve_run_config(dataset, row.model, overrides=[*overrides, f"train.seed={row.seed}"])
+    return cfg, f"shipped config for {dataset}/{row.model} with train.seed={row.seed}"
+
+
+def verify_run(
+    dataset: str,
+    model: str,
+    seed: int,
+    results_path: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    prepared: PreparedData | None = None,
+    force_progress: bool = False,
+) -> VerifyResult:
+    """Re-train the row for (model, seed) of ``results_path`` in a temporary directory."""
+    row = find_row(Path(results_path), model, seed)
+    cfg, source = row_config(row, dataset, overrides)
+    if prepared is None:
+        prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    code = code_version()
+    with tempfile.TemporaryDirectory(prefix=f"adrank-verify-{model}-{seed}-") as tmp:
+        run_dir = Path(tmp) / "run"
+        logger.info("verify: re-training %s seed %d in %s", model, seed, run_dir)
+        train_run(cfg, run_dir, prepared=prepared, force_progress=force_progress)
+        new = _read_finished(run_dir, model, seed)
+    if new is None:
+        raise RuntimeError(f"the re-run of {model} seed {seed} finished without a manifest")
+    return VerifyResult(row, new.test_auc, new.test_logloss, code, source)

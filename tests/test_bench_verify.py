@@ -1,0 +1,151 @@
+"""`adrank benchmark --verify`: re-train a recorded row, compare, say which code trained it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import adrank.bench.runner as runner
+import adrank.bench.verify as verify
+from adrank.bench.runner import BenchmarkRun, read_results, run_benchmark
+from adrank.cli import app
+from adrank.data.prepare import PreparedData, prepare_frames
+from adrank.data.schema import CategoricalFeature, NumericFeature, Schema
+
+# A small DeepFM with dropout (the verified run must repeat its masks too), 2 epochs.
+OVERRIDES = [
+    "params.embedding_dim=4",
+    "params.hidden_units=[16]",
+    "params.net_dropout=0.2",
+    "train.max_epochs=2",
+    "train.batch_size=256",
+    "train.progress=false",
+]
+SCHEMA = Schema(
+    labels=("click",),
+    features=(
+        CategoricalFeature("user"),
+        CategoricalFeature("ad"),
+        NumericFeature("price", normalizer="log1p"),
+    ),
+    name="tiny_ads",
+)
+
+
+def _frame(rows: int, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    user, ad, price = rng.integers(0, 40, rows), rng.integers(0, 20, rows), rng.gamma(2, 2, rows)
+    logit = (ad % 4 - 1.5) - 0.1 * price
+    click = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return pl.DataFrame(
+        {"click": click, "user": [f"u{u}" for u in user], "ad": [f"a{a}" for a in ad],
+         "price": price}
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
+    splits = {"train": _frame(3000, 1), "valid": _frame(1000, 2), "test": _frame(1000, 3)}
+    return prepare_frames(SCHEMA, splits, tmp_path_factory.mktemp("tiny") / "prepared")
+
+
+@pytest.fixture
+def recorded(
+    prepared: PreparedData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, BenchmarkRun]:
+    """``adrank benchmark`` output with one row (deepfm, seed 2021) on the tiny set."""
+    monkeypatch.setattr(runner, "prepare_dataset", lambda *a, **k: prepared)
+    monkeypatch.setattr(verify, "prepare_dataset", lambda *a, **k: prepared)
+    out = tmp_path / "bench"
+    (row,) = run_benchmark("tiny", ["deepfm"], [2021], out, overrides=OVERRIDES)
+    return out, row
+
+
+def _rewrite(out: Path, **changes: object) -> None:
+    """Append a changed copy of the row (the last line for a (model, seed) wins)."""
+    row = read_results(out / "runs.jsonl")[("deepfm", 2021)]
+    with open(out / "runs.jsonl", "a") as fh:
+        fh.write(json.dumps(dataclasses.asdict(dataclasses.replace(row, **changes))) + "\n")
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def test_same_code_reproduces_to_1e6_and_leaves_the_recorded_run_alone(
+    recorded: tuple[Path, BenchmarkRun],
+) -> None:
+    out, row = recorded
+    assert row.code == runner.code_version()
+    before = _files(out)
+    result = verify.verify_run("tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES)
+    assert result.config_source == str(Path(row.run_dir) / "config.yaml")
+    assert result.same_code and result.reproduced
+    assert abs(result.auc_diff) <= 1e-6 and abs(result.logloss_diff) <= 1e-6
+    assert _files(out) == before
+    text = "\n".join(result.report())
+    assert f"{row.test_auc:.6f}" in text and "the same as the current code" in text
+    assert text.endswith("reproduced: both differences are within 1e-06")
+
+
+def test_without_the_run_directory_it_uses_the_shipped_config_and_the_seed(
+    recorded: tuple[Path, BenchmarkRun],
+) -> None:
+    out, _ = recorded
+    _rewrite(out, run_dir=str(out / "moved-away"))
+    result = verify.verify_run("tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES)
+    assert result.config_source == "shipped config for tiny/deepfm with train.seed=2021"
+    assert result.reproduced
+
+
+def test_cli_prints_both_numbers_and_exits_1_when_the_row_does_not_reproduce(
+    recorded: tuple[Path, BenchmarkRun],
+) -> None:
+    out, row = recorded
+    args = ["benchmark", "--dataset", "tiny", "--output", str(out), "--verify", "deepfm"]
+    args += ["--seed", "2021", *[x for o in OVERRIDES for x in ("--set", o)]]
+    ok = CliRunner().invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert "reproduced: both differences are within 1e-06" in ok.output
+    _rewrite(out, test_auc=row.test_auc + 1e-4)
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 1, bad.output
+    assert f"{row.test_auc + 1e-4:.6f}" in bad.output and "-1.00e-04" in bad.output
+    assert "NOT reproduced: same code version" in bad.output
+
+
+def test_other_or_missing_code_version_is_said_plainly(
+    recorded: tuple[Path, BenchmarkRun],
+) -> None:
+    out, _ = recorded
+    _rewrite(out, code="0.0.1+gdeadbeef00")
+    other = verify.verify_run("tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES)
+    assert other.reproduced and not other.same_code
+    assert "the row was recorded by 0.0.1+gdeadbeef00, the current code is" in "\n".join(
+        other.report()
+    )
+    _rewrite(out, code="", test_logloss=other.recorded.test_logloss + 1e-3)
+    missing = verify.verify_run("tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES)
+    text = "\n".join(missing.report())
+    assert "the row records none" in text
+    assert "NOT reproduced (difference above 1e-06): the row is stale" in text
+
+
+def test_unknown_row_names_what_is_recorded(recorded: tuple[Path, BenchmarkRun]) -> None:
+    out, _ = recorded
+    res = CliRunner().invoke(
+        app, ["benchmark", "--output", str(out), "--verify", "deepfm", "--seed", "7"]
+    )
+    assert res.exit_code == 1
+    assert "no row for deepfm seed 7 (seeds [2021])" in res.output
+    missing = CliRunner().invoke(
+        app, ["benchmark", "--output", str(out / "nowhere"), "--verify", "deepfm"]
+    )
+    assert missing.exit_code == 1 and "does not exist" in missing.output
