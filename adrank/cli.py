@@ -388,8 +388,8 @@ def evaluate_cmd(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Score a split of the run's dataset with the saved model and print the metrics."""
+    from adrank.artifact import ArtifactError
     from adrank.pipeline import evaluate_run
-    from adrank.serve.artifact import ArtifactError
 
     try:
         metrics = evaluate_run(run_dir, split, data_dir=data_dir, cache_dir=cache_dir)

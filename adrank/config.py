@@ -48,7 +48,17 @@ class TrainConfig:
     net_regularizer: float = 0.0
     max_epochs: int = 100
     patience: int = 2
-    monitor: Literal["auc", "logloss"] = "auc"
+    #: the validation metric early stopping follows: a name (``auc``, ``logloss``,
+    #: ``click_auc``, ``pctcvr_auc``, ...) or a weighted mean of several
+    #: (``{click_auc: 0.5, pctcvr_auc: 0.5}``); ``auc`` of a multi-task run is the mean
+    #: over its tasks. Names ending in ``logloss``/``ece``/``mse`` are minimized.
+    monitor: str | dict[str, float] = "auc"
+    #: the task a single-task model learns on a multi-task dataset (``--set task=NAME``)
+    task: str | None = None
+    #: keep every positive and this fraction of the negatives (of the ``pctr`` task, or the
+    #: single task) in the training split; predictions are corrected back to the true base
+    #: rate, p = q / (q + (1 - q) / rate). The rate is saved with the run.
+    negative_sampling_rate: float = 1.0
     lr_decay_factor: float = 0.1
     min_lr: float = 1e-6
     grad_clip_norm: float | None = 10.0
@@ -70,10 +80,47 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.embedding_regularizer_scope not in ("table", "batch"):
             raise ConfigError("embedding_regularizer_scope must be 'table' or 'batch'")
-        if self.monitor not in ("auc", "logloss"):
-            raise ConfigError("monitor must be 'auc' or 'logloss'")
+        monitor_direction(self.monitor)
+        if not 0.0 < self.negative_sampling_rate <= 1.0:
+            raise ConfigError(
+                f"negative_sampling_rate must be in (0, 1], got {self.negative_sampling_rate}"
+            )
+        if self.task is not None and (not isinstance(self.task, str) or not self.task):
+            raise ConfigError(f"task must be a task name, got {self.task!r}")
         if self.max_epochs < 1 or self.patience < 0:
             raise ConfigError("max_epochs must be >= 1 and patience >= 0")
+
+
+_MINIMIZED_SUFFIXES = ("logloss", "ece", "mse")
+
+
+def monitor_direction(monitor: str | dict[str, float]) -> bool:
+    """``True`` if higher is better for ``monitor``; :class:`ConfigError` if it is malformed
+    or mixes metrics to maximize with metrics to minimize."""
+    names = [monitor] if isinstance(monitor, str) else monitor
+    if not isinstance(monitor, (str, dict)) or not names:
+        raise ConfigError(f"monitor must be a metric name or a mapping of them, got {monitor!r}")
+    if isinstance(monitor, dict):
+        for key, weight in monitor.items():
+            if not isinstance(key, str) or isinstance(weight, bool):
+                raise ConfigError(f"monitor: {key!r}: {weight!r} is not 'metric: weight'")
+            if not isinstance(weight, (int, float)) or weight <= 0:
+                raise ConfigError(f"monitor weight of {key!r} must be > 0, got {weight!r}")
+    higher = {not str(n).endswith(_MINIMIZED_SUFFIXES) for n in names}
+    if len(higher) > 1:
+        raise ConfigError(f"monitor {monitor!r} mixes metrics to maximize and to minimize")
+    return higher.pop()
+
+
+def monitor_value(logs: dict[str, Any], monitor: str | dict[str, float], prefix: str = "val_"):
+    """The monitored value from a metrics line (``None`` if a metric is missing)."""
+    if isinstance(monitor, str):
+        return logs.get(f"{prefix}{monitor}")
+    values = [logs.get(f"{prefix}{name}") for name in monitor]
+    if any(v is None for v in values):
+        return None
+    total = sum(monitor.values())
+    return sum(w * v for w, v in zip(monitor.values(), values, strict=True)) / total
 
 
 @dataclass
@@ -102,7 +149,7 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        allowed = {"model", "params", "train", "dataset", "notes"}
+        allowed = {"model", "params", "train", "dataset", "notes", "task"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -114,10 +161,13 @@ class RunConfig:
         notes = data.get("notes")
         if notes is not None and not isinstance(notes, str):
             raise ConfigError(f"{where}: 'notes' must be text, got {type(notes).__name__}")
+        train = dict(data.get("train") or {})
+        if data.get("task") is not None:  # `task:` at the top level is train.task
+            train["task"] = data["task"]
         return cls(
             model=str(data["model"]),
             params=dict(params),
-            train=train_config_from_dict(data.get("train") or {}, where=f"{where}: train"),
+            train=train_config_from_dict(train, where=f"{where}: train"),
             dataset=data.get("dataset"),
             notes=" ".join(notes.split()) if notes else None,
         )
@@ -144,6 +194,8 @@ class RunConfig:
             parts = key.strip().split(".")
             if len(parts) == 1 and parts[0] in ("model", "dataset"):
                 data[parts[0]] = value
+            elif len(parts) == 1 and parts[0] == "task":
+                data["train"]["task"] = value
             elif len(parts) == 2 and parts[0] in ("params", "train"):
                 if parts[0] == "train" and parts[1] not in data["train"]:
                     raise ConfigError(
@@ -152,7 +204,7 @@ class RunConfig:
                 data[parts[0]][parts[1]] = value
             else:
                 raise ConfigError(
-                    f"override key {key!r} must be 'model', 'params.NAME' or 'train.NAME'"
+                    f"override key {key!r} must be 'model', 'task', 'params.NAME' or 'train.NAME'"
                 )
         return RunConfig.from_dict(data, where="overrides")
 

@@ -166,7 +166,7 @@ class CTRClassifier:
 
     def save(self, run_dir: str | Path) -> Path:
         """Write a run directory (artifact) that ``adrank.serve.Predictor`` can load."""
-        from adrank.serve.artifact import write_artifact
+        from adrank.artifact import write_artifact
 
         self._check_fitted()
         run_dir = Path(run_dir)

@@ -2,7 +2,7 @@
 
 ``train_run`` is what ``adrank train`` and the benchmark runner call. It prepares (or reuses)
 the dataset, builds the model from the registry, trains with the :class:`Trainer` and writes
-the artifact (see :mod:`adrank.serve.artifact`).
+the artifact (see :mod:`adrank.artifact`).
 
 Run inside a distributed worker (``adrank train --nproc N`` or ``torchrun -m adrank train``),
 ``train_run`` joins the process group from the environment, trains with DDP on a shard per
@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from adrank.artifact import load_artifact, load_split, open_prepared_data, write_artifact
 from adrank.config import RunConfig
-from adrank.data.batches import InMemoryLoader, TensorData
+from adrank.data.batches import InMemoryLoader
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.models.registry import build_model
-from adrank.serve.artifact import load_artifact, open_prepared_data, write_artifact
+from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.distributed import (
     barrier,
     env_world_size,
@@ -39,6 +40,7 @@ from adrank.train.distributed import (
     shutdown_distributed,
 )
 from adrank.train.evaluation import as_eval_loader, collect_predictions, compute_metrics
+from adrank.train.sampling import correct_predictions, downsample_negatives, sampled_output
 from adrank.train.trainer import Trainer, TrainResult
 from adrank.utils import atomic_write, seed_everything
 
@@ -65,14 +67,6 @@ class RunResult:
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a path
         np.save(fh, array)
-
-
-def load_split(prepared: PreparedData, split: str) -> TensorData:
-    if split not in prepared.splits:
-        raise KeyError(
-            f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)})"
-        )
-    return TensorData.from_parquet(prepared.splits[split], prepared.feature_map)
 
 
 def train_run(
@@ -127,10 +121,20 @@ def _train(
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    model = build_model(config.model, prepared.feature_map, **config.params)
+    feature_map = prepared.feature_map
+    model = build_model(config.model, feature_map, **config.params)
+    outputs = model_outputs(model, feature_map, cfg.task)
+    train_data = load_split(prepared, "train")
+    if cfg.negative_sampling_rate < 1.0:
+        objectives = resolve_objectives(model, feature_map, cfg.task)
+        sampled = next(o for o in objectives if o.output == sampled_output(outputs))
+        label = feature_map.labels[sampled.label]  # type: ignore[index]
+        train_data = downsample_negatives(
+            train_data, feature_map, label, cfg.negative_sampling_rate, cfg.seed
+        )
     world_size = get_world_size()
     train = InMemoryLoader(
-        load_split(prepared, "train"),
+        train_data,
         local_batch_size(cfg.batch_size, world_size),
         shuffle=True,
         seed=cfg.seed,
@@ -145,9 +149,10 @@ def _train(
         return RunResult(run_dir, config.model, model.num_parameters(), result)
     if test is not None:
         # Kept for the serving consistency check: the Predictor must reproduce these.
-        probs = collect_predictions(
-            model, as_eval_loader(test, cfg.eval_batch_size), cfg.device
-        ).probs
+        predictions = collect_predictions(
+            model, as_eval_loader(test, cfg.eval_batch_size), cfg.device, outputs=outputs
+        )
+        probs = correct_predictions(predictions, cfg.negative_sampling_rate).probs
         atomic_write(run_dir / "test_predictions.npy", lambda p: _save_npy(p, probs))
     metrics: dict[str, Any] = {
         "valid": result.best_valid,
@@ -158,6 +163,7 @@ def _train(
         "train_samples_per_s": result.train_samples_per_s,
         "num_parameters": model.num_parameters(),
         "world_size": world_size,
+        "outputs": outputs,
     }
     write_artifact(
         run_dir,
@@ -183,7 +189,12 @@ def evaluate_run(
     prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
     data = load_split(prepared, split)
     t0 = time.perf_counter()
-    preds = collect_predictions(art.model, as_eval_loader(data, art.config.train.eval_batch_size))
-    metrics = compute_metrics(preds, art.feature_map.labels)
+    train_cfg = art.config.train
+    outputs = model_outputs(art.model, art.feature_map, train_cfg.task)
+    preds = collect_predictions(
+        art.model, as_eval_loader(data, train_cfg.eval_batch_size), outputs=outputs
+    )
+    preds = correct_predictions(preds, train_cfg.negative_sampling_rate)
+    metrics = compute_metrics(preds, art.feature_map)
     metrics["seconds"] = time.perf_counter() - t0
     return metrics

@@ -89,7 +89,7 @@ def test_artifact_load_errors(frappe_run, tmp_path: Path) -> None:
     broken.mkdir()
     manifest = (run_dir / "manifest.json").read_text()
     (broken / "manifest.json").write_text(
-        manifest.replace('"format_version": 1', '"format_version": 9')
+        manifest.replace('"format_version": 2', '"format_version": 9')
     )
     with pytest.raises(ArtifactError, match="format version 9"):
         load_artifact(broken)

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from adrank.artifact import ArtifactError, read_manifest
 from adrank.config import resolve_run_config
 from adrank.data.prepare import prepare_dataset
 from adrank.pipeline import train_run
-from adrank.serve.artifact import ArtifactError, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,23 +33,48 @@ class Batch:
     Attributes:
         features: field name -> tensor; categorical int64 (B,), numeric float32 (B,),
             sequence int64 (B, L).
-        labels: float32 (B, T), one column per label task.
-        group: optional int64 (B,) group/user ids for gAUC.
+        labels: float32 (B, T), one column per label column of the feature map.
+        roles: role name -> tensor (B,): ``group``, ``domain``, ``position``, ``weight``,
+            ``propensity``, ... as declared in the schema (see ``adrank.data.schema.ROLES``).
+            Every batch operation (``to``, taking rows, slicing, concatenating) treats them
+            alike, so a new role needs no code here.
     """
 
     features: dict[str, torch.Tensor]
     labels: torch.Tensor
-    group: torch.Tensor | None = None
+    roles: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        features: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        group: torch.Tensor | None = None,
+        roles: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.features = features
+        self.labels = labels
+        self.roles = dict(roles or {})
+        if group is not None:
+            self.roles["group"] = group
+
+    @property
+    def group(self) -> torch.Tensor | None:
+        """The group/user ids (B,) for gAUC, if the data declare a group."""
+        return self.roles.get("group")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """A batch with ``fn`` applied to every tensor (features, labels and roles)."""
         return Batch(
-            {k: v.to(device, non_blocking=non_blocking) for k, v in self.features.items()},
-            self.labels.to(device, non_blocking=non_blocking),
-            None if self.group is None else self.group.to(device, non_blocking=non_blocking),
+            {k: fn(v) for k, v in self.features.items()},
+            fn(self.labels),
+            roles={k: fn(v) for k, v in self.roles.items()},
         )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return self.map(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 def _column_to_tensor(col: pa.ChunkedArray | pa.Array, kind: str) -> torch.Tensor:
@@ -74,7 +99,11 @@ def _writable_tensor(arr: np.ndarray, dtype: type) -> torch.Tensor:
 
 
 def table_to_batch(table: pa.Table, feature_map: FeatureMap) -> Batch:
-    """Convert a processed Arrow table (as written by the FeatureProcessor) to a Batch."""
+    """Convert a processed Arrow table (as written by the FeatureProcessor) to a Batch.
+
+    Label columns absent from ``table`` (serving) are zeros; absent role columns are left
+    out of :attr:`Batch.roles`.
+    """
     features = {f.name: _column_to_tensor(table.column(f.name), f.kind) for f in feature_map.fields}
     if all(name in table.column_names for name in feature_map.labels):
         labels = torch.stack(
@@ -82,10 +111,21 @@ def table_to_batch(table: pa.Table, feature_map: FeatureMap) -> Batch:
         )
     else:
         labels = torch.zeros(table.num_rows, len(feature_map.labels))
-    group = None
-    if feature_map.group and feature_map.group in table.column_names:
-        group = _column_to_tensor(table.column(feature_map.group), "categorical")
-    return Batch(features, labels, group)
+    roles = {
+        name: _column_to_tensor(table.column(info.column), _ROLE_KIND[info.kind])
+        for name, info in feature_map.tensor_roles().items()
+        if info.column in table.column_names
+    }
+    return Batch(features, labels, roles=roles)
+
+
+#: tensor kind of each role kind (see adrank.data.schema.RoleSpec)
+_ROLE_KIND = {
+    "float": "numeric",
+    "int": "categorical",
+    "hash": "categorical",
+    "vocab": "categorical",
+}
 
 
 class TensorData:
@@ -109,19 +149,11 @@ class TensorData:
 
 
 def _take(batch: Batch, idx: torch.Tensor) -> Batch:
-    return Batch(
-        {k: v.index_select(0, idx) for k, v in batch.features.items()},
-        batch.labels.index_select(0, idx),
-        None if batch.group is None else batch.group.index_select(0, idx),
-    )
+    return batch.map(lambda t: t.index_select(0, idx))
 
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:
-    return Batch(
-        {k: v[start:stop] for k, v in batch.features.items()},
-        batch.labels[start:stop],
-        None if batch.group is None else batch.group[start:stop],
-    )
+    return batch.map(lambda t: t[start:stop])
 
 
 class InMemoryLoader:
@@ -300,5 +332,5 @@ def _concat(batches: list[Batch]) -> Batch:
     return Batch(
         {k: torch.cat([b.features[k] for b in batches]) for k in first.features},
         torch.cat([b.labels for b in batches]),
-        None if first.group is None else torch.cat([b.group for b in batches]),  # type: ignore[misc]
+        roles={k: torch.cat([b.roles[k] for b in batches]) for k in first.roles},
     )

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-FEATURE_MAP_VERSION = 1
+FEATURE_MAP_VERSION = 2
+#: feature maps of these versions load (v1 has labels and a group column, no tasks or roles)
+READABLE_VERSIONS = (1, 2)
 FieldKind = Literal["categorical", "numeric", "sequence"]
 
 
@@ -33,6 +35,8 @@ class FieldInfo:
     max_len: int = 0
     embedding_group: str = ""
     embedding_dim: int | None = None
+    target: str | None = None
+    aligned_with: str | None = None
 
     @property
     def table(self) -> str:
@@ -40,14 +44,62 @@ class FieldInfo:
 
 
 @dataclass(frozen=True)
+class TaskInfo:
+    """A task as the model and the trainer see it: ``label`` and ``given`` are columns of
+    the batch's label matrix (:attr:`FeatureMap.labels`); ``output`` is the canonical output
+    name (``pctr``, ``pcvr``, ``pctcvr``) or the task's own name."""
+
+    name: str
+    label: str
+    type: str = "binary"
+    weight: float = 1.0
+    given: str | None = None
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class RoleInfo:
+    """A role column of processed data: ``column`` in the Parquet file, ``kind`` as in
+    :data:`adrank.data.schema.ROLES`, ``source`` the raw column, and for ``vocab`` roles the
+    fitted ``values`` (id ``i + 1`` is ``values[i]``; 0 is unseen)."""
+
+    role: str
+    column: str
+    kind: str
+    source: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FeatureMap:
-    """Fields in model order, label names, and optional group column name."""
+    """Fields in model order, tasks, label columns and role columns.
+
+    ``labels`` are the columns of the batch's label matrix (B, T) in order; ``group`` is the
+    processed group column (kept for format-v1 callers; also ``roles["group"]``).
+    """
 
     fields: tuple[FieldInfo, ...]
     labels: tuple[str, ...]
     group: str | None = None
     version: int = FEATURE_MAP_VERSION
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    tasks: tuple[TaskInfo, ...] = ()
+    roles: dict[str, RoleInfo] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:  # format v1: every label is a binary task of the same name
+            from adrank.data.schema import Task, infer_outputs
+
+            plain = [Task(name=label, label=label) for label in self.labels]
+            tasks = tuple(
+                TaskInfo(t.name, t.label, output=o)
+                for t, o in zip(plain, infer_outputs(plain), strict=True)
+            )
+            object.__setattr__(self, "tasks", tasks)
+        if self.group and "group" not in self.roles:
+            roles = dict(self.roles)
+            roles["group"] = RoleInfo("group", self.group, "hash", self.group)
+            object.__setattr__(self, "roles", roles)
 
     @property
     def num_fields(self) -> int:
@@ -66,11 +118,31 @@ class FeatureMap:
     def of_kind(self, *kinds: FieldKind) -> list[FieldInfo]:
         return [f for f in self.fields if f.kind in kinds]
 
+    def task(self, name: str) -> TaskInfo:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"unknown task {name!r}; tasks: {[t.name for t in self.tasks]}")
+
+    def label_index(self, column: str) -> int:
+        return self.labels.index(column)
+
+    @property
+    def outputs(self) -> dict[str, TaskInfo]:
+        """Output name -> task, for every task."""
+        return {t.output: t for t in self.tasks}
+
+    def tensor_roles(self) -> dict[str, RoleInfo]:
+        """Roles that travel in :class:`~adrank.data.batches.Batch` (all but ``raw``)."""
+        return {k: r for k, r in self.roles.items() if r.kind != "raw"}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "labels": list(self.labels),
             "group": self.group,
+            "tasks": [asdict(t) for t in self.tasks],
+            "roles": {k: asdict(r) for k, r in self.roles.items()},
             "fields": [asdict(f) for f in self.fields],
             "extra": self.extra,
         }
@@ -78,16 +150,22 @@ class FeatureMap:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureMap:
         version = data.get("version")
-        if version != FEATURE_MAP_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ValueError(
-                f"feature map version {version!r} is not supported (expected "
-                f"{FEATURE_MAP_VERSION}); re-run preprocessing with this adrank version"
+                f"feature map version {version!r} is not supported (this adrank reads "
+                f"{list(READABLE_VERSIONS)}); re-run preprocessing with this adrank version"
             )
+        roles = {
+            k: RoleInfo(**{**r, "values": tuple(r.get("values", ()))})
+            for k, r in (data.get("roles") or {}).items()
+        }
         return cls(
             fields=tuple(FieldInfo(**f) for f in data["fields"]),
             labels=tuple(data["labels"]),
             group=data.get("group"),
             extra=dict(data.get("extra") or {}),
+            tasks=tuple(TaskInfo(**t) for t in data.get("tasks") or ()),
+            roles=roles,
         )
 
     def save(self, path: str | Path) -> None:

@@ -20,6 +20,7 @@ Encoding rules (ids: 0 = padding, 1 = OOV, values from 2):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import zlib
@@ -31,23 +32,35 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from adrank.data.feature_map import FeatureMap, FieldInfo
+from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
     OOV_ID,
+    ROLES,
     CategoricalFeature,
     Feature,
     NumericFeature,
     Schema,
     SchemaError,
     SequenceFeature,
+    infer_outputs,
 )
 from adrank.utils import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-PROCESSOR_FORMAT_VERSION = 1
+PROCESSOR_FORMAT_VERSION = 2
+#: processors saved by these versions load (v1: no roles besides group, no role vocabularies)
+READABLE_PROCESSOR_VERSIONS = (1, 2)
 GROUP_COLUMN = "__group__"
+
+
+def role_column(role: str, source: str) -> str:
+    """The processed column of a role (``__group__`` for the group, ``__meta__<col>`` for a
+    passthrough column)."""
+    if role == "passthrough":
+        return f"__meta__{source}"
+    return f"__{role}__"
 
 
 class NotFittedError(RuntimeError):
@@ -145,6 +158,11 @@ class FeatureProcessor:
                 "max": float(arr.max()) if arr.size else 1.0,
             }
 
+        self.role_vocab_ = {
+            role: _fit_role_vocab(frame.get_column(col))
+            for role, col in self.schema.roles.items()
+            if ROLES[role].kind == "vocab"
+        }
         self.vocab_ = vocab
         self.numeric_stats_ = numeric_stats
         self.boundaries_ = boundaries
@@ -255,15 +273,16 @@ class FeatureProcessor:
 
     # ---------------------------------------------------------------- transform ------
     def transform(self, frame: pl.DataFrame, require_labels: bool = True) -> pl.DataFrame:
-        """Encode a raw frame into model inputs (one column per feature, labels as float32).
+        """Encode a raw frame into model inputs (one column per feature, labels as float32,
+        one column per role, see :func:`role_column`).
 
-        Feature columns missing from ``frame`` raise :class:`SchemaError` naming them; with
-        ``require_labels=False`` label columns may be absent (serving).
+        Feature columns missing from ``frame`` raise :class:`SchemaError` naming them. With
+        ``require_labels=False`` (serving) label and role columns may be absent.
         """
         self._check_fitted()
         needed = [f.source or f.name for f in self.schema.features]
         if require_labels:
-            needed += list(self.schema.labels)
+            needed += list(self.schema.labels) + self.schema.role_columns()
         missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
         if missing:
             raise SchemaError(
@@ -273,17 +292,64 @@ class FeatureProcessor:
         for label in self.schema.labels:
             if label in frame.columns:
                 out[label] = frame.get_column(label).cast(pl.Float32).rename(label)
+        self._check_given(out)
         for f in self.schema.features:
             out[f.name] = self.encode_feature(frame, f)
-        if self.schema.group and self.schema.group in frame.columns:
-            out[GROUP_COLUMN] = (
-                frame.get_column(self.schema.group)
-                .cast(pl.Utf8)
-                .hash(seed=0)
-                .reinterpret(signed=True)
-                .rename(GROUP_COLUMN)
-            )
+        for role, value in self.schema.roles.items():
+            for source in value if isinstance(value, tuple) else (value,):
+                if source in frame.columns:
+                    column = role_column(role, source)
+                    out[column] = self._encode_role(role, frame.get_column(source)).rename(column)
         return pl.DataFrame(out)
+
+    def _check_given(self, labels: dict[str, pl.Series]) -> None:
+        """A ``given`` label must be 0/1: name the task, the column, the value and the row."""
+        for task in self.schema.tasks:
+            col = labels.get(task.given) if task.given else None
+            if col is None:
+                continue
+            bad = ~(col.is_in([0.0, 1.0]).fill_null(False))
+            if bad.any():
+                row = int(bad.arg_max())  # type: ignore[arg-type]
+                raise SchemaError(
+                    f"task {task.name!r} is given {task.given!r}, which must be a binary 0/1 "
+                    f"label; found {col[row]!r} in row {row}"
+                )
+
+    def _encode_role(self, role: str, col: pl.Series) -> pl.Series:
+        spec = ROLES[role]
+        if spec.kind == "hash":
+            return col.cast(pl.Utf8).hash(seed=0).reinterpret(signed=True)
+        if spec.kind == "raw":
+            return col.cast(pl.Utf8)
+        if spec.kind == "vocab":
+            values = self.role_vocab_.get(role, [])
+            ids = pl.Series(np.arange(1, len(values) + 1), dtype=pl.Int64)
+            keys = pl.Series(values, dtype=pl.Utf8)
+            return col.cast(pl.Utf8).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
+        if col.dtype == pl.Utf8:
+            col = col.str.strip_chars().cast(pl.Float64, strict=False)
+        elif col.dtype.is_temporal():
+            col = col.cast(pl.Datetime("us")).dt.epoch("s")
+        x = col.cast(pl.Float64)
+        bad = x.is_null() | ~x.is_finite()
+        if spec.bounds is not None:
+            low, high = spec.bounds
+            bad = bad | (x <= low) | (x > high)
+        elif role == "weight":
+            bad = bad | (x < 0)
+        if bad.any():
+            row = int(bad.fill_null(True).arg_max())  # type: ignore[arg-type]
+            rule = (
+                "in (0, 1]"
+                if spec.bounds
+                else ("finite and >= 0" if role == "weight" else "a finite number")
+            )
+            raise SchemaError(
+                f"role {role!r} (column {col.name!r}) must be {rule}; found {col[row]!r} "
+                f"in row {row}"
+            )
+        return x.cast(pl.Float32) if spec.kind == "float" else x.cast(pl.Int64)
 
     def encode_feature(self, frame: pl.DataFrame, feature: Feature) -> pl.Series:
         """Encode one schema feature of a raw ``frame`` (a Series named after the feature):
@@ -350,11 +416,32 @@ class FeatureProcessor:
                 fields.append(
                     FieldInfo(f.name, "sequence", self.vocab_size(t), f.max_len, t, f.embedding_dim)
                 )
+        for f, info in zip(self.schema.features, fields, strict=True):
+            if isinstance(f, SequenceFeature) and (f.target or f.aligned_with):
+                i = fields.index(info)
+                fields[i] = dataclasses.replace(info, target=f.target, aligned_with=f.aligned_with)
+        tasks = tuple(
+            TaskInfo(t.name, t.label, t.type, float(t.weight), t.given, output)
+            for t, output in zip(self.schema.tasks, infer_outputs(self.schema.tasks), strict=True)
+        )
+        roles: dict[str, RoleInfo] = {}
+        for role, value in self.schema.roles.items():
+            if role == "passthrough":
+                continue  # text, never a model input: see passthrough_columns()
+            values = tuple(getattr(self, "role_vocab_", {}).get(role, ()))
+            roles[role] = RoleInfo(role, role_column(role, value), ROLES[role].kind, value, values)
         return FeatureMap(
             fields=tuple(fields),
             labels=tuple(self.schema.labels),
             group=GROUP_COLUMN if self.schema.group else None,
+            tasks=tasks,
+            roles=roles,
         )
+
+    def passthrough_columns(self) -> dict[str, str]:
+        """Raw passthrough column -> its processed column."""
+        value = self.schema.roles.get("passthrough", ())
+        return {c: role_column("passthrough", c) for c in value}
 
     # ---------------------------------------------------------------- save/load ------
     def save(self, directory: str | Path) -> None:
@@ -376,6 +463,7 @@ class FeatureProcessor:
             "tables": sorted(self.vocab_),
             "numeric_stats": self.numeric_stats_,
             "boundaries": self.boundaries_,
+            "role_vocab": self.role_vocab_,
         }
         atomic_write_text(directory / "processor.json", json.dumps(state, indent=2))
 
@@ -387,10 +475,10 @@ class FeatureProcessor:
             raise FileNotFoundError(f"no processor.json in {directory}")
         state = json.loads(path.read_text())
         version = state.get("format_version")
-        if version != PROCESSOR_FORMAT_VERSION:
+        if version not in READABLE_PROCESSOR_VERSIONS:
             raise ValueError(
                 f"{path}: processor format version {version!r} is not supported "
-                f"(this adrank reads version {PROCESSOR_FORMAT_VERSION})"
+                f"(this adrank reads versions {list(READABLE_PROCESSOR_VERSIONS)})"
             )
         proc = cls(Schema.from_dict(state["schema"]))
         vocab: dict[str, list[str]] = {}
@@ -403,8 +491,16 @@ class FeatureProcessor:
         proc.vocab_ = vocab
         proc.numeric_stats_ = state["numeric_stats"]
         proc.boundaries_ = {k: list(v) for k, v in state["boundaries"].items()}
+        proc.role_vocab_ = {k: list(v) for k, v in (state.get("role_vocab") or {}).items()}
         proc._build_lookups()
         return proc
+
+
+def _fit_role_vocab(col: pl.Series) -> list[str]:
+    """Values of a ``vocab`` role (e.g. domains) by descending frequency, ties by value."""
+    col = col.cast(pl.Utf8).drop_nulls()
+    counts = col.value_counts(name="count").rename({col.name: "value"})
+    return counts.sort(["count", "value"], descending=[True, False])["value"].to_list()
 
 
 def _numeric_series(name: str, values: Iterable[Any]) -> pl.Series:

@@ -1,19 +1,30 @@
-"""Declarative feature schema: labels, categorical, numeric and sequence columns.
+"""Declarative schema (format v2): tasks, column roles, and categorical, numeric and
+sequence features.
 
 A schema is loaded from YAML/JSON (or built in code) and validated on load. Unknown keys,
-unknown feature types and bad values raise :class:`SchemaError` naming the offending key.
+unknown feature types, unknown roles and bad values raise :class:`SchemaError` naming the
+offending key.
 
 Example (YAML)::
 
-    labels: [click]
-    group: user_id          # optional, used for gAUC
-    time: ts                # optional, time-ordered splits / incremental training
+    tasks:                  # what the model predicts (see Task)
+      - {name: click, label: click}
+      - {name: conversion, label: purchase, given: click}   # CVR: defined where click == 1
+    roles:                  # columns that are not features (see ROLES)
+      group: user_id        # gAUC, per-user metrics
+      time: ts              # event time: time-ordered splits, streams
+      weight: w             # per-row loss weight
+      passthrough: [request_id]   # copied to prediction output, never seen by a model
     features:
       - {name: user_id, type: categorical, min_count: 1}
       - {name: ad_id, type: categorical, hash_buckets: 100000}
       - {name: price, type: numeric, normalizer: log1p, fill_value: 0}
       - {name: age, type: numeric, buckets: 10}          # quantile-bucketized -> categorical
-      - {name: hist, type: sequence, delimiter: "|", max_len: 20, share_vocab_with: ad_id}
+      - {name: hist, type: sequence, delimiter: "|", max_len: 20, share_vocab_with: ad_id,
+         target: ad_id}
+
+Format v1 schemas (``labels: [click]`` with top-level ``group:`` / ``time:``) still load:
+each label becomes a binary task of the same name, and ``group``/``time`` become roles.
 
 Id convention for every vocabulary: ``0`` is padding, ``1`` is OOV (unseen, rare or missing),
 real values start at ``2``.
@@ -97,6 +108,11 @@ class SequenceFeature:
         padding: ``left`` or ``right`` side padding.
         share_vocab_with: categorical feature whose vocabulary this sequence uses (the
             usual case: history of ``item_id`` shares the ``item_id`` vocabulary).
+        target: the categorical feature a model compares this history with (DIN's target
+            item: ``hist_item_id`` targets ``item_id``).
+        aligned_with: another sequence feature this one is aligned with position by
+            position (a multi-attribute history: ``hist_genre`` aligned with
+            ``hist_item_id``). Both must have the same ``max_len`` and ``padding``.
     """
 
     name: str
@@ -107,10 +123,85 @@ class SequenceFeature:
     min_count: int = 1
     embedding_dim: int | None = None
     source: str | None = None
+    target: str | None = None
+    aligned_with: str | None = None
     type: Literal["sequence"] = "sequence"
 
 
 Feature = CategoricalFeature | NumericFeature | SequenceFeature
+
+TaskType = Literal["binary", "regression"]
+#: canonical CTR/CVR outputs: click per impression, conversion given a click, and
+#: click-and-conversion per impression (``pctcvr = pctr * pcvr``)
+CANONICAL_OUTPUTS: tuple[str, ...] = ("pctr", "pcvr", "pctcvr")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prediction target.
+
+    Attributes:
+        name: the task's name (metric prefix, ``--set task=NAME``).
+        label: the label column.
+        type: ``binary`` (0/1 label, BCE loss) or ``regression`` (real label, MSE loss).
+        weight: the task's weight in the training loss.
+        given: a binary label column; the task is defined only on rows where it is 1 (CVR is
+            given a click). Its loss and its metrics ignore the other rows.
+        output: the canonical output this task's label corresponds to (``pctr``, ``pcvr`` or
+            ``pctcvr``). Left out, it is inferred (see :func:`infer_outputs`).
+    """
+
+    name: str
+    label: str
+    type: TaskType = "binary"
+    weight: float = 1.0
+    given: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """A column role besides features and labels.
+
+    ``kind`` says how the processor stores it: ``float`` (float32), ``int`` (int64),
+    ``hash`` (a stable 64-bit hash of the value, for ids such as users or lists), ``vocab``
+    (ids fitted on the training split, 0 = unseen) and ``raw`` (the value as text, never a
+    tensor: it reaches prediction output and never a model).
+    """
+
+    name: str
+    kind: Literal["float", "int", "hash", "vocab", "raw"]
+    description: str
+    multi: bool = False
+    bounds: tuple[float, float] | None = None  # allowed range (inclusive upper, exclusive 0)
+
+
+#: Every role a schema may declare. Adding a role is one entry here: the processor, the
+#: feature map and :class:`~adrank.data.batches.Batch` carry it generically.
+ROLES: dict[str, RoleSpec] = {
+    r.name: r
+    for r in (
+        RoleSpec("group", "hash", "group/user id: gAUC and per-user metrics"),
+        RoleSpec("time", "int", "event time (integer, e.g. Unix seconds): ordering, streams"),
+        RoleSpec("weight", "float", "per-row sample weight multiplying the loss (>= 0)"),
+        RoleSpec("domain", "vocab", "domain/scenario id for multi-domain models and slices"),
+        RoleSpec("position", "int", "display position of the impression (1 = top)"),
+        RoleSpec("list_id", "hash", "id of the list/request an impression was shown in"),
+        RoleSpec(
+            "propensity",
+            "float",
+            "the logging policy's probability of showing the item (off-policy evaluation)",
+            bounds=(0.0, 1.0),
+        ),
+        RoleSpec(
+            "examination",
+            "float",
+            "the probability that the slot was looked at (unbiased learning to rank)",
+            bounds=(0.0, 1.0),
+        ),
+        RoleSpec("passthrough", "raw", "metadata copied to prediction output", multi=True),
+    )
+}
 _FEATURE_TYPES: dict[str, type] = {
     "categorical": CategoricalFeature,
     "numeric": NumericFeature,
@@ -120,16 +211,40 @@ _FEATURE_TYPES: dict[str, type] = {
 
 @dataclass(frozen=True)
 class Schema:
-    """The full declaration of a dataset's columns."""
+    """The full declaration of a dataset's columns.
 
-    labels: tuple[str, ...]
-    features: tuple[Feature, ...]
+    ``tasks`` and ``roles`` are the format-v2 declaration. ``labels``, ``group`` and ``time``
+    are kept in step with them (``labels`` lists every label column: the tasks' labels, then
+    ``given`` columns that are no task's label), so code and schemas written for format v1
+    keep working: ``Schema(labels=("click",), features=...)`` declares one binary task.
+    """
+
+    labels: tuple[str, ...] = ()
+    features: tuple[Feature, ...] = ()
     group: str | None = None
     time: str | None = None
     name: str = "dataset"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    tasks: tuple[Task, ...] = ()
+    roles: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        tasks = tuple(self.tasks)
+        if not tasks:
+            tasks = tuple(Task(name=label, label=label) for label in self.labels)
+        roles = _normalize_roles(self.roles)
+        for key, value in (("group", self.group), ("time", self.time)):
+            if value is not None:
+                if key in roles and roles[key] != value:
+                    raise SchemaError(f"'{key}: {value}' disagrees with roles.{key}={roles[key]!r}")
+                roles[key] = value
+        labels = [t.label for t in tasks]
+        labels += [t.given for t in tasks if t.given is not None]
+        object.__setattr__(self, "tasks", tasks)
+        object.__setattr__(self, "roles", roles)
+        object.__setattr__(self, "labels", tuple(dict.fromkeys(labels)))
+        object.__setattr__(self, "group", roles.get("group"))
+        object.__setattr__(self, "time", roles.get("time"))
         _validate(self)
 
     # ---- lookups -------------------------------------------------------------------
@@ -143,13 +258,24 @@ class Schema:
                 return f
         raise SchemaError(f"schema has no feature named {name!r}; known: {self.feature_names}")
 
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise SchemaError(f"unknown task {name!r}; tasks: {[t.name for t in self.tasks]}")
+
+    def role_columns(self) -> list[str]:
+        """Raw columns read for roles (passthrough columns included), without duplicates."""
+        cols: list[str] = []
+        for value in self.roles.values():
+            cols += list(value) if isinstance(value, tuple) else [value]
+        return list(dict.fromkeys(cols))
+
     def source_columns(self) -> list[str]:
-        """Raw columns the schema reads (labels, features, group, time), without duplicates."""
+        """Raw columns the schema reads (labels, features, roles), without duplicates."""
         cols: list[str] = list(self.labels)
         cols += [f.source or f.name for f in self.features]
-        for extra in (self.group, self.time):
-            if extra:
-                cols.append(extra)
+        cols += self.role_columns()
         return list(dict.fromkeys(cols))
 
     def check_columns(self, available: list[str] | tuple[str, ...], where: str = "data") -> None:
@@ -163,47 +289,56 @@ class Schema:
 
     # ---- (de)serialization ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        feats = []
-        for f in self.features:
-            d = dataclasses.asdict(f)
-            defaults = {fl.name: fl.default for fl in dataclasses.fields(f)}
-            feats.append(
-                {"name": d.pop("name"), "type": d.pop("type")}
-                | {k: v for k, v in d.items() if v != defaults.get(k)}
-            )
-        out: dict[str, Any] = {"name": self.name, "labels": list(self.labels), "features": feats}
-        if self.group:
-            out["group"] = self.group
-        if self.time:
-            out["time"] = self.time
+        """The format-v2 mapping (``tasks`` and ``roles``; defaults left out)."""
+        feats = [_without_defaults(f, keep=("name", "type")) for f in self.features]
+        out: dict[str, Any] = {
+            "name": self.name,
+            "tasks": [_without_defaults(t, keep=("name", "label")) for t in self.tasks],
+            "features": feats,
+        }
+        if self.roles:
+            out["roles"] = {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.roles.items()
+            }
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
         if not isinstance(data, dict):
             raise SchemaError(f"schema must be a mapping, got {type(data).__name__}")
-        allowed = {"name", "labels", "features", "group", "time"}
+        allowed = {"name", "labels", "tasks", "roles", "features", "group", "time"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise SchemaError(f"unknown schema key(s) {unknown}; allowed: {sorted(allowed)}")
-        if "labels" not in data:
-            raise SchemaError("schema is missing required key 'labels'")
+        if "labels" not in data and "tasks" not in data:
+            raise SchemaError("schema needs 'tasks' (or the format-v1 key 'labels')")
+        if "labels" in data and "tasks" in data:
+            raise SchemaError("give either 'tasks' or the format-v1 'labels', not both")
         if "features" not in data:
             raise SchemaError("schema is missing required key 'features'")
-        labels = data["labels"]
+        labels: Any = data.get("labels", [])
         if isinstance(labels, str):
             labels = [labels]
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise SchemaError(f"'labels' must be a list of column names, got {labels!r}")
+        tasks_raw = data.get("tasks", [])
+        if not isinstance(tasks_raw, list):
+            raise SchemaError("'tasks' must be a list of task declarations")
+        tasks = tuple(_task_from_dict(i, t) for i, t in enumerate(tasks_raw))
         if not isinstance(data["features"], list):
             raise SchemaError("'features' must be a list of feature declarations")
         features = tuple(_feature_from_dict(i, f) for i, f in enumerate(data["features"]))
+        roles = data.get("roles") or {}
+        if not isinstance(roles, dict):
+            raise SchemaError(f"'roles' must be a mapping of role -> column, got {roles!r}")
         return cls(
             labels=tuple(labels),
             features=features,
             group=data.get("group"),
             time=data.get("time"),
             name=str(data.get("name", "dataset")),
+            tasks=tasks,
+            roles=dict(roles),
         )
 
     @classmethod
@@ -227,6 +362,54 @@ class Schema:
             path.write_text(json.dumps(self.to_dict(), indent=2))
         else:
             path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _without_defaults(obj: Any, keep: tuple[str, ...]) -> dict[str, Any]:
+    d = dataclasses.asdict(obj)
+    defaults = {fl.name: fl.default for fl in dataclasses.fields(obj)}
+    return {k: d.pop(k) for k in keep} | {k: v for k, v in d.items() if v != defaults.get(k)}
+
+
+def _normalize_roles(raw: Any) -> dict[str, Any]:
+    """Validate a role mapping: known roles, column names as strings (a list for ``multi``)."""
+    if not isinstance(raw, dict):
+        raise SchemaError(f"'roles' must be a mapping of role -> column, got {raw!r}")
+    out: dict[str, Any] = {}
+    for role, value in raw.items():
+        spec = ROLES.get(role)
+        if spec is None:
+            raise SchemaError(f"unknown role {role!r}; known roles: {sorted(ROLES)}")
+        if spec.multi:
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, str) and v for v in values
+            ):
+                raise SchemaError(f"roles.{role} must be a column name or a list of them")
+            out[role] = tuple(values)
+        elif not isinstance(value, str) or not value:
+            raise SchemaError(f"roles.{role} must be a column name, got {value!r}")
+        else:
+            out[role] = value
+    return out
+
+
+def _task_from_dict(index: int, raw: Any) -> Task:
+    if isinstance(raw, str):
+        return Task(name=raw, label=raw)
+    if not isinstance(raw, dict):
+        raise SchemaError(f"tasks[{index}] must be a mapping, got {raw!r}")
+    allowed = {f.name for f in dataclasses.fields(Task)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise SchemaError(f"tasks[{index}]: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    data = dict(raw)
+    if "label" not in data and "name" in data:
+        data["label"] = data["name"]
+    if "name" not in data and "label" in data:
+        data["name"] = data["label"]
+    if "name" not in data:
+        raise SchemaError(f"tasks[{index}] needs a 'name' or a 'label'")
+    return Task(**data)
 
 
 def _feature_from_dict(index: int, raw: Any) -> Feature:
@@ -263,11 +446,83 @@ def _check_positive_int(where: str, key: str, value: Any, allow_none: bool = Tru
         raise SchemaError(f"{where}: '{key}' must be a positive integer, got {value!r}")
 
 
+def _validate_tasks(schema: Schema) -> None:
+    names = [t.name for t in schema.tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SchemaError(f"duplicate task name(s) {dupes}")
+    labels = [t.label for t in schema.tasks]
+    for t in schema.tasks:
+        where = f"task {t.name!r}"
+        if not isinstance(t.name, str) or not t.name or not isinstance(t.label, str) or not t.label:
+            raise SchemaError(f"{where}: 'name' and 'label' must be non-empty strings")
+        if t.type not in ("binary", "regression"):
+            raise SchemaError(f"{where}: type must be 'binary' or 'regression', got {t.type!r}")
+        if (
+            not isinstance(t.weight, (int, float))
+            or isinstance(t.weight, bool)
+            or not t.weight >= 0
+            or t.weight == float("inf")
+        ):
+            raise SchemaError(f"{where}: 'weight' must be a finite number >= 0, got {t.weight!r}")
+        if t.given is not None:
+            if not isinstance(t.given, str) or not t.given:
+                raise SchemaError(f"{where}: 'given' must be a label column name")
+            if t.given == t.label:
+                raise SchemaError(f"{where}: a task cannot be given its own label {t.label!r}")
+            giver = next((g for g in schema.tasks if g.label == t.given), None)
+            if giver is not None and giver.type != "binary":
+                raise SchemaError(
+                    f"{where}: given={t.given!r} is the label of regression task "
+                    f"{giver.name!r}; a 'given' label must be binary (0/1)"
+                )
+        if t.output is not None and t.output not in CANONICAL_OUTPUTS:
+            raise SchemaError(
+                f"{where}: output must be one of {list(CANONICAL_OUTPUTS)}, got {t.output!r}"
+            )
+    outputs = [o for o in infer_outputs(schema.tasks) if o in CANONICAL_OUTPUTS]
+    dupes = sorted({o for o in outputs if outputs.count(o) > 1})
+    if dupes:
+        raise SchemaError(f"output(s) {dupes} are claimed by more than one task")
+    if len(set(labels)) != len(labels):
+        raise SchemaError(f"two tasks share a label column: {labels}")
+
+
+def infer_outputs(tasks: tuple[Task, ...] | list[Task]) -> list[str]:
+    """Each task's output name, in task order.
+
+    An explicit ``output`` wins. Otherwise a binary task with a ``given`` label is ``pcvr``
+    (when it is the only such task), the binary task whose label is that ``given`` (or the
+    only task of the schema) is ``pctr``, and any other task is named after itself.
+    """
+    tasks = list(tasks)
+    explicit = {t.output for t in tasks if t.output}
+    conditional = [t for t in tasks if t.given is not None and t.type == "binary"]
+    cvr = conditional[0] if len(conditional) == 1 and "pcvr" not in explicit else None
+    out: list[str] = []
+    for t in tasks:
+        if t.output:
+            out.append(t.output)
+        elif t is cvr:
+            out.append("pcvr")
+        elif (
+            t.type == "binary"
+            and t.given is None
+            and "pctr" not in explicit
+            and ((cvr is not None and t.label == cvr.given) or len(tasks) == 1)
+        ):
+            out.append("pctr")
+        else:
+            out.append(t.name)
+    return out
+
+
 def _validate(schema: Schema) -> None:
-    if not schema.labels:
-        raise SchemaError("schema needs at least one label column")
+    if not schema.tasks:
+        raise SchemaError("schema needs at least one task (or label column)")
     if not schema.features:
         raise SchemaError("schema needs at least one feature")
+    _validate_tasks(schema)
     names = [f.name for f in schema.features]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -275,6 +530,9 @@ def _validate(schema: Schema) -> None:
     clash = sorted(set(names) & set(schema.labels))
     if clash:
         raise SchemaError(f"column(s) {clash} are declared both as label and feature")
+    role_clash = sorted(set(schema.role_columns()) & set(schema.labels))
+    if role_clash:
+        raise SchemaError(f"column(s) {role_clash} are declared both as label and role")
     by_name = {f.name: f for f in schema.features}
     for f in schema.features:
         where = f"feature {f.name!r}"
@@ -296,6 +554,7 @@ def _validate(schema: Schema) -> None:
                 raise SchemaError(f"{where}: 'padding' must be 'left' or 'right'")
             if not isinstance(f.delimiter, str) or not f.delimiter:
                 raise SchemaError(f"{where}: 'delimiter' must be a non-empty string")
+            _validate_sequence_links(f, by_name)
         if f.embedding_dim is not None:
             _check_positive_int(where, "embedding_dim", f.embedding_dim)
         share = getattr(f, "share_vocab_with", None)
@@ -311,6 +570,22 @@ def _validate(schema: Schema) -> None:
                 raise SchemaError(
                     f"{where}: {share!r} itself shares a vocabulary; point at the owner instead"
                 )
-    for extra, key in ((schema.group, "group"), (schema.time, "time")):
-        if extra is not None and not isinstance(extra, str):
-            raise SchemaError(f"'{key}' must be a column name, got {extra!r}")
+
+
+def _validate_sequence_links(f: SequenceFeature, by_name: dict[str, Feature]) -> None:
+    where = f"feature {f.name!r}"
+    if f.target is not None:
+        target = by_name.get(f.target)
+        if not isinstance(target, CategoricalFeature):
+            raise SchemaError(f"{where}: target={f.target!r} must name a categorical feature")
+    if f.aligned_with is not None:
+        other = by_name.get(f.aligned_with)
+        if not isinstance(other, SequenceFeature) or other is f:
+            raise SchemaError(
+                f"{where}: aligned_with={f.aligned_with!r} must name another sequence feature"
+            )
+        if (other.max_len, other.padding, other.delimiter) != (f.max_len, f.padding, f.delimiter):
+            raise SchemaError(
+                f"{where}: aligned_with={f.aligned_with!r} needs the same max_len, padding and "
+                "delimiter"
+            )

@@ -2,11 +2,16 @@
 
 Contract:
     * ``__init__(feature_map, *, <typed hyperparameters>)`` only builds layers;
-    * ``forward(features) -> logits`` of shape (B,) (single task) or (B, T) (multi-task);
+    * ``forward(features) -> logits`` of shape (B,) (single task) or (B, K) (one column per
+      name in ``outputs``);
+    * ``outputs``: ``None`` for a single-task model (one logit for whichever task it is
+      trained on, see :mod:`adrank.tasks`), else the output names it emits (``pctr``,
+      ``pcvr``, ``pctcvr`` or task names); ``trained_outputs`` (default ``outputs``) are the
+      outputs the loss is computed on (ESMM: ``pctr`` and ``pctcvr``);
     * ``training_outputs(features)`` returns the logits plus any intermediate tensors the
       auxiliary loss needs (default: just the logits);
-    * ``auxiliary_loss(outputs, labels)`` returns an extra loss term or ``None``. The trainer
-      adds it to the main BCE loss. DCNv3's Tri-BCE is the canonical user.
+    * ``auxiliary_loss(outputs, labels, batch)`` returns an extra loss term or ``None``. The
+      trainer adds it to the tasks' loss. DCNv3's Tri-BCE is the canonical user.
 
 Models never build optimizers, choose devices, read files or compute the main loss.
 """
@@ -18,13 +23,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from adrank.data.batches import Batch
 from adrank.data.feature_map import FeatureMap
 from adrank.nn.embedding import FeatureEmbedding
 
 
 @dataclass
 class ModelOutput:
-    """Logits (B,) or (B, T), plus named auxiliary tensors for :meth:`CTRModel.auxiliary_loss`."""
+    """Logits (B,) or (B, K), plus named auxiliary tensors for :meth:`CTRModel.auxiliary_loss`."""
 
     logits: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -49,8 +55,10 @@ def initialize_weights(model: nn.Module) -> None:
 class CTRModel(nn.Module):
     """Base class; subclasses set ``self.embedding`` (or several FeatureEmbedding modules)."""
 
-    #: number of label tasks the model predicts
-    num_tasks: int = 1
+    #: output names of the logit columns; ``None``: one logit for the task it is trained on
+    outputs: tuple[str, ...] | None = None
+    #: outputs the loss is computed on (``None``: the same as ``outputs``)
+    trained_outputs: tuple[str, ...] | None = None
 
     def __init__(self, feature_map: FeatureMap) -> None:
         super().__init__()
@@ -63,8 +71,14 @@ class CTRModel(nn.Module):
         """Logits plus auxiliary tensors; override together with :meth:`auxiliary_loss`."""
         return ModelOutput(self(features))
 
-    def auxiliary_loss(self, outputs: ModelOutput, labels: torch.Tensor) -> torch.Tensor | None:
-        """Extra loss term added by the trainer (labels: float (B,) or (B, T)); default none."""
+    def auxiliary_loss(
+        self, outputs: ModelOutput, labels: torch.Tensor, batch: Batch | None = None
+    ) -> torch.Tensor | None:
+        """Extra loss term added by the trainer; default none.
+
+        ``labels`` are the targets of the trained outputs: float (B,) for one output, (B, K)
+        for several; ``batch`` is the whole batch (roles, histories) for losses that need
+        more than the labels."""
         return None
 
     def embedding_modules(self) -> list[FeatureEmbedding]:

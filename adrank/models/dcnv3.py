@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from adrank.data.batches import Batch
 from adrank.data.feature_map import FeatureMap
 from adrank.models.base import CTRModel, ModelOutput
 from adrank.models.registry import register
@@ -77,7 +78,9 @@ class DCNv3(CTRModel):
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.training_outputs(features).logits
 
-    def auxiliary_loss(self, outputs: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
+    def auxiliary_loss(
+        self, outputs: ModelOutput, labels: torch.Tensor, batch: Batch | None = None
+    ) -> torch.Tensor:
         """Tri-BCE extra terms (labels: float (B,)); the main BCE is added by the trainer."""
         labels = labels.reshape(outputs.logits.shape).to(outputs.logits.dtype)
         main = F.binary_cross_entropy_with_logits(outputs.logits, labels)

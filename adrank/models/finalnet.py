@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adrank.data.batches import Batch
 from adrank.data.feature_map import FeatureMap
 from adrank.models.base import CTRModel, ModelOutput
 from adrank.models.registry import register
@@ -89,7 +90,9 @@ class FinalNet(CTRModel):
             return ModelOutput(logits[0])
         return ModelOutput(0.5 * (logits[0] + logits[1]), {"y1": logits[0], "y2": logits[1]})
 
-    def auxiliary_loss(self, outputs: ModelOutput, labels: torch.Tensor) -> torch.Tensor | None:
+    def auxiliary_loss(
+        self, outputs: ModelOutput, labels: torch.Tensor, batch: Batch | None = None
+    ) -> torch.Tensor | None:
         if not outputs.aux:
             return None
         target = torch.sigmoid(outputs.logits).detach()

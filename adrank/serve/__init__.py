@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adrank.serve.artifact import (
+from adrank.artifact import (
     Artifact,
     ArtifactError,
     load_artifact,

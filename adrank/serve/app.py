@@ -45,8 +45,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import torch
 
+from adrank.artifact import ArtifactError
 from adrank.data.schema import SchemaError
-from adrank.serve.artifact import ArtifactError
 from adrank.serve.predictor import Predictor, RecordError
 from adrank.serve.ranking import AdCandidate, Creative, rank_ads
 

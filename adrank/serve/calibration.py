@@ -1,7 +1,7 @@
 """Post-hoc calibration of pCTR: isotonic regression (PAV) and Platt scaling.
 
 A calibration map is a plain JSON-able dict stored in the run directory as
-``calibration.json`` (see :func:`adrank.serve.artifact.save_calibration`)::
+``calibration.json`` (see :func:`adrank.artifact.save_calibration`)::
 
     {"version": 1, "method": "isotonic" | "platt", "labels": ["click", ...],
      "maps": {"click": {"x": [...], "y": [...]}        # isotonic: knots, linear interpolation
@@ -187,7 +187,7 @@ def _summary(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, float]:
 
 
 def _split_predictions(art: Any, prepared: Any, split: str) -> Any:
-    from adrank.pipeline import load_split
+    from adrank.artifact import load_split
     from adrank.train.evaluation import as_eval_loader, collect_predictions
 
     if split not in prepared.splits:
@@ -207,7 +207,7 @@ def calibrate(
 ) -> CalibrationReport:
     """Fit ``method`` on the run's validation split, store it as ``calibration.json`` (the
     manifest is rewritten atomically) and return the before/after report."""
-    from adrank.serve.artifact import load_artifact, open_prepared_data, save_calibration
+    from adrank.artifact import load_artifact, open_prepared_data, save_calibration
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; expected one of {METHODS}")

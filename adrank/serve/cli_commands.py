@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from adrank.serve.artifact import ArtifactError
+from adrank.artifact import ArtifactError
 
 _EXPECTED = (ArtifactError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError)
 

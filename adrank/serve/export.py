@@ -214,8 +214,7 @@ def export(
     """Export a run's model into the run directory, check pCTR parity against eager
     PyTorch on the first ``rows`` test rows (max abs diff <= ``tolerance``), and record the
     file in the manifest. Raises :class:`ExportParityError` (writing nothing) on a mismatch."""
-    from adrank.pipeline import load_split
-    from adrank.serve.artifact import load_artifact, open_prepared_data, update_manifest
+    from adrank.artifact import load_artifact, load_split, open_prepared_data, update_manifest
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")

@@ -39,6 +39,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from adrank.artifact import Artifact, ArtifactError, artifact_digest, load_artifact
 from adrank.config import SCORE_BATCH_SIZE
 from adrank.data.batches import table_to_batch
 from adrank.data.schema import (
@@ -48,7 +49,6 @@ from adrank.data.schema import (
     NumericFeature,
     SequenceFeature,
 )
-from adrank.serve.artifact import Artifact, ArtifactError, artifact_digest, load_artifact
 
 logger = logging.getLogger(__name__)
 

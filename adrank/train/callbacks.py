@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adrank.config import monitor_direction, monitor_value
 from adrank.train.distributed import barrier, is_main_process
 
 if TYPE_CHECKING:
@@ -74,11 +75,14 @@ class EarlyStopping(Callback):
     epoch counts as an improvement.
     """
 
-    def __init__(self, monitor: str = "auc", patience: int = 2, min_delta: float = 0.0) -> None:
+    def __init__(
+        self, monitor: str | dict[str, float] = "auc", patience: int = 2, min_delta: float = 0.0
+    ) -> None:
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
-        self.higher_is_better = monitor not in ("logloss", "ece")
+        self.higher_is_better = monitor_direction(monitor)
+        self.name = monitor if isinstance(monitor, str) else "monitor"
 
     def _improved(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -89,9 +93,19 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         state = trainer.state
-        value = logs.get(f"val_{self.monitor}")
+        if any(k.startswith("val_") for k in logs):
+            value = monitor_value(logs, self.monitor)
+            if value is None:
+                have = sorted(k[4:] for k in logs if k.startswith("val_"))
+                raise KeyError(
+                    f"monitor {self.monitor!r} is not among the validation metrics {have}"
+                )
+            if not isinstance(self.monitor, str):
+                logs["val_monitor"] = value
+        else:
+            value = None
         if value is not None and not math.isfinite(value):
-            raise FloatingPointError(f"validation {self.monitor} is {value} at epoch {epoch}")
+            raise FloatingPointError(f"validation {self.name} is {value} at epoch {epoch}")
         state.improved = value is None or self._improved(value, state.best_metric)
         if state.improved:
             state.best_metric = value
@@ -101,7 +115,7 @@ class EarlyStopping(Callback):
         state.bad_epochs += 1
         logger.info(
             "epoch %d: val_%s=%.6f did not improve on %.6f (epoch %d); %d/%d",
-            epoch, self.monitor, value, state.best_metric, state.best_epoch,
+            epoch, self.name, value, state.best_metric, state.best_epoch,
             state.bad_epochs, max(self.patience, 1),
         )  # fmt: skip
         if state.bad_epochs >= max(self.patience, 1):

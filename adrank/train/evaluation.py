@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
 
 import numpy as np
 import torch
 
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
+from adrank.data.feature_map import FeatureMap
 from adrank.metrics import evaluate_all
-from adrank.train.distributed import all_gather_arrays
+from adrank.tasks import derive_probabilities, funnel, model_outputs
+from adrank.train.distributed import all_gather_arrays, get_world_size, is_distributed
 
 __all__ = [
     "Predictions",
@@ -27,16 +31,38 @@ __all__ = [
     "evaluate",
     "gather_predictions",
     "predict",
+    "slice_metrics",
 ]
 
 
 @dataclass
 class Predictions:
-    """All predictions of a split: probs (N,) or (N, T), labels (N, T), groups (N,) or None."""
+    """All predictions of a split: probs (N,) or (N, K) (one column per name in
+    ``outputs``), labels (N, T), and the role columns (``roles["group"]`` etc.) as arrays.
+
+    ``outputs`` is ``None`` for predictions made before the outputs were known (they are
+    read as the feature map's tasks in order)."""
 
     probs: np.ndarray
     labels: np.ndarray
     groups: np.ndarray | None
+    roles: dict[str, np.ndarray] = dataclass_field(default_factory=dict)
+    outputs: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.groups is not None:
+            self.roles.setdefault("group", self.groups)
+        elif "group" in self.roles:
+            self.groups = self.roles["group"]
+
+    def by_output(self) -> dict[str, np.ndarray]:
+        """Output name -> probabilities (N,), derived outputs included
+        (:func:`adrank.tasks.derive_probabilities`)."""
+        names = self.outputs or ["pctr"]
+        probs = self.probs.reshape(len(self.probs), -1)
+        if probs.shape[1] != len(names):
+            raise ValueError(f"{probs.shape[1]} prediction columns but outputs {names}")
+        return derive_probabilities({n: probs[:, i] for i, n in enumerate(names)})
 
 
 def as_eval_loader(
@@ -103,19 +129,21 @@ def collect_predictions(
     amp: bool = False,
     *,
     allow_empty: bool = False,
+    outputs: list[str] | None = None,
 ) -> Predictions:
     """Run ``model`` in eval mode over ``loader``; the model's train/eval mode is restored.
 
     Outputs stay on the device until the end, so there is one device-to-host copy. An empty
     loader is an error unless ``allow_empty`` (a rank's evaluation shard may be empty); then
     the arrays have no rows and no known trailing shape (see :func:`gather_predictions`).
+    ``outputs`` names the model's logit columns (default: ``model.outputs``).
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     probs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
-    groups: list[torch.Tensor] = []
+    roles: dict[str, list[torch.Tensor]] = {}
     try:
         with torch.inference_mode(), _autocast(device, amp):
             for batch in loader:
@@ -123,20 +151,33 @@ def collect_predictions(
                     batch = batch.to(device, non_blocking=True)
                 probs.append(torch.sigmoid(model(batch.features).float()))
                 labels.append(batch.labels)
-                if batch.group is not None:
-                    groups.append(batch.group)
+                for name, tensor in batch.roles.items():
+                    roles.setdefault(name, []).append(tensor)
     finally:
         model.train(was_training)
+    names = outputs if outputs is not None else _declared_outputs(model)
     if not probs:
         if allow_empty:
-            return Predictions(np.zeros(0, np.float32), np.zeros((0, 0), np.float32), None)
+            empty = np.zeros(0, np.float32)
+            return Predictions(empty, np.zeros((0, 0), np.float32), None, outputs=names)
         raise ValueError("cannot predict: the loader yielded no batches")
-    group_array = torch.cat(groups).cpu().numpy() if len(groups) == len(probs) else None
+    role_arrays = {
+        name: torch.cat(parts).cpu().numpy()
+        for name, parts in roles.items()
+        if len(parts) == len(probs)
+    }
     return Predictions(
         probs=torch.cat(probs).cpu().numpy(),
         labels=torch.cat(labels).cpu().numpy(),
-        groups=group_array,
+        groups=role_arrays.get("group"),
+        roles=role_arrays,
+        outputs=names,
     )
+
+
+def _declared_outputs(model: torch.nn.Module) -> list[str] | None:
+    declared = getattr(model, "outputs", None)
+    return list(declared) if declared is not None else None
 
 
 def predict(
@@ -161,24 +202,116 @@ def gather_predictions(predictions: Predictions) -> Predictions:
 
     probs = all_gather_arrays(rows(predictions.probs))
     labels = all_gather_arrays(rows(predictions.labels))
-    groups = all_gather_arrays(rows(predictions.groups))
     if probs is None or labels is None:
         raise ValueError("cannot gather predictions: no rank has any rows")
-    if groups is not None and len(groups) != len(probs):
-        raise ValueError("some ranks have group ids and others do not")
-    return Predictions(probs=probs, labels=labels, groups=groups)
+    roles: dict[str, np.ndarray] = {}
+    names = set(predictions.roles)
+    if is_distributed():  # a rank with an empty shard has no role arrays: use the union
+        everyone: list[Any] = [None] * get_world_size()
+        torch.distributed.all_gather_object(everyone, sorted(names))
+        names = {n for ranks_names in everyone for n in ranks_names}
+    for name in sorted(names):
+        gathered = all_gather_arrays(rows(predictions.roles.get(name)))
+        if gathered is not None:
+            if len(gathered) != len(probs):
+                raise ValueError(f"some ranks have {name!r} role values and others do not")
+            roles[name] = gathered
+    return Predictions(
+        probs=probs,
+        labels=labels,
+        groups=roles.get("group"),
+        roles=roles,
+        outputs=predictions.outputs,
+    )
 
 
 def compute_metrics(
     predictions: Predictions,
-    label_names: tuple[str, ...] | list[str] | None = None,
+    feature_map: FeatureMap | tuple[str, ...] | list[str] | None = None,
+    *,
+    rows: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """:func:`adrank.metrics.evaluate_all` on all predictions of a split.
+    """The metrics of all predictions of a split, per task.
 
-    Single task: ``auc``, ``logloss``, ``calibration_ratio``, ``ece`` (+ ``gauc`` with
-    groups). Multi-task: the same keys prefixed by the label name (``click_auc``), plus the
-    unprefixed mean over tasks (``auc`` is what early stopping monitors).
+    With one task the keys are ``auc``, ``logloss``, ``calibration_ratio`` and ``ece`` (+
+    ``gauc`` with groups; ``mse``/``mae`` for a regression task). With several tasks every
+    task the model predicts (directly or through a derived output) gets the same keys
+    prefixed by its name (``click_auc``); a task with a ``given`` label is scored only on
+    rows where that label is 1 (CVR AUC on clicked rows). A click/conversion dataset also
+    gets ``pctcvr_*`` on all impressions (label = click x conversion). The unprefixed keys
+    are then the mean over the scored tasks. ``rows`` (bool (N,)) restricts every metric to
+    a subset of the rows (see :func:`slice_metrics`).
+
+    A legacy ``label_names`` tuple in place of the feature map keeps the format-v1
+    behaviour (one column per label, in order).
     """
+    if feature_map is None or not isinstance(feature_map, FeatureMap):
+        return _legacy_metrics(predictions, feature_map)
+    probs = predictions.by_output()
+    labels = predictions.labels
+    keep = np.ones(len(labels), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    groups = predictions.groups
+    scored: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, str]] = []
+    for task in feature_map.tasks:
+        if task.output not in probs:
+            continue
+        mask = keep.copy()
+        if task.given:
+            mask &= labels[:, feature_map.label_index(task.given)] == 1
+        y = labels[:, feature_map.label_index(task.label)]
+        scored.append((task.name, y, probs[task.output], mask, task.type))
+    pair = funnel(feature_map)
+    if pair is not None and "pctcvr" in probs and "pctcvr" not in feature_map.outputs:
+        click, conversion = pair
+        y = (
+            labels[:, feature_map.label_index(click.label)]
+            * labels[:, feature_map.label_index(conversion.label)]
+        )
+        scored.append(("pctcvr", y, probs["pctcvr"], keep, "binary"))
+    if not scored:
+        raise ValueError(
+            f"no task of this dataset ({[t.name for t in feature_map.tasks]}) is predicted by "
+            f"outputs {sorted(probs)}"
+        )
+    per_task = {
+        name: _task_metrics(y[mask], p[mask], None if groups is None else groups[mask], kind)
+        for name, y, p, mask, kind in scored
+    }
+    if len(per_task) == 1 and len(feature_map.tasks) == 1:
+        return next(iter(per_task.values()))
+    out: dict[str, float] = {}
+    for name, metrics in per_task.items():
+        out.update({f"{name}_{k}": v for k, v in metrics.items()})
+    task_names = [t.name for t in feature_map.tasks if t.name in per_task]
+    for key in per_task[task_names[0]] if task_names else ():
+        values = [per_task[n][key] for n in task_names if key in per_task[n]]
+        out[key] = float(np.mean(values))
+    return out
+
+
+def _task_metrics(
+    y: np.ndarray, p: np.ndarray, groups: np.ndarray | None, kind: str
+) -> dict[str, float]:
+    """Metrics of one task on its rows; AUC-type metrics are NaN when a class is absent."""
+    if len(y) == 0:
+        return {"rows": 0.0}
+    if kind == "regression":
+        err = p.astype(np.float64) - y.astype(np.float64)
+        return {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}
+    if np.all(y == y[0]):
+        from adrank.metrics import calibration, logloss
+
+        cal = calibration(y, p)
+        out = {"auc": float("nan"), "logloss": logloss(y, p)}
+        if groups is not None:
+            out["gauc"] = float("nan")
+        return out | {"calibration_ratio": float(cal["ratio"]), "ece": float(cal["ece"])}
+    return evaluate_all(y, p, groups)
+
+
+def _legacy_metrics(
+    predictions: Predictions, label_names: tuple[str, ...] | list[str] | None
+) -> dict[str, float]:
     probs, labels, groups = predictions.probs, predictions.labels, predictions.groups
     if probs.ndim == 1:
         return evaluate_all(labels[:, 0] if labels.ndim == 2 else labels, probs, groups)
@@ -195,15 +328,59 @@ def compute_metrics(
     return out
 
 
+def slice_metrics(
+    predictions: Predictions,
+    feature_map: FeatureMap,
+    by: str | np.ndarray,
+    *,
+    values: dict[int, str] | None = None,
+    min_rows: int = 1,
+) -> dict[str, dict[str, float]]:
+    """:func:`compute_metrics` for every value of a slicing column, plus ``"all"``.
+
+    ``by`` is a role name in ``predictions.roles`` (``"domain"``, ``"position"``, ...) or an
+    array (N,) of values (a feature's ids, warm/cold flags). ``values`` maps raw slice
+    values to display names (a vocab role's values are used by default). Slices with fewer
+    than ``min_rows`` rows are left out. Each slice's dict has ``rows`` (its row count).
+    This is the one slicing API for domains, positions and features.
+    """
+    if isinstance(by, str):
+        if by not in predictions.roles:
+            raise KeyError(f"no role {by!r} in the predictions; roles: {sorted(predictions.roles)}")
+        keys = predictions.roles[by]
+        role = feature_map.roles.get(by)
+        if values is None and role is not None and role.values:
+            values = {0: "unknown"} | {i + 1: v for i, v in enumerate(role.values)}
+    else:
+        keys = np.asarray(by).reshape(-1)
+        if len(keys) != len(predictions.labels):
+            raise ValueError(f"'by' has {len(keys)} values for {len(predictions.labels)} rows")
+    out: dict[str, dict[str, float]] = {
+        "all": compute_metrics(predictions, feature_map) | {"rows": float(len(keys))}
+    }
+    for key in np.unique(keys):
+        rows = keys == key
+        if rows.sum() < min_rows:
+            continue
+        name = values.get(key.item(), str(key)) if values else str(key)
+        metrics = compute_metrics(predictions, feature_map, rows=rows)
+        out[str(name)] = metrics | {"rows": float(rows.sum())}
+    return out
+
+
 def evaluate(
     model: torch.nn.Module,
     loader: Iterable[Batch],
     device: str | torch.device = "cpu",
     groups: np.ndarray | None = None,
     amp: bool = False,
+    task: str | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on ``loader``; ``groups`` (N,) overrides the batches' group ids."""
-    predictions = collect_predictions(model, loader, device, amp)
+    """Metrics of ``model`` on ``loader``; ``groups`` (N,) overrides the batches' group ids;
+    ``task`` is the task of a single-task model on a multi-task dataset."""
+    feature_map = getattr(model, "feature_map", None)
+    outputs = None if feature_map is None else model_outputs(model, feature_map, task)
+    predictions = collect_predictions(model, loader, device, amp, outputs=outputs)
     if groups is not None:
         groups = np.asarray(groups).reshape(-1)
         if groups.shape[0] != predictions.probs.shape[0]:
@@ -212,6 +389,5 @@ def evaluate(
                 f"{predictions.probs.shape[0]} rows"
             )
         predictions.groups = groups
-    feature_map = getattr(model, "feature_map", None)
-    label_names = feature_map.labels if feature_map is not None else None
-    return compute_metrics(predictions, label_names)
+        predictions.roles["group"] = groups
+    return compute_metrics(predictions, feature_map)

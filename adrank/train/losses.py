@@ -1,4 +1,4 @@
-"""Training objective: BCE on logits + the model's auxiliary loss + L2 regularizers.
+"""Training objective: the tasks' losses + the model's auxiliary loss + L2 regularizers.
 
 Regularizers follow FuxiCTR's convention, lambda / 2 * ||W||^2:
 
@@ -19,36 +19,49 @@ from torch import nn
 from adrank.config import TrainConfig
 from adrank.data.batches import Batch
 from adrank.models.base import CTRModel, ModelOutput
+from adrank.tasks import Objective, model_outputs, objective_loss, resolve_objectives
 
 __all__ = [
     "bce_loss",
     "embedding_regularization",
     "net_regularization",
     "net_regularized_parameters",
+    "task_loss",
     "training_loss",
 ]
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean BCE-with-logits.
-
-    Args:
-        logits: (B,) for a single-task model or (B, T) for a multi-task one.
-        labels: (B, T) float labels from :class:`Batch` (column 0 is used for (B,) logits).
-
-    Multi-task loss is the mean of the per-task BCEs. Computed in float32 even under AMP.
-    """
+    """Mean BCE-with-logits of (B,) logits against (B,) or the first column of (B, T)
+    labels, computed in float32 even under AMP."""
     logits = logits.float()
-    if logits.dim() == 1:
-        target = labels[:, 0] if labels.dim() == 2 else labels
-    else:
-        target = labels
-        if logits.shape != labels.shape:
-            raise ValueError(
-                f"model returned logits of shape {tuple(logits.shape)} but labels have shape "
-                f"{tuple(labels.shape)}; a multi-task model needs one logit per label task"
-            )
+    target = labels[:, 0] if labels.dim() == 2 else labels
     return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+
+
+def task_loss(
+    logits: torch.Tensor,
+    outputs: list[str],
+    objectives: Sequence[Objective],
+    batch: Batch,
+) -> torch.Tensor:
+    """The weighted sum of the objectives' mean losses (see :func:`adrank.tasks.objective_loss`).
+
+    ``logits`` are (B,) for a single-output model or (B, K) with one column per name in
+    ``outputs``. A ``weight`` role in the batch weights the rows.
+    """
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(1)
+    weight = batch.roles.get("weight")
+    total: torch.Tensor | None = None
+    for objective in objectives:
+        loss = objective_loss(logits, outputs, objective, batch.labels, weight)
+        if objective.weight != 1.0:
+            loss = loss * objective.weight
+        total = loss if total is None else total + loss
+    if total is None:
+        raise ValueError("no training objective: the model has no output with a label")
+    return total
 
 
 def embedding_regularization(
@@ -92,16 +105,26 @@ def training_loss(
     batch: Batch,
     config: TrainConfig,
     net_params: Sequence[torch.Tensor] | None = None,
+    objectives: Sequence[Objective] | None = None,
 ) -> torch.Tensor:
     """The full training objective for one batch (a scalar tensor).
 
-    BCE(logits, labels) + model.auxiliary_loss(outputs, labels) + embedding regularizer
-    (scope from ``config.embedding_regularizer_scope``) + net regularizer. ``net_params``
-    caches :func:`net_regularized_parameters` across steps.
+    The tasks' losses (:func:`task_loss`; ``objectives`` default to
+    :func:`adrank.tasks.resolve_objectives` with ``config.task``) +
+    ``model.auxiliary_loss(outputs, targets, batch)`` + embedding regularizer (scope from
+    ``config.embedding_regularizer_scope``) + net regularizer. ``net_params`` caches
+    :func:`net_regularized_parameters` across steps. ``targets`` are the objectives' labels:
+    (B,) for one objective, (B, K) for several.
     """
-    loss = bce_loss(outputs.logits, batch.labels)
-    labels = batch.labels[:, 0] if outputs.logits.dim() == 1 else batch.labels
-    aux = model.auxiliary_loss(outputs, labels)
+    if objectives is None:
+        objectives = resolve_objectives(model, model.feature_map, config.task)
+    names = model_outputs(model, model.feature_map, config.task)
+    loss = task_loss(outputs.logits, names, objectives, batch)
+    if len(objectives) == 1:
+        targets = objectives[0].target(batch.labels)
+    else:
+        targets = torch.stack([o.target(batch.labels) for o in objectives], dim=1)
+    aux = model.auxiliary_loss(outputs, targets, batch)
     if aux is not None:
         loss = loss + aux.float()
     if config.embedding_regularizer > 0:

@@ -32,6 +32,7 @@ import torch
 from adrank.config import TrainConfig
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
 from adrank.models.base import CTRModel, ModelOutput
+from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
 from adrank.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -50,6 +51,7 @@ from adrank.train.distributed import (
     local_batch_size,
 )
 from adrank.train.evaluation import (
+    Predictions,
     as_eval_loader,
     collect_predictions,
     compute_metrics,
@@ -57,6 +59,7 @@ from adrank.train.evaluation import (
 )
 from adrank.train.losses import net_regularized_parameters, training_loss
 from adrank.train.optim import build_optimizer, clip_grad_norm
+from adrank.train.sampling import correct_predictions
 from adrank.utils import atomic_write, seed_everything
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "fit"]
@@ -134,6 +137,9 @@ class Trainer:
             self.model, config.learning_rate, self.device, config.sparse_embeddings
         )
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # Which outputs are trained against which labels: checked before any training.
+        self.objectives = resolve_objectives(model, model.feature_map, config.task)
+        self.outputs = model_outputs(model, model.feature_map, config.task)
         self._net_params = net_regularized_parameters(model) if config.net_regularizer > 0 else []
         self._amp_dtype = torch.float32
         self._scaler: torch.amp.GradScaler | None = None
@@ -252,7 +258,9 @@ class Trainer:
                 outputs = ModelOutput(logits, aux)
             else:
                 outputs = self.model.training_outputs(batch.features)
-            loss = training_loss(self.model, outputs, batch, self.config, self._net_params)
+            loss = training_loss(
+                self.model, outputs, batch, self.config, self._net_params, self.objectives
+            )
         self.optimizer.zero_grad(set_to_none=True)
         clip = self.config.grad_clip_norm
         if self._scaler is not None:
@@ -334,18 +342,24 @@ class Trainer:
         rank): the predictions of all ranks are gathered, rank 0 computes the metrics and
         every rank gets its result.
         """
+        feature_map = self.model.feature_map
         if self.world_size == 1:
-            predictions = collect_predictions(self.model, loader, self.device, self.amp)
-            return compute_metrics(predictions, self.model.feature_map.labels)
+            predictions = self.predictions(loader)
+            return compute_metrics(predictions, feature_map)
         self._sync_buffers()
-        predictions = collect_predictions(
-            self.model, loader, self.device, self.amp, allow_empty=True
-        )
-        predictions = gather_predictions(predictions)
+        predictions = gather_predictions(self.predictions(loader, allow_empty=True))
         metrics = None
         if is_main_process():
-            metrics = compute_metrics(predictions, self.model.feature_map.labels)
+            metrics = compute_metrics(predictions, feature_map)
         return broadcast_object(metrics)
+
+    def predictions(self, loader: Iterable[Batch], *, allow_empty: bool = False) -> Predictions:
+        """The model's predictions on ``loader``, named by output and corrected for negative
+        down-sampling (:func:`adrank.train.sampling.correct_predictions`)."""
+        predictions = collect_predictions(
+            self.model, loader, self.device, self.amp, allow_empty=allow_empty, outputs=self.outputs
+        )
+        return correct_predictions(predictions, self.config.negative_sampling_rate)
 
     def _sync_buffers(self) -> None:
         """Make every rank's buffers equal: floating ones (BatchNorm running statistics) become

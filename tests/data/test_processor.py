@@ -134,7 +134,7 @@ def test_load_rejects_other_format_version(train: pl.DataFrame, tmp_path: Path) 
     proc = FeatureProcessor(make_schema()).fit(train)
     proc.save(tmp_path)
     path = tmp_path / "processor.json"
-    path.write_text(path.read_text().replace('"format_version": 1', '"format_version": 99'))
+    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 99'))
     with pytest.raises(ValueError, match="format version 99"):
         FeatureProcessor.load(tmp_path)
 

@@ -260,15 +260,11 @@ def test_net_regularizer_counts_weight_matrices_only() -> None:
     assert float((with_reg - base).detach()) == pytest.approx(expected, rel=1e-5)
 
 
-def test_bce_loss_single_and_multi_task() -> None:
-    logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]])
+def test_bce_loss_uses_the_first_label_column() -> None:
+    logits = torch.tensor([0.3, 2.0])
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    per_task = [torch.nn.functional.binary_cross_entropy_with_logits(logits[:, t], labels[:, t])
-                for t in range(2)]  # fmt: skip
-    assert float(bce_loss(logits, labels)) == pytest.approx(float(sum(per_task) / 2))
-    assert float(bce_loss(logits[:, 0], labels)) == pytest.approx(float(per_task[0]))
-    with pytest.raises(ValueError, match="one logit per label task"):
-        bce_loss(logits, labels[:, :1])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[:, 0])
+    assert float(bce_loss(logits, labels)) == float(expected)
 
 
 class AuxModel(CTRModel):
@@ -285,7 +281,9 @@ class AuxModel(CTRModel):
         logits = self(features)
         return ModelOutput(logits, {"double": logits * 2})
 
-    def auxiliary_loss(self, outputs: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
+    def auxiliary_loss(
+        self, outputs: ModelOutput, labels: torch.Tensor, batch: object = None
+    ) -> torch.Tensor:
         assert labels.shape == outputs.logits.shape
         return bce_loss(outputs.aux["double"], labels[:, None])
 

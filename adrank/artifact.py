@@ -1,0 +1,239 @@
+"""The run directory / model artifact, and loading the splits of prepared data.
+
+This module is neutral ground: training (:mod:`adrank.pipeline`), calibration, export and
+serving all read and write artifacts through it, and none of them imports another's entry
+points.
+
+One directory holds everything needed to score raw records exactly as in training::
+
+    manifest.json      format version, adrank version, model name, file list, metrics
+    config.yaml        the RunConfig (model hyperparameters + training settings)
+    schema.yaml        the raw-data schema
+    processor/         the fitted FeatureProcessor (JSON + Arrow vocabularies)
+    feature_map.json   model inputs
+    model.pt           best weights (a plain state_dict: tensors only, loaded weights_only)
+    metrics.json       validation/test metrics and training statistics
+    calibration.json   optional calibration map (``adrank calibrate``)
+    model.torchscript.pt / model.onnx   optional exports (``adrank export``)
+
+``manifest.json`` is written last and atomically, so a directory with a manifest is
+complete. Loading checks the format version and every listed file. Later additions
+(calibration, exports) are written first and then listed by rewriting the manifest
+atomically (:func:`update_manifest`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from adrank.config import RunConfig
+from adrank.data.batches import TensorData
+from adrank.data.feature_map import FeatureMap
+from adrank.data.prepare import PreparedData
+from adrank.data.processor import FeatureProcessor
+from adrank.models.base import CTRModel
+from adrank.models.registry import build_model
+from adrank.utils import atomic_write, atomic_write_text, content_digest
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT_VERSION = 2
+#: run directories of these format versions load (v1: single-task, feature map v1)
+READABLE_ARTIFACT_VERSIONS = (1, 2)
+MANIFEST = "manifest.json"
+CALIBRATION_FILE = "calibration.json"
+REQUIRED_FILES = ("config.yaml", "schema.yaml", "feature_map.json", "model.pt", "metrics.json")
+
+
+class ArtifactError(RuntimeError):
+    """A run directory is missing, incomplete or of another format version."""
+
+
+@dataclass
+class Artifact:
+    """A loaded run directory."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    config: RunConfig
+    feature_map: FeatureMap
+    processor: FeatureProcessor
+    model: CTRModel
+    metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+
+
+def write_artifact(
+    run_dir: str | Path,
+    *,
+    config: RunConfig,
+    processor_dir: Path,
+    feature_map: FeatureMap,
+    model: CTRModel,
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write all artifact files into ``run_dir`` and finish with ``manifest.json``."""
+    from adrank import __version__
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    processor = FeatureProcessor.load(processor_dir)
+    atomic_write_text(
+        run_dir / "schema.yaml", yaml.safe_dump(processor.schema.to_dict(), sort_keys=False)
+    )
+    if Path(processor_dir).resolve() != (run_dir / "processor").resolve():
+        tmp = run_dir / ".processor.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(processor_dir, tmp)
+        shutil.rmtree(run_dir / "processor", ignore_errors=True)
+        tmp.rename(run_dir / "processor")
+    feature_map.save(run_dir / "feature_map.json")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(run_dir / "model.pt", lambda p: torch.save(state, p))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    manifest = {
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "adrank_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": config.model,
+        "dataset": config.dataset,
+        "files": [*REQUIRED_FILES, "processor/processor.json"],
+        "metrics": {k: metrics.get(k) for k in ("valid", "test") if k in metrics},
+        "calibration": None,
+        **(extra or {}),
+    }
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=float))
+    return run_dir
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise ArtifactError(f"run directory not found: {run_dir}")
+    if not path.exists():
+        raise ArtifactError(
+            f"{run_dir} has no {MANIFEST}: it is not a finished adrank run (was training "
+            "interrupted? resume it with `adrank train ... --resume`)"
+        )
+    manifest = json.loads(path.read_text())
+    version = manifest.get("format_version")
+    if version not in READABLE_ARTIFACT_VERSIONS:
+        raise ArtifactError(
+            f"{path}: artifact format version {version!r} is not supported by this adrank "
+            f"(reads {list(READABLE_ARTIFACT_VERSIONS)}); re-export the run with a matching "
+            "version"
+        )
+    missing = [f for f in manifest.get("files", []) if not (run_dir / f).exists()]
+    if missing:
+        raise ArtifactError(f"{run_dir} is incomplete: missing {missing}")
+    return manifest
+
+
+def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
+    """Load and validate a run directory; the model is in eval mode on ``device``."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    config = RunConfig.load(run_dir / "config.yaml")
+    feature_map = FeatureMap.load(run_dir / "feature_map.json")
+    processor = FeatureProcessor.load(run_dir / "processor")
+    model = build_model(config.model, feature_map, **config.params)
+    state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    calibration = None
+    if manifest.get("calibration"):
+        calibration = json.loads((run_dir / manifest["calibration"]).read_text())
+        from adrank.serve.calibration import CALIBRATION_FORMAT_VERSION
+
+        if calibration.get("version") != CALIBRATION_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{run_dir / manifest['calibration']}: calibration format version "
+                f"{calibration.get('version')!r} is not supported (expects "
+                f"{CALIBRATION_FORMAT_VERSION}); re-run `adrank calibrate`"
+            )
+    return Artifact(run_dir, manifest, config, feature_map, processor, model, metrics, calibration)
+
+
+def update_manifest(
+    run_dir: str | Path, updates: dict[str, Any], add_files: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Merge ``updates`` into a finished run's manifest and list ``add_files`` (which must
+    already exist) in it; the manifest is rewritten atomically. Returns the new manifest."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    missing = [f for f in add_files if not (run_dir / f).exists()]
+    if missing:
+        raise ArtifactError(f"cannot list {missing} in {run_dir / MANIFEST}: not written")
+    manifest.update(updates)
+    files = list(manifest.get("files", []))
+    manifest["files"] = files + [f for f in add_files if f not in files]
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=float))
+    return manifest
+
+
+def save_calibration(run_dir: str | Path, calibration: dict[str, Any]) -> Path:
+    """Write ``calibration.json`` atomically, then reference it from the manifest (so a
+    reader sees either the old or the new calibration, never a half-written one)."""
+    run_dir = Path(run_dir)
+    read_manifest(run_dir)  # refuse to touch anything that is not a finished run
+    path = run_dir / CALIBRATION_FILE
+    atomic_write_text(path, json.dumps(calibration, indent=2, default=float))
+    update_manifest(
+        run_dir,
+        {"calibration": CALIBRATION_FILE, "calibration_method": calibration.get("method")},
+        add_files=(CALIBRATION_FILE,),
+    )
+    return path
+
+
+def open_prepared_data(
+    artifact: Artifact,
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Any:
+    """The prepared data a run was trained on: the directory recorded in the manifest, or
+    (when it is gone) the run's dataset prepared again (reusing the cache when possible)."""
+    from adrank.data.prepare import prepare_dataset
+
+    recorded = artifact.manifest.get("prepared_data")
+    if recorded and Path(recorded, "stats.json").exists():
+        return PreparedData.open(recorded)
+    if artifact.config.dataset:
+        return prepare_dataset(artifact.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    raise FileNotFoundError(
+        f"{artifact.directory}: the prepared data it was trained on "
+        f"({recorded or 'not recorded'}) is gone and the run names no dataset to rebuild it"
+    )
+
+
+def artifact_digest(run_dir: str | Path, manifest: dict[str, Any]) -> str:
+    """Short content hash of what determines the served scores: the weights and the
+    calibration map (used as the model version by the Predictor and the HTTP service)."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / "model.pt"]
+    if manifest.get("calibration"):
+        paths.append(run_dir / manifest["calibration"])
+    return content_digest(paths)[:12]
+
+
+def load_split(prepared: PreparedData, split: str) -> TensorData:
+    """One split of prepared data, in memory."""
+    if split not in prepared.splits:
+        raise KeyError(
+            f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)})"
+        )
+    return TensorData.from_parquet(prepared.splits[split], prepared.feature_map)
