@@ -139,6 +139,8 @@ def collect_predictions(
     ``outputs`` names the model's logit columns (default: ``model.outputs``).
     """
     device = torch.device(device)
+    names = outputs if outputs is not None else _declared_outputs(model)
+    raw = _regression_columns(model, names)
     was_training = model.training
     model.eval()
     probs: list[torch.Tensor] = []
@@ -149,13 +151,16 @@ def collect_predictions(
             for batch in loader:
                 if device.type != "cpu":
                     batch = batch.to(device, non_blocking=True)
-                probs.append(torch.sigmoid(model(batch.features).float()))
+                scores = model(batch.features).float()
+                if raw is None:
+                    probs.append(torch.sigmoid(scores))
+                else:  # regression outputs are the raw prediction, not a probability
+                    probs.append(torch.where(raw, scores, torch.sigmoid(scores)))
                 labels.append(batch.labels)
                 for name, tensor in batch.roles.items():
                     roles.setdefault(name, []).append(tensor)
     finally:
         model.train(was_training)
-    names = outputs if outputs is not None else _declared_outputs(model)
     if not probs:
         if allow_empty:
             empty = np.zeros(0, np.float32)
@@ -173,6 +178,18 @@ def collect_predictions(
         roles=role_arrays,
         outputs=names,
     )
+
+
+def _regression_columns(model: torch.nn.Module, names: list[str] | None) -> torch.Tensor | None:
+    """Bool mask over the output columns that belong to regression tasks (``None``: none)."""
+    feature_map = getattr(model, "feature_map", None)
+    if feature_map is None or names is None:
+        return None
+    regression = {t.output for t in feature_map.tasks if t.type == "regression"}
+    if not regression & set(names):
+        return None
+    mask = torch.tensor([n in regression for n in names])
+    return mask if len(names) > 1 else mask[0]
 
 
 def _declared_outputs(model: torch.nn.Module) -> list[str] | None:
