@@ -45,6 +45,7 @@ from adrank.data.schema import (
     SequenceFeature,
     infer_outputs,
 )
+from adrank.data.transforms import apply_transforms
 from adrank.utils import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class FeatureProcessor:
         self.schema.check_columns(frame.columns, where="the training data")
         if frame.height == 0:
             raise ValueError("cannot fit a FeatureProcessor on an empty training split")
+        frame = apply_transforms(frame, self.schema.transforms)
         vocab: dict[str, list[str]] = {}
         numeric_stats: dict[str, dict[str, float]] = {}
         boundaries: dict[str, list[float]] = {}
@@ -280,7 +282,10 @@ class FeatureProcessor:
         ``require_labels=False`` (serving) label and role columns may be absent.
         """
         self._check_fitted()
+        derived = {t.name for t in self.schema.transforms}
         needed = [f.source or f.name for f in self.schema.features]
+        needed = [c for c in needed if c not in derived]
+        needed += [c for t in self.schema.transforms for c in t.inputs if c not in derived]
         if require_labels:
             needed += list(self.schema.labels) + self.schema.role_columns()
         missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
@@ -288,6 +293,7 @@ class FeatureProcessor:
             raise SchemaError(
                 f"columns {missing} are missing from the input; available: {frame.columns}"
             )
+        frame = apply_transforms(frame, self.schema.transforms)
         out: dict[str, pl.Series] = {}
         for label in self.schema.labels:
             if label in frame.columns:
@@ -374,15 +380,20 @@ class FeatureProcessor:
         if not records:
             raise ValueError("no records to transform")
         columns: dict[str, pl.Series] = {}
+        derived = {t.name for t in self.schema.transforms}
         for f in self.schema.features:
             src = f.source or f.name
+            if src in derived:
+                continue
             values = [r.get(src) for r in records]
             if isinstance(f, NumericFeature):
                 columns[src] = _numeric_series(src, values)
             else:
-                columns[src] = pl.Series(
-                    src, [None if v is None else str(v) for v in values], dtype=pl.Utf8
-                )
+                columns[src] = _text_series(src, values)
+        for t in self.schema.transforms:
+            for src in t.inputs:
+                if src not in columns and (src not in derived or src == t.name):
+                    columns[src] = _text_series(src, [r.get(src) for r in records])
         return self.transform(pl.DataFrame(columns), require_labels=False)
 
     # ------------------------------------------------------------------ outputs ------
@@ -494,6 +505,10 @@ class FeatureProcessor:
         proc.role_vocab_ = {k: list(v) for k, v in (state.get("role_vocab") or {}).items()}
         proc._build_lookups()
         return proc
+
+
+def _text_series(name: str, values: Iterable[Any]) -> pl.Series:
+    return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.Utf8)
 
 
 def _fit_role_vocab(col: pl.Series) -> list[str]:

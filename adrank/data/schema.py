@@ -1,5 +1,5 @@
 """Declarative schema (format v2): tasks, column roles, and categorical, numeric and
-sequence features.
+sequence features, and declared transforms that derive features from raw columns.
 
 A schema is loaded from YAML/JSON (or built in code) and validated on load. Unknown keys,
 unknown feature types, unknown roles and bad values raise :class:`SchemaError` naming the
@@ -23,6 +23,12 @@ Example (YAML)::
       - {name: hist, type: sequence, delimiter: "|", max_len: 20, share_vocab_with: ad_id,
          target: ad_id}
 
+``transforms`` (see :mod:`adrank.data.transforms`) derive columns from raw ones, in
+training and serving alike::
+
+    transforms:
+      - {name: hour_of_day, fn: substring, input: hour, start: 6, length: 2}
+
 Format v1 schemas (``labels: [click]`` with top-level ``group:`` / ``time:``) still load:
 each label becomes a binary task of the same name, and ``group``/``time`` become roles.
 
@@ -39,6 +45,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from adrank.data.transforms import Transform, transform_from_dict
 
 PAD_ID = 0
 OOV_ID = 1
@@ -227,6 +235,7 @@ class Schema:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     tasks: tuple[Task, ...] = ()
     roles: dict[str, Any] = field(default_factory=dict)
+    transforms: tuple[Transform, ...] = ()
 
     def __post_init__(self) -> None:
         tasks = tuple(self.tasks)
@@ -245,6 +254,7 @@ class Schema:
         object.__setattr__(self, "labels", tuple(dict.fromkeys(labels)))
         object.__setattr__(self, "group", roles.get("group"))
         object.__setattr__(self, "time", roles.get("time"))
+        object.__setattr__(self, "transforms", tuple(self.transforms))
         _validate(self)
 
     # ---- lookups -------------------------------------------------------------------
@@ -272,9 +282,16 @@ class Schema:
         return list(dict.fromkeys(cols))
 
     def source_columns(self) -> list[str]:
-        """Raw columns the schema reads (labels, features, roles), without duplicates."""
+        """Raw columns the schema reads (labels, features, roles, and the inputs of its
+        transforms in place of the columns they derive), without duplicates."""
+        derived = {t.name for t in self.transforms}
         cols: list[str] = list(self.labels)
-        cols += [f.source or f.name for f in self.features]
+        for f in self.features:
+            source = f.source or f.name
+            if source not in derived:
+                cols.append(source)
+        for t in self.transforms:
+            cols += [c for c in t.inputs if c not in derived or c == t.name]
         cols += self.role_columns()
         return list(dict.fromkeys(cols))
 
@@ -296,6 +313,8 @@ class Schema:
             "tasks": [_without_defaults(t, keep=("name", "label")) for t in self.tasks],
             "features": feats,
         }
+        if self.transforms:
+            out["transforms"] = [t.to_dict() for t in self.transforms]
         if self.roles:
             out["roles"] = {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.roles.items()
@@ -306,7 +325,7 @@ class Schema:
     def from_dict(cls, data: dict[str, Any]) -> Schema:
         if not isinstance(data, dict):
             raise SchemaError(f"schema must be a mapping, got {type(data).__name__}")
-        allowed = {"name", "labels", "tasks", "roles", "features", "group", "time"}
+        allowed = {"name", "labels", "tasks", "roles", "transforms", "features", "group", "time"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise SchemaError(f"unknown schema key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -328,6 +347,10 @@ class Schema:
         if not isinstance(data["features"], list):
             raise SchemaError("'features' must be a list of feature declarations")
         features = tuple(_feature_from_dict(i, f) for i, f in enumerate(data["features"]))
+        transforms_raw = data.get("transforms") or []
+        if not isinstance(transforms_raw, list):
+            raise SchemaError("'transforms' must be a list of transform declarations")
+        transforms = tuple(transform_from_dict(i, t) for i, t in enumerate(transforms_raw))
         roles = data.get("roles") or {}
         if not isinstance(roles, dict):
             raise SchemaError(f"'roles' must be a mapping of role -> column, got {roles!r}")
@@ -339,6 +362,7 @@ class Schema:
             name=str(data.get("name", "dataset")),
             tasks=tasks,
             roles=dict(roles),
+            transforms=transforms,
         )
 
     @classmethod
@@ -523,6 +547,13 @@ def _validate(schema: Schema) -> None:
     if not schema.features:
         raise SchemaError("schema needs at least one feature")
     _validate_tasks(schema)
+    outputs = [t.name for t in schema.transforms]
+    dupes = sorted({n for n in outputs if outputs.count(n) > 1})
+    if dupes:
+        raise SchemaError(f"transform output(s) {dupes} are declared more than once")
+    derived_labels = sorted(set(outputs) & set(schema.labels))
+    if derived_labels:
+        raise SchemaError(f"label column(s) {derived_labels} cannot be transform outputs")
     names = [f.name for f in schema.features]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
