@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ import torch.distributed as dist
 
 from adrank.artifact import load_artifact, load_split, open_prepared_data, write_artifact
 from adrank.config import RunConfig
-from adrank.data.batches import InMemoryLoader
+from adrank.data.batches import InMemoryLoader, TensorData
+from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.models.registry import build_model
+from adrank.outputs import OutputDirError, claim_dir
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.distributed import (
     barrier,
@@ -39,7 +42,12 @@ from adrank.train.distributed import (
     local_batch_size,
     shutdown_distributed,
 )
-from adrank.train.evaluation import as_eval_loader, collect_predictions, compute_metrics
+from adrank.train.evaluation import (
+    Predictions,
+    as_eval_loader,
+    collect_predictions,
+    compute_metrics,
+)
 from adrank.train.sampling import correct_predictions, downsample_negatives, sampled_output
 from adrank.train.trainer import Trainer, TrainResult
 from adrank.utils import atomic_write, seed_everything
@@ -77,9 +85,15 @@ def train_run(
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     force_progress: bool = False,
 ) -> RunResult:
     """Train ``config.model`` on ``config.dataset`` (or ``prepared``) into ``run_dir``.
+
+    ``run_dir`` must be new, empty, or an adrank run directory (:func:`adrank.outputs.claim_dir`).
+    One that holds a checkpoint is continued with ``resume=True`` or started over with
+    ``overwrite=True`` (which removes only the files a run writes); anything else is refused
+    before training.
 
     In a distributed worker (``WORLD_SIZE > 1`` in the environment) this joins the process
     group (and leaves it again if it joined it), and ``config.train.batch_size`` is the
@@ -95,10 +109,56 @@ def train_run(
             if not config.dataset:
                 raise ValueError("no dataset given: set config.dataset or pass prepared=")
             prepared = _prepare_once(config.dataset, data_dir, cache_dir)
-        return _train(config, Path(run_dir), prepared, resume, force_progress)
+        run_dir = Path(run_dir)
+        if is_main_process():
+            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        return _train(config, run_dir, prepared, resume, force_progress)
     finally:
         if joined:
             shutdown_distributed()
+
+
+#: the files a training run writes into its run directory (``overwrite`` removes these only)
+RUN_FILES = (
+    "checkpoint.pt", "best.pt", "metrics.jsonl", "test_predictions.npy", "manifest.json",
+    "config.yaml", "schema.yaml", "feature_map.json", "model.pt", "metrics.json",
+    "calibration.json", "model.torchscript.pt", "model.onnx",
+)  # fmt: skip
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Claim ``run_dir`` for a run; refuse to silently start over an interrupted run."""
+    claim_dir(run_dir, "run")
+    has_checkpoint = (run_dir / "checkpoint.pt").exists()
+    if has_checkpoint and not (resume or overwrite):
+        raise OutputDirError(
+            f"{run_dir} holds a checkpoint of an earlier run (interrupted or finished); pass "
+            "--resume to continue it or --overwrite to start over"
+        )
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        processor = run_dir / "processor"
+        if processor.is_dir() and (processor / "processor.json").exists():
+            shutil.rmtree(processor)
+
+
+def check_trainable(data: TensorData, feature_map: FeatureMap, objectives: list) -> None:
+    """Refuse, before any training, a training split on which a task has one class only."""
+    labels = data.data.labels
+    for objective in objectives:
+        if objective.type != "binary":
+            continue
+        target = objective.target(labels)
+        if objective.mask is not None:
+            target = target[labels[:, objective.mask] == 1]
+        positives, rows = int((target == 1).sum()), int(target.numel())
+        if rows == 0 or positives in (0, rows):
+            raise ValueError(
+                f"the training split cannot train task {objective.task!r} ({objective.output}): "
+                f"{rows} rows, {positives} positive, {rows - positives} negative; a binary task "
+                "needs both classes"
+            )
 
 
 def _prepare_once(
@@ -125,8 +185,9 @@ def _train(
     model = build_model(config.model, feature_map, **config.params)
     outputs = model_outputs(model, feature_map, cfg.task)
     train_data = load_split(prepared, "train")
+    objectives = resolve_objectives(model, feature_map, cfg.task)
+    check_trainable(train_data, feature_map, objectives)
     if cfg.negative_sampling_rate < 1.0:
-        objectives = resolve_objectives(model, feature_map, cfg.task)
         sampled = next(o for o in objectives if o.output == sampled_output(outputs))
         label = feature_map.labels[sampled.label]  # type: ignore[index]
         train_data = downsample_negatives(
@@ -177,6 +238,26 @@ def _train(
     return RunResult(run_dir, config.model, model.num_parameters(), result)
 
 
+def predict_split(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[Any, TensorData, Predictions]:
+    """Score a split of the run's prepared data with the saved model: ``(artifact, the
+    split's processed data, predictions)`` (negative down-sampling corrected)."""
+    art = load_artifact(run_dir)
+    prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
+    data = load_split(prepared, split)
+    train_cfg = art.config.train
+    outputs = model_outputs(art.model, art.feature_map, train_cfg.task)
+    preds = collect_predictions(
+        art.model, as_eval_loader(data, train_cfg.eval_batch_size), outputs=outputs
+    )
+    return art, data, correct_predictions(preds, train_cfg.negative_sampling_rate)
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -185,16 +266,8 @@ def evaluate_run(
     cache_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """Re-score a split of the run's dataset with the saved model."""
-    art = load_artifact(run_dir)
-    prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
-    data = load_split(prepared, split)
     t0 = time.perf_counter()
-    train_cfg = art.config.train
-    outputs = model_outputs(art.model, art.feature_map, train_cfg.task)
-    preds = collect_predictions(
-        art.model, as_eval_loader(data, train_cfg.eval_batch_size), outputs=outputs
-    )
-    preds = correct_predictions(preds, train_cfg.negative_sampling_rate)
+    art, _, preds = predict_split(run_dir, split, data_dir=data_dir, cache_dir=cache_dir)
     metrics = compute_metrics(preds, art.feature_map)
     metrics["seconds"] = time.perf_counter() - t0
     return metrics

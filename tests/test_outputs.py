@@ -1,0 +1,83 @@
+"""Output directories never destroy what the user owns (markers, one-shot swaps, run dirs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adrank.outputs import MARKER, OutputDirError, claim_dir, publish_dir, read_marker
+from adrank.pipeline import prepare_run_dir
+
+
+def write_result(name: str, text: str):
+    def build(tmp: Path) -> None:
+        (tmp / name).write_text(text)
+
+    return build
+
+
+def test_claim_creates_adopts_empty_and_refuses_foreign(tmp_path: Path) -> None:
+    new = claim_dir(tmp_path / "a" / "run", "run")
+    assert read_marker(new)["kind"] == "run"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert claim_dir(empty, "run") == empty and (empty / MARKER).exists()
+    assert claim_dir(new, "run") == new  # reuse (resumable)
+    with pytest.raises(OutputDirError, match="adrank 'run' output, not a 'benchmark'"):
+        claim_dir(new, "benchmark")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputDirError, match=r"not empty and was not created by adrank.*notes"):
+        claim_dir(mine, "run")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert not (mine / MARKER).exists()
+
+
+def test_publish_swaps_in_place_and_never_deletes_foreign_files(tmp_path: Path) -> None:
+    target = tmp_path / "prepared"
+    publish_dir(target, "prepared", write_result("train.parquet", "v1"))
+    assert (target / "train.parquet").read_text() == "v1"
+    assert read_marker(target)["entries"] == ["train.parquet"]
+    publish_dir(target, "prepared", write_result("train.parquet", "v2"))  # replace own output
+    assert (target / "train.parquet").read_text() == "v2"
+    (target / "notes.txt").write_text("keep me")  # the user adds a file of their own
+    with pytest.raises(OutputDirError, match=r"files adrank did not write there: \['notes.txt'\]"):
+        publish_dir(target, "prepared", write_result("train.parquet", "v3"))
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert (target / "train.parquet").read_text() == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # no temp leftovers
+
+
+def test_publish_into_the_working_directory_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """The data-loss finding: ``--output .`` in a folder with the user's files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "train.csv").write_text("y,x\n1,a\n")
+    with pytest.raises(OutputDirError, match="not created by adrank"):
+        publish_dir(Path("."), "prepared", write_result("train.parquet", "x"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "train.csv"]
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    def broken(tmp: Path) -> None:
+        (tmp / "half.parquet").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish_dir(tmp_path / "out", "export", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_dir_with_checkpoint_needs_resume_or_overwrite(tmp_path: Path) -> None:
+    run = claim_dir(tmp_path / "run", "run")
+    (run / "checkpoint.pt").write_text("ckpt")
+    (run / "my_analysis.ipynb").write_text("user file")
+    with pytest.raises(OutputDirError, match="--resume to continue it or --overwrite"):
+        prepare_run_dir(run, resume=False, overwrite=False)
+    prepare_run_dir(run, resume=True, overwrite=False)
+    assert (run / "checkpoint.pt").exists()
+    prepare_run_dir(run, resume=False, overwrite=True)
+    assert not (run / "checkpoint.pt").exists()
+    assert (run / "my_analysis.ipynb").read_text() == "user file"  # only run files removed
