@@ -67,9 +67,12 @@ def _refuse(path: Path, why: str) -> OutputDirError:
     )
 
 
-def claim_dir(path: str | Path, kind: str) -> Path:
+def claim_dir(path: str | Path, kind: str, legacy_entries: frozenset[str] = frozenset()) -> Path:
     """Create ``path`` (or adopt it if empty) as an adrank ``kind`` output, or reuse it if it
-    already is one; raise :class:`OutputDirError` otherwise. Returns the path."""
+    already is one; raise :class:`OutputDirError` otherwise. Returns the path.
+
+    ``legacy_entries``: a directory written before markers existed, holding nothing but
+    these names, is adopted (a marker is added)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise _refuse(path, "it is a file")
@@ -79,8 +82,11 @@ def claim_dir(path: str | Path, kind: str) -> Path:
             raise _refuse(path, f"it is an adrank {marker.get('kind')!r} output, not a {kind!r}")
         return path
     if path.exists() and any(path.iterdir()):
-        shown = sorted(p.name for p in path.iterdir())[:5]
-        raise _refuse(path, f"it is not empty and was not created by adrank (it holds {shown})")
+        names = sorted(p.name for p in path.iterdir())
+        if not legacy_entries or not set(names) <= legacy_entries:
+            raise _refuse(
+                path, f"it is not empty and was not created by adrank (it holds {names[:5]})"
+            )
     path.mkdir(parents=True, exist_ok=True)
     _write_marker(path, kind)
     return path

@@ -128,7 +128,7 @@ RUN_FILES = (
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Claim ``run_dir`` for a run; refuse to silently start over an interrupted run."""
-    claim_dir(run_dir, "run")
+    claim_dir(run_dir, "run", legacy_entries=frozenset(RUN_FILES) | {"processor"})
     has_checkpoint = (run_dir / "checkpoint.pt").exists()
     if has_checkpoint and not (resume or overwrite):
         raise OutputDirError(

@@ -81,3 +81,12 @@ def test_run_dir_with_checkpoint_needs_resume_or_overwrite(tmp_path: Path) -> No
     prepare_run_dir(run, resume=False, overwrite=True)
     assert not (run / "checkpoint.pt").exists()
     assert (run / "my_analysis.ipynb").read_text() == "user file"  # only run files removed
+
+
+def test_run_dirs_from_before_markers_are_adopted(tmp_path: Path) -> None:
+    legacy = tmp_path / "old-run"
+    legacy.mkdir()
+    (legacy / "checkpoint.pt").write_text("ckpt")
+    (legacy / "metrics.jsonl").write_text("{}")
+    prepare_run_dir(legacy, resume=True, overwrite=False)
+    assert read_marker(legacy)["kind"] == "run"
