@@ -8,7 +8,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,13 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from adrank.config import SCORE_BATCH_SIZE
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from adrank.artifact import Artifact
+    from adrank.data.batches import TensorData
+    from adrank.train.evaluation import Predictions
 
 app = typer.Typer(
     help="adrank: CTR/CVR prediction and ad ranking, from raw logs to a ranked auction.",
@@ -91,19 +98,27 @@ def _split_table(title: str) -> Table:
 # ----------------------------------------------------------------------- datasets ----
 @datasets_app.command("list")
 def datasets_list(data_dir: DataDirOpt = None) -> None:
-    """List the registered datasets and whether their files are present locally."""
+    """List the registered datasets: definition version, tasks, local files, description."""
     from adrank.data.datasets import available_datasets, get_dataset, resolve_data_dir
+    from adrank.data.schema import infer_outputs
 
     root = resolve_data_dir(data_dir)
     table = Table(title=f"datasets (data dir: {root})")
-    table.add_column("name")
-    table.add_column("local files")
-    table.add_column("description")
+    for col in ("name", "version", "tasks", "local files", "description"):
+        table.add_column(col)
     for name in available_datasets():
         builder = get_dataset(name)
         expected = builder.expected_files(root)
         present = len(expected) - len(builder.missing_files(root))
-        table.add_row(name, f"{present}/{len(expected)}", builder.description)
+        tasks = builder.schema().tasks
+        described = ", ".join(
+            f"{t.name}{f' (given {t.given})' if t.given else ''} -> {output}"
+            for t, output in zip(tasks, infer_outputs(tasks), strict=True)
+        )
+        table.add_row(
+            name, f"v{builder.version}", described, f"{present}/{len(expected)}",
+            builder.description,
+        )  # fmt: skip
     console.print(table)
 
 
@@ -275,8 +290,16 @@ def prepare_files_cmd(
 # -------------------------------------------------------------------------- train ----
 @app.command("train")
 def train_cmd(
-    dataset: Annotated[str, typer.Option(help="Dataset name (see `adrank datasets list`).")],
     model: Annotated[str, typer.Option(help="Model name (see `adrank models`).")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (see `adrank datasets list`).")
+    ] = None,
+    prepared: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory written by `adrank prepare --schema ...` (instead of --dataset)."
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="Run config YAML (default: configs/models/DATASET/MODEL.yaml)."),
@@ -300,27 +323,48 @@ def train_cmd(
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Train MODEL on DATASET; writes config, processor, weights and metrics to RUN_DIR."""
-    from adrank.config import ConfigError, resolve_run_config
+    """Train MODEL on DATASET (or on --prepared data); writes config, processor, weights and
+    metrics to RUN_DIR."""
+    from adrank.config import ConfigError, RunConfig, resolve_run_config
+    from adrank.data.prepare import PreparedData
     from adrank.models import get_model_class
     from adrank.pipeline import train_run
 
+    if (dataset is None) == (prepared is None):
+        fail("give exactly one of --dataset NAME or --prepared DIR (they are mutually exclusive)")
+        return
+    data: PreparedData | None = None
     try:
         get_model_class(model)
-        cfg = resolve_run_config(dataset, model, config, set_ or [])
-    except (ConfigError, KeyError) as exc:
-        fail(str(exc))
+        if prepared is not None:
+            data = PreparedData.open(prepared.resolve())
+            cfg = RunConfig.load(config) if config is not None else RunConfig(model=model)
+            if cfg.model.lower() != model.lower():
+                raise ConfigError(f"config is for model {cfg.model!r}, but --model is {model!r}")
+            cfg = cfg.with_overrides([*(set_ or []), "dataset="])
+        else:
+            cfg = resolve_run_config(str(dataset), model, config, set_ or [])
+    except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
         return
-    out = run_dir or Path("runs") / f"{dataset}-{model.lower()}-seed{cfg.train.seed}"
+    name = dataset or (prepared.name if prepared is not None else "")
+    out = run_dir or Path("runs") / f"{name}-{model.lower()}-seed{cfg.train.seed}"
     if out.exists() and (out / "manifest.json").exists() and not resume:
         fail(f"{out} already holds a finished run; pass another --run-dir")
     if nproc > 1:
-        _launch_train(nproc, cfg.train.batch_size, dataset, model, config, set_ or [], out,
+        source = ["--dataset", str(dataset)] if dataset else ["--prepared", str(prepared)]
+        _launch_train(nproc, cfg.train.batch_size, source, model, config, set_ or [], out,
                       resume, data_dir, cache_dir)  # fmt: skip
         return
     try:
         result = train_run(
-            cfg, out, data_dir=data_dir, cache_dir=cache_dir, resume=resume, force_progress=True
+            cfg,
+            out,
+            prepared=data,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            resume=resume,
+            force_progress=True,
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
@@ -342,7 +386,7 @@ def train_cmd(
 def _launch_train(
     nproc: int,
     batch_size: int,
-    dataset: str,
+    source: list[str],
     model: str,
     config: Path | None,
     overrides: list[str],
@@ -351,7 +395,8 @@ def _launch_train(
     data_dir: Path | None,
     cache_dir: Path | None,
 ) -> None:
-    """``adrank train --nproc N``: the same command (without --nproc) in N DDP workers."""
+    """``adrank train --nproc N``: the same command (without --nproc) in N DDP workers;
+    ``source`` is ``["--dataset", NAME]`` or ``["--prepared", DIR]``."""
     from adrank.train.distributed import local_batch_size
     from adrank.train.launch import DistributedTrainingError, launch_cli
 
@@ -361,7 +406,7 @@ def _launch_train(
         fail(str(exc))
     level = logging.getLogger().level
     argv = ["-v"] if level <= logging.DEBUG else ["-q"] if level >= logging.WARNING else []
-    argv += ["train", "--dataset", dataset, "--model", model, "--run-dir", str(out)]
+    argv += ["train", *source, "--model", model, "--run-dir", str(out)]
     if config is not None:
         argv += ["--config", str(config)]
     for item in overrides:
@@ -384,24 +429,118 @@ def _launch_train(
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    slice_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Also report metrics per value of a role (domain, position, ...) or of a "
+            "categorical feature (its raw values)."
+        ),
+    ] = None,
+    min_rows: Annotated[int, typer.Option(help="Leave out slices with fewer rows.")] = 1,
+    json_: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Score a split of the run's dataset with the saved model and print the metrics."""
-    from adrank.artifact import ArtifactError
-    from adrank.pipeline import evaluate_run
+    """Score a split of the run's dataset with the saved model and print the metrics (per
+    task for a multi-task dataset; per slice with --slice-by)."""
+    import json
 
+    from adrank.artifact import ArtifactError
+    from adrank.pipeline import predict_split
+    from adrank.train.evaluation import compute_metrics, slice_metrics
+
+    t0 = time.perf_counter()
     try:
-        metrics = evaluate_run(run_dir, split, data_dir=data_dir, cache_dir=cache_dir)
+        art, data, preds = predict_split(run_dir, split, data_dir=data_dir, cache_dir=cache_dir)
+        metrics = compute_metrics(preds, art.feature_map)
+        slices = None
+        if slice_by is not None:
+            by, values = _slice_keys(art, data, preds, slice_by)
+            slices = slice_metrics(preds, art.feature_map, by, values=values, min_rows=min_rows)
     except (ArtifactError, KeyError, ValueError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
         return
-    table = Table(title=f"{run_dir} [{split}]")
+    metrics["seconds"] = time.perf_counter() - t0
+    if json_:
+        out = {"run_dir": str(run_dir), "split": split, "metrics": metrics}
+        if slices is not None:
+            out |= {"slice_by": slice_by, "slices": slices}
+        console.print_json(json.dumps(out, default=float).replace("NaN", "null"))
+        return
+    tasks = [t.name for t in art.feature_map.tasks]
+    rows = [t for t in (*tasks, "pctcvr") if any(k.startswith(f"{t}_") for k in metrics)]
+    if len(rows) > 1:
+        console.print(_task_table(f"{run_dir} [{split}] per task", metrics, rows))
+    table = Table(title=f"{run_dir} [{split}]" + (" (mean over tasks)" if len(rows) > 1 else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        table.add_row(k, f"{v:.6f}")
+        if not any(k.startswith(f"{t}_") for t in rows):
+            table.add_row(k, f"{v:.6f}")
     console.print(table)
+    if slices is not None:
+        console.print(_slice_table(f"{run_dir} [{split}] by {slice_by}", slices, rows))
+
+
+def _slice_keys(
+    art: Artifact, data: TensorData, preds: Predictions, name: str
+) -> tuple[str | np.ndarray, dict[int, str] | None]:
+    """``by`` and ``values`` for :func:`slice_metrics`: a role of the predictions, or a
+    categorical feature's processed ids with their raw values from the vocabulary."""
+    from adrank.data.schema import NUM_RESERVED_IDS
+
+    if name in preds.roles:
+        return name, None
+    field = next((f for f in art.feature_map.fields if f.name == name), None)
+    if field is None:
+        raise KeyError(
+            f"cannot slice by {name!r}: it is neither a role of the predictions "
+            f"({sorted(preds.roles)}) nor a feature ({art.feature_map.names})"
+        )
+    if field.kind != "categorical":
+        raise ValueError(
+            f"cannot slice by {name!r}: it is a {field.kind} feature; slice by a categorical "
+            "(or bucketized numeric) feature or a role"
+        )
+    ids = data.data.features[name].cpu().numpy().reshape(-1)
+    vocab = art.processor.vocab_.get(field.embedding_group or name)
+    values = {0: "<padding>", 1: "<unseen>"}
+    values |= {i + NUM_RESERVED_IDS: str(v) for i, v in enumerate(vocab or ())}
+    return ids, values if vocab is not None else None
+
+
+def _task_table(title: str, metrics: dict[str, float], tasks: list[str]) -> Table:
+    """Rows: tasks; columns: the metrics each task has (``click_auc`` -> click, auc)."""
+    names = list(
+        dict.fromkeys(k[len(t) + 1 :] for t in tasks for k in metrics if k.startswith(f"{t}_"))
+    )
+    table = Table(title=title)
+    table.add_column("task")
+    for n in names:
+        table.add_column(n, justify="right")
+    for t in tasks:
+        cells = [metrics.get(f"{t}_{n}") for n in names]
+        table.add_row(t, *("" if v is None else f"{v:.6f}" for v in cells))
+    return table
+
+
+def _slice_table(title: str, slices: dict[str, dict[str, float]], tasks: list[str]) -> Table:
+    """One row per slice (and per task for a multi-task dataset): rows, AUC, logloss and
+    pred/obs."""
+    table = Table(title=title)
+    for col in ("slice", *(["task"] if len(tasks) > 1 else []), "rows", "auc", "logloss"):
+        table.add_column(col, justify="left" if col in ("slice", "task") else "right")
+    table.add_column("pred/obs", justify="right")
+    prefixes = [f"{t}_" for t in tasks] if len(tasks) > 1 else [""]
+    for name, m in slices.items():
+        for prefix in prefixes:
+            cells = [m.get(f"{prefix}{k}", float("nan")) for k in ("auc", "logloss")]
+            ratio = m.get(f"{prefix}calibration_ratio", float("nan"))
+            task = [prefix[:-1]] if len(tasks) > 1 else []
+            table.add_row(
+                name, *task, f"{m['rows']:,.0f}", *(f"{v:.4f}" for v in cells), f"{ratio:.4f}"
+            )
+    return table
 
 
 @app.command("predict")

@@ -93,6 +93,21 @@ def _positive_rates(frame: pl.DataFrame, labels: tuple[str, ...]) -> dict[str, f
     }
 
 
+def check_task_labels(schema: Schema, columns: list[str], where: str = "data") -> None:
+    """Raise :class:`~adrank.data.schema.SchemaError` naming the task and its label (or
+    ``given``) column when that column is not in ``columns``."""
+    from adrank.data.schema import SchemaError
+
+    present = set(columns)
+    for task in schema.tasks:
+        for kind, column in (("label", task.label), ("given", task.given)):
+            if column is not None and column not in present:
+                raise SchemaError(
+                    f"task {task.name!r}: its {kind} column {column!r} is missing from {where}; "
+                    f"available columns: {list(columns)}"
+                )
+
+
 def prepare_frames(
     schema: Schema,
     splits: dict[str, pl.DataFrame],
@@ -113,6 +128,7 @@ def prepare_frames(
     try:
         t0 = time.perf_counter()
         for name, frame in splits.items():
+            check_task_labels(schema, frame.columns, where=f"the {name} split")
             schema.check_columns(frame.columns, where=f"the {name} split")
         processor = FeatureProcessor(schema).fit(splits["train"])
         fit_s = time.perf_counter() - t0
@@ -149,7 +165,8 @@ def prepare_frames(
 
 
 def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:
-    """Hash of the raw files' bytes, the schema, the seed and the adrank version."""
+    """Hash of the raw files' bytes, the schema, the dataset definition version, the seed
+    and the adrank version."""
     from adrank import __version__
     from adrank.data.datasets import find_file
 
@@ -161,6 +178,7 @@ def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:
     extra = json.dumps(
         {
             "schema": builder.schema().to_dict(),
+            "definition": getattr(builder, "version", 1),
             "seed": seed,
             "version": __version__,
             "format": PREPARED_FORMAT_VERSION,
@@ -209,5 +227,10 @@ def prepare_dataset(
         splits,
         out,
         on_split=on_split,
-        extra_meta={"dataset": name, "seed": seed, "cache_key": key},
+        extra_meta={
+            "dataset": name,
+            "dataset_version": getattr(builder, "version", 1),
+            "seed": seed,
+            "cache_key": key,
+        },
     )

@@ -29,6 +29,7 @@ RAW_COLUMNS: tuple[str, ...] = (
 FEATURES: tuple[str, ...] = (*RAW_COLUMNS[3:], "hour_of_day", "weekday")
 
 
+@register_dataset
 class AvazuBuilder(DatasetBuilder):
     """Avazu sample: 21 raw categorical fields + hour_of_day + weekday."""
 
@@ -92,6 +93,3 @@ class AvazuBuilder(DatasetBuilder):
                 f"{path}: column hour has {frame['hour'][idx]!r} at row {idx}, expected YYMMDDHH"
             )
         return out
-
-
-register_dataset(AvazuBuilder())

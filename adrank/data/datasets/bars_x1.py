@@ -108,6 +108,7 @@ def _help(name: str, libfm_dir: str, stem: str) -> str:
     )
 
 
+@register_dataset
 class FrappeX1Builder(BarsX1Builder):
     name = "frappe_x1"
     description = (
@@ -126,6 +127,7 @@ class FrappeX1Builder(BarsX1Builder):
     help_text = _help("frappe_x1", "frappe/nfm_split", "frappe")
 
 
+@register_dataset
 class MovielensLatestX1Builder(BarsX1Builder):
     name = "movielenslatest_x1"
     description = "BARS MovielensLatest_x1 / NFM ml-tag split (2,006,859 rows): user, item, tag"
@@ -137,7 +139,3 @@ class MovielensLatestX1Builder(BarsX1Builder):
     )
     files = libfm_files
     help_text = _help("movielenslatest_x1", "movielenslatest", "ml-tag")
-
-
-register_dataset(FrappeX1Builder())
-register_dataset(MovielensLatestX1Builder())

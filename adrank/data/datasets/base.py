@@ -13,11 +13,14 @@ The data directory is chosen by :func:`resolve_data_dir`: the ``--data-dir`` val
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
@@ -112,6 +115,10 @@ class DatasetBuilder(ABC):
 
     name: str = ""
     description: str = ""
+    #: version of the dataset *definition* (labels, split, features). Bump it whenever the
+    #: rows a builder returns change; it is shown by ``adrank datasets list`` and is part of
+    #: the prepared-data cache key, so a redefined dataset is never served from an old cache.
+    version: int = 1
     files: tuple[RemoteFile, ...] = ()
     optional_files: tuple[RemoteFile, ...] = ()
     default_seed: int = 2021
@@ -167,23 +174,48 @@ class DatasetBuilder(ABC):
 
 
 _REGISTRY: dict[str, DatasetBuilder] = {}
+_LOADED = False
+B = TypeVar("B", bound="DatasetBuilder | type[DatasetBuilder]")
 
 
-def register_dataset(builder: DatasetBuilder) -> DatasetBuilder:
-    """Register a builder instance under ``builder.name`` and return it."""
-    if not builder.name:
-        raise ValueError(f"{type(builder).__name__} has an empty 'name'")
-    existing = _REGISTRY.get(builder.name)
-    if existing is not None and type(existing) is not type(builder):
+def register_dataset(builder: B) -> B:
+    """Register a dataset under its ``name`` and return the argument unchanged.
+
+    Used as a class decorator (``@register_dataset`` on a :class:`DatasetBuilder`
+    subclass: one instance is created and registered) or called with a builder instance
+    (``register_dataset(MyBuilder())``). Re-registering the same class is a no-op; another
+    class under a taken name is an error.
+    """
+    instance = builder() if isinstance(builder, type) else builder
+    if not isinstance(instance, DatasetBuilder):
+        raise TypeError(f"register_dataset expects a DatasetBuilder, got {builder!r}")
+    if not instance.name:
+        raise ValueError(f"{type(instance).__name__} has an empty 'name'")
+    existing = _REGISTRY.get(instance.name)
+    if existing is not None and type(existing) is not type(instance):
         raise ValueError(
-            f"dataset name {builder.name!r} is already registered by {type(existing).__name__}"
+            f"dataset name {instance.name!r} is already registered by {type(existing).__name__}"
         )
-    _REGISTRY[builder.name] = builder
+    _REGISTRY[instance.name] = instance
     return builder
+
+
+def _load_all() -> None:
+    """Import every module of :mod:`adrank.data.datasets` once, so each registers its
+    builders (adding a dataset is one file with ``@register_dataset``)."""
+    global _LOADED
+    if _LOADED:
+        return
+    import adrank.data.datasets as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"adrank.data.datasets.{mod.name}")
+    _LOADED = True
 
 
 def get_dataset(name: str) -> DatasetBuilder:
     """The registered builder called ``name``; ``KeyError`` lists the available names."""
+    _load_all()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -194,6 +226,7 @@ def get_dataset(name: str) -> DatasetBuilder:
 
 def available_datasets() -> list[str]:
     """Sorted names of all registered datasets."""
+    _load_all()
     return sorted(_REGISTRY)
 
 

@@ -1,6 +1,8 @@
 """Click + conversion samples for multi-task models (ESMM/MMoE/PLE): Ali-CCP and AliExpress.
 
-Both come as tiny samples (``click_conversion_mtl/``), fit for smoke tests only.
+Both come as tiny samples (``click_conversion_mtl/``), fit for smoke tests only. Each has
+two tasks: ``click`` (-> ``pctr``) and the conversion given ``click`` (-> ``pcvr``); in every
+sample file a conversion implies a click (checked by the tests).
 
 * ``ali_ccp``: ``ali_ccp_{train,val,test}_sample.csv.gz`` (100 / 50 / 50 rows) used as
   train / valid / test. Labels ``click`` and ``purchase``; the 23 Ali-CCP id fields are
@@ -21,7 +23,7 @@ import polars as pl
 
 from adrank.data.datasets.base import SPLITS, DatasetBuilder, RemoteFile, register_dataset
 from adrank.data.readers import DataFormatError, read_raw
-from adrank.data.schema import CategoricalFeature, NumericFeature, Schema
+from adrank.data.schema import CategoricalFeature, NumericFeature, Schema, Task
 
 _BASE = (
     "https://raw.githubusercontent.com/datawhalechina/torch-rechub/"
@@ -58,11 +60,15 @@ def _read(path: Path, schema: Schema, bad_rows: str) -> pl.DataFrame:
     return frame.select(exprs)
 
 
+@register_dataset
 class AliCCPBuilder(DatasetBuilder):
     """Ali-CCP sample: click + purchase labels, 23 id fields, 8 dense fields."""
 
     name = "ali_ccp"
-    description = "Ali-CCP sample (100/50/50 rows): click + purchase labels; smoke tests only"
+    description = (
+        "Ali-CCP sample (100/50/50 rows): tasks click -> pctr, purchase given click -> pcvr; "
+        "smoke tests only"
+    )
     files = (
         RemoteFile("click_conversion_mtl/ali_ccp_train_sample.csv.gz",
                    f"{_BASE}/ali-ccp/ali_ccp_train_sample.csv",
@@ -77,7 +83,7 @@ class AliCCPBuilder(DatasetBuilder):
 
     def schema(self) -> Schema:
         return Schema(
-            labels=("click", "purchase"),
+            tasks=(Task("click", "click"), Task("purchase", "purchase", given="click")),
             features=(
                 *(CategoricalFeature(c) for c in ALI_CCP_ID_FIELDS),
                 *(NumericFeature(c, normalizer="standard") for c in ALI_CCP_DENSE),
@@ -96,13 +102,14 @@ class AliCCPBuilder(DatasetBuilder):
         }
 
 
+@register_dataset
 class AliExpressBuilder(DatasetBuilder):
     """AliExpress sample: click + conversion labels; valid held out from train (10 %)."""
 
     name = "aliexpress"
     description = (
-        "AliExpress sample (100/20 rows, click-enriched): click + conversion labels; 10 % of "
-        "train held out as valid; smoke tests only"
+        "AliExpress sample (100/20 rows, click-enriched): tasks click -> pctr, conversion given "
+        "click -> pcvr; 10 % of train held out as valid; smoke tests only"
     )
     files = (
         RemoteFile("click_conversion_mtl/aliexpress_train_sample.csv.gz",
@@ -116,7 +123,7 @@ class AliExpressBuilder(DatasetBuilder):
 
     def schema(self) -> Schema:
         return Schema(
-            labels=("click", "conversion"),
+            tasks=(Task("click", "click"), Task("conversion", "conversion", given="click")),
             features=(
                 *(CategoricalFeature(c) for c in ALIEXPRESS_CATEGORICAL),
                 *(NumericFeature(c) for c in ALIEXPRESS_NUMERIC),
@@ -138,7 +145,3 @@ class AliExpressBuilder(DatasetBuilder):
         is_valid[rng.permutation(train.height)[:n_valid]] = True
         mask = pl.Series(is_valid)
         return {"train": train.filter(~mask), "valid": train.filter(mask), "test": test}
-
-
-register_dataset(AliCCPBuilder())
-register_dataset(AliExpressBuilder())

@@ -47,6 +47,7 @@ def _check_integers(frame: pl.DataFrame, path: Path) -> None:
             )
 
 
+@register_dataset
 class CriteoBuilder(DatasetBuilder):
     """Criteo sample: 13 bucketized integer fields + 26 hashed categorical fields."""
 
@@ -89,6 +90,3 @@ class CriteoBuilder(DatasetBuilder):
                 *(pl.col(c) for c in CATEGORICAL_COLUMNS),
             )
         return out
-
-
-register_dataset(CriteoBuilder())

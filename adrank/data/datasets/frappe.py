@@ -6,7 +6,8 @@ The build follows the NFM/BARS Frappe_x1 recipe (see ``shared/docs/BENCHMARKS.md
 * every log also yields 2 negatives that keep the user and all context fields and take an
   item drawn uniformly and independently from the items that user never used in any log
   (item universe: all items in ``frappe.csv``);
-* ``cnt`` is dropped; the 288,609 rows are split at random 7:2:1 into
+* ``cnt`` (the log's cumulative usage count) is not a feature (``frappe_funnel`` derives
+  its second label from it); the 288,609 rows are split at random 7:2:1 into
   202,026 / 57,722 / 28,861 rows.
 
 The split is stratified by label: positives and negatives are shuffled separately and cut
@@ -25,7 +26,7 @@ import polars as pl
 
 from adrank.data.datasets.base import DatasetBuilder, RemoteFile, register_dataset, split_sizes
 from adrank.data.readers import DataFormatError, read_raw
-from adrank.data.schema import CategoricalFeature, Schema
+from adrank.data.schema import CategoricalFeature, Schema, Task
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def stratified_split_indices(
     ]
 
 
+@register_dataset
 class FrappeBuilder(DatasetBuilder):
     """Frappe CTR set (positives + 2 sampled negatives per log), split 7:2:1."""
 
@@ -138,6 +140,10 @@ class FrappeBuilder(DatasetBuilder):
                    6_215_800, "Mobile_Frappe/frappe/meta.csv"),
     )  # fmt: skip
     fractions = (0.7, 0.2, 0.1)
+    #: name of the click label column in the returned frames
+    label_column: str = "label"
+    #: whether :meth:`extra_labels` reads ``cnt`` (``frappe`` itself does not need it)
+    uses_count: bool = False
 
     def schema(self) -> Schema:
         return Schema(
@@ -147,20 +153,34 @@ class FrappeBuilder(DatasetBuilder):
             name=self.name,
         )
 
-    def read_logs(self, data_dir: Path, bad_rows: str = "error") -> pl.DataFrame:
-        """The raw usage logs: the ten fields as strings (``cnt`` dropped)."""
+    def read_logs(
+        self, data_dir: Path, bad_rows: str = "error", keep_count: bool = False
+    ) -> pl.DataFrame:
+        """The raw usage logs: the ten fields as strings, plus ``cnt`` (Int64, the log's
+        cumulative usage count) last when ``keep_count``."""
         path = self.locate(data_dir, self.files[0].path)
         frame = read_raw(path, fmt="tsv", bad_rows=bad_rows).frame
-        missing = [c for c in FRAPPE_FIELDS if c not in frame.columns]
+        required = (*FRAPPE_FIELDS, "cnt") if keep_count else FRAPPE_FIELDS
+        missing = [c for c in required if c not in frame.columns]
         if missing:
             raise DataFormatError(
                 f"{path}: missing column(s) {missing}; expected a tab-separated header with "
                 f"{list(FRAPPE_FIELDS)} (and cnt), got {frame.columns}"
             )
-        frame = frame.select(FRAPPE_FIELDS)
+        frame = frame.select(required)
         nulls = frame.select(pl.col("user").is_null().sum(), pl.col("item").is_null().sum())
         if nulls.row(0) != (0, 0):
             raise DataFormatError(f"{path}: {nulls.row(0)} rows with an empty user/item")
+        if keep_count:
+            cnt = frame.get_column("cnt").cast(pl.Int64, strict=False)
+            bad = cnt.is_null() | (cnt < 0)
+            if bad.any():
+                row = int(bad.arg_true()[0])
+                raise DataFormatError(
+                    f"{path}: column 'cnt' must be a non-negative integer; data row {row + 1} "
+                    f"has {frame.get_column('cnt')[row]!r}"
+                )
+            frame = frame.with_columns(cnt)
         return frame
 
     def build_frame(self, logs: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
@@ -183,25 +203,83 @@ class FrappeBuilder(DatasetBuilder):
             ]
         )
 
+    def extra_labels(self, logs: pl.DataFrame) -> dict[str, np.ndarray]:
+        """Labels besides ``label`` for the positives (one value per log, in log order);
+        every negative gets 0. ``logs`` carries ``cnt`` when :attr:`uses_count`. None for
+        ``frappe``."""
+        return {}
+
     def build_splits(
         self, data_dir: Path, seed: int | None = None, bad_rows: str = "error"
     ) -> dict[str, pl.DataFrame]:
         seed = self._seed(seed)
-        logs = self.read_logs(Path(data_dir), bad_rows=bad_rows)
+        logs = self.read_logs(Path(data_dir), bad_rows=bad_rows, keep_count=self.uses_count)
         sample_seq, split_seq = np.random.SeedSequence(seed).spawn(2)
-        frame = self.build_frame(logs, np.random.default_rng(sample_seq))
+        frame = self.build_frame(logs.select(FRAPPE_FIELDS), np.random.default_rng(sample_seq))
+        n_neg = frame.height - logs.height
+        frame = frame.with_columns(
+            pl.Series(name, np.concatenate([values, np.zeros(n_neg, values.dtype)]))
+            for name, values in self.extra_labels(logs).items()
+        )
         sizes = split_sizes(frame.height, self.fractions)
         labels = frame.get_column("label").to_numpy()
         parts = stratified_split_indices(labels, sizes, np.random.default_rng(split_seq))
+        frame = frame.rename({"label": self.label_column}).select(self.schema().source_columns())
         splits = {
             name: frame[idx] for name, idx in zip(("train", "valid", "test"), parts, strict=True)
         }
         logger.info(
-            "frappe (seed %d): %s rows",
+            "%s (seed %d): %s rows",
+            self.name,
             seed,
-            " / ".join(f"{k}={v.height} (pos {v['label'].mean():.4f})" for k, v in splits.items()),
+            " / ".join(
+                f"{k}={v.height} (pos {v.to_series(0).mean():.4f})" for k, v in splits.items()
+            ),
         )
         return splits
 
 
-register_dataset(FrappeBuilder())
+#: a log with a cumulative usage count above this is ``engaged`` in ``frappe_funnel``
+ENGAGED_MIN_COUNT = 50
+
+
+@register_dataset
+class FrappeFunnelBuilder(FrappeBuilder):
+    """``frappe`` plus a second label: a click/engagement funnel for multi-task models.
+
+    The rows, their order and the split are exactly ``frappe``'s (same seed, same sampled
+    negatives); the label ``label`` is renamed ``click`` and a second label ``engaged`` is
+    ``cnt > 50`` on positives (20,140 logs: 7.0 % of the rows, 20.9 % of the clicks) and 0
+    on negatives. Tasks: ``click`` (-> ``pctr``) and ``engaged`` given ``click``
+    (-> ``pcvr``).
+
+    ``engaged`` is derived from ``cnt``, the log's *cumulative usage count* (how often the
+    user used the app in that context), not from a later event: there is no selection
+    bias (it is known for every clicked row) and no conversion delay, so ESMM's motivation
+    (sample-selection bias and sparse conversions) is only partly present.
+    """
+
+    name = "frappe_funnel"
+    description = (
+        "frappe rows and split (click = frappe's label) + label engaged = usage count cnt > 50 "
+        "on clicks (7.0% of rows, 20.9% of clicks); tasks click -> pctr, engaged given click "
+        "-> pcvr. engaged is derived from a cumulative usage count: no selection bias or "
+        "conversion delay, so ESMM's motivation is only partly present"
+    )
+    label_column = "click"
+    uses_count = True
+
+    def schema(self) -> Schema:
+        return Schema(
+            tasks=(
+                Task("click", "click"),
+                Task("engaged", "engaged", given="click"),
+            ),
+            features=tuple(CategoricalFeature(f) for f in FRAPPE_FIELDS),
+            roles={"group": "user"},
+            name=self.name,
+        )
+
+    def extra_labels(self, logs: pl.DataFrame) -> dict[str, np.ndarray]:
+        cnt = logs.get_column("cnt").to_numpy()
+        return {"engaged": (cnt > ENGAGED_MIN_COUNT).astype(np.int64)}

@@ -64,6 +64,7 @@ def _files() -> tuple[RemoteFile, ...]:
     return tuple(out)
 
 
+@register_dataset
 class OpenBanditBuilder(DatasetBuilder):
     """Open Bandit small: 4 x 10,000 impressions with position, click and propensity."""
 
@@ -145,6 +146,3 @@ class OpenBanditBuilder(DatasetBuilder):
                 "expected a date-time like '2019-11-24 00:03:13.442536+00:00'"
             )
         return out
-
-
-register_dataset(OpenBanditBuilder())
