@@ -156,13 +156,13 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
     calibration = None
     if manifest.get("calibration"):
         calibration = json.loads((run_dir / manifest["calibration"]).read_text())
-        from adrank.serve.calibration import CALIBRATION_FORMAT_VERSION
+        from adrank.serve.calibration import READABLE_CALIBRATION_VERSIONS
 
-        if calibration.get("version") != CALIBRATION_FORMAT_VERSION:
+        if calibration.get("version") not in READABLE_CALIBRATION_VERSIONS:
             raise ArtifactError(
                 f"{run_dir / manifest['calibration']}: calibration format version "
-                f"{calibration.get('version')!r} is not supported (expects "
-                f"{CALIBRATION_FORMAT_VERSION}); re-run `adrank calibrate`"
+                f"{calibration.get('version')!r} is not supported (reads "
+                f"{list(READABLE_CALIBRATION_VERSIONS)}); re-run `adrank calibrate`"
             )
     return Artifact(run_dir, manifest, config, feature_map, processor, model, metrics, calibration)
 

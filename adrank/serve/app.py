@@ -1,12 +1,22 @@
 """The HTTP ranking service (FastAPI + uvicorn; ``pip install 'adrank[serve]'``).
 
-Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
+Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``; ``docs/serving.md``):
 
-* ``POST /v1/predict`` ``{"records": [{field: value}, ...]}`` -> ``{"pctr": [...]}``;
-* ``POST /v1/rank`` ``{"context": {...}, "candidates": [{"ad_id", "bid", "features",
-  "creatives"?: [{"creative_id", "features"}]}], "slots": k, "reserve_price": r}`` -> the
-  filled slots with ``ad_id``, ``creative_id``, ``pctr``, ``ecpm`` and per-click ``price``
-  (auction rules: :mod:`adrank.serve.ranking`); multi-task models rank on their first label;
+* ``POST /v1/predict`` ``{"records": [{field: value}, ...]}`` -> ``{"outputs": ["pctr",
+  "pcvr", "pctcvr"], "predictions": [{"pctr": .., "pcvr": .., "pctcvr": ..}, ...], "pctr":
+  [...], "passthrough": [...] | null, "model_version": ...}``: every output by name per
+  record (the model's and the derived ones, see :class:`~adrank.serve.predictor.Predictor`).
+  ``pctr`` is kept for single-task clients: the click probability per record (a
+  single-output model's only output), ``null`` for a model without one. ``passthrough``
+  echoes each record's pass-through columns (``roles.passthrough``) when the run has any;
+* ``POST /v1/rank`` ``{"context": {...}, "candidates": [{"ad_id", "bid", "billing"?: "cpc" |
+  "cpa" | "ocpc", "features", "creatives"?: [{"creative_id", "features"}]}], "slots": k,
+  "reserve_ecpm"?: R, "reserve_price"?: r}`` -> the filled slots with ``ad_id``,
+  ``creative_id``, ``billing``, ``billing_event``, ``q``, ``score`` (= ``ecpm``), ``pctr``,
+  ``pcvr``, ``pctcvr`` and ``price`` per billing event (auction rules:
+  :mod:`adrank.serve.ranking`). A ``cpa``/``ocpc`` candidate sent to a model without a
+  conversion output answers 422 naming the candidate and the missing output; the legacy
+  per-click ``reserve_price`` is accepted only when every candidate is ``cpc``;
 * ``GET /healthz``; ``GET /metrics`` (Prometheus text: requests by method/path/status, a
   latency histogram per path, model info, reloads);
 * ``POST /admin/reload`` ``{"run_dir"?: path}`` loads an artifact fully, then swaps it in
@@ -29,7 +39,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 try:
     import anyio
@@ -48,7 +58,14 @@ import torch
 from adrank.artifact import ArtifactError
 from adrank.data.schema import SchemaError
 from adrank.serve.predictor import Predictor, RecordError
-from adrank.serve.ranking import AdCandidate, Creative, rank_ads
+from adrank.serve.ranking import (
+    AdCandidate,
+    Billing,
+    BillingError,
+    Creative,
+    check_billing,
+    rank_ads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +94,17 @@ class PredictRequest(_Strict):
 
 
 class PredictResponse(BaseModel):
-    pctr: list[float] | list[list[float]]
+    outputs: list[str] = Field(description="the output names of each prediction, in order")
+    predictions: list[dict[str, float]] = Field(
+        description="one {output: probability} object per record, in request order"
+    )
+    pctr: list[float] | None = Field(
+        description="the click probability per record (kept for single-task clients); null "
+        "when the model has no click output"
+    )
+    passthrough: list[dict[str, FeatureValue]] | None = Field(
+        default=None, description="each record's pass-through columns, if the run has any"
+    )
     model_version: str
 
 
@@ -88,7 +115,16 @@ class CreativeIn(_Strict):
 
 class CandidateIn(_Strict):
     ad_id: str | int
-    bid: float = Field(ge=0, allow_inf_nan=False, description="bid per click")
+    bid: float = Field(
+        ge=0,
+        allow_inf_nan=False,
+        description="bid per billing event: per click for cpc, per conversion for cpa and ocpc",
+    )
+    billing: Billing = Field(
+        default="cpc",
+        description="cpc: ranked on pCTR, pays per click; cpa: ranked on pCTCVR, pays per "
+        "conversion; ocpc: bids per conversion, ranked on pCTCVR, pays per click",
+    )
     features: dict[str, FeatureValue] = Field(default_factory=dict)
     creatives: list[CreativeIn] | None = Field(default=None, min_length=1)
 
@@ -104,7 +140,18 @@ class RankRequest(_Strict):
     context: dict[str, FeatureValue] = Field(default_factory=dict)
     candidates: list[CandidateIn] = Field(min_length=1)
     slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
-    reserve_price: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    reserve_price: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="legacy reserve per click, CPC-only requests (R_i = 1000 × r × pCTR_i)",
+    )
+    reserve_ecpm: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="reserve R per 1000 impressions: eligible iff score >= R",
+    )
 
     @model_validator(mode="after")
     def _unique_ads(self) -> RankRequest:
@@ -120,8 +167,14 @@ class SlotOut(BaseModel):
     creative_id: str | int | None
     bid: float
     pctr: float
-    ecpm: float
-    price: float
+    ecpm: float = Field(description="the ranking score (same as score)")
+    price: float = Field(description="price per billing_event")
+    billing: Billing
+    billing_event: Literal["click", "conversion"]
+    q: float = Field(description="pCTR for cpc, pCTCVR for cpa and ocpc")
+    score: float = Field(description="1000 × bid × q")
+    pcvr: float | None = None
+    pctcvr: float | None = None
 
 
 class RankResponse(BaseModel):
@@ -330,6 +383,41 @@ def _record_error(exc: RecordError, where: list[Any]) -> HTTPException:
     return HTTPException(422, [{"loc": where, "msg": str(exc), "type": "value_error"}])
 
 
+def _check_reserves(req: RankRequest) -> None:
+    """The legacy per-click reserve is for CPC-only requests and is not combined with R."""
+    if req.reserve_price > 0 and req.reserve_ecpm > 0:
+        msg = "give reserve_ecpm (per 1000 impressions) or the legacy reserve_price, not both"
+        raise HTTPException(422, [{"loc": ["body", "reserve_price"], "msg": msg}])
+    if req.reserve_price > 0:
+        for i, cand in enumerate(req.candidates):
+            if cand.billing != "cpc":
+                msg = (
+                    f"reserve_price is per click and applies only when every candidate is cpc; "
+                    f"candidate {i} (ad_id {cand.ad_id!r}) bids {cand.billing}: give "
+                    "reserve_ecpm (per 1000 impressions) instead"
+                )
+                raise HTTPException(422, [{"loc": ["body", "reserve_price"], "msg": msg}])
+
+
+def _click_output(predictor: Predictor) -> str | None:
+    """The output ranked as pCTR: ``pctr``, or the only output of a single-output model
+    outside the click/conversion funnel (as the first version of the service did)."""
+    if "pctr" in predictor.outputs:
+        return "pctr"
+    only = predictor.model_outputs
+    if len(only) == 1 and only[0] not in ("pcvr", "pctcvr"):
+        return only[0]
+    return None
+
+
+def _auction_outputs(predictor: Predictor) -> list[str]:
+    """The canonical outputs the auction can use from this predictor."""
+    names = [n for n in predictor.outputs if n in ("pctr", "pcvr", "pctcvr")]
+    if _click_output(predictor) not in (None, "pctr"):
+        names.append("pctr")
+    return names
+
+
 def _rank_location(req: RankRequest, exc: RecordError) -> list[Any]:
     """Where in a rank request the field of the failing scored pair came from."""
     pair = 0
@@ -369,7 +457,8 @@ def create_app(
     app = FastAPI(
         title="adrank ranking service",
         version=holder.predictor.version,
-        description="pCTR scoring and eCPM ranking with a generalized second-price auction.",
+        description="Named CTR/CVR probabilities and a generalized second-price auction with "
+        "CPC, CPA and oCPC billing.",
     )
     app.state.holder = holder
     app.state.metrics = metrics
@@ -383,6 +472,7 @@ def create_app(
             "model_version": predictor.version,
             "run_dir": str(current),
             "fields": sorted(predictor.field_kinds),
+            "outputs": predictor.outputs,
             "required_fields": list(predictor.required_fields),
         }
 
@@ -404,13 +494,25 @@ def create_app(
             raise _too_many("records", max_records, len(req.records))
         predictor, _ = holder.current()
         try:
-            probs = predictor.predict(req.records)
+            probs = predictor.predict_outputs(req.records)
         except RecordError as exc:
             raise _record_error(exc, ["body", "records", exc.index or 0, exc.field]) from exc
         except SchemaError as exc:
             raise HTTPException(422, [{"loc": ["body", "records"], "msg": str(exc)}]) from exc
-        metrics.add_scored(len(probs))
-        return PredictResponse(pctr=probs.tolist(), model_version=predictor.version)
+        metrics.add_scored(len(req.records))
+        names = predictor.outputs
+        columns = [probs[name].tolist() for name in names]
+        click = _click_output(predictor)
+        passthrough = None
+        if predictor.passthrough:
+            passthrough = [{c: r.get(c) for c in predictor.passthrough} for r in req.records]
+        return PredictResponse(
+            outputs=names,
+            predictions=[dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)],
+            pctr=None if click is None else probs[click].tolist(),
+            passthrough=passthrough,
+            model_version=predictor.version,
+        )
 
     def rank_sync(req: RankRequest) -> RankResponse:
         if len(req.candidates) > max_candidates:
@@ -418,6 +520,7 @@ def create_app(
         pairs = sum(len(c.creatives or (None,)) for c in req.candidates)
         if pairs > max_records:
             raise _too_many("records", max_records, pairs)
+        _check_reserves(req)
         predictor, _ = holder.current()
         ads = [
             AdCandidate(
@@ -425,16 +528,31 @@ def create_app(
                 c.bid,
                 c.features,
                 tuple(Creative(x.creative_id, x.features) for x in c.creatives or ()),
+                c.billing,
             )
             for c in req.candidates
         ]
+        try:
+            check_billing(ads, _auction_outputs(predictor))
+        except BillingError as exc:
+            loc = ["body", "candidates", exc.index, "billing"]
+            detail = [{"loc": loc, "msg": str(exc), "type": "value_error"}]
+            raise HTTPException(422, detail) from exc
 
-        def score(records: list[dict[str, Any]]) -> Any:
-            probs = predictor.predict(records)
-            return probs if probs.ndim == 1 else probs[:, 0]
+        def score(records: list[dict[str, Any]]) -> dict[str, Any]:
+            probs = predictor.predict_outputs(records)
+            click = _click_output(predictor)
+            return probs if click in (None, "pctr") else {"pctr": probs[click]}
 
         try:
-            result = rank_ads(score, req.context, ads, req.slots, req.reserve_price)
+            result = rank_ads(
+                score,
+                req.context,
+                ads,
+                req.slots,
+                req.reserve_price,
+                reserve_ecpm=req.reserve_ecpm,
+            )
         except RecordError as exc:
             raise _record_error(exc, _rank_location(req, exc)) from exc
         except SchemaError as exc:

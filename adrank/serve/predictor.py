@@ -1,9 +1,23 @@
 """Predictor: score raw records with exactly the features the model was trained on.
 
-``Predictor.load(run_dir)`` loads the artifact; ``predict`` accepts a list of dicts, a
-Polars or pandas DataFrame, or an Arrow table, runs the run's FeatureProcessor and the model,
-and returns pCTR as a float64 array (N,) (or (N, T) for multi-task models), calibrated when
-the run has a calibration map.
+``Predictor.load(run_dir)`` loads the artifact. :meth:`Predictor.predict_outputs` accepts a
+list of dicts, a Polars or pandas DataFrame, or an Arrow table, runs the run's
+FeatureProcessor and the model, and returns every output by name as float64 arrays (N,):
+the model's own outputs (``Predictor.model_outputs``: ``pctr``; ``pctr`` and ``pcvr`` for
+ESMM; a task's name outside the click/conversion funnel) plus the ones they imply
+(:func:`adrank.tasks.derive_probabilities`: ``pctcvr = pctr × pcvr``, ``pcvr = pctcvr /
+pctr``). :meth:`Predictor.predict` returns the model's outputs as one array: (N,) for a
+single-output model (its probability, as before), (N, K) in ``model_outputs`` order.
+
+Every probability goes through, in order:
+
+1. the sigmoid of the model's logit (regression outputs are returned raw, untouched by the
+   next steps);
+2. the negative down-sampling correction of the sampled output, when the run was trained
+   with ``train.negative_sampling_rate < 1`` (:mod:`adrank.train.sampling`);
+3. the run's calibration map of that output, if it has one (``adrank calibrate``);
+4. derivation of the outputs the model does not emit, from the calibrated ones (so
+   ``pctcvr`` always equals ``pctr × pcvr`` exactly).
 
 Field rules for raw input (the *fields* are the raw columns the schema's features read):
 
@@ -13,8 +27,11 @@ Field rules for raw input (the *fields* are the raw columns the schema's feature
   Fields listed in ``optional_fields`` are exempted (missing -> OOV).
 * **optional**: numeric fields (missing -> the schema's ``fill_value``) and sequence fields
   (missing -> empty sequence).
-* **unknown keys** in a record (not a feature field, a label, or the group/time column) are
-  rejected with an error listing them, unless ``allow_unknown=True``. DataFrames and Arrow
+* **unknown keys** in a record (not a feature field, a label, or a role column such as the
+  group, the time or a pass-through column) are rejected with an error listing them, unless
+  ``allow_unknown=True``. Role and label columns are accepted and never reach the model;
+  pass-through columns (``roles.passthrough``, e.g. a request id) are copied to the output
+  of :func:`predict_file`. DataFrames and Arrow
   tables may carry extra columns (ids, labels): only missing required columns are errors.
 * **types** in records: categorical values are strings or integers; numeric values are
   numbers or numeric strings; sequences are a delimited string or a list of strings/integers.
@@ -49,6 +66,8 @@ from adrank.data.schema import (
     NumericFeature,
     SequenceFeature,
 )
+from adrank.tasks import TaskError, derive_probabilities, model_outputs
+from adrank.train.sampling import correct_probabilities, sampled_output
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +133,28 @@ def _check_value(kind: str, value: Any) -> str | None:
     return f"expected a delimited string or a list, got {type(value).__name__}"
 
 
+def run_outputs(artifact: Artifact) -> list[str]:
+    """The names of a run's logit columns (:func:`adrank.tasks.model_outputs`).
+
+    A format-v1 run of a single-task model on a multi-label dataset was trained on the first
+    label (format v1 had no task choice); it is read that way, with a warning."""
+    task = artifact.config.train.task
+    try:
+        return model_outputs(artifact.model, artifact.feature_map, task)
+    except TaskError:
+        if artifact.manifest.get("format_version") != 1:
+            raise
+        first = artifact.feature_map.tasks[0]
+        logger.warning(
+            "%s: a format-v1 single-task run on labels %s; reading its output as task %r "
+            "(the first label, which v1 trained on)",
+            artifact.directory,
+            list(artifact.feature_map.labels),
+            first.name,
+        )
+        return [first.output]
+
+
 class Predictor:
     """In-process scorer over a loaded :class:`Artifact` (thread-safe for concurrent
     ``predict`` calls: the model runs in inference mode and is never mutated)."""
@@ -159,13 +200,37 @@ class Predictor:
             if isinstance(f, CategoricalFeature) and src not in optional
         )
         self.required_fields = tuple(dict.fromkeys(self.required_fields))
-        extra = [c for c in (schema.group, schema.time) if c]
-        self.allowed_fields: frozenset[str] = frozenset([*self.field_kinds, *schema.labels, *extra])
+        self.allowed_fields: frozenset[str] = frozenset(
+            [*self.field_kinds, *schema.labels, *schema.role_columns()]
+        )
+        #: raw pass-through columns (``roles.passthrough``): copied to prediction output
+        self.passthrough: tuple[str, ...] = tuple(self.processor.passthrough_columns())
+        self._init_outputs(artifact)
         self.version = f"{artifact.manifest.get('model')}-" + artifact_digest(
             artifact.directory, artifact.manifest
         )
         self._score = self._make_scorer(backend)
         self._lookups = self._build_lookups()
+
+    def _init_outputs(self, artifact: Artifact) -> None:
+        #: the model's logit columns, in order
+        self.model_outputs: list[str] = run_outputs(artifact)
+        rate = float(artifact.config.train.negative_sampling_rate)
+        self.negative_sampling_rate = rate
+        self._sampled = sampled_output(self.model_outputs) if rate < 1.0 else None
+        self._regression = {
+            t.output for t in self.feature_map.tasks if t.type == "regression"
+        } & set(self.model_outputs)
+        self.calibration: dict[str, Any] | None = None
+        if artifact.calibration:
+            from adrank.serve.calibration import output_calibration
+
+            self.calibration = output_calibration(
+                artifact.calibration, self.model_outputs, self.feature_map
+            )
+        empty = {name: np.zeros(0) for name in self.model_outputs}
+        #: every output :meth:`predict_outputs` returns: the model's, then derived ones
+        self.outputs: list[str] = list(derive_probabilities(empty))
 
     def _build_lookups(self) -> dict[str, dict[str, int]]:
         """value -> id dicts for vocabulary-encoded categorical features (the fast path);
@@ -371,28 +436,57 @@ class Predictor:
             out.append(self._score(batch.features))
         return torch.cat(out)
 
+    def outputs_from_logits(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
+        """Logits (N,) or (N, K) -> every output by name, float64 (N,) each: sigmoid,
+        down-sampling correction, calibration, derivation (see the module docstring)."""
+        columns = logits.reshape(len(logits), -1)
+        if columns.shape[1] != len(self.model_outputs):
+            raise ArtifactError(
+                f"{self.artifact.directory}: the model gives {columns.shape[1]} output "
+                f"column(s) but its outputs are {self.model_outputs}"
+            )
+        probs: dict[str, np.ndarray] = {}
+        for i, name in enumerate(self.model_outputs):
+            z = columns[:, i]
+            if name in self._regression:
+                probs[name] = z.double().numpy()
+                continue
+            p = torch.sigmoid(z).double().numpy()
+            if name == self._sampled:
+                p = correct_probabilities(p, self.negative_sampling_rate)
+            probs[name] = p
+        if self.calibration:
+            from adrank.serve.calibration import calibrate_outputs
+
+            probs = calibrate_outputs(self.calibration, probs)
+        return derive_probabilities(probs)
+
+    def stack(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The model's own outputs as one array: (N,) for one output, else (N, K)."""
+        if len(self.model_outputs) == 1:
+            return outputs[self.model_outputs[0]]
+        return np.stack([outputs[name] for name in self.model_outputs], axis=1)
+
     def predict_encoded(self, encoded: pl.DataFrame) -> np.ndarray:
-        """Processed inputs -> pCTR float64 (N,) or (N, T), calibrated if the run is."""
-        probs = torch.sigmoid(self.predict_logits(encoded)).double().numpy()
-        return self.apply_calibration(probs)
+        """Processed inputs -> the model's outputs (N,) or (N, K), as :meth:`predict`."""
+        return self.stack(self.outputs_from_logits(self.predict_logits(encoded)))
 
-    def apply_calibration(self, probs: np.ndarray) -> np.ndarray:
-        cal = self.artifact.calibration
-        if not cal:
-            return probs
-        from adrank.serve.calibration import apply_calibration
-
-        return apply_calibration(cal, probs)
-
-    def predict(self, data: Any) -> np.ndarray:
-        """pCTR for raw records; shape (N,) or (N, T)."""
+    def predict_outputs(self, data: Any) -> dict[str, np.ndarray]:
+        """Every output (``self.outputs``) by name for raw records, float64 (N,) each."""
         is_records = isinstance(data, Sequence) and not isinstance(data, (str, bytes))
         if is_records and 0 < len(data) <= FAST_PATH_MAX_RECORDS:
             features = self.encode_records(self.check_records(data))
             with torch.inference_mode():
                 logits = self._score(features)
-            return self.apply_calibration(torch.sigmoid(logits).double().numpy())
-        return self.predict_encoded(self.encode(data))
+        else:
+            logits = self.predict_logits(self.encode(data))
+        return self.outputs_from_logits(logits)
+
+    def predict(self, data: Any) -> np.ndarray:
+        """The model's outputs for raw records: (N,) for a single-output model (pCTR for a
+        click model), else (N, K) in ``model_outputs`` order. Derived outputs:
+        :meth:`predict_outputs`."""
+        return self.stack(self.predict_outputs(data))
 
 
 def read_records(path: Path) -> pl.DataFrame:
@@ -412,24 +506,21 @@ def predict_file(
     output_path: str | Path,
     batch_size: int = SCORE_BATCH_SIZE,
 ) -> tuple[int, float]:
-    """Score every row of ``input_path``; write its columns plus ``pctr`` to ``output_path``.
-    Returns (rows, seconds spent scoring)."""
+    """Score every row of ``input_path``; write its columns (pass-through metadata such as a
+    request id included) plus one column per output (``Predictor.outputs``: ``pctr``, and
+    ``pcvr``/``pctcvr`` for a click/conversion model) to ``output_path``. Returns (rows,
+    seconds spent scoring)."""
     from adrank.utils import atomic_write
 
     predictor = Predictor.load(run_dir, batch_size=batch_size)
     frame = read_records(Path(input_path))
+    missing = [c for c in predictor.passthrough if c not in frame.columns]
+    if missing:
+        logger.warning("pass-through column(s) %s are not in %s", missing, input_path)
     t0 = time.perf_counter()
-    probs = predictor.predict(frame)
+    probs = predictor.predict_outputs(frame)
     seconds = time.perf_counter() - t0
-    if probs.ndim == 1:
-        out = frame.with_columns(pl.Series("pctr", probs))
-    else:
-        out = frame.with_columns(
-            [
-                pl.Series(f"p_{name}", probs[:, i])
-                for i, name in enumerate(predictor.feature_map.labels)
-            ]
-        )
+    out = frame.with_columns([pl.Series(name, probs[name]) for name in predictor.outputs])
     output_path = Path(output_path)
     if output_path.suffix == ".parquet":
         atomic_write(output_path, lambda p: out.write_parquet(p))

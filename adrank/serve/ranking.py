@@ -1,42 +1,82 @@
-"""Ad ranking: creative selection, eCPM ranking and a generalized second-price auction.
+"""Ad ranking: creative selection and a conversion-priced generalized second-price auction.
 
 Pure maths over plain Python objects (no web framework). The HTTP service calls
-:func:`rank_ads` with a pCTR function that scores a list of raw records in one batch.
+:func:`rank_ads` with a function that scores a list of raw records in one batch and returns
+the model's probabilities by output name (``pctr``, ``pcvr``, ``pctcvr``).
 
 Request model:
 
-* each candidate ad has an ``ad_id``, a ``bid`` per click, ad-level ``features`` and
-  optionally ``creatives`` (each with a ``creative_id`` and creative-level ``features``);
+* each candidate ad has an ``ad_id``, a ``billing`` type (``cpc``, ``cpa`` or ``ocpc``), a
+  ``bid`` per billing type (per click for ``cpc``, per conversion for ``cpa`` and ``ocpc``),
+  ad-level ``features`` and optionally ``creatives`` (each with a ``creative_id`` and
+  creative-level ``features``);
 * the record scored for an (ad, creative) pair is ``context ∪ ad.features ∪
   creative.features``; on a key clash the more specific level wins (creative over ad over
   context);
 * all pairs of all ads are scored in **one** batched call, and each ad keeps its creative
-  with the highest pCTR (ties: the creative listed first). This is the parallel
-  ads-and-creatives ranking of Yang et al. (AAAI 2024) reduced to its serving step: one
-  scoring pass over the ad x creative pairs instead of a creative-selection stage per ad.
+  with the highest q (below: pCTR for ``cpc``, pCTCVR otherwise; ties: the creative listed
+  first). This is the parallel ads-and-creatives ranking of Yang et al. (AAAI 2024) reduced
+  to its serving step: one scoring pass over the ad x creative pairs instead of a
+  creative-selection stage per ad.
 
-Auction (all prices are per click, in the bid's currency):
+Auction (money in the bid's currency; R, the reserve, is in eCPM units, per 1000 impressions):
 
-* ``eCPM = bid × pCTR × 1000``;
-* **eligible**: ``bid >= reserve_price`` and ``pCTR > 0`` (an ad that cannot pay the reserve
-  per click, or has no chance of a click, is dropped before ranking);
-* eligible ads are ranked by eCPM, descending; **ties** go to the higher bid, then to the
-  smaller ``ad_id`` (compared as strings), so the order is deterministic;
-* the ad in slot *i* pays ``eCPM_(i+1) / (pCTR_i × 1000)`` = the least bid per click that
-  keeps it above the next-ranked eligible ad (which may itself be outside the slots),
-  floored at ``reserve_price`` and capped at its own bid; the last-ranked eligible ad (no
-  one below it) pays ``reserve_price``;
+* q_i = pCTR_i for ``cpc``; q_i = pCTCVR_i for ``cpa`` and ``ocpc`` (``ocpc`` bids per
+  conversion but pays per click);
+* ranking score s_i = 1000 × bid_i × q_i (the expected revenue per 1000 impressions, eCPM);
+* **eligible** iff q_i > 0 and s_i ≥ R (an ``ocpc`` ad also needs pCTR_i > 0, which
+  pCTCVR_i > 0 implies when pCTCVR = pCTR × pCVR);
+* eligible ads are ranked by s descending; **ties** go to the smaller ``ad_id`` (compared as
+  strings), so the order is deterministic and never depends on bids in different units;
+* the ad in a slot pays per its own billing event, with s_next the next-ranked eligible
+  ad's score (which may itself be outside the slots), or 0 for the last eligible ad:
+
+  - ``cpc`` (per click) and ``cpa`` (per conversion): p_i = min(bid_i, max(s_next, R) /
+    (1000 × q_i));
+  - ``ocpc`` (per click): p_i = min(bid_i × pCVR_i, max(s_next, R) / (1000 × pCTR_i)).
+
+  In every case the expected payment per 1000 impressions is max(s_next, R), capped at s_i;
 * ``slots`` bounds how many ads are returned; with fewer eligible ads, fewer slots fill.
+
+**Legacy per-click reserve.** ``reserve_price`` r (per click) is the reserve of the first
+version of this service. It is allowed only when every candidate is ``cpc`` and is applied
+per candidate as R_i = 1000 × r × pCTR_i, which is exactly the old rule: eligible iff bid_i ≥
+r, and p_i = min(bid_i, max(s_next / (1000 × pCTR_i), r)) (the last eligible ad pays r).
+``reserve_price`` and ``reserve_ecpm`` are not combined: give one of them.
+
+Budget pacing and bid shading are out of scope.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+
+Billing = Literal["cpc", "cpa", "ocpc"]
+BILLING_TYPES: tuple[str, ...] = get_args(Billing)
+#: The event each billing type pays for.
+BILLING_EVENTS: dict[str, str] = {"cpc": "click", "cpa": "conversion", "ocpc": "click"}
+#: The model outputs each billing type needs (``pctcvr`` and ``pcvr`` may be derived).
+REQUIRED_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "cpc": ("pctr",),
+    "cpa": ("pctr", "pctcvr"),
+    "ocpc": ("pctr", "pcvr", "pctcvr"),
+}
+
+
+class BillingError(ValueError):
+    """A candidate's billing type needs an output the model does not give. ``index`` is the
+    candidate's position in the request."""
+
+    def __init__(self, message: str, *, index: int, ad_id: str | int, missing: list[str]):
+        super().__init__(message)
+        self.index = index
+        self.ad_id = ad_id
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -47,31 +87,52 @@ class Creative:
 
 @dataclass(frozen=True)
 class AdCandidate:
-    """One ad in the auction (``creatives`` empty: the ad is scored as is)."""
+    """One ad in the auction (``creatives`` empty: the ad is scored as is); ``bid`` is per
+    click for ``cpc`` and per conversion for ``cpa`` and ``ocpc``."""
 
     ad_id: str | int
     bid: float
     features: Mapping[str, Any] = field(default_factory=dict)
     creatives: Sequence[Creative] = ()
+    billing: str = "cpc"
 
 
 @dataclass(frozen=True)
 class ScoredAd:
-    """An ad with its chosen creative and pCTR (input to :func:`gsp_auction`)."""
+    """An ad with its chosen creative and probabilities (input to :func:`gsp_auction`).
+    ``pcvr``/``pctcvr`` are ``None`` when the model has no conversion output."""
 
     ad_id: str | int
     bid: float
     pctr: float
     creative_id: str | int | None = None
+    billing: str = "cpc"
+    pcvr: float | None = None
+    pctcvr: float | None = None
+
+    @property
+    def q(self) -> float:
+        """The probability of the billing type's ranking event (pCTR or pCTCVR)."""
+        if self.billing == "cpc":
+            return self.pctr
+        if self.pctcvr is None:
+            raise ValueError(f"ad {self.ad_id!r} bids {self.billing} but has no pctcvr")
+        return self.pctcvr
+
+    @property
+    def score(self) -> float:
+        """s = 1000 × bid × q (computed as ``bid * q * 1000`` as in the first version)."""
+        return self.bid * self.q * 1000.0
 
     @property
     def ecpm(self) -> float:
-        return self.bid * self.pctr * 1000.0
+        return self.score
 
 
 @dataclass(frozen=True)
 class SlotResult:
-    """One filled slot (``slot`` counts from 1); ``price`` is per click."""
+    """One filled slot (``slot`` counts from 1). ``price`` is per ``billing_event`` (a click
+    for ``cpc`` and ``ocpc``, a conversion for ``cpa``); ``ecpm`` equals ``score``."""
 
     slot: int
     ad_id: str | int
@@ -80,6 +141,12 @@ class SlotResult:
     pctr: float
     ecpm: float
     price: float
+    billing: str = "cpc"
+    billing_event: str = "click"
+    q: float = 0.0
+    score: float = 0.0
+    pcvr: float | None = None
+    pctcvr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,68 +178,181 @@ def expand_pairs(
     return records, PairIndex(np.asarray(ad_idx, np.int64), np.asarray(creative_idx, np.int64))
 
 
-def select_creatives(
-    ads: Sequence[AdCandidate], pctr: np.ndarray, index: PairIndex
-) -> list[ScoredAd]:
-    """Each ad's best creative by pCTR (first listed on ties), from pair scores (P,)."""
-    pctr = np.asarray(pctr, dtype=np.float64)
-    if pctr.shape != index.ad.shape:
-        raise ValueError(f"expected {index.ad.shape[0]} pair scores, got shape {pctr.shape}")
-    n = len(ads)
-    if len(pctr) == n:  # one pair per ad (the usual case without creatives)
-        return [
-            ScoredAd(ad.ad_id, float(ad.bid), float(p), _creative_id(ad, int(c)))
-            for ad, p, c in zip(ads, pctr.tolist(), index.creative.tolist(), strict=True)
-        ]
-    best = np.full(n, -np.inf)
-    np.maximum.at(best, index.ad, pctr)
-    # first pair (in listing order) that reaches its ad's maximum
-    is_best = pctr == best[index.ad]
-    first = np.full(n, len(pctr), dtype=np.int64)
-    np.minimum.at(first, index.ad[is_best], np.flatnonzero(is_best))
-    out = []
+def check_billing(ads: Sequence[AdCandidate], outputs: Collection[str]) -> None:
+    """Raise :class:`BillingError` for the first ad whose billing type needs an output that
+    is not in ``outputs`` (or whose billing type is unknown)."""
     for i, ad in enumerate(ads):
-        p = int(first[i])
-        out.append(
-            ScoredAd(ad.ad_id, float(ad.bid), float(pctr[p]), _creative_id(ad, index.creative[p]))
+        if ad.billing not in REQUIRED_OUTPUTS:
+            raise BillingError(
+                f"candidate {i} (ad_id {ad.ad_id!r}): unknown billing {ad.billing!r}; "
+                f"expected one of {list(BILLING_TYPES)}",
+                index=i,
+                ad_id=ad.ad_id,
+                missing=[],
+            )
+        missing = [o for o in REQUIRED_OUTPUTS[ad.billing] if o not in outputs]
+        if missing:
+            hint = (
+                "; serve a model with click and conversion outputs (pctr and pcvr, e.g. esmm) "
+                "or bid cpc"
+                if ad.billing != "cpc"
+                else ""
+            )
+            raise BillingError(
+                f"candidate {i} (ad_id {ad.ad_id!r}) bids {ad.billing}, which needs the "
+                f"model output(s) {missing}; this model gives {sorted(outputs)}{hint}",
+                index=i,
+                ad_id=ad.ad_id,
+                missing=missing,
+            )
+
+
+def _as_outputs(scores: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+    if isinstance(scores, Mapping):
+        return {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}
+    pctr = np.asarray(scores, dtype=np.float64)
+    if pctr.ndim != 1:
+        raise ValueError(f"ranking needs one pCTR per record, got shape {pctr.shape}")
+    return {"pctr": pctr}
+
+
+def select_creatives(
+    ads: Sequence[AdCandidate],
+    scores: Mapping[str, np.ndarray] | np.ndarray,
+    index: PairIndex,
+) -> list[ScoredAd]:
+    """Each ad's best creative by its q (first listed on ties), from pair scores: output name
+    -> (P,), or a pCTR array (P,)."""
+    outputs = _as_outputs(scores)
+    for name, values in outputs.items():
+        if values.shape != index.ad.shape:
+            raise ValueError(
+                f"expected {index.ad.shape[0]} pair scores, got shape {values.shape} for {name}"
+            )
+    n = len(ads)
+    if len(index.ad) == n:  # one pair per ad (the usual case without creatives)
+        first = np.arange(n)
+    else:
+        q = outputs["pctr"]
+        conversion = np.array([ad.billing != "cpc" for ad in ads])[index.ad]
+        if conversion.any():
+            q = np.where(conversion, outputs["pctcvr"], q)
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, index.ad, q)
+        is_best = q == best[index.ad]  # first pair (in listing order) reaching the maximum
+        first = np.full(n, len(q), dtype=np.int64)
+        np.minimum.at(first, index.ad[is_best], np.flatnonzero(is_best))
+    names = [name for name in ("pctr", "pcvr", "pctcvr") if name in outputs]
+    columns = {name: outputs[name][first].tolist() for name in names}
+    creative = index.creative[first].tolist()
+    none = [None] * n
+    return [
+        ScoredAd(
+            ad.ad_id,
+            float(ad.bid),
+            float(p),
+            _creative_id(ad, int(c)),
+            ad.billing,
+            cvr,
+            ctcvr,
         )
-    return out
+        for ad, p, c, cvr, ctcvr in zip(
+            ads,
+            columns["pctr"],
+            creative,
+            columns.get("pcvr", none),
+            columns.get("pctcvr", none),
+            strict=True,
+        )
+    ]
 
 
 def _creative_id(ad: AdCandidate, position: int) -> str | int | None:
     return ad.creatives[position].creative_id if position >= 0 else None
 
 
-def is_eligible(ad: ScoredAd, reserve_price: float) -> bool:
-    """Can enter the auction: bids at least the reserve per click and has pCTR > 0."""
-    return math.isfinite(ad.bid) and ad.bid >= reserve_price and ad.pctr > 0
+def _check_reserves(ads: Sequence[ScoredAd], reserve_price: float, reserve_ecpm: float) -> None:
+    for name, value in (("reserve_price", reserve_price), ("reserve_ecpm", reserve_ecpm)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if reserve_price > 0 and reserve_ecpm > 0:
+        raise ValueError(
+            "give reserve_ecpm (per 1000 impressions) or the legacy per-click reserve_price, "
+            "not both"
+        )
+    if reserve_price > 0:
+        other = next((a for a in ads if a.billing != "cpc"), None)
+        if other is not None:
+            raise ValueError(
+                f"reserve_price is per click and applies only when every candidate is cpc; "
+                f"ad {other.ad_id!r} bids {other.billing}: give reserve_ecpm instead"
+            )
 
 
-def ranking_key(ad: ScoredAd) -> tuple[float, float, str]:
-    """Sort key: eCPM desc, then bid desc, then ad_id (as a string) asc."""
-    return (-ad.ecpm, -ad.bid, str(ad.ad_id))
+def is_eligible(ad: ScoredAd, reserve_price: float = 0.0, reserve_ecpm: float = 0.0) -> bool:
+    """Can enter the auction: q > 0 and s ≥ R (legacy: bid ≥ the per-click reserve)."""
+    if not math.isfinite(ad.bid) or not ad.q > 0:
+        return False
+    if ad.billing == "ocpc" and not (ad.pctr > 0 and ad.pcvr is not None):
+        return False
+    if reserve_price > 0:
+        return ad.bid >= reserve_price
+    return ad.score >= reserve_ecpm
+
+
+def ranking_key(ad: ScoredAd) -> tuple[float, str]:
+    """Sort key: score descending, then ad_id (as a string) ascending."""
+    return (-ad.score, str(ad.ad_id))
+
+
+def price(
+    ad: ScoredAd, next_score: float, reserve_price: float = 0.0, reserve_ecpm: float = 0.0
+) -> float:
+    """The price per billing event of a slotted ``ad`` (see the module docstring)."""
+    if ad.billing == "ocpc":
+        per = ad.pctr * 1000.0
+        cap = ad.bid * ad.pcvr  # type: ignore[operator]
+        return min(cap, max(next_score / per, reserve_ecpm / per))
+    per = ad.q * 1000.0
+    floor = reserve_price if reserve_price > 0 else reserve_ecpm / per
+    return min(ad.bid, max(next_score / per, floor))
 
 
 def gsp_auction(
-    ads: Sequence[ScoredAd], slots: int, reserve_price: float = 0.0
+    ads: Sequence[ScoredAd],
+    slots: int,
+    reserve_price: float = 0.0,
+    *,
+    reserve_ecpm: float = 0.0,
 ) -> list[SlotResult]:
-    """Rank eligible ads by eCPM and price the top ``slots`` by GSP (see module docstring)."""
+    """Rank eligible ads by score and price the top ``slots`` (see the module docstring).
+    ``reserve_ecpm`` is R; ``reserve_price`` is the legacy per-click reserve (CPC only)."""
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
-    if not (reserve_price >= 0 and math.isfinite(reserve_price)):
-        raise ValueError(f"reserve_price must be a finite number >= 0, got {reserve_price}")
+    _check_reserves(ads, reserve_price, reserve_ecpm)
     eligible = sorted(
-        (a for a in ads if is_eligible(a, reserve_price)),
-        key=ranking_key,
+        (a for a in ads if is_eligible(a, reserve_price, reserve_ecpm)), key=ranking_key
     )
     results = []
     for i, ad in enumerate(eligible[:slots]):
-        if i + 1 < len(eligible):
-            price = eligible[i + 1].ecpm / (ad.pctr * 1000.0)
-            price = min(max(price, reserve_price), ad.bid)
-        else:
-            price = reserve_price
-        results.append(SlotResult(i + 1, ad.ad_id, ad.creative_id, ad.bid, ad.pctr, ad.ecpm, price))
+        next_score = eligible[i + 1].score if i + 1 < len(eligible) else 0.0
+        results.append(
+            SlotResult(
+                slot=i + 1,
+                ad_id=ad.ad_id,
+                creative_id=ad.creative_id,
+                bid=ad.bid,
+                pctr=ad.pctr,
+                ecpm=ad.score,
+                price=price(ad, next_score, reserve_price, reserve_ecpm),
+                billing=ad.billing,
+                billing_event=BILLING_EVENTS[ad.billing],
+                q=ad.q,
+                score=ad.score,
+                pcvr=ad.pcvr,
+                pctcvr=ad.pctcvr,
+            )
+        )
     return results
 
 
@@ -184,20 +364,24 @@ class RankResult:
 
 
 def rank_ads(
-    score: Callable[[list[dict[str, Any]]], np.ndarray],
+    score: Callable[[list[dict[str, Any]]], Mapping[str, np.ndarray] | np.ndarray],
     context: Mapping[str, Any],
     ads: Sequence[AdCandidate],
     slots: int,
     reserve_price: float = 0.0,
+    *,
+    reserve_ecpm: float = 0.0,
 ) -> RankResult:
-    """Score every (ad, creative) pair with one ``score(records) -> pCTR (P,)`` call, pick
-    each ad's best creative and run the GSP auction."""
+    """Score every (ad, creative) pair with one ``score(records)`` call (probabilities by
+    output name, or a pCTR array (P,)), pick each ad's best creative and run the auction.
+    Raises :class:`BillingError` when an ad's billing type needs an output the scores lack."""
     if not ads:
         return RankResult([], 0, 0)
     records, index = expand_pairs(context, ads)
-    pctr = np.asarray(score(records), dtype=np.float64)
-    if pctr.ndim != 1:
-        raise ValueError(f"ranking needs one pCTR per record, got shape {pctr.shape}")
-    scored = select_creatives(ads, pctr, index)
-    eligible = sum(1 for a in scored if is_eligible(a, reserve_price))
-    return RankResult(gsp_auction(scored, slots, reserve_price), len(records), eligible)
+    outputs = _as_outputs(score(records))
+    check_billing(ads, outputs)
+    scored = select_creatives(ads, outputs, index)
+    _check_reserves(scored, reserve_price, reserve_ecpm)
+    eligible = sum(1 for a in scored if is_eligible(a, reserve_price, reserve_ecpm))
+    result = gsp_auction(scored, slots, reserve_price, reserve_ecpm=reserve_ecpm)
+    return RankResult(result, len(records), eligible)

@@ -77,7 +77,7 @@ def test_apply_multi_task_and_errors() -> None:
     cal = fit_calibration(p, y, ["click", "conv"], "platt")
     out = apply_calibration(cal, p)
     assert out.shape == (2, 2)
-    with pytest.raises(ValueError, match="2 tasks but probs are 1-D"):
+    with pytest.raises(ValueError, match="2 outputs but probs are 1-D"):
         apply_calibration(cal, p[:, 0])
     with pytest.raises(ValueError, match="unknown calibration method"):
         fit_calibration(p, y, ["click", "conv"], "beta")

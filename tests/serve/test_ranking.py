@@ -63,17 +63,17 @@ def test_fewer_candidates_than_slots() -> None:
     assert summary(out) == [("a", 250.0, 0.5), ("b", 125.0, 0.125)]
 
 
-def test_ties_break_on_bid_then_ad_id() -> None:
+def test_ties_break_on_ad_id() -> None:
     ads = [
         ScoredAd("z", bid=1.0, pctr=0.25),  # eCPM 250
-        ScoredAd("y", bid=2.0, pctr=0.125),  # eCPM 250, higher bid -> first
+        ScoredAd("y", bid=0.5, pctr=0.5),  # eCPM 250, "y" before "z" (the bid plays no part)
         ScoredAd("b", bid=1.0, pctr=0.125),  # eCPM 125
-        ScoredAd("a", bid=1.0, pctr=0.125),  # eCPM 125, same bid -> "a" before "b"
+        ScoredAd("a", bid=0.5, pctr=0.25),  # eCPM 125, "a" before "b"
     ]
     out = gsp_auction(ads, slots=4)
     assert [r.ad_id for r in out] == ["y", "z", "a", "b"]
     # a tie prices at the bid itself (never above it)
-    assert [r.price for r in out] == [2.0, 0.5, 1.0, 0.0]
+    assert [r.price for r in out] == [0.5, 0.5, 0.5, 0.0]
     # input order does not matter
     assert summary(gsp_auction(ads[::-1], slots=4)) == summary(out)
 
