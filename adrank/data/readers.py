@@ -89,7 +89,7 @@ class _Piece:
 class _Options:
     fmt: str
     separator: str
-    has_header: bool
+    has_header: bool | Literal["auto"]
     column_names: list[str] | None
     schema: Schema | None
     bad_rows: str
@@ -119,7 +119,7 @@ def read_raw(
     *,
     fmt: str | None = None,
     separator: str | None = None,
-    has_header: bool = True,
+    has_header: bool | Literal["auto"] = True,
     column_names: list[str] | None = None,
     schema: Schema | None = None,
     bad_rows: Literal["error", "skip"] = "error",
@@ -131,7 +131,9 @@ def read_raw(
         fmt: override the suffix-based :func:`detect_format`.
         separator: CSV/TSV field separator (one character); default ``,`` for csv and tab for
             tsv. CSV supports standard double-quote quoting; TSV has no quoting.
-        has_header: whether the first CSV/TSV line names the columns.
+        has_header: whether the first CSV/TSV line names the columns; ``"auto"`` decides from
+            the line itself (see :func:`looks_like_header`) and logs the decision. A line
+            declared a header that looks like data is refused with a message saying so.
         column_names: column names; required for CSV/TSV without header (they replace the
             header names when there is one; empty header cells are named ``column_<i>``).
             libFM: ``["label", field1, field2, ...]`` (default ``label, field_1..field_K``
@@ -156,7 +158,7 @@ def iter_raw_batches(
     chunk_bytes: int | None = None,
     fmt: str | None = None,
     separator: str | None = None,
-    has_header: bool = True,
+    has_header: bool | Literal["auto"] = True,
     column_names: list[str] | None = None,
     schema: Schema | None = None,
     bad_rows: Literal["error", "skip"] = "error",
@@ -218,7 +220,7 @@ def _prepare(
     path: str | Path,
     fmt: str | None,
     separator: str | None,
-    has_header: bool,
+    has_header: bool | Literal["auto"],
     column_names: list[str] | None,
     schema: Schema | None,
     bad_rows: str,
@@ -237,8 +239,12 @@ def _prepare(
     if fmt in ("csv", "tsv"):
         if len(sep) != 1 or ord(sep) > 127 or sep in '"\r\n':
             raise ValueError(f"separator must be one ASCII character, not quote/newline: {sep!r}")
-        if not has_header and column_names is None:
-            raise ValueError(f"{path}: column_names is required when has_header=False")
+        if has_header not in (True, False, "auto"):
+            raise ValueError(f"has_header must be true, false or 'auto', got {has_header!r}")
+        if has_header is False and column_names is None:
+            raise ValueError(
+                f"{path}: a file without a header needs its column names (--columns a,b,...)"
+            )
     if column_names is not None:
         _check_unique(list(column_names), path, "column_names")
     names = list(column_names) if column_names is not None else None
@@ -424,10 +430,11 @@ def _csv_pieces(
     for buf, rec, base in text_records(path, opts.separator, quote, chunk_bytes):
         idx = np.flatnonzero(rec.ends > rec.starts)  # blank lines are ignored
         if names is None and len(idx):
-            if opts.has_header:
-                h = int(idx[0])
-                header = _parse(buf[rec.starts[h] : rec.ends[h]], path, opts, quote_char, None)
-                names = [v if v else f"column_{i + 1}" for i, v in enumerate(header.row(0))]
+            h = int(idx[0])
+            first = _parse(buf[rec.starts[h] : rec.ends[h]], path, opts, quote_char, None)
+            cells = [v or "" for v in first.row(0)]
+            if _first_line_is_header(cells, path, opts):
+                names = [v if v else f"column_{i + 1}" for i, v in enumerate(cells)]
                 _check_unique(names, path, "the header")
                 idx = idx[1:]
                 if opts.column_names is not None:
@@ -474,8 +481,52 @@ def _csv_pieces(
             break
     if names is None:
         raise DataFormatError(f"{path}: file is empty")
-    if n_data == 0 and opts.has_header:
+    if n_data == 0 and opts.has_header is True:
         raise DataFormatError(f"{path}: file has a header but no rows")
+
+
+def looks_like_header(cells: list[str], expected: list[str] | None = None) -> bool:
+    """Whether a first line names columns: it holds every ``expected`` name (the schema's or
+    the given column names) when those are known; otherwise its cells are distinct, none is
+    empty, and fewer than half of them are numbers."""
+    if expected:
+        return set(expected) <= set(cells)
+    if not cells or len(set(cells)) != len(cells) or not all(c.strip() for c in cells):
+        return False
+    return sum(_is_number(c) for c in cells) * 2 < len(cells)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_line_is_header(cells: list[str], path: Path, opts: _Options) -> bool:
+    """Decide (``auto``) or check (``True``) that the first line is a header."""
+    shown = ", ".join(repr(c) for c in cells[:4]) + (", ..." if len(cells) > 4 else "")
+    if opts.has_header == "auto":
+        expected = list(opts.column_names or ())
+        if not expected and opts.schema is not None:
+            expected = opts.schema.source_columns()
+        header = looks_like_header(cells, expected or None)
+        if not header and opts.column_names is None:
+            raise DataFormatError(
+                f"{path}: the first line ({shown}) looks like data, not a header, and no column "
+                "names were given: pass them (--columns a,b,... / column_names=)"
+            )
+        logger.info("%s: first line (%s) %s", path, shown, "is a header" if header else "is data")
+        return header
+    if opts.has_header and len(set(cells)) != len(cells):
+        dupes = sorted({c for c in cells if cells.count(c) > 1})[:5]
+        raise DataFormatError(
+            f"{path}: duplicate column names in the header {dupes} (first line: {shown}); if "
+            "that line is data, the file has no header: say so (--no-header / "
+            "has_header=False, or 'auto') and give the column names (--columns)"
+        )
+    return bool(opts.has_header)
 
 
 def _parse(

@@ -13,6 +13,7 @@ from adrank.data.readers import (
     ReadResult,
     detect_format,
     iter_raw_batches,
+    looks_like_header,
     read_raw,
     validate_frame,
 )
@@ -95,7 +96,7 @@ def test_csv_without_header(tmp_path: Path) -> None:
     f = read_raw(path, has_header=False, column_names=["click", "ad", "price"]).frame
     assert f.columns == ["click", "ad", "price"] and f.height == 2
     assert f.row(1) == ("0", "b", "3")
-    with pytest.raises(ValueError, match="column_names is required"):
+    with pytest.raises(ValueError, match="without a header needs its column names"):
         read_raw(path, has_header=False)
 
 
@@ -462,3 +463,23 @@ def test_libfm_blank_lines_across_chunks_and_n_rows(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"b2\.libfm: line 7: expected 2 tokens"):
         read_raw(bad)
     assert read_raw(path, n_rows=0).frame.height == 0
+
+
+def test_header_auto_detection_and_data_looking_headers(tmp_path: Path) -> None:
+    """Avazu's dev/test files have no header while its train file has one."""
+    headed = tmp_path / "train.csv"
+    headed.write_text("id,click,site\n17,0,a1\n18,1,b2\n")
+    bare = tmp_path / "dev.csv"
+    bare.write_text("19,0,a1\n20,0,c3\n")
+    names = ["id", "click", "site"]
+    assert read_raw(headed, has_header="auto").frame.columns == names
+    frame = read_raw(bare, has_header="auto", column_names=names).frame
+    assert frame.height == 2 and frame["id"].to_list() == ["19", "20"]
+    with pytest.raises(DataFormatError, match=r"looks like data.*--columns"):
+        read_raw(bare, has_header="auto")
+    zeros = tmp_path / "zeros.csv"
+    zeros.write_text("0,1,0\n1,1,0\n")
+    with pytest.raises(DataFormatError, match=r"duplicate column names.*no header.*--no-header"):
+        read_raw(zeros)
+    assert looks_like_header(["click", "purchase", "101"])
+    assert not looks_like_header(["1000009418151094273", "0", "14102100", "1005"])
