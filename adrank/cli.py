@@ -64,10 +64,24 @@ CacheDirOpt = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from adrank import __version__
+
+        console.print(f"adrank {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if os.environ.get("RANK", "0") != "0":  # DDP workers other than rank 0: warnings only
