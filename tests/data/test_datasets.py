@@ -4,7 +4,6 @@ data in ``$ADRANK_DATA_DIR`` (skipped when it is unset)."""
 from __future__ import annotations
 
 import gzip
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -293,28 +292,6 @@ def test_criteo_and_avazu_values(data_dir: Path) -> None:
     ]  # fmt: skip
     assert set(avazu["train"]["hour_of_day"]) == {"00"}
     assert set(avazu["train"]["weekday"]) == {"2"}  # 2014-10-21 was a Tuesday
-
-
-@pytest.mark.integration
-def test_movielens_100k(data_dir: Path) -> None:
-    splits = _build(data_dir, "movielens_100k")
-    assert _sizes(splits) == [80_000, 10_000, 10_000]
-    _check_schema("movielens_100k", splits)
-    full = pl.concat(list(splits.values()))
-    assert int(full["label"].sum()) == 55_375
-    assert splits["train"]["timestamp"].max() <= splits["valid"]["timestamp"].min()
-    assert splits["valid"]["timestamp"].max() <= splits["test"]["timestamp"].min()
-    assert full["genre"].null_count() == 0 and full["age"].null_count() == 0
-    # reference: walk the rows in time order, keeping every user's items so far
-    seen: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for user, item, hist, ts in full.select(
-        "user_id", "item_id", "hist_item_id", "timestamp"
-    ).iter_rows():
-        earlier = seen[user]
-        expected = [i for i, _ in earlier[-50:]]
-        assert (hist.split("|") if hist else []) == expected
-        assert all(t <= ts for _, t in earlier)  # only items rated before (or tied)
-        earlier.append((item, ts))
 
 
 @pytest.mark.integration

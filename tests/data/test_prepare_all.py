@@ -17,7 +17,14 @@ EXPECTED = {
     "frappe": ({"train": 202_026, "valid": 57_722, "test": 28_861}, {"label": (0.3333, 0.3334)}),
     "criteo": ({"train": 7_200, "valid": 409, "test": 391}, {"label": (0.21, 0.23)}),
     "avazu": ({"train": 8_087, "valid": 480, "test": 432}, {"click": (0.17, 0.19)}),
-    "movielens_100k": (None, {"label": (0.50, 0.60)}),
+    "frappe_funnel": (
+        {"train": 202_026, "valid": 57_722, "test": 28_861},
+        {"click": (0.3333, 0.3334), "engaged": (0.069, 0.071)},
+    ),
+    "movielens_100k": (
+        {"train": 79_926, "valid": 10_037, "test": 10_037},
+        {"like": (0.47, 0.58), "love": (0.17, 0.23)},
+    ),
     "open_bandit": (None, {"click": (0.001, 0.01)}),
     "ali_ccp": ({"train": 100, "valid": 50, "test": 50}, {"click": (0.03, 0.08)}),
 }

@@ -133,7 +133,7 @@ def seen_in_training(
     for name, frame in (("train", train), ("rows", rows)):
         if column not in frame.columns:
             raise KeyError(f"column {column!r} is not in the {name} frame: {frame.columns}")
-    seen = rows.get_column(column).is_in(train.get_column(column).unique()).to_numpy()
+    seen = rows.get_column(column).is_in(train.get_column(column).unique().implode()).to_numpy()
     return np.where(seen, labels[0], labels[1])
 
 
