@@ -298,7 +298,10 @@ def test_criteo_and_avazu_values(data_dir: Path) -> None:
 def test_open_bandit(data_dir: Path) -> None:
     splits = _build(data_dir, "open_bandit")
     assert _sizes(splits) == [32_000, 4_000, 4_000]
-    _check_schema("open_bandit", splits, extra=("propensity_score",))
+    _check_schema("open_bandit", splits)
+    schema = get_dataset("open_bandit").schema()
+    assert schema.roles == {"time": "timestamp", "propensity": "propensity_score",
+                            "position": "position"}  # fmt: skip
     full = pl.concat(list(splits.values()))
     assert int(full["click"].sum()) == 46 + 46 + 69 + 46
     assert full["timestamp"].is_sorted()

@@ -9,9 +9,11 @@ each) plus ``{policy}_{campaign}_item_context.csv.gz``. Build:
   and the item context ``item_feature_0`` (numeric, standardized) and ``item_feature_1..3``
   (categorical);
 * ``timestamp`` (Unix seconds, float) is the schema's time column;
-* ``propensity_score`` (the logging policy's probability of the shown item) is kept as an
-  extra trailing Float64 column for off-policy evaluation. It is **not** a model feature
-  and not in the schema; the feature processor ignores non-schema columns;
+* roles (definition version 2): ``propensity_score`` (the logging policy's probability of
+  the shown item, for off-policy evaluation) is the ``propensity`` role and ``position`` the
+  ``position`` role, so both reach every batch and prediction; neither is a propensity of
+  *examination*. ``position`` also stays a model feature (the common position-as-a-feature
+  baseline); ``propensity_score`` is never a feature;
 * the 40,000 rows are sorted by time (ties keep file order) and split 8:1:1
   (32,000 / 4,000 / 4,000). The user-item affinity columns are dropped.
 """
@@ -74,6 +76,7 @@ class OpenBanditBuilder(DatasetBuilder):
         "position 1-3, random/BTS logging policies with propensities; split by time 8:1:1"
     )
     files = _files()
+    version = 2
     fractions = (0.8, 0.1, 0.1)
 
     def schema(self) -> Schema:
@@ -89,6 +92,7 @@ class OpenBanditBuilder(DatasetBuilder):
                 *(CategoricalFeature(c) for c in ITEM_CATEGORICAL),
             ),
             time="timestamp",
+            roles={"propensity": "propensity_score", "position": "position"},
             name=self.name,
         )
 
@@ -104,7 +108,7 @@ class OpenBanditBuilder(DatasetBuilder):
             pl.concat(parts)
             .with_row_index("_row")
             .sort("timestamp", "_row")
-            .select(*self.schema().source_columns(), "propensity_score")
+            .select(*self.schema().source_columns())
         )
         return ordered_split(frame, self.fractions)
 
