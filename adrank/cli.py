@@ -447,7 +447,8 @@ def evaluate_cmd(
         str | None,
         typer.Option(
             help="Also report metrics per value of a role (domain, position, ...) or of a "
-            "categorical feature (its raw values)."
+            "categorical feature (its raw values); warm:FEATURE slices rows whose value was "
+            "seen in training (warm) from the others (cold), e.g. warm:item_id."
         ),
     ] = None,
     min_rows: Annotated[int, typer.Option(help="Leave out slices with fewer rows.")] = 1,
@@ -499,12 +500,17 @@ def evaluate_cmd(
 def _slice_keys(
     art: Artifact, data: TensorData, preds: Predictions, name: str
 ) -> tuple[str | np.ndarray, dict[int, str] | None]:
-    """``by`` and ``values`` for :func:`slice_metrics`: a role of the predictions, or a
-    categorical feature's processed ids with their raw values from the vocabulary."""
-    from adrank.data.schema import NUM_RESERVED_IDS
+    """``by`` and ``values`` for :func:`slice_metrics`: a role of the predictions, a
+    categorical feature's processed ids with their raw values from the vocabulary, or
+    (``warm:FEATURE``) whether the feature's value was seen in training (``warm``/``cold``)."""
+    import numpy as np
+
+    from adrank.data.schema import NUM_RESERVED_IDS, OOV_ID
 
     if name in preds.roles:
         return name, None
+    warm = name.startswith("warm:")
+    name = name.removeprefix("warm:")
     field = next((f for f in art.feature_map.fields if f.name == name), None)
     if field is None:
         raise KeyError(
@@ -517,6 +523,8 @@ def _slice_keys(
             "(or bucketized numeric) feature or a role"
         )
     ids = data.data.features[name].cpu().numpy().reshape(-1)
+    if warm:  # the unseen id: not in the training vocabulary (or rarer than min_count)
+        return np.where(ids == OOV_ID, "cold", "warm"), None
     vocab = art.processor.vocab_.get(field.embedding_group or name)
     values = {0: "<padding>", 1: "<unseen>"}
     values |= {i + NUM_RESERVED_IDS: str(v) for i, v in enumerate(vocab or ())}

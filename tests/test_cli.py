@@ -105,3 +105,17 @@ def test_prepare_rejects_unknown_schema_key(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code == 1
     assert "colour" in res.output
+
+
+def test_datasets_list_shows_versions_and_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adrank.cli import console
+
+    monkeypatch.setattr(console, "width", 400)
+    res = CliRunner().invoke(app, ["datasets", "list"])
+    assert res.exit_code == 0, res.output
+    lines = {line.split("│")[1].strip(): line for line in res.output.splitlines() if "│" in line}
+    assert "v2" in lines["movielens_100k"]
+    assert "like -> pctr, love (given like) -> pcvr" in lines["movielens_100k"]
+    assert "click -> pctr, engaged (given click) -> pcvr" in lines["frappe_funnel"]
+    assert "cumulative usage count" in lines["frappe_funnel"]
+    assert "v1" in lines["frappe"] and "label -> pctr" in lines["frappe"]

@@ -34,7 +34,8 @@ def _write(tmp_path: Path, purchase: str | None = None) -> Path:
         for i in range(n):
             click = int(i % 3 == 0)
             buy = purchase if purchase is not None and i == 3 else str(int(click and i % 5 < 2))
-            rows.append(f"{click},{buy},u{i % 4},a{i % 5},{i % 11}.5")
+            ad = "z9" if split == "test" and i % 20 == 7 else f"a{i % 5}"  # z9: never trained
+            rows.append(f"{click},{buy},u{i % 4},{ad},{i % 11}.5")
         (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return tmp_path / "schema.yaml"
 
@@ -89,10 +90,15 @@ def test_evaluate_slices_by_feature_and_role(prepared: Path, tmp_path: Path) -> 
     res = CliRunner().invoke(app, ["evaluate", str(run), "--slice-by", "ad", "--json"])
     assert res.exit_code == 0, res.output
     slices = json.loads(res.output)["slices"]
-    # raw values through the processor's vocabulary; test rows cycle a0..a4: 12 each
-    assert set(slices) == {"all", "a0", "a1", "a2", "a3", "a4"}
-    assert [slices[f"a{k}"]["rows"] for k in range(5)] == [12.0] * 5
-    assert slices["all"]["rows"] == 60.0
+    # raw values through the processor's vocabulary; test rows cycle a0..a4 (12 each), but
+    # 3 of the a2 rows show z9, which training never saw
+    assert set(slices) == {"all", "a0", "a1", "a2", "a3", "a4", "<unseen>"}
+    assert [slices[f"a{k}"]["rows"] for k in range(5)] == [12.0, 12.0, 9.0, 12.0, 12.0]
+    assert slices["<unseen>"]["rows"] == 3.0 and slices["all"]["rows"] == 60.0
+    res = CliRunner().invoke(app, ["evaluate", str(run), "--slice-by", "warm:ad", "--json"])
+    assert res.exit_code == 0, res.output
+    warm = json.loads(res.output)["slices"]
+    assert (warm["warm"]["rows"], warm["cold"]["rows"]) == (57.0, 3.0)
     res = CliRunner().invoke(app, ["evaluate", str(run), "--slice-by", "ad"])
     assert res.exit_code == 0, res.output
     assert "pred/obs" in res.output and "a3" in res.output

@@ -9,8 +9,13 @@ Importing this package registers every builder. Typical use::
     ensure_files(builder, data_dir)        # download missing files (md5-verified)
     splits = builder.build_splits(data_dir, seed=2021)   # {"train", "valid", "test"}
 
-Registered: ``frappe``, ``frappe_x1``, ``movielenslatest_x1``, ``criteo``, ``avazu``,
-``movielens_100k``, ``open_bandit``, ``ali_ccp``, ``aliexpress``.
+Registered: ``frappe``, ``frappe_funnel``, ``frappe_x1``, ``movielenslatest_x1``,
+``criteo``, ``avazu``, ``movielens_100k``, ``open_bandit``, ``ali_ccp``, ``aliexpress``.
+
+A dataset registers itself as a model does: a module here with a
+``@register_dataset``-decorated :class:`DatasetBuilder` subclass (every module of this
+package is imported on the first lookup). Each builder has a definition ``version``
+(shown by ``adrank datasets list``; part of the prepared-data cache key).
 """
 
 from __future__ import annotations
