@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import sys
 import time
@@ -480,7 +482,7 @@ def evaluate_cmd(
         out = {"run_dir": str(run_dir), "split": split, "metrics": metrics}
         if slices is not None:
             out |= {"slice_by": slice_by, "slices": slices}
-        console.print_json(json.dumps(out, default=float).replace("NaN", "null"))
+        console.print_json(json.dumps(_json_safe(out)))
         return
     tasks = [t.name for t in art.feature_map.tasks]
     rows = [t for t in (*tasks, "pctcvr") if any(k.startswith(f"{t}_") for k in metrics)]
@@ -529,6 +531,15 @@ def _slice_keys(
     values = {0: "<padding>", 1: "<unseen>"}
     values |= {i + NUM_RESERVED_IDS: str(v) for i, v in enumerate(vocab or ())}
     return ids, values if vocab is not None else None
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with NaN/inf floats (undefined AUC, pred/obs without positives) as null."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _task_table(title: str, metrics: dict[str, float], tasks: list[str]) -> Table:

@@ -123,6 +123,8 @@ def test_multi_task_run_prints_per_task_metrics(prepared: Path, tmp_path: Path) 
     res = CliRunner().invoke(app, ["evaluate", str(run), "--slice-by", "ad", "--json"])
     slices = json.loads(res.output)["slices"]
     assert {"click_auc", "purchase_auc", "rows"} <= set(slices["a0"])
+    # z9 rows have no purchase: undefined AUC / pred/obs come out as null, not NaN
+    assert slices["<unseen>"]["purchase_auc"] is None
 
 
 def test_dataset_and_prepared_are_mutually_exclusive(prepared: Path) -> None:
