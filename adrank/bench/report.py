@@ -1,4 +1,11 @@
-"""Leaderboard tables (Markdown + CSV) and the AUC-vs-train-time plot."""
+"""Leaderboard tables (Markdown + CSV) and the AUC-vs-train-time plot.
+
+A single-task dataset gets one AUC/logloss column pair (with the BARS reference where there
+is one). A multi-task dataset gets a column pair per *headline*: each task (a task with a
+``given`` label scored on the rows where it is 1: CVR AUC on clicked rows) and, for a
+click/conversion funnel, CTCVR (``pctcvr``, all impressions), plus gAUC where the dataset
+has a group; the plot gets one panel per headline.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,15 @@ import io
 import logging
 import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from adrank.bench.reference import REFERENCE_LABEL, REFERENCES
 from adrank.bench.runner import BenchmarkRun
+from adrank.data.feature_map import TaskInfo
 from adrank.utils import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -33,6 +42,11 @@ class LeaderboardRow:
     train_samples_per_s: float
     reference_auc: float | None
     reference_logloss: float | None
+    #: metric name -> (mean, sample std) over seeds, for every test metric the runs record
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+    embedding_dim: int | None = None
+    #: the ``model@task`` rows a ``model (per task)`` row combines
+    parts: tuple[str, ...] = ()
 
     @property
     def delta(self) -> float | None:
@@ -49,6 +63,12 @@ def aggregate(runs: list[BenchmarkRun], dataset: str) -> list[LeaderboardRow]:
         ll = np.array([r.test_logloss for r in rs])
         ddof = 1 if len(rs) > 1 else 0
         ref = refs.get(model)
+        keys = [k for k in rs[0].metrics if all(k in r.metrics for r in rs)]
+        metrics = {}
+        for key in keys:
+            values = np.array([r.metrics[key] for r in rs], dtype=np.float64)
+            metrics[key] = (float(values.mean()), float(values.std(ddof=ddof)))
+        dims = {r.embedding_dim for r in rs}
         out.append(
             LeaderboardRow(
                 model=model,
@@ -63,9 +83,84 @@ def aggregate(runs: list[BenchmarkRun], dataset: str) -> list[LeaderboardRow]:
                 train_samples_per_s=float(np.mean([r.train_samples_per_s for r in rs])),
                 reference_auc=ref[0] if ref else None,
                 reference_logloss=ref[1] if ref else None,
+                metrics=metrics,
+                embedding_dim=dims.pop() if len(dims) == 1 else None,
+                parts=tuple(rs[0].parts),
             )
         )
     return sorted(out, key=lambda r: -r.auc_mean)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A per-task column group of a multi-task leaderboard: metrics ``<key>_auc``,
+    ``<key>_logloss`` (``<key>_gauc``), titled ``title``."""
+
+    key: str
+    title: str
+
+    @property
+    def short(self) -> str:
+        return "CTCVR" if self.key == "pctcvr" else self.key
+
+
+def headline_metrics(
+    runs: Sequence[BenchmarkRun] | Sequence[LeaderboardRow],
+    tasks: Sequence[TaskInfo] | None = None,
+    dataset: str | None = None,
+) -> list[Headline]:
+    """The headlines of a multi-task leaderboard (empty for a single-task one).
+
+    The tasks come from ``tasks`` (a feature map's), else from the registered ``dataset``'s
+    schema, else from the recorded metric names (``<task>_auc``, in recorded order)."""
+    if tasks is None and dataset is not None:
+        from adrank.bench.runner import benchmark_tasks
+
+        try:
+            tasks = benchmark_tasks(dataset)
+        except KeyError:  # not a registered dataset
+            tasks = None
+    if tasks is not None:
+        if len(tasks) < 2:
+            return []
+        out = [Headline(t.name, _task_title(t)) for t in tasks]
+        outputs = {t.output: t for t in tasks}
+        if "pctr" in outputs and "pcvr" in outputs:
+            out.append(Headline("pctcvr", _ctcvr_title(outputs["pctr"], outputs["pcvr"])))
+        return out
+    keys: dict[str, None] = {}
+    for run in runs:
+        for name in run.metrics:
+            prefix, sep, metric = name.rpartition("_")
+            if sep and prefix and metric == "auc":
+                keys[prefix] = None
+    if len(keys) < 2:
+        return []
+    return [Headline(k, "CTCVR AUC (pctcvr)" if k == "pctcvr" else f"{k} AUC") for k in keys]
+
+
+def _task_title(task: TaskInfo) -> str:
+    if task.given:
+        return f"{task.name} AUC (CVR on {task.given}=1 rows)"
+    return f"{task.name} AUC"
+
+
+def _ctcvr_title(click: TaskInfo, conversion: TaskInfo) -> str:
+    return f"CTCVR AUC ({click.label} & {conversion.label}, all rows)"
+
+
+def _shown(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
+    """Rows of a multi-task table: a per-task pair stands for its parts."""
+    folded = {p for r in rows for p in r.parts}
+    return [r for r in rows if r.model not in folded]
+
+
+def _sort_key(headlines: list[Headline]):
+    def key(row: LeaderboardRow) -> float:
+        mean = row.metrics.get(f"{headlines[-1].key}_auc", (float("nan"), 0.0))[0]
+        return -mean if np.isfinite(mean) else float("inf")
+
+    return key
 
 
 def machine_line() -> str:
@@ -90,12 +185,23 @@ def to_markdown(
     dataset: str,
     title: str | None = None,
     notes: dict[str, str] | None = None,
+    headlines: list[Headline] | None = None,
 ) -> str:
-    """The leaderboard table, then a "Notes" list (model -> its config's ``notes``)."""
+    """The leaderboard table, then a "Notes" list (model -> its config's ``notes``).
+
+    With ``headlines`` (default: :func:`headline_metrics` of ``rows`` and ``dataset``) the
+    table has per-task columns (:func:`multitask_table`)."""
     fmt = lambda v, p=4: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
+    if headlines is None:
+        headlines = headline_metrics(rows, dataset=dataset)
     buf = io.StringIO()
     buf.write(f"# {title or f'Leaderboard: {dataset}'}\n\n")
     buf.write(f"Machine: {machine_line()}\n\n")
+    if headlines:
+        rows = _shown(rows)
+        buf.write(multitask_table(rows, headlines))
+        _write_notes(buf, rows, notes)
+        return buf.getvalue()
     buf.write(
         f"| model | seeds | test AUC (mean ± std) | test logloss | {REFERENCE_LABEL} AUC / "
         "logloss | Δ AUC | params | epochs | train time (s) | train samples/s |\n"
@@ -114,12 +220,79 @@ def to_markdown(
             f"{r.num_parameters:,} | {r.epochs_mean:.1f} | {r.train_time_s:.0f} | "
             f"{r.train_samples_per_s:,.0f} |\n"
         )
+    _write_notes(buf, rows, notes)
+    return buf.getvalue()
+
+
+def _write_notes(
+    buf: io.StringIO, rows: list[LeaderboardRow], notes: dict[str, str] | None
+) -> None:
     listed = [(r.model, notes[r.model]) for r in rows if notes and notes.get(r.model)]
     if listed:
         buf.write("\n## Notes\n\n")
         for model, text in listed:
             buf.write(f"- **{model}**: {text}\n")
+
+
+def _mean_std(row: LeaderboardRow, key: str) -> str:
+    value = row.metrics.get(key)
+    if value is None or not np.isfinite(value[0]):
+        return "–"
+    return f"{value[0]:.4f} ± {value[1]:.4f}"
+
+
+def _gauc_keys(rows: list[LeaderboardRow], headlines: list[Headline]) -> list[Headline]:
+    return [h for h in headlines if any(f"{h.key}_gauc" in r.metrics for r in rows)]
+
+
+def multitask_table(rows: list[LeaderboardRow], headlines: list[Headline]) -> str:
+    """The protocol paragraph and the per-task table, sorted by the last headline's AUC
+    (CTCVR on a click/conversion dataset)."""
+    rows = sorted(rows, key=_sort_key(headlines))
+    gauc = _gauc_keys(rows, headlines)
+    buf = io.StringIO()
+    buf.write(_protocol(rows))
+    cols = ["model", "seeds"]
+    for h in headlines:
+        cols += [h.title, f"{h.short} logloss"]
+    cols += [f"{h.short} gAUC" for h in gauc]
+    cols += ["params", "embedding dim", "epochs", "train time (s)"]
+    buf.write("| " + " | ".join(cols) + " |\n")
+    buf.write("|" + "---|" * len(cols) + "\n")
+    for r in rows:
+        cells = [r.model, str(r.seeds)]
+        for h in headlines:
+            cells += [_mean_std(r, f"{h.key}_auc"), _mean_std(r, f"{h.key}_logloss")]
+        cells += [_mean_std(r, f"{h.key}_gauc") for h in gauc]
+        dim = "–" if r.embedding_dim is None else str(r.embedding_dim)
+        cells += [f"{r.num_parameters:,}", dim, f"{r.epochs_mean:.1f}", f"{r.train_time_s:.0f}"]
+        buf.write("| " + " | ".join(cells) + " |\n")
     return buf.getvalue()
+
+
+def _protocol(rows: list[LeaderboardRow]) -> str:
+    dims = sorted({r.embedding_dim for r in rows if r.embedding_dim is not None})
+    if len(dims) == 1:
+        same = f"All models use embedding dim {dims[0]}."
+    else:
+        listed = ", ".join(f"{r.model} {r.embedding_dim or '–'}" for r in rows)
+        same = f"Embedding dims differ ({listed})."
+    pairs = [r.model for r in rows if r.parts]
+    baseline = (
+        f" Per-task baselines ({', '.join(pairs)}): one single-task run per task "
+        "(`MODEL@TASK`; a task with `given` is trained on the rows where that label is 1, "
+        "e.g. clicked rows), scored together; their CTCVR prediction is pCTR × pCVR of the "
+        "two runs' test predictions, scored by the same metric code. Their params, epochs "
+        "and train time are the sums over the runs."
+        if pairs
+        else ""
+    )
+    return (
+        "Protocol: one config per model (its shipped config for this dataset, selected on "
+        f"validation, or its defaults), the same seeds for every model. {same}{baseline} "
+        "Conversion AUC is scored on the rows where its `given` label is 1 (CVR on "
+        "clicks); CTCVR AUC on all impressions.\n\n"
+    )
 
 
 def config_notes(dataset: str, models: list[str]) -> dict[str, str]:
@@ -141,7 +314,9 @@ def config_notes(dataset: str, models: list[str]) -> dict[str, str]:
     return out
 
 
-def to_csv(rows: list[LeaderboardRow]) -> str:
+def to_csv(rows: list[LeaderboardRow], headlines: list[Headline] | None = None) -> str:
+    if headlines:
+        return multitask_csv(_shown(rows), headlines)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(
@@ -182,42 +357,67 @@ def to_csv(rows: list[LeaderboardRow]) -> str:
     return buf.getvalue()
 
 
-def plot(rows: list[LeaderboardRow], path: Path, dataset: str) -> bool:
-    """AUC (with std error bars) against mean train time; returns False without matplotlib."""
-    try:
-        import matplotlib
+def multitask_csv(rows: list[LeaderboardRow], headlines: list[Headline]) -> str:
+    """One line per model: mean and std of every headline metric (AUC, logloss, gAUC)."""
+    rows = sorted(rows, key=_sort_key(headlines))
+    keys = [f"{h.key}_{m}" for h in headlines for m in ("auc", "logloss")]
+    keys += [f"{h.key}_gauc" for h in _gauc_keys(rows, headlines)]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        ["model", "seeds"]
+        + [f"{k}_{s}" for k in keys for s in ("mean", "std")]
+        + ["num_parameters", "embedding_dim", "epochs_mean", "train_time_s", "parts"]
+    )
+    for r in rows:
+        values = []
+        for k in keys:
+            mean, std = r.metrics.get(k, (float("nan"), float("nan")))
+            values += [f"{mean:.6f}", f"{std:.6f}"]
+        dim = "" if r.embedding_dim is None else r.embedding_dim
+        stats = [r.num_parameters, dim, f"{r.epochs_mean:.2f}", f"{r.train_time_s:.1f}"]
+        w.writerow([r.model, r.seeds, *values, *stats, " ".join(r.parts)])
+    return buf.getvalue()
 
-        matplotlib.use("Agg")
+
+def plot(
+    rows: list[LeaderboardRow],
+    path: Path,
+    dataset: str,
+    headlines: list[Headline] | None = None,
+) -> bool:
+    """Test AUC (mean ± std) against mean train time, one panel per headline (one panel for
+    a single-task leaderboard); see :mod:`adrank.bench.plot`. False without matplotlib."""
+    try:
         import matplotlib.pyplot as plt
     except ImportError:
         logger.warning("matplotlib is not installed: skipping %s (pip install adrank[plot])", path)
         return False
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    for r in rows:
-        ax.errorbar(r.train_time_s, r.auc_mean, yerr=r.auc_std, fmt="o", capsize=3)
-        ax.annotate(
-            r.model,
-            (r.train_time_s, r.auc_mean),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=8,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("mean train time per run (s, log scale)")
-    ax.set_ylabel("test AUC (mean ± std over seeds)")
-    ax.set_title(f"adrank on {dataset}: accuracy vs training time")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    from adrank.bench.plot import draw, leaderboard_panels
+
+    fig, _ = draw(
+        leaderboard_panels(rows, headlines or []),
+        f"adrank on {dataset}: accuracy vs training time",
+    )
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
     return True
 
 
-def write_report(runs: list[BenchmarkRun], dataset: str, output_dir: Path) -> list[LeaderboardRow]:
+def write_report(
+    runs: list[BenchmarkRun],
+    dataset: str,
+    output_dir: Path,
+    tasks: Sequence[TaskInfo] | None = None,
+) -> list[LeaderboardRow]:
+    """Write ``leaderboard.md``, ``.csv`` and ``.png``; ``tasks`` (a feature map's) names
+    the headline columns of a multi-task dataset (default: the registered dataset's)."""
     rows = aggregate(runs, dataset)
+    headlines = headline_metrics(runs, tasks, dataset)
     output_dir.mkdir(parents=True, exist_ok=True)
     notes = config_notes(dataset, [r.model for r in rows])
-    atomic_write_text(output_dir / "leaderboard.md", to_markdown(rows, dataset, notes=notes))
-    atomic_write_text(output_dir / "leaderboard.csv", to_csv(rows))
-    plot(rows, output_dir / "leaderboard.png", dataset)
+    md = to_markdown(rows, dataset, notes=notes, headlines=headlines)
+    atomic_write_text(output_dir / "leaderboard.md", md)
+    atomic_write_text(output_dir / "leaderboard.csv", to_csv(rows, headlines))
+    plot(_shown(rows) if headlines else rows, output_dir / "leaderboard.png", dataset, headlines)
     return rows

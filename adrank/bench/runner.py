@@ -2,6 +2,13 @@
 
 Runs are resumable: a run directory that already has a manifest is read back instead of
 retrained, so a long leaderboard can be built over several sessions.
+
+On a multi-task dataset (several tasks in its schema) a single-task model is a *per-task
+baseline*: ``dnn`` expands to one run per task (``dnn@click``, ``dnn@engaged``; a task with a
+``given`` label is trained on the rows where it is 1, e.g. the clicked rows) and a combined
+row ``dnn (per task)`` per seed whose test metrics score the runs' predictions together: the
+CTCVR prediction is ``pctr x pcvr`` of the two runs (:func:`adrank.train.evaluation.
+compute_metrics`). ``model@task`` in the model list asks for one task's run only.
 """
 
 from __future__ import annotations
@@ -9,23 +16,36 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from adrank.artifact import ArtifactError, read_manifest
-from adrank.config import resolve_run_config
-from adrank.data.prepare import prepare_dataset
+import numpy as np
+
+from adrank.artifact import ArtifactError, load_split, read_manifest
+from adrank.config import ConfigError, RunConfig, resolve_run_config
+from adrank.data.feature_map import FeatureMap, TaskInfo
+from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.pipeline import train_run
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEEDS = (2021, 2022, 2023)
+#: ``dnn@click``: model ``dnn`` trained on task ``click``
+TASK_SEPARATOR = "@"
+PAIR_SUFFIX = " (per task)"
 
 
 @dataclass
 class BenchmarkRun:
-    """One (model, seed) result."""
+    """One (model, seed) result.
+
+    ``model`` is the model spec: a registered model name, ``model@task`` for a single-task
+    model trained on one task of a multi-task dataset, or ``model (per task)`` for the row
+    that combines a model's per-task runs (its counts and times are the parts' sums).
+    """
 
     model: str
     seed: int
@@ -42,6 +62,16 @@ class BenchmarkRun:
     #: configs/) that trained the run;
     #: empty for rows recorded before this field existed
     code: str = ""
+    #: the task a single-task model learned (``model@task``); ``None`` otherwise
+    task: str | None = None
+    #: every test metric (:func:`~adrank.train.evaluation.compute_metrics` keys: ``auc``, and
+    #: on a multi-task dataset ``click_auc``, ``engaged_auc`` (on clicked rows),
+    #: ``pctcvr_auc``, ``*_gauc`` ...); empty for rows recorded before this field existed
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: the model's embedding dim (``None``: unknown or the model has none)
+    embedding_dim: int | None = None
+    #: the ``model@task`` rows a ``model (per task)`` row combines
+    parts: list[str] = field(default_factory=list)
 
 
 def _git(root: Path, *args: str) -> str:
@@ -66,7 +96,39 @@ def code_version() -> str:
     return f"{adrank.__version__}+g{sha}{'-dirty' if dirty else ''}" if sha else adrank.__version__
 
 
-def _read_finished(run_dir: Path, model: str, seed: int, code: str = "") -> BenchmarkRun | None:
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``"dnn@click"`` -> ``("dnn", "click")``; ``"dnn"`` -> ``("dnn", None)``."""
+    model, sep, task = spec.partition(TASK_SEPARATOR)
+    if sep and not (model and task):
+        raise ValueError(f"model spec {spec!r} must be MODEL or MODEL{TASK_SEPARATOR}TASK")
+    return model, (task or None)
+
+
+def spec_config(dataset: str, spec: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """The run config of a model spec: the model's config for ``dataset`` (shipped tuned
+    config or defaults), ``task=TASK`` for ``model@task``, then ``overrides``."""
+    model, task = split_spec(spec)
+    extra = [f"task={task}"] if task else []
+    return resolve_run_config(dataset, model, overrides=[*extra, *overrides])
+
+
+def _embedding_dim(run_dir: Path, model: str) -> int | None:
+    from adrank.models.registry import model_params
+
+    try:
+        params = RunConfig.load(run_dir / "config.yaml").params
+    except (ConfigError, OSError):
+        params = {}
+    try:
+        value = params.get("embedding_dim", model_params(model).get("embedding_dim"))
+    except KeyError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _read_finished(
+    run_dir: Path, model: str, seed: int, code: str = "", task: str | None = None
+) -> BenchmarkRun | None:
     try:
         read_manifest(run_dir)
     except ArtifactError:
@@ -85,18 +147,128 @@ def _read_finished(run_dir: Path, model: str, seed: int, code: str = "") -> Benc
         train_samples_per_s=m["train_samples_per_s"],
         run_dir=str(run_dir),
         code=code,
+        task=task,
+        metrics={k: float(v) for k, v in m["test"].items()},
+        embedding_dim=_embedding_dim(run_dir, split_spec(model)[0]),
     )
 
 
 def read_results(path: Path) -> dict[tuple[str, int], BenchmarkRun]:
-    """Finished runs recorded in a ``runs.jsonl`` (the last line for a (model, seed) wins)."""
+    """Finished runs recorded in a ``runs.jsonl`` (the last line for a (model, seed) wins).
+
+    Rows written before a field existed load with its default."""
+    known = {f.name for f in fields(BenchmarkRun)}
     out: dict[tuple[str, int], BenchmarkRun] = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip():
-                row = BenchmarkRun(**json.loads(line))
+                data = json.loads(line)
+                unknown = sorted(set(data) - known)
+                if unknown:
+                    raise ValueError(f"{path} line {number}: unknown field(s) {unknown}")
+                row = BenchmarkRun(**data)
                 out[(row.model, row.seed)] = row
     return out
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A leaderboard entry: one spec, or a per-task pair (``parts``) combined into ``name``."""
+
+    name: str
+    parts: tuple[str, ...] = ()
+
+
+def benchmark_tasks(dataset: str, prepared: PreparedData | None = None) -> tuple[TaskInfo, ...]:
+    """The dataset's tasks (with their output names): from ``prepared`` when given, else
+    from the registered dataset's schema (no data needed)."""
+    if prepared is not None:
+        return prepared.feature_map.tasks
+    from adrank.data.datasets import get_dataset
+    from adrank.data.schema import infer_outputs
+
+    tasks = get_dataset(dataset).schema().tasks
+    return tuple(
+        TaskInfo(t.name, t.label, t.type, float(t.weight), t.given, output)
+        for t, output in zip(tasks, infer_outputs(tasks), strict=True)
+    )
+
+
+def _is_single_task(spec: str, dataset: str, feature_map: FeatureMap) -> bool:
+    from adrank.models.registry import build_model, get_model_class
+
+    if get_model_class(spec).outputs is not None:
+        return False
+    params = spec_config(dataset, spec).params
+    return build_model(spec, feature_map, default_init=False, **params).outputs is None
+
+
+def plan_entries(
+    specs: Sequence[str], tasks: Sequence[TaskInfo], is_single_task: Callable[[str], bool]
+) -> list[_Entry]:
+    """Expand plain single-task models on a multi-task dataset into per-task pairs."""
+    names = [t.name for t in tasks]
+    out: list[_Entry] = []
+    for spec in specs:
+        model, task = split_spec(spec)
+        if task is not None and task not in names:
+            raise ValueError(f"model spec {spec!r}: unknown task {task!r}; tasks: {names}")
+        if task is None and len(names) > 1 and is_single_task(model):
+            parts = tuple(f"{model}{TASK_SEPARATOR}{n}" for n in names)
+            out.append(_Entry(f"{model}{PAIR_SUFFIX}", parts))
+        else:
+            out.append(_Entry(spec))
+    return out
+
+
+def combine_runs(
+    name: str,
+    seed: int,
+    parts: list[BenchmarkRun],
+    feature_map: FeatureMap,
+    test: Any,
+    code: str = "",
+) -> BenchmarkRun:
+    """The row of a per-task pair: the parts' test predictions (``test_predictions.npy``)
+    scored together on the test split ``test`` (a TensorData), so CTCVR is ``pctr x pcvr``."""
+    from adrank.train.evaluation import Predictions, compute_metrics
+
+    by_name = {t.name: t for t in feature_map.tasks}
+    columns, outputs = [], []
+    for part in parts:
+        path = Path(part.run_dir) / "test_predictions.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: cannot combine {name} seed {seed}")
+        columns.append(np.load(path).reshape(-1))
+        outputs.append(by_name[part.task or ""].output)
+    batch = test.data
+    roles = {k: v.numpy() for k, v in batch.roles.items()}
+    predictions = Predictions(
+        np.stack(columns, axis=1),
+        batch.labels.numpy(),
+        roles.get("group"),
+        roles=roles,
+        outputs=outputs,
+    )
+    metrics = compute_metrics(predictions, feature_map)
+    dims = {p.embedding_dim for p in parts}
+    return BenchmarkRun(
+        model=name,
+        seed=seed,
+        test_auc=metrics["auc"],
+        test_logloss=metrics["logloss"],
+        valid_auc=float(np.mean([p.valid_auc for p in parts])),
+        num_parameters=sum(p.num_parameters for p in parts),
+        epochs=sum(p.epochs for p in parts),
+        best_epoch=max(p.best_epoch for p in parts),
+        train_time_s=sum(p.train_time_s for p in parts),
+        train_samples_per_s=float(np.mean([p.train_samples_per_s for p in parts])),
+        run_dir="",
+        code=code,
+        metrics=metrics,
+        embedding_dim=dims.pop() if len(dims) == 1 else None,
+        parts=[p.model for p in parts],
+    )
 
 
 def run_benchmark(
@@ -110,8 +282,9 @@ def run_benchmark(
     overrides: list[str] = (),  # type: ignore[assignment]
     on_run: Callable[[BenchmarkRun], None] | None = None,
     force_progress: bool = False,
-    keep_going: bool = True,
+    keep_going: bool = False,
     failures: list[tuple[str, int, str]] | None = None,
+    prepared: PreparedData | None = None,
 ) -> list[BenchmarkRun]:
     """Train every model with every seed (tuned config per model) and return the rows.
 
@@ -119,42 +292,126 @@ def run_benchmark(
     resuming: (model, seed) pairs recorded there are not retrained. Run directories
     (weights, checkpoints) go to ``output_dir/runs/`` and an interrupted run resumes from
     its last epoch checkpoint. With ``keep_going`` a failing run is logged (and appended
-    to ``failures``) and the benchmark moves on.
+    to ``failures``) and the benchmark moves on. ``models`` may name ``model@task`` runs;
+    on a multi-task dataset a plain single-task model becomes a per-task pair (see the
+    module docstring). ``prepared`` replaces preparing ``dataset``.
     """
     failures = failures if failures is not None else []
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results_path = output_dir / "runs.jsonl"
-    done = read_results(results_path)
-    prepared = None
+    state = _BenchmarkState(
+        dataset, output_dir, data_dir, cache_dir, list(overrides), force_progress, prepared
+    )
+    try:
+        tasks = benchmark_tasks(dataset, prepared)
+    except KeyError:  # not a registered dataset: its prepared data tells (or names the error)
+        tasks = state.prepared_data().feature_map.tasks
+    entries = plan_entries(
+        models,
+        tasks,
+        lambda m: _is_single_task(m, dataset, state.prepared_data().feature_map),
+    )
     rows: list[BenchmarkRun] = []
-    for model in models:
-        for seed in seeds:
-            row = done.get((model, seed))
-            if row is not None:
-                logger.info(
-                    "benchmark: %s seed %d already recorded in %s", model, seed, results_path
-                )
-            else:
-                run_dir = output_dir / "runs" / f"{model}-seed{seed}"
-                row = _read_finished(run_dir, model, seed)
-                if row is None:
-                    if prepared is None:
-                        prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
-                    cfg = resolve_run_config(
-                        dataset, model, overrides=[*overrides, f"train.seed={seed}"]
-                    )
-                    logger.info("benchmark: %s seed %d -> %s", model, seed, run_dir)
-                    code = code_version()  # at the start: the code that trains the run
-                    train_run(
-                        cfg, run_dir, prepared=prepared, resume=True, force_progress=force_progress
-                    )
-                    row = _read_finished(run_dir, model, seed, code)
-                    if row is None:
-                        raise RuntimeError(f"run {run_dir} finished without a manifest")
-                with open(results_path, "a") as fh:
-                    fh.write(json.dumps(asdict(row)) + "\n")
+
+    def attempt(name: str, seed: int, make: Callable[[], BenchmarkRun | None]) -> None:
+        try:
+            row = make()
+        except Exception as exc:
+            if not keep_going:
+                raise
+            logger.exception("benchmark: %s seed %d failed", name, seed)
+            failures.append((name, seed, f"{type(exc).__name__}: {exc}"))
+            return
+        if row is not None:
             rows.append(row)
             if on_run:
                 on_run(row)
+
+    for entry in entries:
+        for spec in entry.parts or (entry.name,):
+            for seed in seeds:
+                attempt(spec, seed, partial(state.run, spec, seed))
+        for seed in seeds if entry.parts else ():
+            attempt(entry.name, seed, partial(state.combine, entry, seed))
     return rows
+
+
+class _BenchmarkState:
+    """What the runs of one benchmark share: the recorded rows and the prepared data."""
+
+    def __init__(
+        self,
+        dataset: str,
+        output_dir: Path,
+        data_dir: str | Path | None,
+        cache_dir: str | Path | None,
+        overrides: list[str],
+        force_progress: bool,
+        prepared: PreparedData | None,
+    ) -> None:
+        self.dataset, self.output_dir = dataset, output_dir
+        self.data_dir, self.cache_dir = data_dir, cache_dir
+        self.overrides, self.force_progress = overrides, force_progress
+        self.results_path = output_dir / "runs.jsonl"
+        self.done = read_results(self.results_path)
+        self._prepared = prepared
+        self._test = None
+
+    def prepared_data(self) -> PreparedData:
+        if self._prepared is None:
+            self._prepared = prepare_dataset(
+                self.dataset, data_dir=self.data_dir, cache_dir=self.cache_dir
+            )
+        return self._prepared
+
+    def _record(self, row: BenchmarkRun) -> BenchmarkRun:
+        with open(self.results_path, "a") as fh:
+            fh.write(json.dumps(asdict(row)) + "\n")
+        self.done[(row.model, row.seed)] = row
+        return row
+
+    def run(self, spec: str, seed: int) -> BenchmarkRun:
+        row = self.done.get((spec, seed))
+        if row is not None:
+            logger.info(
+                "benchmark: %s seed %d already recorded in %s", spec, seed, self.results_path
+            )
+            return row
+        task = split_spec(spec)[1]
+        run_dir = self.output_dir / "runs" / f"{spec}-seed{seed}"
+        row = _read_finished(run_dir, spec, seed, task=task)
+        if row is None:
+            prepared = self.prepared_data()
+            cfg = spec_config(self.dataset, spec, [*self.overrides, f"train.seed={seed}"])
+            logger.info("benchmark: %s seed %d -> %s", spec, seed, run_dir)
+            code = code_version()  # at the start: the code that trains the run
+            train_run(
+                cfg, run_dir, prepared=prepared, resume=True, force_progress=self.force_progress
+            )
+            row = _read_finished(run_dir, spec, seed, code, task=task)
+            if row is None:
+                raise RuntimeError(f"run {run_dir} finished without a manifest")
+        return self._record(row)
+
+    def combine(self, entry: _Entry, seed: int) -> BenchmarkRun | None:
+        row = self.done.get((entry.name, seed))
+        if row is not None:
+            return row
+        missing = [spec for spec in entry.parts if (spec, seed) not in self.done]
+        if missing:
+            logger.warning("benchmark: %s seed %d lacks %s", entry.name, seed, missing)
+            return None
+        parts = [self.done[(spec, seed)] for spec in entry.parts]
+        prepared = self.prepared_data()
+        if self._test is None:
+            self._test = load_split(prepared, "test")
+        codes = {p.code for p in parts}
+        row = combine_runs(
+            entry.name,
+            seed,
+            parts,
+            prepared.feature_map,
+            self._test,
+            codes.pop() if len(codes) == 1 else "",
+        )
+        return self._record(row)
