@@ -445,13 +445,15 @@ class Predictor:
                 f"{self.artifact.directory}: the model gives {columns.shape[1]} output "
                 f"column(s) but its outputs are {self.model_outputs}"
             )
+        # one sigmoid over the whole (N, K) block, as the trainer computes its predictions
+        # (a strided column can round differently in the vectorized kernel)
+        squashed = torch.sigmoid(columns).double().numpy()
         probs: dict[str, np.ndarray] = {}
         for i, name in enumerate(self.model_outputs):
-            z = columns[:, i]
             if name in self._regression:
-                probs[name] = z.double().numpy()
+                probs[name] = columns[:, i].double().numpy()
                 continue
-            p = torch.sigmoid(z).double().numpy()
+            p = squashed[:, i]
             if name == self._sampled:
                 p = correct_probabilities(p, self.negative_sampling_rate)
             probs[name] = p

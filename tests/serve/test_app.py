@@ -65,7 +65,26 @@ def test_predict_matches_the_predictor(client: httpx.Client, synthetic_runs) -> 
     res = client.post("/v1/predict", json={"records": records})
     assert res.status_code == 200, res.text
     expected = Predictor.load(synthetic_runs.run_a).predict(records)
-    np.testing.assert_array_equal(np.array(res.json()["pctr"]), expected)
+    body = res.json()
+    np.testing.assert_array_equal(np.array(body["pctr"]), expected)  # single-task clients
+    assert body["outputs"] == ["pctr"] and body["passthrough"] is None
+    assert body["predictions"] == [{"pctr": p} for p in expected.tolist()]
+
+
+@pytest.mark.parametrize("billing", ["cpa", "ocpc"])
+def test_conversion_bids_on_a_click_model_answer_422(client: httpx.Client, billing: str) -> None:
+    body = rank_body(4)
+    body["candidates"][2]["billing"] = billing
+    res = client.post("/v1/rank", json=body)
+    assert res.status_code == 422, res.text
+    assert loc_of(res) == [["body", "candidates", 2, "billing"]]
+    msg = res.json()["detail"][0]["msg"]
+    assert f"candidate 2 (ad_id 'ad2') bids {billing}" in msg
+    assert "'pctcvr'" in msg and "this model gives ['pctr']" in msg
+    body["candidates"][2]["billing"] = "cpc"  # explicit cpc is the default
+    res = client.post("/v1/rank", json=body)
+    assert res.status_code == 200
+    assert {s["billing"] for s in res.json()["slots"]} == {"cpc"}
 
 
 def test_rank_matches_in_process_auction(client: httpx.Client, synthetic_runs) -> None:
@@ -89,7 +108,9 @@ def test_rank_matches_in_process_auction(client: httpx.Client, synthetic_runs) -
     assert out["slots"] == [vars(s) for s in expected.slots]
     assert [s["slot"] for s in out["slots"]] == [1, 2, 3]
     for s in out["slots"]:
-        assert s["ecpm"] == pytest.approx(s["bid"] * s["pctr"] * 1000)
+        assert s["ecpm"] == s["score"] == pytest.approx(s["bid"] * s["pctr"] * 1000)
+        assert (s["billing"], s["billing_event"], s["q"]) == ("cpc", "click", s["pctr"])
+        assert s["pcvr"] is None and s["pctcvr"] is None
         assert 0.6 <= s["price"] <= s["bid"]
         assert s["creative_id"].startswith(s["ad_id"] + "-")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adrank.serve.artifact import load_artifact, read_manifest
+from adrank.serve.artifact import load_artifact, read_manifest, save_calibration
 from adrank.serve.calibration import (
     OUTPUT_EPS,
     apply_calibration,
@@ -117,6 +117,34 @@ def test_calibration_format_is_checked(synthetic_runs, tmp_path: Path) -> None:
         load_artifact(run)
     with pytest.raises(ValueError, match="unknown calibration method"):
         calibrate(run, "beta")
+
+
+def test_format_1_calibration_file_still_loads(synthetic_runs, tmp_path: Path) -> None:
+    """A single-map file of the first format is the map of the run's single output."""
+    run = Path(shutil.copytree(synthetic_runs.run_a, tmp_path / "run"))
+    records = synthetic_runs.raw_test.drop("click").head(20).to_dicts()
+    raw = Predictor.load(run).predict(records)
+    v1 = {
+        "version": 1,
+        "method": "platt",
+        "labels": ["click"],
+        "maps": {"click": {"a": 2.0, "b": -0.5}},
+    }
+    save_calibration(run, v1)
+    predictor = Predictor.load(run)
+    assert predictor.calibration is not None and set(predictor.calibration["maps"]) == {"pctr"}
+    z = 2.0 * np.log(raw / (1 - raw)) - 0.5
+    np.testing.assert_allclose(predictor.predict(records), 1 / (1 + np.exp(-z)), rtol=1e-9)
+    assert predictor.predict_outputs(records).keys() == {"pctr"}
+
+
+def test_calibrate_single_task_stores_format_2(synthetic_runs, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(synthetic_runs.run_a, tmp_path / "run"))
+    report = calibrate(run, "platt")
+    stored = json.loads((run / "calibration.json").read_text())
+    assert stored["version"] == 2 and stored["outputs"] == ["pctr"]
+    assert stored["fitted_rows"] == {"pctr": 2000} and report.derived == []
+    assert report.splits["valid"]["before"]["rows"] == 2000
 
 
 @pytest.mark.integration
