@@ -1,7 +1,19 @@
-"""Shared layers: embeddings, MLP blocks, interactions, attention, gating. No training logic."""
+"""Shared layers: embeddings, MLP blocks, interactions, attention, gating, experts and task
+towers. No training logic."""
 
 from adrank.nn.dropout import Dropout
 from adrank.nn.embedding import FeatureEmbedding
+from adrank.nn.experts import CGCLayer, ExpertBank, SoftmaxGate
 from adrank.nn.mlp import MLPBlock, activation
+from adrank.nn.towers import TaskTowers
 
-__all__ = ["Dropout", "FeatureEmbedding", "MLPBlock", "activation"]
+__all__ = [
+    "CGCLayer",
+    "Dropout",
+    "ExpertBank",
+    "FeatureEmbedding",
+    "MLPBlock",
+    "SoftmaxGate",
+    "TaskTowers",
+    "activation",
+]

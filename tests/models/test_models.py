@@ -1,5 +1,6 @@
-"""Registry-wide model tests: every registered model (and every Frappe config) is covered
-automatically. Models are built with their own (BARS) defaults on a tiny feature map."""
+"""Registry-wide model tests: every registered model (and every shipped config) is covered
+automatically. Models are built with their own (BARS) defaults on a tiny feature map: one
+task for single-task models, a click/conversion funnel for multi-task models."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adrank.config import RunConfig
-from adrank.data.feature_map import FeatureMap, FieldInfo
-from adrank.models import CTRModel, ModelOutput, available_models, build_model
+from adrank.config import RunConfig, TrainConfig
+from adrank.data.batches import Batch
+from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
+from adrank.models import CTRModel, ModelOutput, available_models, build_model, get_model_class
+from adrank.models.multitask import MultiTaskModel
+from adrank.tasks import model_outputs, resolve_objectives
+from adrank.train.losses import task_loss, training_loss
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "models" / "frappe"
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs" / "models"
+CONFIG_DIR = CONFIG_ROOT / "frappe"
+#: click/conversion datasets: their task names (click task, conversion task given click)
+FUNNEL_DATASETS = {"frappe_funnel": ("click", "engaged"), "movielens_100k": ("like", "love")}
 FRAPPE_CARDINALITIES = {
     "user": 957,
     "item": 4082,
@@ -30,8 +38,24 @@ MODELS = available_models()
 BATCH = 64
 
 
-def tiny_feature_map(with_numeric: bool) -> FeatureMap:
-    """user/item plus two more categorical fields, and optionally one numeric field."""
+def funnel_tasks(click: str = "click", conversion: str = "conversion") -> dict:
+    """FeatureMap keywords for a click task (pctr) and a conversion task given it (pcvr)."""
+    return {
+        "labels": (click, conversion),
+        "tasks": (
+            TaskInfo(click, click, output="pctr"),
+            TaskInfo(conversion, conversion, given=click, output="pcvr"),
+        ),
+    }
+
+
+def is_multitask(name: str) -> bool:
+    return issubclass(get_model_class(name), MultiTaskModel)
+
+
+def tiny_feature_map(with_numeric: bool, multitask: bool = False) -> FeatureMap:
+    """user/item plus two more categorical fields, and optionally one numeric field; one
+    task ``click``, or with ``multitask`` a click/conversion funnel."""
     fields = [
         FieldInfo("user", "categorical", vocab_size=12),
         FieldInfo("item", "categorical", vocab_size=9),
@@ -40,15 +64,24 @@ def tiny_feature_map(with_numeric: bool) -> FeatureMap:
     ]
     if with_numeric:
         fields.append(FieldInfo("n0", "numeric"))
+    if multitask:
+        return FeatureMap(tuple(fields), **funnel_tasks())
     return FeatureMap(tuple(fields), labels=("click",))
 
 
-def frappe_feature_map() -> FeatureMap:
-    """Frappe's 10 categorical fields; vocab = cardinality + padding + OOV (5,402 rows)."""
+def model_feature_map(name: str, with_numeric: bool) -> FeatureMap:
+    return tiny_feature_map(with_numeric, multitask=is_multitask(name))
+
+
+def frappe_feature_map(tasks: tuple[str, str] | None = None) -> FeatureMap:
+    """Frappe's 10 categorical fields; vocab = cardinality + padding + OOV (5,402 rows);
+    one task, or the funnel ``tasks`` (click, conversion)."""
     fields = tuple(
         FieldInfo(name, "categorical", vocab_size=card + 2)
         for name, card in FRAPPE_CARDINALITIES.items()
     )
+    if tasks is not None:
+        return FeatureMap(fields, **funnel_tasks(*tasks))
     return FeatureMap(fields, labels=("click",))
 
 
@@ -64,18 +97,32 @@ def random_features(fmap: FeatureMap, batch: int, seed: int) -> dict[str, torch.
 
 
 def learnable_batch(fmap: FeatureMap) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """A fixed batch whose label is a function of the user id (so every model can fit it)."""
+    """A fixed batch whose labels (B, T) are functions of the ids (so every model can fit
+    them): click = even user; conversion (a funnel's second label) = click and even item."""
     features = random_features(fmap, BATCH, seed=7)
-    labels = (features["user"] % 2 == 0).float()
-    return features, labels
+    click = (features["user"] % 2 == 0).float()
+    if len(fmap.labels) == 1:
+        return features, click[:, None]
+    return features, torch.stack([click, click * (features["item"] % 2 == 0).float()], dim=1)
 
 
 def total_loss(model: CTRModel, features: dict[str, torch.Tensor], labels: torch.Tensor):
+    """The trainer's objective (the tasks' losses + the model's auxiliary loss)."""
     outputs = model.training_outputs(features)
     assert isinstance(outputs, ModelOutput)
-    loss = F.binary_cross_entropy_with_logits(outputs.logits, labels)
-    aux = model.auxiliary_loss(outputs, labels)
-    return loss if aux is None else loss + aux
+    return training_loss(model, outputs, Batch(features, labels), TrainConfig())
+
+
+def tasks_loss(model: CTRModel, features: dict[str, torch.Tensor], labels: torch.Tensor):
+    """The tasks' losses of the plain forward (no auxiliary loss)."""
+    fmap = model.feature_map
+    outputs = model_outputs(model, fmap, None)
+    objectives = resolve_objectives(model, fmap)
+    return task_loss(model(features), outputs, objectives, Batch(features, labels))
+
+
+def output_shape(model: CTRModel, batch: int) -> tuple[int, ...]:
+    return (batch,) if model.outputs is None else (batch, len(model.outputs))
 
 
 def build(name: str, fmap: FeatureMap, seed: int = 0) -> CTRModel:
@@ -86,11 +133,11 @@ def build(name: str, fmap: FeatureMap, seed: int = 0) -> CTRModel:
 @pytest.mark.parametrize("with_numeric", [False, True], ids=["categorical", "mixed"])
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_loss_and_gradients(name: str, with_numeric: bool) -> None:
-    fmap = tiny_feature_map(with_numeric)
+    fmap = model_feature_map(name, with_numeric)
     model = build(name, fmap)
     features, labels = learnable_batch(fmap)
     logits = model(features)
-    assert logits.shape == (BATCH,)
+    assert logits.shape == output_shape(model, BATCH)
     assert torch.isfinite(logits).all()
 
     loss = total_loss(model, features, labels)
@@ -108,7 +155,7 @@ def test_forward_loss_and_gradients(name: str, with_numeric: bool) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_training_lowers_loss(name: str) -> None:
-    fmap = tiny_feature_map(with_numeric=True)
+    fmap = model_feature_map(name, with_numeric=True)
     model = build(name, fmap)
     features, labels = learnable_batch(fmap)
 
@@ -118,7 +165,7 @@ def test_training_lowers_loss(name: str) -> None:
         model.train()
         torch.manual_seed(123)
         with torch.no_grad():
-            return float(F.binary_cross_entropy_with_logits(model(features), labels))
+            return float(tasks_loss(model, features, labels))
 
     before = train_mode_loss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -133,7 +180,7 @@ def test_training_lowers_loss(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_state_dict_round_trip(name: str, tmp_path: Path) -> None:
-    fmap = tiny_feature_map(with_numeric=True)
+    fmap = model_feature_map(name, with_numeric=True)
     model = build(name, fmap, seed=0)
     features, labels = learnable_batch(fmap)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -162,6 +209,7 @@ def test_dcnv3_tri_bce_matches_formula() -> None:
     fmap = tiny_feature_map(with_numeric=False)
     model = build("dcnv3", fmap)
     features, labels = learnable_batch(fmap)
+    labels = labels[:, 0]
     model.eval()
     with torch.no_grad():
         out = model.training_outputs(features)
@@ -213,12 +261,17 @@ VARIANTS = [
     ("edcn", {"bridge_type": "concatenation", "batch_norm": False}),
     ("edcn", {"bridge_type": "attention_pooling"}),
     ("xdeepfm", {"dnn_hidden_units": [], "cin_layer_units": [4, 3]}),
+    ("sharebottom", {"conversion_target": "pctcvr", "batch_norm": False}),
+    ("mmoe", {"conversion_target": "pctcvr", "num_experts": 1}),
+    ("ple", {"num_levels": 1}),
+    ("ple", {"num_levels": 3, "num_specific_experts": 2, "conversion_target": "pctcvr"}),
+    ("aitm", {"calibrator_weight": 0.0, "tower_hidden_units": [8]}),
 ]
 
 
 @pytest.mark.parametrize(("name", "params"), VARIANTS, ids=lambda v: str(v))
 def test_structural_variants(name: str, params: dict) -> None:
-    fmap = tiny_feature_map(with_numeric=True)
+    fmap = model_feature_map(name, with_numeric=True)
     torch.manual_seed(0)
     model = build_model(name, fmap, **params)
     features, labels = learnable_batch(fmap)
@@ -227,38 +280,61 @@ def test_structural_variants(name: str, params: dict) -> None:
     loss.backward()
     model.eval()
     with torch.no_grad():
-        assert model(features).shape == (BATCH,)
+        assert model(features).shape == output_shape(model, BATCH)
 
 
 def test_invalid_choices_are_rejected() -> None:
-    fmap = tiny_feature_map(with_numeric=False)
     for name, params, match in [
         ("dcnv2", {"model_structure": "diagonal"}, "model_structure"),
         ("dlrm", {"interaction_op": "sum"}, "interaction_op"),
         ("edcn", {"bridge_type": "gated"}, "bridge_type"),
+        ("mmoe", {"conversion_target": "pconv"}, "conversion_target"),
+        ("ple", {"num_levels": 0}, "num_levels"),
+        ("ple", {"num_shared_experts": 0}, "num_shared_experts"),
+        ("aitm", {"calibrator_weight": -1.0}, "calibrator_weight"),
     ]:
         with pytest.raises(ValueError, match=match):
-            build_model(name, fmap, **params)
+            build_model(name, model_feature_map(name, with_numeric=False), **params)
 
 
-CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+CONFIGS = sorted(CONFIG_ROOT.glob("*/*.yaml"))
+MULTITASK_MODELS = ["sharebottom", "esmm", "mmoe", "ple", "aitm"]
 
 
-def test_frappe_configs_exist() -> None:
-    assert CONFIGS, f"no configs found under {CONFIG_DIR}"
+def test_configs_exist() -> None:
+    assert sorted(CONFIG_DIR.glob("*.yaml")), f"no configs found under {CONFIG_DIR}"
+    for dataset in FUNNEL_DATASETS:  # every multi-task model and the two baselines
+        names = {p.stem for p in (CONFIG_ROOT / dataset).glob("*.yaml")}
+        assert names == {*MULTITASK_MODELS, "dnn", "deepfm"}, dataset
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_frappe_config_builds(path: Path) -> None:
+@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
+def test_config_builds(path: Path) -> None:
     config = RunConfig.load(path)
-    assert config.model == path.stem
+    dataset = path.parent.name
+    assert config.model == path.stem and config.dataset == dataset
     assert config.model in MODELS
     assert config.train.batch_size == 4096 and config.train.learning_rate == 1e-3
-    fmap = frappe_feature_map()
+    fmap = frappe_feature_map(FUNNEL_DATASETS.get(dataset))
     torch.manual_seed(0)
     model = build_model(config.model, fmap, **config.params)
     assert model.num_parameters() > 0
     model.eval()
     with torch.no_grad():
         logits = model(random_features(fmap, 8, seed=0))
-    assert logits.shape == (8,) and torch.isfinite(logits).all()
+    assert logits.shape == output_shape(model, 8) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("dataset", sorted(FUNNEL_DATASETS))
+def test_funnel_configs_share_the_protocol(dataset: str) -> None:
+    """Multi-task models and baselines: one embedding dim, BARS patience; multi-task runs
+    monitor named metrics of this dataset's tasks."""
+    click, _ = FUNNEL_DATASETS[dataset]
+    configs = [RunConfig.load(p) for p in sorted((CONFIG_ROOT / dataset).glob("*.yaml"))]
+    assert {c.params.get("embedding_dim") for c in configs} == {10}
+    assert {c.train.patience for c in configs} == {2}
+    for c in configs:
+        if c.model in MULTITASK_MODELS:
+            assert c.train.monitor == {f"{click}_auc": 0.5, "pctcvr_auc": 0.5}, c.model
+        else:  # a baseline is told its task (--set task=...) by the benchmark
+            assert c.train.task is None and c.train.monitor == "auc", c.model

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from adrank.data.feature_map import FeatureMap, FieldInfo
-from adrank.models import available_models, build_model
+from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
+from adrank.models import available_models, build_model, get_model_class
+from adrank.models.multitask import MultiTaskModel
 from adrank.serve.artifact import read_manifest
 from adrank.serve.export import (
     EXPORT_EXCEPTIONS,
@@ -29,18 +30,21 @@ from adrank.serve.predictor import Predictor
 MODELS = available_models()
 
 
-def tiny_feature_map() -> FeatureMap:
-    """Every field kind: 4 categorical (two sharing a table), numeric, a sequence."""
-    return FeatureMap(
-        (
-            FieldInfo("user", "categorical", vocab_size=12),
-            FieldInfo("item", "categorical", vocab_size=9),
-            FieldInfo("c0", "categorical", vocab_size=5),
-            FieldInfo("n0", "numeric"),
-            FieldInfo("hist", "sequence", vocab_size=9, max_len=4, embedding_group="item"),
-        ),
-        labels=("click",),
+def tiny_feature_map(multitask: bool = False) -> FeatureMap:
+    """Every field kind: 4 categorical (two sharing a table), numeric, a sequence; one task,
+    or (``multitask``) a click task and a conversion task given it."""
+    fields = (
+        FieldInfo("user", "categorical", vocab_size=12),
+        FieldInfo("item", "categorical", vocab_size=9),
+        FieldInfo("c0", "categorical", vocab_size=5),
+        FieldInfo("n0", "numeric"),
+        FieldInfo("hist", "sequence", vocab_size=9, max_len=4, embedding_group="item"),
     )
+    if not multitask:
+        return FeatureMap(fields, labels=("click",))
+    tasks = (TaskInfo("click", "click", output="pctr"),
+             TaskInfo("conversion", "conversion", given="click", output="pcvr"))  # fmt: skip
+    return FeatureMap(fields, labels=("click", "conversion"), tasks=tasks)
 
 
 def test_exceptions_name_registered_models() -> None:
@@ -54,7 +58,7 @@ def test_every_model_exports_with_parity(name: str, tmp_path: Path) -> None:
         pytest.skip(f"{name} cannot be exported: {EXPORT_EXCEPTIONS[name]}")
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    fmap = tiny_feature_map()
+    fmap = tiny_feature_map(multitask=issubclass(get_model_class(name), MultiTaskModel))
     model = build_model(name, fmap).eval()
     rows = example_inputs(fmap, 300, seed=1)  # another batch size than the traced one
     with torch.no_grad():  # move weights off their init, so outputs are far from constant

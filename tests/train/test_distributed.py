@@ -23,9 +23,10 @@ import torch
 
 from adrank.config import TrainConfig, resolve_run_config
 from adrank.data.batches import Batch, InMemoryLoader, ParquetStreamLoader, TensorData
-from adrank.data.feature_map import FeatureMap, FieldInfo
+from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
 from adrank.data.prepare import prepare_dataset
-from adrank.models import available_models, build_model
+from adrank.models import available_models, build_model, get_model_class
+from adrank.models.multitask import MultiTaskModel
 from adrank.pipeline import train_run
 from adrank.train import Callback, Trainer, evaluate
 from adrank.train.distributed import (
@@ -51,6 +52,13 @@ VOCAB = (30, 20, 8, 5)
 FEATURE_MAP = FeatureMap(
     tuple(FieldInfo(f"f{i}", "categorical", v) for i, v in enumerate(VOCAB)), ("click",)
 )
+#: for multi-task models: click and a conversion task given click
+FUNNEL_MAP = FeatureMap(
+    FEATURE_MAP.fields,
+    ("click", "conversion"),
+    tasks=(TaskInfo("click", "click", output="pctr"),
+           TaskInfo("conversion", "conversion", given="click", output="pcvr")),
+)  # fmt: skip
 TIMING_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "train_samples_per_s"}
 
 
@@ -64,6 +72,14 @@ def make_data(n: int, seed: int) -> TensorData:
     labels = (torch.rand(n, generator=gen) < torch.sigmoid(logit)).float()
     group = torch.randint(0, 15, (n,), generator=gen)
     return TensorData(Batch(features, labels[:, None], group))
+
+
+def with_conversion(data: TensorData) -> TensorData:
+    """``data`` plus a conversion label (a click on an even f1), for :data:`FUNNEL_MAP`."""
+    batch = data.data
+    click = batch.labels[:, 0]
+    conversion = click * (batch.features["f1"] % 2 == 0).float()
+    return TensorData(Batch(batch.features, torch.stack([click, conversion], 1), roles=batch.roles))
 
 
 def small_config(**overrides: Any) -> TrainConfig:
@@ -133,10 +149,13 @@ def collectives_worker(tmp: str) -> dict[str, Any]:
         out["models"] = {}
         for name in [*available_models(), "deepfm+unused"]:
             seed_everything(0)
-            m = build_model(name.split("+")[0], FEATURE_MAP)
+            base = name.split("+")[0]
+            funnel = issubclass(get_model_class(base), MultiTaskModel)
+            m = build_model(base, FUNNEL_MAP if funnel else FEATURE_MAP)
             if name.endswith("+unused"):  # a parameter the loss never reaches
                 m.unused = torch.nn.Linear(2, 2)
-            Trainer(m, small_config(max_epochs=1, learning_rate=1e-3)).fit(make_data(512, 4))
+            data = with_conversion(make_data(512, 4)) if funnel else make_data(512, 4)
+            Trainer(m, small_config(max_epochs=1, learning_rate=1e-3)).fit(data)
             out["models"][name] = state_digest(m)
     finally:
         shutdown_distributed()
