@@ -580,10 +580,14 @@ def _slice_table(title: str, slices: dict[str, dict[str, float]], tasks: list[st
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     input: Annotated[Path, typer.Option("--input", help="Raw records: csv/tsv/parquet/jsonl.")],
-    output: Annotated[Path, typer.Option("--output", help="Output .csv or .parquet with pctr.")],
+    output: Annotated[
+        Path, typer.Option("--output", help="Output .csv or .parquet: the input plus outputs.")
+    ],
     batch_size: Annotated[int, typer.Option(help="Rows scored per batch.")] = SCORE_BATCH_SIZE,
 ) -> None:
-    """Score raw records with the run's processor and model; writes a `pctr` column."""
+    """Score raw records with the run's processor and model. Writes the input columns
+    (pass-through metadata included) plus one column per output: `pctr`; `pctr`, `pcvr` and
+    `pctcvr` for a click/conversion model."""
     from adrank.serve.predictor import predict_file
 
     try:
@@ -601,9 +605,13 @@ def predict_cmd(
 @app.command("benchmark")
 def benchmark_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "frappe",
-    models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = (
-        "deepfm,dcnv2,finalmlp,finalnet"
-    ),
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated model names, or 'all'. On a multi-task dataset a single-task "
+            "model runs once per task (MODEL@TASK runs one task only) and is scored as a pair."
+        ),
+    ] = "deepfm,dcnv2,finalmlp,finalnet",
     seeds: Annotated[int, typer.Option(help="Number of seeds (2021, 2022, ...).")] = 3,
     output: Annotated[
         Path | None,
@@ -635,7 +643,7 @@ def benchmark_cmd(
     Finished runs in OUTPUT are reused, so an interrupted benchmark continues where it
     stopped. With --verify MODEL --seed S, re-trains that one recorded row instead."""
     from adrank.bench.report import to_markdown, write_report
-    from adrank.bench.runner import run_benchmark
+    from adrank.bench.runner import base_model, run_benchmark
     from adrank.models import available_models
 
     if verify is not None:
@@ -667,7 +675,7 @@ def benchmark_cmd(
     names = (
         available_models() if models == "all" else [m.strip().lower() for m in models.split(",")]
     )
-    unknown = [m for m in names if m not in available_models()]
+    unknown = [m for m in names if base_model(m) not in available_models()]
     if unknown:
         fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
     seed_list = [2021 + i for i in range(seeds)]
@@ -682,7 +690,8 @@ def benchmark_cmd(
         from adrank.bench.runner import read_results
 
         recorded = read_results(output / "runs.jsonl")
-        runs = [r for (m, _), r in recorded.items() if models == "all" or m in names]
+        wanted = {base_model(n) for n in names}
+        runs = [r for (m, _), r in recorded.items() if models == "all" or base_model(m) in wanted]
         if not runs:
             fail(f"no recorded runs in {output / 'runs.jsonl'}")
         rows = write_report(runs, dataset, output)
@@ -730,7 +739,8 @@ def calibrate_cmd(
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Fit calibration on the validation split, store it in the run, report before/after."""
+    """Fit calibration per output on the validation split (pcvr on clicked rows), store it in
+    the run, and report pred/obs and ECE before/after (derived pctcvr included)."""
     from adrank.serve.cli_commands import ServeCommandError, run_calibrate
 
     try:
@@ -770,7 +780,8 @@ def serve_cmd(
     max_candidates: Annotated[int, typer.Option(help="Max ads per /v1/rank request.")] = 1000,
     backend: Annotated[str, typer.Option(help="torch, torchscript or onnx.")] = "torch",
 ) -> None:
-    """Serve /v1/predict and /v1/rank (eCPM ranking + GSP auction) over HTTP."""
+    """Serve /v1/predict (named probabilities) and /v1/rank (second-price auction with CPC,
+    CPA and oCPC billing) over HTTP; see docs/serving.md."""
     from adrank.serve.cli_commands import ServeCommandError, run_serve
 
     try:

@@ -198,3 +198,25 @@ def test_old_rows_load_and_unknown_fields_are_named(tmp_path: Path) -> None:
     path.write_text(json.dumps(old | {"colour": 1}) + "\n")
     with pytest.raises(ValueError, match=r"line 1: unknown field\(s\) \['colour'\]"):
         read_results(path)
+
+
+def test_cli_report_only_rebuilds_the_multitask_leaderboard(
+    benchmark: tuple[Path, list[BenchmarkRun]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from adrank.cli import app
+
+    out = tmp_path / "copy"
+    shutil.copytree(benchmark[0], out)
+    args = ["benchmark", "--dataset", "tiny_funnel", "--models", "dnn", "--report-only"]
+    result = CliRunner().invoke(app, [*args, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    md = (out / "leaderboard.md").read_text()
+    # an unregistered dataset: the columns come from the recorded metric names
+    assert "| dnn (per task) | 1 |" in md and "CTCVR AUC" in md and "sharebottom" not in md
+    args[4] = "nosuch@click"
+    unknown = CliRunner().invoke(app, [*args, "--output", str(out)])
+    assert unknown.exit_code != 0 and "unknown model(s) ['nosuch@click']" in unknown.output

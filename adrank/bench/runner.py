@@ -104,6 +104,11 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return model, (task or None)
 
 
+def base_model(name: str) -> str:
+    """The registered model of a row name: ``dnn@click`` and ``dnn (per task)`` -> ``dnn``."""
+    return name.removesuffix(PAIR_SUFFIX).partition(TASK_SEPARATOR)[0]
+
+
 def spec_config(dataset: str, spec: str, overrides: Sequence[str] = ()) -> RunConfig:
     """The run config of a model spec: the model's config for ``dataset`` (shipped tuned
     config or defaults), ``task=TASK`` for ``model@task``, then ``overrides``."""
