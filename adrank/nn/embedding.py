@@ -4,8 +4,18 @@
 
 * categorical fields: one row of a table (fields that share a vocabulary share a table);
 * numeric fields: the value times a learned per-field vector (FuxiCTR/DeepCTR style);
-* sequence fields: mean of the non-padding item embeddings (use :meth:`lookup_sequence`
-  for models that attend over the sequence).
+* sequence fields: in ``forward``/``forward_flat``, the mean of the non-padding item
+  embeddings (what every history-free model has always seen).
+
+Pooled and unpooled embeddings are different shapes (TorchRec's lesson), so sequence models
+ask for what they need and choose their own pooling (:mod:`adrank.nn.pooling`):
+
+* :meth:`FeatureEmbedding.embed_fields`: one (B, D) vector per categorical/numeric field;
+* :meth:`FeatureEmbedding.embed_sequence`: a :class:`SequenceEmbedding`, values (B, L, D)
+  and mask (B, L) (``True`` = a real item, ``False`` = padding id 0);
+* :meth:`FeatureEmbedding.embed_history`: a :class:`History`, a behaviour history with all
+  its aligned attributes concatenated per position (B, L, D·A), its mask, and the target
+  item's matching vector (B, D·A).
 
 All tables with the default dim are fused into one ``nn.Embedding`` with per-table row
 offsets, so a batch needs a single gather for all categorical fields.
@@ -13,11 +23,41 @@ offsets, so a batch needs a single gather for all categorical fields.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from adrank.data.feature_map import FeatureMap, FieldInfo
 from adrank.data.schema import PAD_ID
+from adrank.nn.pooling import pool_sequence
+
+
+class SequenceEmbedding(NamedTuple):
+    """An unpooled sequence: ``values`` (B, L, D) and ``mask`` (B, L) bool, ``True`` where
+    the id is a real item (not padding). Values at padded positions are the padding row
+    (zeros at init) and must never be attended; layers use ``mask``, not the values."""
+
+    values: torch.Tensor
+    mask: torch.Tensor
+
+
+class History(NamedTuple):
+    """A behaviour history with its aligned attributes, ready for target attention.
+
+    Attributes:
+        values: (B, L, D·A) per-position concatenation of the A attribute embeddings, in
+            :attr:`attributes` order (the history field first).
+        mask: (B, L) bool, ``True`` = a real behaviour (from the history field's ids).
+        target: (B, D·A) the target item's vector, attribute by attribute (see
+            :meth:`FeatureEmbedding.history_target_fields`; a missing part is zeros).
+        attributes: the sequence fields concatenated, e.g. ``("hist_item_id", "hist_genre")``.
+    """
+
+    values: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+    attributes: tuple[str, ...]
 
 
 class FeatureEmbedding(nn.Module):
@@ -90,6 +130,8 @@ class FeatureEmbedding(nn.Module):
             persistent=False,
         )
         self.init_std = init_std
+        self._all_fields = {f.name: f for f in feature_map.fields}
+        self.sequence_names = [f.name for f in chosen if f.kind == "sequence"]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -118,12 +160,109 @@ class FeatureEmbedding(nn.Module):
             return self.fused(ids + self._offsets[table])
         return self.extra_tables[table](ids)
 
+    def _field(self, name: str) -> FieldInfo:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"field {name!r} is not embedded here; embedded: {self.field_names}")
+
     def lookup_sequence(self, name: str, ids: torch.Tensor) -> torch.Tensor:
         """Embed a (B, L) id tensor of field ``name``'s table -> (B, L, D); padding rows are 0."""
-        field = next(f for f in self.fields if f.name == name)
-        return self._lookup(field.table, ids)
+        return self._lookup(self._field(name).table, ids)
 
-    def _embed_each(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def embed_fields(
+        self, features: dict[str, torch.Tensor], names: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-field vectors (B, D_f) of categorical and numeric fields, in field order.
+
+        ``names`` picks fields (default: every non-sequence field embedded here); naming a
+        sequence field is an error (use :meth:`embed_sequence` and pool it yourself).
+        """
+        if names is None:
+            names = [n for n in self.field_names if n not in self.sequence_names]
+        for n in names:
+            if self._field(n).kind == "sequence":
+                raise ValueError(
+                    f"field {n!r} is a sequence: use embed_sequence/embed_history, not embed_fields"
+                )
+        each = self._embed_each(features, pool=False)
+        return {n: each[n] for n in names}
+
+    def embed_sequence(self, features: dict[str, torch.Tensor], name: str) -> SequenceEmbedding:
+        """The unpooled sequence field ``name``: values (B, L, D), mask (B, L) bool."""
+        field = self._field(name)
+        if field.kind != "sequence":
+            raise ValueError(f"field {name!r} is {field.kind}, not a sequence")
+        ids = features[name]
+        if ids.dim() != 2:
+            raise ValueError(f"sequence field {name!r} must be (B, L) ids, got {tuple(ids.shape)}")
+        return SequenceEmbedding(self._lookup(field.table, ids), ids != PAD_ID)
+
+    def history_fields(self) -> list[str]:
+        """Primary history fields: embedded sequence fields not aligned with another one."""
+        return [n for n in self.sequence_names if not self._field(n).aligned_with]
+
+    def history_attributes(self, name: str) -> tuple[str, ...]:
+        """``name`` then every embedded sequence aligned with it, in field order."""
+        field = self._field(name)
+        if field.kind != "sequence":
+            raise ValueError(f"field {name!r} is {field.kind}, not a history (sequence)")
+        if field.aligned_with:
+            raise ValueError(
+                f"sequence {name!r} is aligned with {field.aligned_with!r}: ask for the "
+                f"history {field.aligned_with!r}, which includes it"
+            )
+        aligned = [n for n in self.sequence_names if self._field(n).aligned_with == name]
+        return (name, *aligned)
+
+    def history_target_fields(self, name: str) -> tuple[str | None, ...]:
+        """For each attribute of history ``name``, the categorical field holding the target
+        item's value of that attribute, or ``None`` when the feature map declares none.
+
+        An attribute's target is its declared ``target``; otherwise the one categorical
+        field sharing its embedding table (``hist_genre`` -> ``genre``). With none (or an
+        ambiguous several), the target's part for that attribute is zeros, so a history
+        without any target (``target=None``, no matching field) gets a zero target vector.
+        """
+        out: list[str | None] = []
+        for attr in self.history_attributes(name):
+            field = self._field(attr)
+            if field.target:
+                out.append(field.target)
+                continue
+            same = [
+                f.name
+                for f in self._all_fields.values()
+                if f.kind == "categorical" and f.table == field.table
+            ]
+            out.append(same[0] if len(same) == 1 else None)
+        return tuple(out)
+
+    def embed_history(self, features: dict[str, torch.Tensor], name: str) -> History:
+        """History ``name`` with its aligned attributes and its target (see :class:`History`).
+
+        The mask comes from ``name``'s ids; target parts are looked up in the attribute's
+        table, so the target field itself need not be embedded here.
+        """
+        attributes = self.history_attributes(name)
+        seqs = [self.embed_sequence(features, a) for a in attributes]
+        mask = seqs[0].mask
+        parts: list[torch.Tensor] = []
+        for attr, target in zip(attributes, self.history_target_fields(name), strict=True):
+            table = self._field(attr).table
+            if target is None:
+                dim = seqs[0].values.shape[-1]
+                parts.append(seqs[0].values.new_zeros(mask.shape[0], dim))
+            else:
+                parts.append(self._lookup(table, features[target]))
+        values = seqs[0].values if len(seqs) == 1 else torch.cat([s.values for s in seqs], -1)
+        target_vec = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        return History(values, mask, target_vec, attributes)
+
+    def _embed_each(
+        self, features: dict[str, torch.Tensor], pool: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Field name -> (B, D_f); sequence fields are mean-pooled (skipped without ``pool``)."""
         out: dict[str, torch.Tensor] = {}
         if self._fused_cat_names:
             ids = torch.stack([features[n] for n in self._fused_cat_names], dim=1)  # (B, Fc)
@@ -138,10 +277,9 @@ class FeatureEmbedding(nn.Module):
                 out[f.name] = x.unsqueeze(-1) * self.numeric_weight[f.name]  # (B, D)
             elif f.kind == "categorical":
                 out[f.name] = self._lookup(f.table, x)
-            else:  # sequence: mean over non-padding positions
-                seq = self._lookup(f.table, x)  # (B, L, D)
-                mask = (x != PAD_ID).unsqueeze(-1).to(seq.dtype)
-                out[f.name] = (seq * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            elif pool:  # sequence: mean over non-padding positions
+                seq = self.embed_sequence(features, f.name)
+                out[f.name] = pool_sequence(seq.values, seq.mask, "mean")
         return out
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
