@@ -98,29 +98,40 @@ def _foreign_entries(path: Path, marker: dict[str, Any]) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name not in known)
 
 
-def publish_dir(path: str | Path, kind: str, build: Callable[[Path], None]) -> Path:
+def publish_dir(
+    path: str | Path,
+    kind: str,
+    build: Callable[[Path], None],
+    legacy_entries: frozenset[str] = frozenset(),
+) -> Path:
     """Build a one-shot output with ``build(tmp_dir)`` beside ``path``, then rename it into
-    place (see the module docstring for when an existing ``path`` may be replaced)."""
+    place (see the module docstring for when an existing ``path`` may be replaced).
+
+    ``legacy_entries``: an unmarked directory holding nothing but these names (an output
+    written before markers existed) may be replaced too."""
     path = Path(path).absolute()
     if path.exists() and not path.is_dir():
         raise _refuse(path, "it is a file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _check_replaceable(path, kind)  # fail before doing the work
+    _check_replaceable(path, kind, legacy_entries)  # fail before doing the work
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         build(tmp)
         _write_marker(tmp, kind, [p.name for p in tmp.iterdir() if p.name != MARKER])
-        _swap_into_place(tmp, path, kind)
+        _swap_into_place(tmp, path, kind, legacy_entries)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 
 
-def _check_replaceable(path: Path, kind: str) -> None:
+def _check_replaceable(path: Path, kind: str, legacy_entries: frozenset[str]) -> None:
     if not path.exists() or not any(path.iterdir()):
         return
     marker = read_marker(path)
+    names = {p.name for p in path.iterdir()}
+    if marker is None and legacy_entries and names <= legacy_entries:
+        return
     if marker is None:
         shown = sorted(p.name for p in path.iterdir())[:5]
         raise _refuse(path, f"it is not empty and was not created by adrank (it holds {shown})")
@@ -131,11 +142,11 @@ def _check_replaceable(path: Path, kind: str) -> None:
         raise _refuse(path, f"it holds files adrank did not write there: {foreign[:5]}")
 
 
-def _swap_into_place(tmp: Path, path: Path, kind: str) -> None:
+def _swap_into_place(tmp: Path, path: Path, kind: str, legacy_entries: frozenset[str]) -> None:
     if not path.exists():
         os.replace(tmp, path)
         return
-    _check_replaceable(path, kind)  # again: the target may have changed while building
+    _check_replaceable(path, kind, legacy_entries)  # again: it may have changed meanwhile
     if not any(path.iterdir()):
         path.rmdir()
         os.replace(tmp, path)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ import pyarrow.parquet as pq
 from adrank.data.feature_map import FeatureMap
 from adrank.data.processor import FeatureProcessor
 from adrank.data.schema import Schema
+from adrank.outputs import publish_dir
 from adrank.utils import atomic_write_text, content_digest
 
 logger = logging.getLogger(__name__)
@@ -118,14 +117,16 @@ def prepare_frames(
     """Fit on ``splits["train"]``, transform all splits and write them to ``output_dir``.
 
     The directory is built in a temp sibling and renamed into place, so an interrupted run
-    never leaves a half-written dataset behind.
+    never leaves a half-written dataset behind; an existing ``output_dir`` is replaced only
+    when it is adrank's own prepared data (:func:`adrank.outputs.publish_dir`): never a
+    folder with the user's files in it.
     """
     if "train" not in splits:
         raise ValueError(f"a 'train' split is required, got {sorted(splits)}")
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    result: dict[str, Any] = {}
+
+    def build(tmp: Path) -> None:
         t0 = time.perf_counter()
         for name, frame in splits.items():
             check_task_labels(schema, frame.columns, where=f"the {name} split")
@@ -155,13 +156,14 @@ def prepare_frames(
             **(extra_meta or {}),
         }
         atomic_write_text(tmp / "stats.json", json.dumps(meta, indent=2))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return PreparedData(output_dir, feature_map, paths, stats)
+        result.update(feature_map=feature_map, paths=paths, stats=stats)
+
+    legacy = frozenset({"processor", "feature_map.json", "stats.json"}) | {
+        f"{name}.parquet" for name in splits
+    }
+    output_dir = publish_dir(output_dir, "prepared", build, legacy_entries=legacy)
+    result["paths"] = {k: output_dir / v.name for k, v in result["paths"].items()}
+    return PreparedData(output_dir, result["feature_map"], result["paths"], result["stats"])
 
 
 def dataset_cache_key(builder: Any, data_dir: Path, seed: int) -> str:

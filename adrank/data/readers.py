@@ -512,6 +512,10 @@ def _first_line_is_header(cells: list[str], path: Path, opts: _Options) -> bool:
         if not expected and opts.schema is not None:
             expected = opts.schema.source_columns()
         header = looks_like_header(cells, expected or None)
+        if not header and opts.column_names is None and expected:
+            # a header that lacks some schema columns is still a header (the missing columns
+            # are named by the schema check); data rarely looks like distinct names
+            header = looks_like_header(cells)
         if not header and opts.column_names is None:
             raise DataFormatError(
                 f"{path}: the first line ({shown}) looks like data, not a header, and no column "
@@ -526,6 +530,14 @@ def _first_line_is_header(cells: list[str], path: Path, opts: _Options) -> bool:
             "that line is data, the file has no header: say so (--no-header / "
             "has_header=False, or 'auto') and give the column names (--columns)"
         )
+    if opts.has_header and opts.column_names is None and opts.schema is not None:
+        expected = opts.schema.source_columns()
+        if not looks_like_header(cells, expected) and not looks_like_header(cells):
+            raise DataFormatError(
+                f"{path}: the first line ({shown}) looks like data, not a header with the "
+                f"schema's columns {expected[:5]}; if the file has no header, say so "
+                "(--no-header / has_header=False, or 'auto') and give the column names (--columns)"
+            )
     return bool(opts.has_header)
 
 
