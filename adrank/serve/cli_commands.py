@@ -32,20 +32,26 @@ def run_calibrate(
     data_dir: Path | None = None,
     cache_dir: Path | None = None,
 ) -> Table:
-    """Fit and store calibration; returns a before/after table (ratio, ECE per split)."""
+    """Fit and store calibration; returns a before/after table (pred/obs ratio and ECE per
+    split and output, with the rows each output is measured on: ``pcvr`` on clicked rows).
+    Outputs derived from calibrated ones (``pctcvr`` of ESMM) are marked ``(derived)``."""
     from adrank.serve.calibration import calibrate
 
     try:
         report = calibrate(run_dir, method, data_dir=data_dir, cache_dir=cache_dir)
     except _EXPECTED as exc:
         raise ServeCommandError(str(exc).strip("'\"")) from exc
-    table = Table(title=f"{method} calibration of {run_dir} (fitted on {report.rows:,} valid rows)")
-    for col in ("split", "pred/obs before", "pred/obs after", "ECE before", "ECE after"):
+    fitted = ", ".join(f"{name} on {rows:,}" for name, rows in report.fitted_rows.items())
+    table = Table(title=f"{method} calibration of {run_dir} (fitted on valid rows: {fitted})")
+    columns = ("split", "rows", "pred/obs before", "pred/obs after", "ECE before", "ECE after")
+    for col in columns:
         table.add_column(col, justify="left" if col == "split" else "right")
-    for split, sides in report.splits.items():
+    for key, sides in report.splits.items():
         before, after = sides["before"], sides["after"]
+        derived = key.rsplit("/", 1)[-1] in report.derived
         table.add_row(
-            split,
+            key + (" (derived)" if derived else ""),
+            f"{int(before.get('rows', 0)):,}",
             _fmt(before["ratio"]),
             _fmt(after["ratio"]),
             _fmt(before["ece"]),
@@ -72,7 +78,7 @@ def run_export(
     except _EXPECTED as exc:
         raise ServeCommandError(str(exc).strip("'\"")) from exc
     return (
-        f"wrote {result.path} ({fmt}); max |pCTR - eager| = {result.max_abs_diff:.3g} "
+        f"wrote {result.path} ({fmt}); max |p - eager| = {result.max_abs_diff:.3g} "
         f"on {result.rows:,} rows (tolerance {tolerance:g})"
     )
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,3 +220,13 @@ def test_conversion_bids_need_a_conversion_output() -> None:
     assert "this model gives ['pctr']" in str(info.value)
     # the same request with cpc bids only is fine
     assert rank_ads(pctr_only, {}, ads[:1], slots=1).slots[0].ad_id == "a1"
+
+
+def test_serving_doc_example_runs() -> None:
+    """The Python example in docs/serving.md runs and its asserts hold (in a subprocess)."""
+    doc = (Path(__file__).parents[2] / "docs" / "serving.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert blocks
+    for code in blocks:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

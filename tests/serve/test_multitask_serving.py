@@ -2,10 +2,8 @@
 pass-through metadata, calibration per output, and a mixed CPC/CPA/oCPC auction over real
 HTTP on 127.0.0.1.
 
-The run is an ESMM (``esmm`` in the registry) trained on a tiny synthetic funnel (tasks
-``click`` and ``conversion`` given click) with negative down-sampling at rate 0.5. Without
-ESMM in the registry, a test-only two-output model stands in (registered for this module
-only).
+The run is a small ESMM trained on a synthetic funnel (tasks ``click`` and ``conversion``
+given click) with negative down-sampling at rate 0.5.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from __future__ import annotations
 import copy
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,16 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from torch import nn
 
 from adrank.config import RunConfig, TrainConfig
-from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import prepare_frames
 from adrank.data.schema import CategoricalFeature, NumericFeature, Schema, Task
-from adrank.models import registry
-from adrank.models.base import CTRModel
-from adrank.nn.embedding import FeatureEmbedding
 from adrank.pipeline import train_run
 from adrank.serve.calibration import apply_calibration, calibrate
 from adrank.serve.predictor import Predictor, predict_file
 from adrank.serve.ranking import AdCandidate, Creative, rank_ads
 
 SAMPLING_RATE = 0.5
-TEST_MODEL = "test_funnel_two_heads"
 
 FUNNEL_SCHEMA = Schema(
     tasks=(Task("click", "click"), Task("conversion", "conv", given="click")),
@@ -48,21 +41,6 @@ FUNNEL_SCHEMA = Schema(
     ),
     name="synthetic_funnel",
 )
-
-
-class TwoHeads(CTRModel):
-    """Test-only click/conversion model: logits = Linear(flatten(E)) -> (B, 2) in the order
-    ``("pctr", "pcvr")``."""
-
-    outputs = ("pctr", "pcvr")
-
-    def __init__(self, feature_map: FeatureMap, embedding_dim: int = 4) -> None:
-        super().__init__(feature_map)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim)
-        self.heads = nn.Linear(feature_map.num_fields * embedding_dim, 2)
-
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.heads(self.embedding(features).flatten(1))  # (B, 2)
 
 
 def funnel_frame(rows: int, seed: int) -> pl.DataFrame:
@@ -84,34 +62,15 @@ def funnel_frame(rows: int, seed: int) -> pl.DataFrame:
     )
 
 
-@pytest.fixture(scope="module")
-def funnel_model() -> Iterator[tuple[str, dict[str, Any]]]:
-    if "esmm" in registry.available_models():
-        yield (
-            "esmm",
-            {
-                "embedding_dim": 4,
-                "tower_hidden_units": [16],
-                "net_dropout": 0.0,
-                "batch_norm": False,
-            },
-        )
-        return
-    registry.register(TEST_MODEL)(TwoHeads)
-    try:
-        yield TEST_MODEL, {"embedding_dim": 4}
-    finally:
-        registry._REGISTRY.pop(TEST_MODEL, None)
-
-
+@dataclass
 class FunnelRun:
-    def __init__(self, run_dir: Path, raw_test: pl.DataFrame, raw_valid: pl.DataFrame) -> None:
-        self.run_dir, self.raw_test, self.raw_valid = run_dir, raw_test, raw_valid
+    run_dir: Path
+    raw_test: pl.DataFrame
+    raw_valid: pl.DataFrame
 
 
 @pytest.fixture(scope="module")
-def funnel_run(tmp_path_factory: pytest.TempPathFactory, funnel_model) -> FunnelRun:
-    model, params = funnel_model
+def funnel_run(tmp_path_factory: pytest.TempPathFactory) -> FunnelRun:
     root = tmp_path_factory.mktemp("funnel")
     splits = {
         "train": funnel_frame(6000, 11),
@@ -120,8 +79,13 @@ def funnel_run(tmp_path_factory: pytest.TempPathFactory, funnel_model) -> Funnel
     }
     prepared = prepare_frames(FUNNEL_SCHEMA, splits, root / "prepared")
     config = RunConfig(
-        model=model,
-        params=params,
+        model="esmm",
+        params={
+            "embedding_dim": 4,
+            "tower_hidden_units": [16],
+            "net_dropout": 0.0,
+            "batch_norm": False,
+        },
         train=TrainConfig(
             max_epochs=2,
             batch_size=256,
@@ -378,3 +342,17 @@ def test_rank_request_errors_name_the_field(client: httpx.Client) -> None:
     assert res.status_code == 422 and loc_and_msg(res)[0] == ["body", "candidates", 3, "billing"]
     res = client.post("/v1/rank", json={**body, "reserve_ecpm": -1})
     assert res.status_code == 422 and loc_and_msg(res)[0] == ["body", "reserve_ecpm"]
+
+
+def test_calibrate_command_table_per_output(funnel_run: FunnelRun, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from adrank.serve.cli_commands import run_calibrate
+
+    run = Path(shutil.copytree(funnel_run.run_dir, tmp_path / "run"))
+    console = Console(width=200, record=True)
+    console.print(run_calibrate(run, "platt"))
+    text = console.export_text()
+    clicks = int(funnel_run.raw_valid["click"].sum())
+    assert f"pctr on 2,000, pcvr on {clicks:,}" in text
+    assert "valid/pctcvr (derived)" in text and "test/pcvr" in text
