@@ -44,6 +44,51 @@ class BadRows(str, Enum):
     skip = "skip"
 
 
+class Header(str, Enum):
+    auto = "auto"
+    yes = "yes"
+    no = "no"
+
+
+def read_split_files(
+    files: list[tuple[str, Path | None]],
+    *,
+    header: Header,
+    columns: str | None,
+    separator: str | None,
+    schema: object | None,
+    bad_rows: str,
+) -> dict[str, object]:
+    """Read raw split files as people have them: the header is detected per file
+    (``auto``), and a file without one takes the ``--columns`` names or, failing that, the
+    names from the first (training) file's header."""
+    from adrank.data.readers import read_raw
+
+    names = columns.split(",") if columns else None
+    frames: dict[str, object] = {}
+    for split, path in files:
+        if path is None:
+            continue
+        has_header = {"auto": "auto", "yes": True, "no": False}[header.value]
+        res = read_raw(
+            path,
+            has_header=has_header,  # type: ignore[arg-type]
+            column_names=names,
+            separator=separator,
+            schema=schema,  # type: ignore[arg-type]
+            bad_rows=bad_rows,  # type: ignore[arg-type]
+        )
+        if res.skipped_rows:
+            err_console.print(
+                f"[yellow]skipped {res.skipped_rows:,} bad rows in {path}[/] "
+                f"(e.g. {'; '.join(res.skipped_examples[:3])})"
+            )
+        if names is None and header is Header.auto:
+            names = list(res.frame.columns)
+        frames[split] = res.frame
+    return frames
+
+
 class ExportFormat(str, Enum):
     csv = "csv"
     parquet = "parquet"
@@ -257,44 +302,49 @@ def prepare_files_cmd(
     output: Annotated[Path, typer.Option(help="Output directory.")],
     valid: Annotated[Path | None, typer.Option(help="Validation split.")] = None,
     test: Annotated[Path | None, typer.Option(help="Test split.")] = None,
-    no_header: Annotated[bool, typer.Option("--no-header", help="CSV/TSV has no header.")] = (
-        False
-    ),
+    header: Annotated[
+        Header,
+        typer.Option(
+            help="Does each CSV/TSV file start with a header line? 'auto' decides per file "
+            "(a file without one takes --columns, or the training file's header names)."
+        ),
+    ] = Header.auto,
+    no_header: Annotated[
+        bool, typer.Option("--no-header", help="Same as --header no (needs --columns).")
+    ] = False,
     columns: Annotated[
-        str | None, typer.Option(help="Comma-separated column names (with --no-header).")
+        str | None,
+        typer.Option(help="Comma-separated column names, for files without a header."),
+    ] = None,
+    separator: Annotated[
+        str | None, typer.Option(help="CSV/TSV field separator (default ',' / tab).")
     ] = None,
     bad_rows: Annotated[BadRows, typer.Option(help="Malformed rows: error or skip.")] = (
         BadRows.error
     ),
 ) -> None:
-    """Prepare your own raw logs with a schema: fit on train, write Parquet + feature map."""
+    """Prepare your own raw logs with a schema: fit on train, write Parquet + feature map.
+
+    OUTPUT must be new, empty, or earlier prepared data: a folder holding anything else is
+    refused, never overwritten."""
     from adrank.data.prepare import prepare_frames
-    from adrank.data.readers import DataFormatError, read_raw
+    from adrank.data.readers import DataFormatError
     from adrank.data.schema import Schema, SchemaError
+    from adrank.outputs import OutputDirError
 
     try:
         sch = Schema.load(schema)
-        names = columns.split(",") if columns else None
-        frames = {}
-        for split, path in (("train", train), ("valid", valid), ("test", test)):
-            if path is None:
-                continue
-            res = read_raw(
-                path,
-                has_header=not no_header,
-                column_names=names,
-                schema=sch,
-                bad_rows=bad_rows.value,
-            )
-            if res.skipped_rows:
-                err_console.print(
-                    f"[yellow]skipped {res.skipped_rows:,} bad rows in {path}[/] "
-                    f"(e.g. {'; '.join(res.skipped_examples[:3])})"
-                )
-            frames[split] = res.frame
+        frames = read_split_files(
+            [("train", train), ("valid", valid), ("test", test)],
+            header=Header.no if no_header else header,
+            columns=columns,
+            separator=separator,
+            schema=sch,
+            bad_rows=bad_rows.value,
+        )
         table = _split_table(str(output))
-        prepared = prepare_frames(sch, frames, output)
-    except (SchemaError, DataFormatError, FileNotFoundError, ValueError) as exc:
+        prepared = prepare_frames(sch, frames, output)  # type: ignore[arg-type]
+    except (SchemaError, DataFormatError, FileNotFoundError, ValueError, OutputDirError) as exc:
         fail(str(exc))
         return
     for split, st in prepared.stats.items():
@@ -605,9 +655,13 @@ def predict_cmd(
 @app.command("benchmark")
 def benchmark_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "frappe",
-    models: Annotated[str, typer.Option(help="Comma-separated model names, or 'all'.")] = (
-        "deepfm,dcnv2,finalmlp,finalnet"
-    ),
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated model names, or 'all'. On a multi-task dataset a single-task "
+            "model runs once per task (MODEL@TASK runs one task only) and is scored as a pair."
+        ),
+    ] = "deepfm,dcnv2,finalmlp,finalnet",
     seeds: Annotated[int, typer.Option(help="Number of seeds (2021, 2022, ...).")] = 3,
     output: Annotated[
         Path | None,
@@ -639,7 +693,7 @@ def benchmark_cmd(
     Finished runs in OUTPUT are reused, so an interrupted benchmark continues where it
     stopped. With --verify MODEL --seed S, re-trains that one recorded row instead."""
     from adrank.bench.report import to_markdown, write_report
-    from adrank.bench.runner import run_benchmark
+    from adrank.bench.runner import base_model, run_benchmark
     from adrank.models import available_models
 
     if verify is not None:
@@ -671,7 +725,7 @@ def benchmark_cmd(
     names = (
         available_models() if models == "all" else [m.strip().lower() for m in models.split(",")]
     )
-    unknown = [m for m in names if m not in available_models()]
+    unknown = [m for m in names if base_model(m) not in available_models()]
     if unknown:
         fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
     seed_list = [2021 + i for i in range(seeds)]
@@ -686,7 +740,8 @@ def benchmark_cmd(
         from adrank.bench.runner import read_results
 
         recorded = read_results(output / "runs.jsonl")
-        runs = [r for (m, _), r in recorded.items() if models == "all" or m in names]
+        wanted = {base_model(n) for n in names}
+        runs = [r for (m, _), r in recorded.items() if models == "all" or base_model(m) in wanted]
         if not runs:
             fail(f"no recorded runs in {output / 'runs.jsonl'}")
         rows = write_report(runs, dataset, output)
