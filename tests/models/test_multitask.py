@@ -180,6 +180,28 @@ def test_esmm_cvr_tower_learns_only_through_pctcvr() -> None:
         assert all(got) if reaches_cvr else not any(got), objective.output
 
 
+def test_ple_gates_follow_the_paper() -> None:
+    """Task gates: own + shared experts; the shared gate of every level but the last: all
+    experts of the level, so the next level's shared stream carries task 1's experts to task
+    0 (a shared gate over the shared experts only would not)."""
+    model = build("ple", num_levels=3, num_specific_experts=2, num_shared_experts=3).eval()
+    gates = [([g.num_experts for g in lv.task_gates], lv.shared_gate) for lv in model.levels]
+    assert [g for g, _ in gates] == [[5, 5]] * 3
+    assert [None if s is None else s.num_experts for _, s in gates] == [7, 7, None]
+    features = funnel_data(8, seed=4).data.features
+    before = model(features)
+    with torch.no_grad():  # task 1's first-level experts reach task 0 via the shared stream
+        for p in model.levels[0].task_experts[1].parameters():
+            p.add_(0.5)
+    assert not torch.allclose(model(features)[:, 0], before[:, 0])
+    single = build("ple", num_levels=1).eval()  # one level: no path from task 1 to task 0
+    before = single(features)
+    with torch.no_grad():
+        for p in single.levels[0].task_experts[1].parameters():
+            p.add_(0.5)
+    torch.testing.assert_close(single(features)[:, 0], before[:, 0])
+
+
 def test_aitm_calibrator_penalizes_pctcvr_above_pctr() -> None:
     model = build("aitm", calibrator_weight=0.5)
     logits = torch.tensor([[0.0, 1.0], [2.0, -1.0], [-1.0, -1.0]])  # only row 0 violates
