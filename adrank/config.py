@@ -72,6 +72,22 @@ class TrainConfig:
     amp: bool = False
     num_threads: int | None = None
     progress: bool = True
+    # ---- GPU training (issue 18); every one of these leaves CPU training unchanged ----
+    #: on a CUDA device, a training/evaluation split whose tensors fit in this share of the
+    #: device's free memory is moved there once and shuffled and sliced there
+    #: (:class:`adrank.data.device_loader.DeviceLoader`); a larger one is served from pinned
+    #: host memory, copied on a side stream one batch ahead. 0 keeps every split on the host.
+    device_data_fraction: float = 0.5
+    #: Adam's kernel: ``auto`` (the fused one where torch has it, else the default),
+    #: ``fused``, ``foreach`` or ``single_tensor``
+    adam_implementation: Literal["auto", "fused", "foreach", "single_tensor"] = "auto"
+    #: TF32 tensor cores for float32 matmuls on CUDA (about 10 mantissa bits per product);
+    #: ignored (with a warning) on CPU
+    tf32: bool = False
+    #: ``torch.compile`` the model's training forward on CUDA: ``false``, ``true`` (=
+    #: ``default``), ``reduce-overhead`` (CUDA graphs) or ``max-autotune``; ignored (with a
+    #: warning) on CPU and in distributed runs
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -89,6 +105,32 @@ class TrainConfig:
             raise ConfigError(f"task must be a task name, got {self.task!r}")
         if self.max_epochs < 1 or self.patience < 0:
             raise ConfigError("max_epochs must be >= 1 and patience >= 0")
+        if not 0.0 <= self.device_data_fraction <= 1.0:
+            raise ConfigError(
+                f"device_data_fraction must be in [0, 1], got {self.device_data_fraction}"
+            )
+        if self.adam_implementation not in ADAM_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"adam_implementation must be one of {list(ADAM_IMPLEMENTATIONS)}, got "
+                f"{self.adam_implementation!r}"
+            )
+        if self.compile not in (True, False, *COMPILE_MODES):
+            raise ConfigError(
+                f"compile must be true, false or one of {list(COMPILE_MODES)}, got {self.compile!r}"
+            )
+
+    @property
+    def compile_mode(self) -> str | None:
+        """The ``torch.compile`` mode, or ``None`` when compilation is off."""
+        if self.compile is True:
+            return "default"
+        return None if self.compile in (False, "off") else str(self.compile)
+
+
+#: values of :attr:`TrainConfig.adam_implementation`
+ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "single_tensor")
+#: string values of :attr:`TrainConfig.compile` (``off`` = false)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 _MINIMIZED_SUFFIXES = ("logloss", "ece", "mse")

@@ -42,11 +42,12 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from adrank.data.transforms import Transform, transform_from_dict
+if TYPE_CHECKING:  # imported lazily: transforms need polars, a schema alone does not
+    from adrank.data.transforms import Transform
 
 PAD_ID = 0
 OOV_ID = 1
@@ -350,6 +351,8 @@ class Schema:
         transforms_raw = data.get("transforms") or []
         if not isinstance(transforms_raw, list):
             raise SchemaError("'transforms' must be a list of transform declarations")
+        from adrank.data.transforms import transform_from_dict
+
         transforms = tuple(transform_from_dict(i, t) for i, t in enumerate(transforms_raw))
         roles = data.get("roles") or {}
         if not isinstance(roles, dict):

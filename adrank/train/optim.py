@@ -1,7 +1,8 @@
 """Optimizers and gradient clipping for the trainer.
 
-* :func:`build_optimizer`: Adam over all parameters (the fused kernel where torch has one),
-  or, with ``sparse_embeddings``, :class:`SparseDenseAdam`.
+* :func:`build_optimizer`: Adam over all parameters (by default the fused kernel where torch
+  has one; ``TrainConfig.adam_implementation`` picks ``fused``, ``foreach`` or
+  ``single_tensor``), or, with ``sparse_embeddings``, :class:`SparseDenseAdam`.
 * :class:`SparseDenseAdam`: Adam for the dense parameters plus ``torch.optim.SparseAdam``
   ("lazy Adam") for the embedding tables, whose gradients are then sparse. A step touches
   only the embedding rows the batch used, instead of reading and writing every row of
@@ -25,14 +26,37 @@ logger = logging.getLogger(__name__)
 __all__ = ["SparseDenseAdam", "build_optimizer", "clip_grad_norm", "enable_sparse_embeddings"]
 
 
-def _adam(params: list[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused kernel where torch has one (a few % faster on CPU and CUDA)."""
-    if device.type in ("cpu", "cuda"):
+def _adam(
+    params: list[nn.Parameter], lr: float, device: torch.device, implementation: str = "auto"
+) -> torch.optim.Adam:
+    """Adam with the chosen kernel (``TrainConfig.adam_implementation``).
+
+    ``auto``: the fused kernel where torch has one (a few % faster on CPU and CUDA), else the
+    default; ``fused``: the fused kernel or a clear error; ``foreach``: one multi-tensor
+    kernel per operation; ``single_tensor``: a loop over the parameters (slowest, for
+    comparisons).
+    """
+    if implementation == "auto":
+        if device.type in ("cpu", "cuda"):
+            try:
+                return torch.optim.Adam(params, lr=lr, fused=True)
+            except (RuntimeError, TypeError) as exc:  # e.g. dtypes the fused kernel lacks
+                logger.debug("fused Adam unavailable (%s); using the default implementation", exc)
+        return torch.optim.Adam(params, lr=lr)
+    if implementation == "fused":
         try:
             return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, TypeError) as exc:  # e.g. dtypes the fused kernel lacks
-            logger.debug("fused Adam unavailable (%s); using the default implementation", exc)
-    return torch.optim.Adam(params, lr=lr)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"adam_implementation='fused' is not available on {device} with these "
+                f"parameters ({exc}); use 'auto' or 'foreach'"
+            ) from exc
+    if implementation in ("foreach", "single_tensor"):
+        return torch.optim.Adam(params, lr=lr, foreach=implementation == "foreach")
+    raise ValueError(
+        f"adam_implementation must be 'auto', 'fused', 'foreach' or 'single_tensor', got "
+        f"{implementation!r}"
+    )
 
 
 def enable_sparse_embeddings(model: nn.Module) -> list[nn.Parameter]:
@@ -63,10 +87,11 @@ class SparseDenseAdam:
         sparse: list[nn.Parameter],
         lr: float,
         device: torch.device,
+        implementation: str = "auto",
     ) -> None:
         if not sparse:
             raise ValueError("SparseDenseAdam needs at least one sparse parameter")
-        self.dense = _adam(dense, lr, device) if dense else None
+        self.dense = _adam(dense, lr, device, implementation) if dense else None
         self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
@@ -102,18 +127,23 @@ class SparseDenseAdam:
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, device: torch.device, sparse_embeddings: bool = False
+    model: nn.Module,
+    lr: float,
+    device: torch.device,
+    sparse_embeddings: bool = False,
+    implementation: str = "auto",
 ) -> torch.optim.Optimizer | SparseDenseAdam:
-    """Adam over ``model``'s trainable parameters; see the module docstring."""
+    """Adam over ``model``'s trainable parameters (``implementation``: see :func:`_adam`);
+    see the module docstring."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not sparse_embeddings:
-        return _adam(params, lr, device)
+        return _adam(params, lr, device, implementation)
     sparse = enable_sparse_embeddings(model)
     if not sparse:
         raise ValueError("sparse_embeddings=True but the model has no nn.Embedding tables")
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in params if id(p) not in sparse_ids]
-    return SparseDenseAdam(dense, sparse, lr, device)
+    return SparseDenseAdam(dense, sparse, lr, device, implementation)
 
 
 def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:

@@ -31,6 +31,7 @@ import torch
 
 from adrank.config import TrainConfig
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
+from adrank.data.device_loader import feed_device
 from adrank.models.base import CTRModel, ModelOutput
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
@@ -67,7 +68,9 @@ __all__ = ["TrainResult", "TrainState", "Trainer", "fit"]
 logger = logging.getLogger(__name__)
 
 # Settings that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"max_epochs", "progress", "device", "num_threads", "eval_batch_size"}
+_RESUMABLE_CHANGES = {
+    "max_epochs", "progress", "device", "num_threads", "eval_batch_size", "device_data_fraction",
+}  # fmt: skip
 
 
 @dataclass
@@ -127,6 +130,8 @@ class Trainer:
         if config.amp and self.device.type != "cuda":
             logger.warning("amp=True is ignored on %s: mixed precision is CUDA-only", self.device)
         self.amp = config.amp and self.device.type == "cuda"
+        if config.tf32 and self.device.type != "cuda":
+            logger.warning("tf32=True is ignored on %s: TF32 matmuls are CUDA-only", self.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = get_rank(), get_world_size()
         self._ddp = _wrap_ddp(model, self.device) if self.world_size > 1 else None
@@ -134,8 +139,13 @@ class Trainer:
         if config.sparse_embeddings:
             _check_sparse_embeddings(config, self.world_size, self.amp)
         self.optimizer = build_optimizer(
-            self.model, config.learning_rate, self.device, config.sparse_embeddings
+            self.model,
+            config.learning_rate,
+            self.device,
+            config.sparse_embeddings,
+            config.adam_implementation,
         )
+        self._training_forward = _training_forward(self.model, config, self.device, self._ddp)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
@@ -257,7 +267,7 @@ class Trainer:
                 logits, aux = self._ddp(batch.features)
                 outputs = ModelOutput(logits, aux)
             else:
-                outputs = self.model.training_outputs(batch.features)
+                outputs = self._training_forward(batch.features)
             loss = training_loss(
                 self.model, outputs, batch, self.config, self._net_params, self.objectives
             )
@@ -378,9 +388,16 @@ class Trainer:
                 torch.distributed.broadcast(buffer, src=0)
 
     def _eval_loader(self, data: InMemoryLoader | TensorData | Iterable[Batch]) -> Iterable[Batch]:
-        return as_eval_loader(data, self.config.eval_batch_size, self.rank, self.world_size)
+        loader = as_eval_loader(data, self.config.eval_batch_size, self.rank, self.world_size)
+        return feed_device(loader, self.device, self.config.device_data_fraction)  # CUDA only
 
     def _train_loader(
+        self, train: InMemoryLoader | TensorData | Iterable[Batch]
+    ) -> Iterable[Batch]:
+        loader = self._host_train_loader(train)
+        return feed_device(loader, self.device, self.config.device_data_fraction)  # CUDA only
+
+    def _host_train_loader(
         self, train: InMemoryLoader | TensorData | Iterable[Batch]
     ) -> Iterable[Batch]:
         cfg = self.config
@@ -424,6 +441,7 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        tf32 = _Tf32(cfg.tf32 and self.device.type == "cuda")
         train = self._train_loader(train)
         valid_loader = None if valid is None else self._eval_loader(valid)
         if resume:
@@ -456,6 +474,7 @@ class Trainer:
                 c.on_train_end(self, result)
             return result
         finally:
+            tf32.restore()
             for c in self.callbacks:
                 c.teardown(self)
 
@@ -504,6 +523,45 @@ def _wrap_ddp(model: CTRModel, device: torch.device) -> torch.nn.parallel.Distri
         static_graph=True,
         gradient_as_bucket_view=True,
     )
+
+
+def _training_forward(
+    model: CTRModel,
+    config: TrainConfig,
+    device: torch.device,
+    ddp: torch.nn.parallel.DistributedDataParallel | None,
+) -> Any:
+    """``model.training_outputs``, compiled with ``torch.compile`` when ``config.compile``
+    asks for it on a single CUDA device (elsewhere a warning says it is ignored)."""
+    mode = config.compile_mode
+    if mode is None:
+        return model.training_outputs
+    if device.type != "cuda" or ddp is not None:
+        where = "in distributed runs" if ddp is not None else f"on {device}"
+        logger.warning("compile=%r is ignored %s: it applies to one CUDA device", mode, where)
+        return model.training_outputs
+
+    def forward(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        outputs = model.training_outputs(features)
+        return outputs.logits, outputs.aux
+
+    compiled = torch.compile(forward, mode=mode)
+    return lambda features: ModelOutput(*compiled(features))
+
+
+class _Tf32:
+    """Turn TF32 matmuls on (when ``on``) until :meth:`restore` (torch's flags are global)."""
+
+    def __init__(self, on: bool) -> None:
+        self.saved = None
+        if on:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+            self.saved = None
 
 
 def _check_sparse_embeddings(config: TrainConfig, world_size: int, amp: bool) -> None:

@@ -1,0 +1,323 @@
+"""Device-resident and pinned loaders, GPU practice switches (issue 18).
+
+Everything runs on CPU (a CPU "device" takes the same code paths without pinning or
+streams); the tests marked ``cuda`` check the CUDA side and are skipped without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from adrank.config import ConfigError, TrainConfig
+from adrank.data.batches import Batch, InMemoryLoader, TensorData
+from adrank.data.device_loader import (
+    DeviceLoader,
+    DevicePrefetcher,
+    PinnedLoader,
+    batch_nbytes,
+    device_loader,
+    feed_device,
+    fits_on_device,
+)
+from adrank.data.feature_map import FeatureMap, FieldInfo
+from adrank.models import build_model
+from adrank.train import ProgressBar, Trainer
+from adrank.train.optim import build_optimizer
+from adrank.utils import seed_everything
+
+HAS_CUDA = torch.cuda.is_available()
+
+FIELDS = (
+    FieldInfo("c0", "categorical", 30),
+    FieldInfo("c1", "categorical", 7),
+    FieldInfo("x0", "numeric"),
+)
+FEATURE_MAP = FeatureMap(FIELDS, ("click",))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def rich_data(n: int = 103, seed: int = 0) -> TensorData:
+    """Columns of every kind: int64 and float 1-D features, a (N, 3) sequence, (N, 2)
+    labels, and int and float roles."""
+    gen = torch.Generator().manual_seed(seed)
+    features = {
+        "a": torch.randint(0, 9, (n,), generator=gen),
+        "x": torch.rand(n, generator=gen),
+        "seq": torch.randint(0, 9, (n, 3), generator=gen),
+        "row": torch.arange(n),
+    }
+    roles = {"group": torch.arange(n) % 7, "weight": torch.rand(n, generator=gen)}
+    return TensorData(Batch(features, torch.rand(n, 2, generator=gen), roles=roles))
+
+
+def ctr_data(n: int = 600, seed: int = 0) -> TensorData:
+    gen = torch.Generator().manual_seed(seed)
+    features = {
+        "c0": torch.randint(2, 30, (n,), generator=gen),
+        "c1": torch.randint(2, 7, (n,), generator=gen),
+        "x0": torch.rand(n, generator=gen),
+    }
+    labels = ((features["c0"] % 3 == 0) | (torch.rand(n, generator=gen) < 0.2)).float()
+    return TensorData(Batch(features, labels[:, None]))
+
+
+def assert_same_batches(expected: list[Batch], got: list[Batch]) -> None:
+    assert len(got) == len(expected)
+    for want, have in zip(expected, got, strict=True):
+        assert list(have.features) == list(want.features)
+        for name, tensor in want.features.items():
+            assert torch.equal(have.features[name].cpu(), tensor), name
+            assert have.features[name].is_contiguous(), name
+        assert torch.equal(have.labels.cpu(), want.labels)
+        assert set(have.roles) == set(want.roles)
+        for name, tensor in want.roles.items():
+            assert torch.equal(have.roles[name].cpu(), tensor), name
+
+
+LOADER_CASES = [
+    {"shuffle": True},
+    {"shuffle": False},
+    {"shuffle": True, "drop_last": True},
+    {"shuffle": True, "rank": 1, "world_size": 3},
+    {"shuffle": False, "rank": 0, "world_size": 2},
+]
+
+
+@pytest.mark.parametrize("kwargs", LOADER_CASES)
+@pytest.mark.parametrize("batch_size", [1, 17, 51, 200])
+@pytest.mark.parametrize("cls", [DeviceLoader, PinnedLoader])
+def test_cpu_device_loaders_yield_the_batches_of_in_memory_loader(
+    cls: type[DeviceLoader], batch_size: int, kwargs: dict[str, Any]
+) -> None:
+    # 103 rows: batch 51 leaves a final 1-row batch, which a shuffled epoch drops
+    data = rich_data()
+    reference = InMemoryLoader(data, batch_size, seed=5, **kwargs)
+    loader = cls(data, batch_size, "cpu", seed=5, **kwargs)
+    for epoch in (0, 3):
+        reference.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        expected = list(reference)
+        assert len(loader) == len(reference) == len(expected)
+        assert_same_batches(expected, list(loader))
+
+
+def test_every_row_once_per_epoch_and_rank_shards_are_disjoint() -> None:
+    data = rich_data(n=120)
+    seen_by_epoch = []
+    for epoch in (0, 1):
+        rows = []
+        for rank in range(3):
+            loader = DeviceLoader(data, 16, "cpu", shuffle=True, seed=1, rank=rank, world_size=3)
+            loader.set_epoch(epoch)
+            rows.append(torch.cat([b.features["row"] for b in loader]))
+        everything = torch.cat(rows)
+        assert sorted(everything.tolist()) == list(range(120))
+        seen_by_epoch.append(everything)
+    assert not torch.equal(seen_by_epoch[0], seen_by_epoch[1])  # reshuffled per epoch
+
+
+def test_fits_on_device_uses_the_fraction_of_free_memory() -> None:
+    data = rich_data()
+    size = batch_nbytes(data.data)
+    assert size == 103 * (8 + 4 + 3 * 8 + 8 + 2 * 4 + 8 + 4)
+    cpu = torch.device("cpu")
+    assert fits_on_device(data, cpu, 0.5, free_bytes=2 * size)
+    assert not fits_on_device(data, cpu, 0.5, free_bytes=2 * size - 1)
+    assert not fits_on_device(data, cpu, 0.0)
+    assert fits_on_device(data, cpu, 0.5)  # the host already holds it
+
+
+def test_device_loader_chooses_pinned_memory_when_the_split_does_not_fit() -> None:
+    base = InMemoryLoader(rich_data(), 10, shuffle=True, seed=4, drop_last=True)
+    base.set_epoch(2)
+    small = device_loader(base, "cpu", 0.5, free_bytes=10)
+    large = device_loader(base, "cpu", 0.5, free_bytes=10**9)
+    assert type(small) is PinnedLoader and type(large) is DeviceLoader
+    for loader in (small, large):
+        assert (loader.batch_size, loader.shuffle, loader.seed, loader.drop_last) == (
+            10, True, 4, True
+        )  # fmt: skip
+        assert loader.epoch == 2
+        assert_same_batches(list(base), list(loader))
+
+
+def test_feed_device_changes_nothing_off_cuda() -> None:
+    loader = InMemoryLoader(rich_data(), 10)
+    assert feed_device(loader, "cpu", 0.5) is loader
+
+
+def test_prefetcher_passes_batches_length_and_epoch_through() -> None:
+    base = InMemoryLoader(rich_data(), 25, shuffle=True, seed=2)
+    prefetcher = DevicePrefetcher(base, "cpu")
+    prefetcher.set_epoch(4)
+    assert base.epoch == 4 and len(prefetcher) == len(base)
+    assert (prefetcher.rank, prefetcher.world_size) == (0, 1)
+    assert_same_batches(list(base), list(prefetcher))
+
+
+def new_model(seed: int = 0) -> torch.nn.Module:
+    seed_everything(seed)
+    return build_model("deepfm", FEATURE_MAP, embedding_dim=4, hidden_units=[8])
+
+
+def train_config(**overrides: Any) -> TrainConfig:
+    base = {"batch_size": 64, "max_epochs": 2, "num_threads": 1, "progress": False, "seed": 3}
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_cpu_training_keeps_the_in_memory_loader_and_a_device_loader_trains_identically() -> None:
+    data, valid = ctr_data(), ctr_data(200, seed=1)
+    trainer = Trainer(new_model(), train_config())
+    assert type(trainer._train_loader(data)) is InMemoryLoader
+    reference = trainer.fit(data, valid)
+    loader = DeviceLoader(data, 64, "cpu", shuffle=True, seed=3)
+    result = Trainer(new_model(), train_config()).fit(loader, valid)
+    assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in reference.history]
+    assert result.best_valid == reference.best_valid
+
+
+def test_train_config_checks_the_gpu_settings() -> None:
+    assert TrainConfig().compile_mode is None
+    assert TrainConfig(compile=True).compile_mode == "default"
+    assert TrainConfig(compile="off").compile_mode is None
+    assert TrainConfig(compile="reduce-overhead").compile_mode == "reduce-overhead"
+    with pytest.raises(ConfigError, match="compile must be"):
+        TrainConfig(compile="fast")
+    with pytest.raises(ConfigError, match="device_data_fraction"):
+        TrainConfig(device_data_fraction=1.5)
+    with pytest.raises(ConfigError, match="adam_implementation"):
+        TrainConfig(adam_implementation="turbo")  # type: ignore[arg-type]
+
+
+def test_tf32_and_compile_are_ignored_with_a_warning_on_cpu(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = new_model()
+    with caplog.at_level(logging.WARNING, logger="adrank.train.trainer"):
+        trainer = Trainer(model, train_config(tf32=True, compile=True))
+    assert "tf32=True is ignored on cpu" in caplog.text
+    assert "compile='default' is ignored on cpu" in caplog.text
+    assert trainer._training_forward == model.training_outputs
+    flag = torch.backends.cuda.matmul.allow_tf32
+    trainer.fit(ctr_data())
+    assert torch.backends.cuda.matmul.allow_tf32 == flag
+
+
+@pytest.mark.parametrize("implementation", ["auto", "fused", "foreach", "single_tensor"])
+def test_adam_implementations_take_the_same_step(implementation: str) -> None:
+    def one_step(impl: str) -> list[torch.Tensor]:
+        model = new_model()
+        optimizer = build_optimizer(model, 1e-2, torch.device("cpu"), implementation=impl)
+        batch = ctr_data(64).data
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            model(batch.features), batch.labels[:, 0]
+        ).backward()
+        optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    optimizer = build_optimizer(new_model(), 1e-2, torch.device("cpu"), implementation="auto")
+    assert optimizer.defaults["fused"]  # "auto" is the fused kernel on CPU, as before
+    for want, have in zip(one_step("single_tensor"), one_step(implementation), strict=True):
+        torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="adam_implementation"):
+        build_optimizer(new_model(), 1e-2, torch.device("cpu"), implementation="turbo")
+
+
+class _CountingTrainer:
+    steps_per_epoch = 100
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def running_loss(self) -> float:
+        self.reads += 1
+        return 0.5
+
+
+@pytest.mark.parametrize(("min_interval_s", "reads"), [(0.0, 5), (3600.0, 0)])
+def test_progress_bar_reads_the_loss_at_most_once_per_interval(
+    min_interval_s: float, reads: int
+) -> None:
+    bar = ProgressBar(refresh_every=20, min_interval_s=min_interval_s)
+    trainer = _CountingTrainer()
+    bar.on_epoch_begin(trainer, 1)  # type: ignore[arg-type]
+    try:
+        for step in range(1, 101):
+            bar.on_batch_end(trainer, step, 8)  # type: ignore[arg-type]
+    finally:
+        bar.teardown(trainer)  # type: ignore[arg-type]
+    assert trainer.reads == reads
+
+
+# ---------------------------------------------------------------------------- CUDA ----
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kwargs", LOADER_CASES)
+@pytest.mark.parametrize("cls", [DeviceLoader, PinnedLoader])
+def test_cuda_loaders_place_batches_on_the_device(
+    cls: type[DeviceLoader], kwargs: dict[str, Any]
+) -> None:
+    data = rich_data(n=1000)
+    reference = InMemoryLoader(data, 64, seed=5, **kwargs)
+    loader = cls(data, 64, "cuda", seed=5, **kwargs)
+    batches = list(loader)
+    assert len(batches) == len(loader) == len(reference)
+    assert all(b.labels.is_cuda and all(t.is_cuda for t in b.features.values()) for b in batches)
+    if cls is PinnedLoader:  # the host permutation: exactly InMemoryLoader's batches
+        assert_same_batches(list(reference), batches)
+    rows = torch.cat([b.features["row"] for b in batches]).cpu()
+    expected = torch.cat([b.features["row"] for b in reference])
+    assert sorted(rows.tolist()) == sorted(expected.tolist())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_prefetcher_copies_batches_one_ahead() -> None:
+    base = InMemoryLoader(rich_data(n=500), 32, shuffle=True, seed=2)
+    got = list(DevicePrefetcher(base, "cuda"))
+    assert all(b.labels.is_cuda for b in got)
+    assert_same_batches(list(base), got)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("fraction", "kind"), [(0.5, DeviceLoader), (0.0, PinnedLoader)])
+def test_cuda_trainer_feeds_the_device_without_host_syncs(
+    fraction: float, kind: type[DeviceLoader]
+) -> None:
+    data = ctr_data(4000)
+    trainer = Trainer(new_model(), train_config(device="cuda", device_data_fraction=fraction))
+    loader = trainer._train_loader(data)
+    assert type(loader) is kind
+    loader.set_epoch(0)
+    batches = iter(loader)
+    trainer.train_step(next(batches))  # first step: lazy CUDA initialisation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches:
+            trainer.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.tensor(trainer.running_loss()))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_fit_with_tf32_and_compile_restores_the_flags() -> None:
+    before = torch.backends.cuda.matmul.allow_tf32
+    cfg = train_config(device="cuda", tf32=True, compile=True, max_epochs=1)
+    result = Trainer(new_model(), cfg).fit(ctr_data(2000), ctr_data(500, seed=1))
+    assert 0.0 <= result.best_valid["auc"] <= 1.0
+    assert torch.backends.cuda.matmul.allow_tf32 == before
