@@ -105,3 +105,10 @@ def gather_positions(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     b, k, n = index.shape
     flat = index.reshape(b, k * n, 1).expand(-1, -1, values.shape[-1])
     return values.gather(1, flat).view(b, k, n, values.shape[-1])
+
+
+def recency_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Recency rank of each position of (B, L) ``mask``: 1 for the last real item, 2 for the
+    one before, ...; 0 at padding. Shapes: (B, L) bool -> (B, L) long."""
+    later_or_here = mask.flip(-1).long().cumsum(-1).flip(-1)  # real items at or after j
+    return torch.where(mask, later_or_here, torch.zeros_like(later_or_here))

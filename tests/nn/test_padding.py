@@ -1,0 +1,292 @@
+"""Padding is never attended, for every sequence layer.
+
+Each layer is one entry of ``CASES``; adding a layer there runs it through every test:
+
+* values at padded positions (embeddings, or the cross features derived from them) change
+  nothing, in eval and in training mode;
+* an all-padding history (every user's first interaction) gives finite outputs, equal to
+  the layer's documented empty-history value where it has one;
+* gradients are finite with empty rows, and exactly zero at padded positions;
+* left and right padding of the same behaviours give the same output;
+* K candidates scored together equal each scored alone (the history-side work is shared).
+
+Peers shipped exactly these bugs: FuxiCTR #72, DeepCTR-Torch #128, RecBole #1483.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from adrank.nn.augru import AUGRU, InterestExtractor
+from adrank.nn.behavior_transformer import BehaviorTransformer
+from adrank.nn.pooling import pool_sequence
+from adrank.nn.qin import AdaptiveSparseTargetAttention
+from adrank.nn.simhash import ETA, SDIM
+from adrank.nn.target_attention import DINAttention, MultiHeadTargetAttention
+from adrank.nn.twin import TWINAttention
+
+B, L, D, K = 5, 6, 8, 3
+Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Case:
+    """A sequence layer: ``build()`` makes it, ``run(layer, history, mask, target)`` returns
+    a padding-side-invariant output (B, ·) or, with target (B, K, D), (B, K, ·);
+    ``empty(layer, target)`` is the documented output for an all-padding history (None:
+    only finiteness is promised); ``has_target``: the output depends on a target."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    run: Run
+    empty: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    has_target: bool = True
+
+
+def zeros_like_target(width: int) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    return lambda layer, target: target.new_zeros(*target.shape[:-1], width)
+
+
+def attention_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
+    return layer(t, hist, mask)
+
+
+def pool_case(mode: str) -> Case:
+    return Case(
+        f"{mode}_pool",
+        nn.Identity,
+        lambda layer, hist, mask, t: pool_sequence(layer(hist), mask, mode),
+        lambda layer, t: t.new_zeros(B, D),
+        has_target=False,
+    )
+
+
+def extractor_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
+    states = layer(hist, mask)  # (B, L, H)
+    return torch.cat([pool_sequence(states, mask, "sum"), pool_sequence(states, mask, "max")], -1)
+
+
+def augru_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
+    return layer(hist, mask, t)
+
+
+def bst_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
+    out, out_mask = layer(hist, mask, t)  # (B, [K,] L + 1, D)
+    behaviours = pool_sequence(out[..., :-1, :].flatten(0, -3), out_mask[..., :-1].flatten(0, -2))
+    return torch.cat([out[..., -1, :], behaviours.view(out[..., -1, :].shape)], -1)
+
+
+def twin_cross_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
+    cross = hist[..., :6].unflatten(-1, (2, 3))  # (B, L, J=2, Dc=3), changes with padded values
+    return layer(t, hist, mask, cross)
+
+
+def qin_empty(layer: nn.Module, target: torch.Tensor) -> torch.Tensor:
+    return layer.output.bias + target
+
+
+CASES = [
+    pool_case("mean"),
+    pool_case("sum"),
+    pool_case("max"),
+    Case("din", lambda: DINAttention(D, (6, 4)), attention_run, zeros_like_target(D)),
+    Case(
+        "din_softmax",
+        lambda: DINAttention(D, (6,), softmax=True),
+        attention_run,
+        zeros_like_target(D),
+    ),
+    Case(
+        "din_prelu",
+        lambda: DINAttention(D, (6,), activation="prelu"),
+        attention_run,
+        zeros_like_target(D),
+    ),
+    Case(
+        "target_attention",
+        lambda: MultiHeadTargetAttention(D, num_heads=2),
+        attention_run,
+        zeros_like_target(D),
+    ),
+    Case(
+        "interest_extractor",
+        lambda: InterestExtractor(D),
+        extractor_run,
+        lambda layer, t: t.new_zeros(B, 2 * D),
+        has_target=False,
+    ),
+    Case("augru", lambda: AUGRU(D, D), augru_run, zeros_like_target(D)),
+    Case("bst", lambda: BehaviorTransformer(D, num_heads=2, num_layers=2, max_len=4), bst_run),
+    Case("sdim", lambda: SDIM(D, num_hashes=4, hash_bits=2), attention_run, zeros_like_target(D)),
+    Case(
+        "sdim_l2",
+        lambda: SDIM(D, num_hashes=4, hash_bits=2, normalize=True),
+        attention_run,
+        zeros_like_target(D),
+    ),
+    Case(
+        "eta",
+        lambda: ETA(D, num_bits=16, top_k=3, num_heads=2),
+        attention_run,
+        zeros_like_target(D),
+    ),
+    Case(
+        "twin", lambda: TWINAttention(D, top_k=3, num_heads=2), attention_run, zeros_like_target(D)
+    ),
+    Case(
+        "twin_cross",
+        lambda: TWINAttention(D, top_k=3, num_heads=2, num_cross=2, cross_dim=3),
+        twin_cross_run,
+        zeros_like_target(D),
+    ),
+    Case(
+        "qin_attention",
+        lambda: AdaptiveSparseTargetAttention(D, num_heads=2),
+        attention_run,
+        qin_empty,
+    ),
+]
+IDS = [c.name for c in CASES]
+
+#: real lengths per row and padding side: an empty row, left- and right-padded, full
+LENGTHS = [0, 2, L, 3, 4]
+LEFT = [True, True, True, False, True]
+
+
+def make_layer(case: Case) -> nn.Module:
+    torch.manual_seed(0)
+    layer = case.build()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # visible weights everywhere (also cross betas, initialised to 0)
+        for p in layer.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return layer
+
+
+def make_mask(lengths: list[int], left: list[bool]) -> torch.Tensor:
+    pos = torch.arange(L)
+    rows = [pos >= L - n if lt else pos < n for n, lt in zip(lengths, left, strict=True)]
+    return torch.stack(rows)
+
+
+def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = make_mask(LENGTHS, LEFT)
+    hist = torch.randn(B, L, D, generator=g)
+    target = torch.randn(B, D, generator=g)
+    candidates = torch.randn(B, K, D, generator=g)
+    return hist, mask, target, candidates
+
+
+def scramble_padding(hist: torch.Tensor, mask: torch.Tensor, seed: int = 7) -> torch.Tensor:
+    noise = torch.randn(hist.shape, generator=torch.Generator().manual_seed(seed)) * 100
+    return torch.where(mask.unsqueeze(-1), hist, noise)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_padded_values_change_nothing(case: Case, training: bool) -> None:
+    layer = make_layer(case).train(training)
+    hist, mask, target, candidates = inputs()
+    for t in (target, candidates):
+        expected = case.run(layer, hist, mask, t)
+        got = case.run(layer, scramble_padding(hist, mask), mask, t)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_all_padding_history_is_finite_and_as_documented(case: Case, training: bool) -> None:
+    layer = make_layer(case).train(training)
+    hist, _, target, _ = inputs()
+    empty = torch.zeros(B, L, dtype=torch.bool)
+    out = case.run(layer, hist, empty, target)
+    assert torch.isfinite(out).all()
+    if case.empty is not None:
+        torch.testing.assert_close(out, case.empty(layer, target), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gradients_finite_and_zero_at_padding(case: Case) -> None:
+    layer = make_layer(case).train()
+    hist, mask, target, _ = inputs()
+    hist.requires_grad_(True)
+    target.requires_grad_(True)
+    for rows_mask in (mask, torch.zeros_like(mask)):  # some empty rows, then all empty
+        layer.zero_grad()
+        hist.grad = target.grad = None
+        case.run(layer, hist, rows_mask, target).pow(2).sum().backward()
+        grads = [p.grad for p in layer.parameters() if p.grad is not None]
+        assert all(torch.isfinite(g).all() for g in grads)
+        assert torch.isfinite(hist.grad).all()
+        assert torch.equal(hist.grad[~rows_mask], torch.zeros_like(hist.grad[~rows_mask]))
+        if target.grad is not None:
+            assert torch.isfinite(target.grad).all()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_left_and_right_padding_agree(case: Case) -> None:
+    layer = make_layer(case).eval()
+    hist, mask, target, _ = inputs()
+    right = make_mask(LENGTHS, [False] * B)
+    moved = torch.zeros_like(hist)
+    for row in range(B):
+        moved[row, right[row]] = hist[row, mask[row]]  # same behaviours, same order
+    torch.testing.assert_close(
+        case.run(layer, moved, right, target),
+        case.run(layer, hist, mask, target),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.has_target], ids=lambda c: c.name)
+def test_candidates_together_equal_each_alone(case: Case) -> None:
+    layer = make_layer(case).eval()
+    hist, mask, _, candidates = inputs()
+    together = case.run(layer, hist, mask, candidates)  # (B, K, ·)
+    alone = torch.stack([case.run(layer, hist, mask, candidates[:, k]) for k in range(K)], 1)
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_more_padding_changes_nothing(case: Case, training: bool) -> None:
+    """Padding is not merely zeroed but absent: three more padded columns (with noise)
+    leave every output as it was, also batch statistics in training (Dice)."""
+    layer = make_layer(case).train(training)
+    hist, mask, target, candidates = inputs()
+    noise = torch.randn(B, 3, D, generator=torch.Generator().manual_seed(5))
+    longer = torch.cat([noise, hist], 1)
+    longer_mask = torch.cat([torch.zeros(B, 3, dtype=torch.bool), mask], 1)
+    for t in (target, candidates):
+        torch.testing.assert_close(
+            case.run(layer, longer, longer_mask, t),
+            case.run(layer, hist, mask, t),
+            rtol=0,
+            atol=1e-5,
+        )
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_each_row_equals_its_unpadded_history(case: Case) -> None:
+    """Row by row, the output equals the layer applied to the real behaviours alone."""
+    layer = make_layer(case).eval()
+    hist, mask, target, _ = inputs()
+    batch = case.run(layer, hist, mask, target)
+    for row in range(B):
+        n = int(mask[row].sum())
+        if n == 0:
+            continue
+        alone = case.run(
+            layer,
+            hist[row, mask[row]].unsqueeze(0),
+            torch.ones(1, n, dtype=torch.bool),
+            target[row : row + 1],
+        )
+        torch.testing.assert_close(alone[0], batch[row], rtol=0, atol=1e-5)
