@@ -356,3 +356,50 @@ def test_calibrate_command_table_per_output(funnel_run: FunnelRun, tmp_path: Pat
     clicks = int(funnel_run.raw_valid["click"].sum())
     assert f"pctr on 2,000, pcvr on {clicks:,}" in text
     assert "valid/pctcvr (derived)" in text and "test/pcvr" in text
+
+
+@pytest.mark.integration
+def test_esmm_on_frappe_funnel_ranks_mixed_billing_over_http(
+    data_dir: Path, cache_dir: Path, tmp_path: Path, server_class
+) -> None:
+    """A served ESMM run on the real ``frappe_funnel`` (one epoch) answers /v1/rank with CPC,
+    CPA and oCPC candidates."""
+    from adrank.data.datasets import get_dataset
+    from adrank.data.prepare import prepare_dataset
+    from adrank.serve.app import create_app
+
+    prepared = prepare_dataset("frappe_funnel", data_dir=data_dir, cache_dir=cache_dir)
+    config = RunConfig(
+        model="esmm",
+        dataset="frappe_funnel",
+        params={"embedding_dim": 8, "tower_hidden_units": [64], "net_dropout": 0.0},
+        train=TrainConfig(max_epochs=1, progress=False, seed=1, num_threads=1),
+    )
+    train_run(config, tmp_path / "esmm", prepared=prepared)
+    raw = get_dataset("frappe_funnel").build_splits(data_dir)["test"]
+    rows = raw.drop(*prepared.feature_map.labels).head(200).to_dicts()
+    ad_fields = ("item", "cost")
+    context = {k: v for k, v in rows[0].items() if k not in ad_fields}
+    candidates = [
+        {
+            "ad_id": f"ad{i}",
+            "billing": ("cpc", "cpa", "ocpc")[i % 3],
+            "bid": 0.5 if i % 3 == 0 else 5.0,
+            "features": {k: rows[10 * i + 1][k] for k in ad_fields},
+        }
+        for i in range(12)
+    ]
+    body = {"context": context, "candidates": candidates, "slots": 12}
+    app = create_app(tmp_path / "esmm", torch_threads=None)
+    with server_class(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        res = client.post("/v1/rank", json=body)
+        assert res.status_code == 200, res.text
+        slots = res.json()["slots"]
+        assert {s["billing"] for s in slots} == {"cpc", "cpa", "ocpc"}
+        want = expected_slots(Predictor.load(tmp_path / "esmm"), body)
+        assert [s["ad_id"] for s in slots] == [w["ad_id"] for w in want]
+        for got, exp in zip(slots, want, strict=True):
+            assert got["price"] == pytest.approx(exp["price"], rel=1e-12)
+            assert got["pctcvr"] == pytest.approx(got["pctr"] * got["pcvr"], rel=1e-12)
+        predict = client.post("/v1/predict", json={"records": rows[:3]}).json()
+        assert predict["outputs"] == ["pctr", "pcvr", "pctcvr"]
