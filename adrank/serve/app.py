@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 try:
     import anyio
@@ -47,7 +47,6 @@ try:
     import uvicorn
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import PlainTextResponse
-    from pydantic import BaseModel, ConfigDict, Field, model_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the HTTP service needs fastapi and uvicorn: pip install 'adrank[serve]'"
@@ -57,10 +56,17 @@ import torch
 
 from adrank.artifact import ArtifactError
 from adrank.data.schema import SchemaError
+from adrank.serve.payloads import (
+    PredictRequest,
+    PredictResponse,
+    RankRequest,
+    RankResponse,
+    ReloadRequest,
+    SlotOut,
+)
 from adrank.serve.predictor import Predictor, RecordError
 from adrank.serve.ranking import (
     AdCandidate,
-    Billing,
     BillingError,
     Creative,
     check_billing,
@@ -80,112 +86,6 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0,
 )  # fmt: skip
-MAX_SLOTS = 100
-FeatureValue = str | int | float | bool | None | list[str | int]
-
-
-# ------------------------------------------------------------------------ payloads ----
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PredictRequest(_Strict):
-    records: list[dict[str, FeatureValue]] = Field(min_length=1, description="raw records")
-
-
-class PredictResponse(BaseModel):
-    outputs: list[str] = Field(description="the output names of each prediction, in order")
-    predictions: list[dict[str, float]] = Field(
-        description="one {output: probability} object per record, in request order"
-    )
-    pctr: list[float] | None = Field(
-        description="the click probability per record (kept for single-task clients); null "
-        "when the model has no click output"
-    )
-    passthrough: list[dict[str, FeatureValue]] | None = Field(
-        default=None, description="each record's pass-through columns, if the run has any"
-    )
-    model_version: str
-
-
-class CreativeIn(_Strict):
-    creative_id: str | int
-    features: dict[str, FeatureValue] = Field(default_factory=dict)
-
-
-class CandidateIn(_Strict):
-    ad_id: str | int
-    bid: float = Field(
-        ge=0,
-        allow_inf_nan=False,
-        description="bid per billing event: per click for cpc, per conversion for cpa and ocpc",
-    )
-    billing: Billing = Field(
-        default="cpc",
-        description="cpc: ranked on pCTR, pays per click; cpa: ranked on pCTCVR, pays per "
-        "conversion; ocpc: bids per conversion, ranked on pCTCVR, pays per click",
-    )
-    features: dict[str, FeatureValue] = Field(default_factory=dict)
-    creatives: list[CreativeIn] | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _unique_creatives(self) -> CandidateIn:
-        ids = [c.creative_id for c in self.creatives or ()]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"ad {self.ad_id!r} lists a creative_id more than once")
-        return self
-
-
-class RankRequest(_Strict):
-    context: dict[str, FeatureValue] = Field(default_factory=dict)
-    candidates: list[CandidateIn] = Field(min_length=1)
-    slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
-    reserve_price: float = Field(
-        default=0.0,
-        ge=0,
-        allow_inf_nan=False,
-        description="legacy reserve per click, CPC-only requests (R_i = 1000 × r × pCTR_i)",
-    )
-    reserve_ecpm: float = Field(
-        default=0.0,
-        ge=0,
-        allow_inf_nan=False,
-        description="reserve R per 1000 impressions: eligible iff score >= R",
-    )
-
-    @model_validator(mode="after")
-    def _unique_ads(self) -> RankRequest:
-        ids = [c.ad_id for c in self.candidates]
-        if len(set(ids)) != len(ids):
-            raise ValueError("candidates list an ad_id more than once")
-        return self
-
-
-class SlotOut(BaseModel):
-    slot: int
-    ad_id: str | int
-    creative_id: str | int | None
-    bid: float
-    pctr: float
-    ecpm: float = Field(description="the ranking score (same as score)")
-    price: float = Field(description="price per billing_event")
-    billing: Billing
-    billing_event: Literal["click", "conversion"]
-    q: float = Field(description="pCTR for cpc, pCTCVR for cpa and ocpc")
-    score: float = Field(description="1000 × bid × q")
-    pcvr: float | None = None
-    pctcvr: float | None = None
-
-
-class RankResponse(BaseModel):
-    slots: list[SlotOut]
-    model_version: str
-    scored_pairs: int
-    eligible_ads: int
-
-
-class ReloadRequest(_Strict):
-    run_dir: str | None = None
 
 
 # ------------------------------------------------------------------------- model ------
