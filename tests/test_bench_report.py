@@ -98,3 +98,16 @@ def test_code_version_and_rows_recorded_before_it(tmp_path: Path) -> None:
     path.write_text(json.dumps(old) + "\n" + json.dumps(asdict(RUNS[2]) | {"code": "x"}) + "\n")
     rows = read_results(path)
     assert rows[("deepfm", 2021)].code == "" and rows[("mymodel", 2021)].code == "x"
+
+
+def test_committed_frappe_leaderboard_renders_unchanged() -> None:
+    """The single-task report of the committed frappe runs is the committed table."""
+    from adrank.bench.report import to_csv
+    from adrank.bench.runner import read_results
+
+    results = Path(__file__).parent.parent / "benchmarks" / "results" / "frappe"
+    rows = aggregate(list(read_results(results / "runs.jsonl").values()), "frappe")
+    table = [line for line in to_markdown(rows, "frappe").splitlines() if line.startswith("|")]
+    committed = (results / "leaderboard.md").read_text().splitlines()
+    assert table == [line for line in committed if line.startswith("|")]
+    assert to_csv(rows).splitlines() == (results / "leaderboard.csv").read_text().splitlines()
