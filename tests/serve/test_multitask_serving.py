@@ -189,6 +189,21 @@ def test_calibration_per_output(funnel_run: FunnelRun, tmp_path: Path) -> None:
     np.testing.assert_array_equal(after["pctcvr"], after["pctr"] * after["pcvr"])
 
 
+def test_exported_backend_gives_the_same_named_outputs(
+    funnel_run: FunnelRun, predictor: Predictor, tmp_path: Path
+) -> None:
+    from adrank.serve.export import export
+
+    run = Path(shutil.copytree(funnel_run.run_dir, tmp_path / "run"))
+    export(run, "torchscript")
+    traced = Predictor.load(run, backend="torchscript")
+    records = features_of(funnel_run.raw_test).head(64).to_dicts()
+    eager, exported = predictor.predict_outputs(records), traced.predict_outputs(records)
+    assert list(exported) == ["pctr", "pcvr", "pctcvr"]
+    for name in eager:
+        np.testing.assert_allclose(exported[name], eager[name], rtol=0, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- HTTP ----
 @pytest.fixture(scope="module")
 def client(funnel_run: FunnelRun, server_class) -> Iterator[httpx.Client]:
