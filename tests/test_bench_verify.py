@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import adrank.bench.runner as runner
@@ -88,6 +89,7 @@ def test_same_code_reproduces_to_1e6_and_leaves_the_recorded_run_alone(
     result = verify.verify_run("tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES)
     assert result.config_source == str(Path(row.run_dir) / "config.yaml")
     assert result.same_code and result.reproduced
+    assert result.num_threads == torch.get_num_threads()
     assert abs(result.auc_diff) <= 1e-6 and abs(result.logloss_diff) <= 1e-6
     assert _files(out) == before
     text = "\n".join(result.report())

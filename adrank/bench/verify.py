@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from adrank.bench.runner import BenchmarkRun, _git, _read_finished, code_version, read_results
 from adrank.config import ConfigError, RunConfig, resolve_run_config
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -37,6 +39,9 @@ class VerifyResult:
     code: str
     #: where the re-run's config came from
     config_source: str
+    #: torch intra-op threads of the re-run (float summation order, hence the numbers,
+    #: depends on it; rows do not record theirs)
+    num_threads: int
     tolerance: float = TOLERANCE
 
     @property
@@ -60,7 +65,8 @@ class VerifyResult:
         """Lines for the user: both numbers, their differences, the code versions, a verdict."""
         row = self.recorded
         lines = [
-            f"{row.model} seed {row.seed}: config {self.config_source}",
+            f"{row.model} seed {row.seed}: config {self.config_source}; "
+            f"{self.num_threads} torch thread(s)",
             f"{'':14}{'recorded':>12}{'re-run':>12}{'difference':>14}",
             f"{'test AUC':14}{row.test_auc:12.6f}{self.test_auc:12.6f}{self.auc_diff:+14.2e}",
             f"{'test logloss':14}{row.test_logloss:12.6f}{self.test_logloss:12.6f}"
@@ -72,13 +78,12 @@ class VerifyResult:
         elif self.same_code:
             lines.append(
                 f"NOT reproduced: same code version, yet a difference above {self.tolerance:g}; "
-                "training is not deterministic here (another machine, thread count or "
-                "library version?)"
+                "was the row trained with another thread count, torch version or CPU?"
             )
         else:
             lines.append(
                 f"NOT reproduced (difference above {self.tolerance:g}): the row is stale for "
-                "the current code; re-run it"
+                "the current code (or was trained with another thread count); re-run it"
             )
         return lines
 
@@ -170,6 +175,7 @@ def verify_run(
     if prepared is None:
         prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
     code = code_version()
+    threads = cfg.train.num_threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix=f"adrank-verify-{model}-{seed}-") as tmp:
         run_dir = Path(tmp) / "run"
         logger.info("verify: re-training %s seed %d in %s", model, seed, run_dir)
@@ -177,4 +183,4 @@ def verify_run(
         new = _read_finished(run_dir, model, seed)
     if new is None:
         raise RuntimeError(f"the re-run of {model} seed {seed} finished without a manifest")
-    return VerifyResult(row, new.test_auc, new.test_logloss, code, source)
+    return VerifyResult(row, new.test_auc, new.test_logloss, code, source, threads)
