@@ -43,7 +43,7 @@ class InterestExtractor(nn.Module):
         for step in range(x.shape[1]):
             real = mask[:, step].unsqueeze(-1)  # (B, 1)
             h = torch.where(real, self.cell(x[:, step], h), h)
-            states.append(torch.where(real, h, torch.zeros_like(h)))
+            states.append(h.masked_fill(~real, 0.0))
         return torch.stack(states, dim=1)  # (B, L, H)
 
 
@@ -163,7 +163,7 @@ def interest_auxiliary_loss(
         pairs = pairs & negative_mask[:, 1:]
     h = mask_padding(interests, mask)[:, :-1]
     pos = (h * mask_padding(history, mask)[:, 1:]).sum(-1)  # (B, L-1)
-    neg = (h * torch.where(pairs.unsqueeze(-1), negatives[:, 1:], torch.zeros_like(h))).sum(-1)
+    neg = (h * negatives[:, 1:].masked_fill(~pairs.unsqueeze(-1), 0.0)).sum(-1)
     loss = -(F.logsigmoid(pos) + F.logsigmoid(-neg))
-    loss = torch.where(pairs, loss, torch.zeros_like(loss))
+    loss = loss.masked_fill(~pairs, 0.0)
     return loss.sum() / pairs.sum().clamp_min(1)

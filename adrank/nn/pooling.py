@@ -27,7 +27,7 @@ def pool_sequence(values: torch.Tensor, mask: torch.Tensor, mode: str = "mean") 
     if mode == "max":
         neg = torch.finfo(values.dtype).min
         pooled = values.masked_fill(~mask.unsqueeze(-1), neg).amax(dim=1)
-        return torch.where(mask.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled))
+        return pooled.masked_fill(~mask.any(dim=1, keepdim=True), 0.0)
     weights = mask.unsqueeze(-1).to(values.dtype)  # (B, L, 1)
     # Multiplying (not ``where``) keeps the history-free models' mean pooling bit-identical
     # to what FeatureEmbedding always computed; any finite padded value times 0 is 0.
@@ -52,9 +52,9 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
 
 
 def mask_padding(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero (B, L, D) ``values`` at padded positions of ``mask`` (B, L), exactly (``where``,
+    """Zero (B, L, D) ``values`` at padded positions of ``mask`` (B, L), exactly (a fill,
     not a product, so even a non-finite padded value becomes 0)."""
-    return torch.where(mask.unsqueeze(-1), values, torch.zeros_like(values))
+    return values.masked_fill(~mask.unsqueeze(-1), 0.0)
 
 
 def as_candidates(target: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -111,4 +111,4 @@ def recency_positions(mask: torch.Tensor) -> torch.Tensor:
     """Recency rank of each position of (B, L) ``mask``: 1 for the last real item, 2 for the
     one before, ...; 0 at padding. Shapes: (B, L) bool -> (B, L) long."""
     later_or_here = mask.flip(-1).long().cumsum(-1).flip(-1)  # real items at or after j
-    return torch.where(mask, later_or_here, torch.zeros_like(later_or_here))
+    return later_or_here.masked_fill(~mask, 0)

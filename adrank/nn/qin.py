@@ -58,7 +58,7 @@ class AdaptiveSparseTargetAttention(MultiHeadTargetAttention):
 
     def attention_weights(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``ReLU(scores)`` at real behaviours, exactly 0 at padding; not normalised."""
-        return torch.relu(torch.where(mask, scores, torch.zeros_like(scores)))
+        return torch.relu(scores.masked_fill(~mask, 0.0))
 
     def forward(
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor

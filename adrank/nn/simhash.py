@@ -130,7 +130,7 @@ class SDIM(nn.Module):
         hist = mask_padding(history, mask)
         codes = self.codes(hist)  # (B, L, m)
         # Padding goes to an extra bucket that is dropped: it never shares a target's bucket.
-        codes = torch.where(mask.unsqueeze(-1), codes, torch.full_like(codes, self.num_buckets))
+        codes = codes.masked_fill(~mask.unsqueeze(-1), self.num_buckets)
         index = codes.transpose(1, 2).unsqueeze(-1).expand(b, self.num_hashes, length, d)
         src = hist.unsqueeze(1).expand(b, self.num_hashes, length, d)
         buckets = hist.new_zeros(b, self.num_hashes, self.num_buckets + 1, d)

@@ -118,7 +118,7 @@ class DINAttention(nn.Module):
         for linear, act in zip(self.linears, self.activations, strict=True):
             x = act(linear(x), row_mask) if isinstance(act, Dice) else act(linear(x))
         score = self.score(x).squeeze(-1)  # (B, K, L)
-        return torch.where(row_mask, score, torch.zeros_like(score))
+        return score.masked_fill(~row_mask, 0.0)
 
     def forward(
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
@@ -217,7 +217,7 @@ class MultiHeadTargetAttention(nn.Module):
         if history.dim() == 3:
             check_history(history, mask)
             history, mask = history.unsqueeze(1), mask.unsqueeze(1)  # (B, 1, L, Dk), (B, 1, L)
-        hist = torch.where(mask.unsqueeze(-1), history, torch.zeros_like(history))
+        hist = history.masked_fill(~mask.unsqueeze(-1), 0.0)
         q = self._heads(self.query(t).unsqueeze(2))  # (B, K, H, 1, Dh)
         k, v = self._heads(self.key(hist)), self._heads(self.value(hist))  # (B, K|1, H, L, Dh)
         key_mask = mask.unsqueeze(-2).unsqueeze(-2)  # (B, K|1, 1, 1, L)

@@ -104,7 +104,7 @@ class TWINAttention(nn.Module):
                 raise ValueError(
                     f"cross features must be (B, L, {self.num_cross}, Dc), got {shape}"
                 )
-            cross = torch.where(mask.view(b, length, 1, 1), cross, torch.zeros_like(cross))
+            cross = cross.masked_fill(~mask.view(b, length, 1, 1), 0.0)
             compressed = (cross * self.cross_compress).sum(-1)  # (B, L, J): K_c W_c
             bias = (compressed @ self.cross_beta).transpose(1, 2)  # (B, H, L)
             values = self.value(torch.cat([hist, cross.flatten(2)], dim=-1))

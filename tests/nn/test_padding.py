@@ -3,18 +3,23 @@
 Each layer is one entry of ``CASES``; adding a layer there runs it through every test:
 
 * values at padded positions (embeddings, or the cross features derived from them) change
-  nothing, in eval and in training mode;
+  nothing, in eval and in training mode; nor do, from the feature embedding on, the ids of
+  aligned attributes at padded positions or the padding rows of the tables;
 * an all-padding history (every user's first interaction) gives finite outputs, equal to
   the layer's documented empty-history value where it has one;
 * gradients are finite with empty rows, and exactly zero at padded positions;
 * left and right padding of the same behaviours give the same output;
-* K candidates scored together equal each scored alone (the history-side work is shared).
+* K candidates scored together equal each scored alone (the history-side work is shared);
+* the layer traces to TorchScript and exports to ONNX, and both score a batch of another
+  size (with an empty history) like the eager layer.
 
 Peers shipped exactly these bugs: FuxiCTR #72, DeepCTR-Torch #128, RecBole #1483.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +27,10 @@ import pytest
 import torch
 from torch import nn
 
+from adrank.data.feature_map import FeatureMap, FieldInfo
 from adrank.nn.augru import AUGRU, InterestExtractor
 from adrank.nn.behavior_transformer import BehaviorTransformer
+from adrank.nn.embedding import FeatureEmbedding
 from adrank.nn.pooling import pool_sequence
 from adrank.nn.qin import AdaptiveSparseTargetAttention
 from adrank.nn.simhash import ETA, SDIM
@@ -290,3 +297,105 @@ def test_each_row_equals_its_unpadded_history(case: Case) -> None:
             target[row : row + 1],
         )
         torch.testing.assert_close(alone[0], batch[row], rtol=0, atol=1e-5)
+
+
+class Wrapped(nn.Module):
+    """A case as a module of positional tensors (what tracing and ONNX export take)."""
+
+    def __init__(self, case: Case) -> None:
+        super().__init__()
+        self.case, self.layer = case, make_layer(case).eval()
+
+    def forward(
+        self, hist: torch.Tensor, mask: torch.Tensor, *target: torch.Tensor
+    ) -> torch.Tensor:
+        t = target[0] if target else hist.new_zeros(hist.shape[0], D)
+        return self.case.run(self.layer, hist, mask, t)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_layer_exports_with_parity(case: Case, fmt: str) -> None:
+    wrapped = Wrapped(case).eval()
+    hist, mask, target, _ = inputs()
+    example = (hist, mask, target) if case.has_target else (hist, mask)
+    g = torch.Generator().manual_seed(9)
+    other_mask = make_mask([0, 4, L], [True, False, True])  # another batch size
+    other = (torch.randn(3, L, D, generator=g), other_mask, torch.randn(3, D, generator=g))
+    other = other if case.has_target else other[:2]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = wrapped(*other)
+        if fmt == "torchscript":
+            got = torch.jit.trace(wrapped, example, check_trace=False)(*other)
+        else:
+            ort = pytest.importorskip("onnxruntime")
+            names = ["hist", "mask", "target"][: len(example)]
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                wrapped,
+                example,
+                buffer,
+                input_names=names,
+                output_names=["out"],
+                dynamic_axes={n: {0: "batch"} for n in [*names, "out"]},
+                opset_version=17,
+                dynamo=False,
+            )
+            session = ort.InferenceSession(buffer.getvalue())
+            feeds = {n: x.numpy() for n, x in zip(names, other, strict=True)}
+            got = torch.from_numpy(session.run(None, feeds)[0])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def embedded_history() -> tuple[FeatureEmbedding, dict[str, torch.Tensor]]:
+    """A feature embedding of item + genre histories (2 attributes of width D / 2) and
+    features with left-padded histories of lengths LENGTHS (all left)."""
+    fields = (
+        FieldInfo("item", "categorical", vocab_size=9),
+        FieldInfo("genre", "categorical", vocab_size=5),
+        FieldInfo(
+            "hist_item", "sequence", vocab_size=9, max_len=L, embedding_group="item", target="item"
+        ),
+        FieldInfo(
+            "hist_genre",
+            "sequence",
+            vocab_size=5,
+            max_len=L,
+            embedding_group="genre",
+            aligned_with="hist_item",
+        ),
+    )
+    emb = FeatureEmbedding(FeatureMap(fields, labels=("click",)), D // 2)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        emb.fused.weight.normal_(generator=g)
+    mask = make_mask(LENGTHS, [True] * B)
+    feats = {
+        "item": torch.randint(2, 9, (B,), generator=g),
+        "genre": torch.randint(2, 5, (B,), generator=g),
+        "hist_item": torch.randint(2, 9, (B, L), generator=g) * mask,
+        "hist_genre": torch.randint(2, 5, (B, L), generator=g) * mask,
+    }
+    return emb, feats
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_padded_ids_and_padding_rows_change_nothing(case: Case) -> None:
+    layer = make_layer(case).eval()
+    emb, feats = embedded_history()
+    history = emb.embed_history(feats, "hist_item")
+    expected = case.run(layer, history.values, history.mask, history.target)
+    padded = feats["hist_item"] == 0
+    gen = torch.Generator().manual_seed(4)
+    # an aligned attribute may hold ids where the history is padding (e.g. an unknown genre
+    # recorded for no item); the padding rows of the tables may drift from zero
+    feats["hist_genre"] = torch.where(
+        padded, torch.randint(1, 5, padded.shape, generator=gen), feats["hist_genre"]
+    )
+    with torch.no_grad():
+        for offset in emb._offsets.values():
+            emb.fused.weight[offset].normal_(generator=gen)
+    history = emb.embed_history(feats, "hist_item")
+    got = case.run(layer, history.values, history.mask, history.target)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
