@@ -111,6 +111,8 @@ def _by_mean(points: tuple[Point, ...]) -> list[Point]:
 def _draw_points(ax: Axes, panel: Panel, colours: dict[str, str]) -> list[Anchor]:
     """Error bars for points in range, edge markers for those below; returns the label
     anchors, best model first."""
+    from matplotlib.ticker import LogFormatter
+
     points = _by_mean(panel.points)
     ax.set_title(panel.title, fontsize=10)
     ax.set_xscale("log")
@@ -133,6 +135,8 @@ def _draw_points(ax: Axes, panel: Panel, colours: dict[str, str]) -> list[Anchor
             anchors.append(Anchor(p.time_s, low, 0.0, text, colour))
     times = [p.time_s for p in points]
     ax.set_xlim(min(times) / 1.5, max(times) * 1.5)
+    for axis_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis_formatter(LogFormatter(labelOnlyBase=False))  # 20, 50, 100 rather than 2x10^1
     ax.set_ylim(low, high)
     ax.ticklabel_format(axis="y", useOffset=False)
     return anchors
