@@ -16,24 +16,34 @@ from adrank.artifact import (
     save_calibration,
     update_manifest,
 )
-from adrank.serve.calibration import CalibrationReport, apply_calibration, calibrate
+from adrank.serve.calibration import (
+    CalibrationReport,
+    apply_calibration,
+    calibrate,
+    calibrate_outputs,
+)
 from adrank.serve.export import EXPORT_EXCEPTIONS, ExportParityError, ExportResult, export
 from adrank.serve.predictor import Predictor, RecordError, predict_file
 from adrank.serve.ranking import (
+    BILLING_TYPES,
     AdCandidate,
+    BillingError,
     Creative,
     RankResult,
     ScoredAd,
     SlotResult,
+    check_billing,
     gsp_auction,
     rank_ads,
 )
 
 __all__ = [
+    "BILLING_TYPES",
     "EXPORT_EXCEPTIONS",
     "AdCandidate",
     "Artifact",
     "ArtifactError",
+    "BillingError",
     "CalibrationReport",
     "Creative",
     "ExportParityError",
@@ -45,6 +55,8 @@ __all__ = [
     "SlotResult",
     "apply_calibration",
     "calibrate",
+    "calibrate_outputs",
+    "check_billing",
     "create_app",
     "export",
     "gsp_auction",
