@@ -4,7 +4,8 @@ Suites: ``data`` (preprocessing + batch assembly on frappe), ``train`` (training
 vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessing),
 ``inference`` (batch and in-process scoring), ``ooc`` (out-of-core training on synthetic
 Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes),
-``kernels`` (dropout, attention and scoring-batch micro-benchmarks). No suite name runs all
+``kernels`` (dropout, attention and scoring-batch micro-benchmarks), ``gpu`` (adrank vs a
+hand-written loop on one GPU; see ``benchmarks/GPU_RUNBOOK.md``). No suite name runs all
 of them; flags go to every named suite, so pass suite-specific flags with one suite at a
 time (see each module's docstring).
 """
@@ -23,6 +24,7 @@ SUITES = {
     "load": "load_test",
     "ddp": "ddp_scaling",
     "kernels": "kernels",
+    "gpu": "gpu",
 }
 
 

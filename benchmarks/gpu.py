@@ -1,0 +1,575 @@
+"""GPU training throughput: adrank against a hand-written loop on the same GPU (issue 18).
+
+    python -m benchmarks gpu [--cells deepfm-8192,...] [--rows 8000000] [--repeats 3]
+        [--epochs 2] [--device cuda] [--frappe PATH] [--results-dir DIR]
+        [--ablation] [--accuracy] [--profile] [--session] [--budget-s S]
+    python -m benchmarks gpu --export-frappe PATH      # here, where polars is installed
+
+Both sides train **the same network**: the adrank model module (``build_model``), built
+from the same seed. Only the training machinery differs:
+
+* **adrank**: what a new user writes, ``Trainer(model, TrainConfig(device=...))
+  .fit(InMemoryLoader(data, batch, shuffle=True))`` with the split on the host and every
+  other setting at its default (Adam lr 1e-3 with adrank's default kernel, gradient
+  clipping at norm 10, no regularizer, no validation);
+* **loop**: a plain PyTorch loop: the split's tensors resident on the device (one matrix per
+  dtype), a device ``randperm`` per epoch, one gather per matrix per batch, BCE with
+  logits, fused Adam lr 1e-3, no clipping, no validation.
+
+Cells: DeepFM and DCNv2 on **synthetic** Criteo-shaped tensors (13 numeric + 26
+categorical fields with Criteo's cardinalities capped at 1M, uniform ids, uniform numeric
+values, random labels; :mod:`adrank.data.synth` holds the cardinalities) at batches 8,192
+and 65,536, and FinalMLP on the real ``frappe`` split at 4,096, read from a tensor file made
+here by ``--export-frappe`` (the GPU machine has no polars). Networks: DeepFM with embedding
+dim 16 and an MLP 400x3 with batch norm and dropout 0.2 (95M parameters, the issue's);
+DCNv2 with embedding dim 16 and adrank's defaults otherwise (parallel, 4 cross layers, MLP
+400x3, batch norm, dropout 0.4); FinalMLP with the committed frappe config.
+
+Timed region: the training steps of an epoch, ending with one device sync, the same on both
+sides (adrank's ``train_time_s``; validation and checkpoints are outside it). Each run
+trains a fresh model for ``--epochs`` epochs; epoch 1 is warm-up, the run's rate is rows x
+(epochs - 1) / time of epochs 2..E. A cell reports the median over ``--repeats`` runs
+(seeds ``seed, seed + 1, ...``) and adrank / loop. Honesty check: on an H200 the loop must
+reach 0.9x the issue's reference rates (DeepFM at 8M rows: 2.06M samples/s at batch 8,192,
+4.03M at 65,536); on another GPU the results say so and quote the loop's rates.
+
+Modes: ``--ablation`` trains adrank on DeepFM at batch 65,536 with each GPU setting
+toggled one at a time (``gpu_ablation``); ``--accuracy`` trains DeepFM on frappe (committed
+config, validation early stopping) on ``--device`` and on the CPU, ``--accuracy-seeds`` seeds
+each, and checks |mean test AUC difference| <= 2 x pooled std (``gpu_accuracy``);
+``--profile`` counts host syncs and device-to-host copies in 20 adrank steps with
+``torch.profiler`` (``gpu_profile.md``); ``--session`` runs the cells, the profile, the
+ablation and the accuracy check in that order within ``--budget-s`` seconds, skipping what
+no longer fits (``--cpu-reference runs.jsonl`` takes the CPU side of the accuracy check
+from recorded runs instead of training it). Results go to ``<results-dir>/gpu*.{json,md}``.
+
+Imports neither polars nor the serving extras (the GPU machine has neither).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from adrank.config import RunConfig, TrainConfig
+from adrank.data.batches import InMemoryLoader
+from adrank.models.registry import build_model
+from adrank.train.trainer import Trainer
+from adrank.utils import seed_everything
+from benchmarks.gpu_data import Split, criteo_split, export_frappe, frappe_split, load_frappe
+from benchmarks.gpu_report import (
+    ablation_markdown,
+    accuracy_markdown,
+    cells_markdown,
+    device_name,
+    machine,
+    write,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_FRAPPE = Path(__file__).resolve().parent / ".scratch" / "gpu" / "frappe.pt"
+LEARNING_RATE = 1e-3
+#: the issue's hand-written loop on one H200 (PyTorch 2.11), DeepFM, 8M rows: samples/s
+REFERENCE_LOOP = {("deepfm", 8192): 2_055_899.0, ("deepfm", 65536): 4_031_564.0}
+HONESTY_SHARE = 0.9
+CRITEO_PARAMS: dict[str, dict[str, Any]] = {
+    "deepfm": {
+        "embedding_dim": 16,
+        "hidden_units": [400, 400, 400],
+        "net_dropout": 0.2,
+        "batch_norm": True,
+    },
+    "dcnv2": {"embedding_dim": 16},
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    model: str
+    data: str  # "criteo" (synthetic) or "frappe"
+    batch_size: int
+
+
+CELLS = {
+    c.name: c
+    for c in (
+        Cell("deepfm-8192", "deepfm", "criteo", 8192),
+        Cell("deepfm-65536", "deepfm", "criteo", 65536),
+        Cell("dcnv2-8192", "dcnv2", "criteo", 8192),
+        Cell("dcnv2-65536", "dcnv2", "criteo", 65536),
+        Cell("finalmlp-frappe-4096", "finalmlp", "frappe", 4096),
+    )
+}
+#: adrank settings toggled one at a time by --ablation (DeepFM, batch 65,536)
+ABLATION: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "adam foreach": {"adam_implementation": "foreach"},
+    "adam single_tensor": {"adam_implementation": "single_tensor"},
+    "tf32": {"tf32": True},
+    "bf16 amp": {"amp": True},
+    "torch.compile": {"compile": True},
+    "sparse embeddings (lazy Adam)": {"sparse_embeddings": True},
+    "no gradient clipping": {"grad_clip_norm": None},
+    "split in pinned host memory": {"device_data_fraction": 0.0},
+}
+
+
+class Budget:
+    """Seconds left for ``--session`` (``None``: unlimited)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+
+# ------------------------------------------------------------------------- the two sides ----
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(rows: int, epoch_times: list[float]) -> float:
+    timed = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
+    return rows * len(timed) / max(sum(timed), 1e-12)
+
+
+def adrank_run(
+    split: Split,
+    model: str,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    threads: int | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """adrank as a user runs it: InMemoryLoader(shuffle=True) + Trainer(device=...)."""
+    seed_everything(seed)
+    net = build_model(model, split.feature_map, **split.params)
+    config = TrainConfig(
+        device=str(device),
+        batch_size=batch_size,
+        learning_rate=LEARNING_RATE,
+        max_epochs=epochs,
+        patience=epochs + 1,
+        seed=seed,
+        num_threads=threads,
+        progress=False,
+        **settings,
+    )
+    loader = InMemoryLoader(split.data, batch_size, shuffle=True, seed=seed)
+    result = Trainer(net, config).fit(loader)
+    times = [h["train_time_s"] for h in result.history]
+    losses = [h["train_loss"] for h in result.history]
+    del net, result
+    return {
+        "seed": seed,
+        "epoch_train_s": times,
+        "train_loss": losses,
+        "samples_per_s": _rate(len(split.data), times),
+    }
+
+
+def loop_run(
+    split: Split, model: str, batch_size: int, epochs: int, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """The hand-written loop (see the module docstring), on the same network."""
+    seed_everything(seed)
+    net = build_model(model, split.feature_map, **split.params).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, fused=True)
+    batch = split.data.data
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for name, t in batch.features.items():
+        by_dtype.setdefault(t.dtype, []).append(name)
+    # the split resident on the device: one (N, C) matrix per dtype, labels (N,)
+    matrices = {
+        dtype: torch.stack([batch.features[n] for n in names], dim=1).to(device)
+        for dtype, names in by_dtype.items()
+    }
+    labels = batch.labels[:, 0].contiguous().to(device)
+    rows = len(labels)
+    stop = rows - 1 if rows > 1 and rows % batch_size == 1 else rows  # adrank's 1-row rule
+    gen = torch.Generator(device=device).manual_seed(seed)
+    times, losses = [], []
+    net.train()
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        perm = torch.randperm(rows, generator=gen, device=device)
+        for first in range(0, stop, batch_size):
+            idx = perm[first : min(first + batch_size, stop)]
+            features = {}
+            for dtype, names in by_dtype.items():
+                block = matrices[dtype][idx]
+                features.update({n: block[:, j] for j, n in enumerate(names)})
+            loss = F.binary_cross_entropy_with_logits(net(features), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+        losses.append(float(loss_sum) / stop)  # the epoch's only sync
+        times.append(time.perf_counter() - start)
+    del net, optimizer, matrices
+    return {
+        "seed": seed,
+        "epoch_train_s": times,
+        "train_loss": losses,
+        "samples_per_s": _rate(rows, times),
+    }
+
+
+def _free_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------ cells ----
+def run_cells(
+    args: argparse.Namespace, budget: Budget, on_update: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Every cell's runs, repeat by repeat across the cells (so a budget cut leaves every
+    cell with as many runs as possible); ``on_update`` gets the results after each run."""
+    device = torch.device(args.device)
+    cells = [CELLS[c] for c in args.cells]
+    criteo: Split | None = None
+    splits: dict[str, Split] = {}
+    for cell in cells:
+        if cell.data == "criteo":
+            criteo = criteo or criteo_split(args.rows, args.max_cardinality)
+            splits[cell.name] = Split(
+                criteo.feature_map, criteo.data, criteo.source, CRITEO_PARAMS[cell.model]
+            )
+        else:
+            splits[cell.name] = frappe_split(args.frappe, cell.model)
+    results: dict[str, Any] = {
+        cell.name: {
+            "model": cell.model,
+            "batch_size": cell.batch_size,
+            "data": splits[cell.name].source,
+            "rows": len(splits[cell.name].data),
+            "adrank": [],
+            "loop": [],
+        }
+        for cell in cells
+    }
+    for r in range(args.repeats):
+        seed = args.seed + r
+        for cell in cells:
+            out = results[cell.name]
+            if budget.left() < args.min_left_s:
+                out["skipped"] = f"time budget: {len(out['adrank'])} of {args.repeats} runs"
+                continue
+            for side, run in (("loop", loop_run), ("adrank", adrank_run)):
+                split = splits[cell.name]
+                out[side].append(run(split, cell.model, cell.batch_size, args.epochs, seed, device))
+                _free_device(device)
+            print(
+                f"{cell.name} seed {seed}: samples/s loop "
+                f"{out['loop'][-1]['samples_per_s']:,.0f}, adrank "
+                f"{out['adrank'][-1]['samples_per_s']:,.0f}",
+                flush=True,
+            )
+            _summarize(out, cell, args, device)
+            on_update(results)
+    for cell in cells:
+        _summarize(results[cell.name], cell, args, device)
+    return results
+
+
+def _summarize(
+    out: dict[str, Any], cell: Cell, args: argparse.Namespace, device: torch.device
+) -> None:
+    for side in ("loop", "adrank"):
+        rates = [r["samples_per_s"] for r in out[side]]
+        out[f"{side}_samples_per_s"] = statistics.median(rates) if rates else None
+    loop, ours = out["loop_samples_per_s"], out["adrank_samples_per_s"]
+    out["ratio"] = ours / loop if loop and ours else None
+    ref = REFERENCE_LOOP.get((cell.model, cell.batch_size))
+    if ref is not None and loop is not None:
+        name = device_name(device)
+        out["reference_loop_samples_per_s"] = ref
+        if "H200" not in name:
+            out["honesty"] = (
+                f"not an H200 ({name}): the loop reached {loop:,.0f} samples/s (the issue's "
+                f"H200 loop: {ref:,.0f})"
+            )
+        elif args.rows != 8_000_000:
+            out["honesty"] = f"{args.rows:,} rows, not the reference's 8M: not comparable"
+        else:
+            ok = loop >= HONESTY_SHARE * ref
+            out["honesty_ok"] = ok
+            out["honesty"] = f"loop {loop / ref:.2f}x the issue's H200 loop ({ref:,.0f}): " + (
+                "ok"
+                if ok
+                else f"BELOW {HONESTY_SHARE}x: the loop is slower than the reference, so the "
+                "ratios are not trustworthy"
+            )
+
+
+# --------------------------------------------------------------------------- ablation ----
+def run_ablation(
+    args: argparse.Namespace, budget: Budget, on_update: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    device = torch.device(args.device)
+    criteo = criteo_split(args.rows, args.max_cardinality)
+    split = Split(criteo.feature_map, criteo.data, criteo.source, CRITEO_PARAMS["deepfm"])
+    batch = args.ablation_batch
+    out: dict[str, Any] = {
+        "model": "deepfm",
+        "batch_size": batch,
+        "data": split.source,
+        "variants": {},
+    }
+    if budget.left() >= args.min_left_s:
+        out["loop"] = loop_run(split, "deepfm", batch, args.epochs, args.seed, device)
+    for name, settings in ABLATION.items():
+        if budget.left() < args.min_left_s:
+            out["variants"][name] = {"settings": settings, "skipped": "time budget"}
+            continue
+        try:
+            run = adrank_run(split, "deepfm", batch, args.epochs, args.seed, device, **settings)
+        except Exception as exc:  # a setting that fails is a result too
+            run = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        _free_device(device)
+        out["variants"][name] = {"settings": settings, **run}
+        print(f"ablation {name}: {run.get('samples_per_s', run.get('error'))}", flush=True)
+        on_update(out)
+    return out
+
+
+# --------------------------------------------------------------------------- accuracy ----
+def run_accuracy(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
+    fm, splits = load_frappe(args.frappe)
+    cfg = RunConfig.load(ROOT / "configs" / "models" / "frappe" / "deepfm.yaml")
+    out: dict[str, Any] = {"model": "deepfm", "data": "frappe", "config": cfg.to_dict()}
+    out["devices"] = {}
+    for side, device in (("device", args.device), ("cpu", "cpu")):
+        if side == "cpu" and args.cpu_reference is not None:
+            out["devices"][side] = _recorded_runs(args.cpu_reference, args)
+            continue
+        runs = []
+        for r in range(args.accuracy_seeds):
+            if budget.left() < args.min_left_s:
+                break
+            seed = args.seed + r
+            seed_everything(seed)
+            net = build_model("deepfm", fm, **cfg.params)
+            settings = {
+                **vars(cfg.train),
+                "device": device,
+                "seed": seed,
+                "progress": False,
+                "max_epochs": min(cfg.train.max_epochs, args.accuracy_epochs),
+            }
+            if device == "cpu":
+                settings["num_threads"] = args.cpu_threads
+            result = Trainer(net, TrainConfig(**settings)).fit(
+                splits["train"], splits["valid"], splits["test"]
+            )
+            runs.append(
+                {
+                    "seed": seed,
+                    "test_auc": (result.test or {}).get("auc"),
+                    "best_epoch": result.best_epoch,
+                }
+            )
+            print(f"accuracy {device} seed {seed}: {runs[-1]}", flush=True)
+        out["devices"][side] = _auc_summary(device, runs)
+    a, b = out["devices"]["device"], out["devices"]["cpu"]
+    if a["std"] is not None and b["std"] is not None:
+        pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2)
+        out["delta_mean_auc"] = a["mean"] - b["mean"]
+        out["pooled_std"] = pooled
+        out["within_2_pooled_std"] = abs(out["delta_mean_auc"]) <= 2 * pooled
+    return out
+
+
+def _auc_summary(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    aucs = [r["test_auc"] for r in runs]
+    return {
+        "device": device,
+        "runs": runs,
+        "mean": statistics.fmean(aucs) if aucs else None,
+        "std": statistics.stdev(aucs) if len(aucs) > 1 else None,
+    }
+
+
+def _recorded_runs(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """CPU runs of DeepFM on frappe recorded by ``adrank benchmark`` (``runs.jsonl``), for
+    the accuracy seeds, instead of training them again on the GPU machine's CPU."""
+    seeds = [args.seed + r for r in range(args.accuracy_seeds)]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs = [
+        {"seed": r["seed"], "test_auc": r["test_auc"], "best_epoch": r.get("best_epoch")}
+        for r in rows
+        if r.get("model") == "deepfm" and r.get("seed") in seeds
+    ]
+    if sorted(r["seed"] for r in runs) != seeds:
+        raise ValueError(f"{path}: expected one deepfm row for each seed {seeds}")
+    summary = _auc_summary("cpu", runs)
+    summary["source"] = f"recorded in {path}"
+    return summary
+
+
+# ---------------------------------------------------------------------------- profile ----
+def run_profile(args: argparse.Namespace) -> str:
+    """Host syncs and device-to-host copies in 20 adrank steps (DeepFM, ablation batch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(args.device)
+    split = criteo_split(min(args.rows, 21 * args.ablation_batch), args.max_cardinality)
+    seed_everything(args.seed)
+    net = build_model("deepfm", split.feature_map, **CRITEO_PARAMS["deepfm"])
+    trainer = Trainer(
+        net, TrainConfig(device=str(device), batch_size=args.ablation_batch, progress=False)
+    )
+    loader = trainer._train_loader(InMemoryLoader(split.data, args.ablation_batch, shuffle=True))
+    batches = iter(loader)
+    trainer.train_step(next(batches))  # warm-up outside the profile
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _, batch in zip(range(20), batches, strict=False):
+            trainer.train_step(batch)
+        _sync(device)
+    names = (
+        "cudaStreamSynchronize",
+        "cudaDeviceSynchronize",
+        "cudaEventSynchronize",
+        "aten::item",
+        "aten::_local_scalar_dense",
+        "Memcpy DtoH",
+        "Memcpy HtoD",
+        "cudaMemcpyAsync",
+    )
+    counts = {n: 0 for n in names}
+    for event in prof.events():
+        for n in names:
+            if n in event.name:
+                counts[n] += 1
+    lines = [
+        f"# adrank step loop profile ({device_name(device)}, torch {torch.__version__})",
+        "",
+        f"{type(loader).__name__}, DeepFM, batch {args.ablation_batch}, 20 steps after one "
+        "warm-up step.",
+        "",
+        "| event | count |",
+        "|---|---|",
+    ]
+    lines += [f"| {n} | {c} |" for n, c in counts.items()]
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    lines += ["", "```", prof.key_averages().table(sort_by=sort, row_limit=25), "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- main ----
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks gpu", description=__doc__.split("\n")[0])
+    p.add_argument("--cells", type=lambda s: s.split(","), default=list(CELLS))
+    p.add_argument("--rows", type=int, default=8_000_000)
+    p.add_argument("--max-cardinality", type=int, default=1_000_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=2021)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--frappe", type=Path, default=DEFAULT_FRAPPE)
+    p.add_argument("--export-frappe", type=Path, default=None, metavar="PATH")
+    p.add_argument("--data-dir", default=os.environ.get("ADRANK_DATA_DIR"))
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--ablation", action="store_true")
+    p.add_argument("--ablation-batch", type=int, default=65536)
+    p.add_argument("--accuracy", action="store_true")
+    p.add_argument("--accuracy-seeds", type=int, default=3)
+    p.add_argument("--accuracy-epochs", type=int, default=100)
+    p.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--cpu-reference",
+        type=Path,
+        default=None,
+        help="runs.jsonl with recorded CPU runs of deepfm on frappe (else train them)",
+    )
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--session", action="store_true", help="cells, ablation, accuracy, profile")
+    p.add_argument("--budget-s", type=float, default=None)
+    p.add_argument("--min-left-s", type=float, default=45.0, help="start no run with less left")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.cells) - set(CELLS))
+    if unknown:
+        p.error(f"unknown cell(s) {unknown}; choose from {sorted(CELLS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.export_frappe is not None:
+        print(json.dumps(export_frappe(args.export_frappe, args.data_dir)), flush=True)
+        return
+    device = torch.device(args.device)
+    info = machine(device)
+    budget = Budget(args.budget_s)
+    plain = not (args.ablation or args.accuracy or args.profile)
+    steps: list[tuple[bool, Callable[[], None]]] = [
+        (plain or args.session, lambda: _cells(args, budget, info)),
+        (args.profile or args.session, lambda: _profile(args, budget)),
+        (args.ablation or args.session, lambda: _ablation(args, budget, info)),
+        (args.accuracy or args.session, lambda: _accuracy(args, budget, info)),
+    ]
+    for wanted, step in steps:
+        if wanted:
+            step()
+    print(f"results in {args.results_dir}", flush=True)
+
+
+def _cells(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> None:
+    config = {k: getattr(args, k) for k in ("rows", "max_cardinality", "repeats", "epochs", "seed")}
+
+    def save(results: dict[str, Any]) -> None:  # after every run: a killed session keeps them
+        payload = {"machine": info, "config": config, "criteo_params": CRITEO_PARAMS}
+        payload["cells"] = results
+        write(args.results_dir, "gpu", payload, cells_markdown(results, info, args))
+
+    save(run_cells(args, budget, save))
+
+
+def _ablation(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> None:
+    if budget.left() < args.min_left_s:
+        return
+
+    def save(out: dict[str, Any]) -> None:
+        write(args.results_dir, "gpu_ablation", {"machine": info, **out}, ablation_markdown(out))
+
+    save(run_ablation(args, budget, save))
+
+
+def _accuracy(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> None:
+    if budget.left() < args.min_left_s:
+        return
+    out = run_accuracy(args, budget)
+    write(args.results_dir, "gpu_accuracy", {"machine": info, **out}, accuracy_markdown(out))
+
+
+def _profile(args: argparse.Namespace, budget: Budget) -> None:
+    if budget.left() < args.min_left_s:
+        return
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "gpu_profile.md").write_text(run_profile(args))
+
+
+if __name__ == "__main__":
+    main()

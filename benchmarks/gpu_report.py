@@ -1,0 +1,103 @@
+"""Result files of ``python -m benchmarks gpu``: machine info and the markdown tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_cores": os.cpu_count(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def cells_markdown(results: dict[str, Any], info: dict[str, Any], args: argparse.Namespace) -> str:
+    def num(x: float | None, fmt: str = ",.0f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    lines = [
+        f"# GPU training: adrank vs a hand-written loop ({info['device']})",
+        "",
+        f"PyTorch {info['torch']} (CUDA {info['cuda']}), Python {info['python']}, "
+        f"{info['timestamp']}. Median of {args.repeats} runs per cell, each {args.epochs} epochs "
+        "with epoch 1 as warm-up; "
+        "samples/s over training steps only. Same network on both sides (the adrank model "
+        "module); see benchmarks/gpu.py for the two loops. Criteo cells are synthetic data.",
+        "",
+        "| cell | data | loop, samples/s | adrank, samples/s | adrank / loop | honesty check |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        note = r.get("honesty", "") + (f" ({r['skipped']})" if r.get("skipped") else "")
+        lines.append(
+            f"| {name} | {r['data']} | {num(r.get('loop_samples_per_s'))} | "
+            f"{num(r.get('adrank_samples_per_s'))} | {ratio} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def ablation_markdown(out: dict[str, Any]) -> str:
+    loop = out.get("loop", {}).get("samples_per_s")
+    lines = [
+        f"# adrank GPU settings, one at a time: DeepFM, batch {out['batch_size']}",
+        "",
+        f"Data: {out['data']}. One run each (epoch 1 warm-up). Loop: {loop or '-'} samples/s.",
+        "",
+        "| setting | adrank, samples/s | / loop | train loss (last epoch) |",
+        "|---|---|---|---|",
+    ]
+    for name, v in out["variants"].items():
+        rate = v.get("samples_per_s")
+        cell = f"{rate:,.0f}" if rate else v.get("error", v.get("skipped", "-"))
+        ratio = f"{rate / loop:.2f}" if rate and loop else "-"
+        loss = f"{v['train_loss'][-1]:.5f}" if v.get("train_loss") else "-"
+        lines.append(f"| {name} | {cell} | {ratio} | {loss} |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_markdown(out: dict[str, Any]) -> str:
+    lines = [
+        "# DeepFM on frappe: accelerator vs CPU test AUC",
+        "",
+        "| device | seeds | mean test AUC | std |",
+        "|---|---|---|---|",
+    ]
+    for d in out["devices"].values():
+        device = d["device"]
+        mean = "-" if d["mean"] is None else f"{d['mean']:.5f}"
+        std = "-" if d["std"] is None else f"{d['std']:.5f}"
+        lines.append(f"| {device} | {len(d['runs'])} | {mean} | {std} |")
+    if "delta_mean_auc" in out:
+        verdict = "within" if out["within_2_pooled_std"] else "OUTSIDE"
+        lines += [
+            "",
+            f"|delta mean AUC| = {abs(out['delta_mean_auc']):.5f}, 2 x pooled std = "
+            f"{2 * out['pooled_std']:.5f}: {verdict}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write(results_dir: Path, name: str, payload: dict[str, Any], markdown: str) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (results_dir / f"{name}.md").write_text(markdown)
