@@ -652,6 +652,24 @@ def predict_cmd(
     )
 
 
+def models_for_dataset(dataset: str) -> list[str]:
+    """``--models all``: every registered model that can train on ``dataset`` (multi-task
+    models need a dataset with several tasks)."""
+    from adrank.data.datasets import get_dataset
+    from adrank.models import available_models, get_model_class
+    from adrank.models.multitask import MultiTaskModel
+
+    try:
+        tasks = len(get_dataset(dataset).schema().tasks)
+    except KeyError:
+        return available_models()
+    return [
+        m
+        for m in available_models()
+        if tasks > 1 or not issubclass(get_model_class(m), MultiTaskModel)
+    ]
+
+
 @app.command("benchmark")
 def benchmark_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "frappe",
@@ -723,7 +741,9 @@ def benchmark_cmd(
     output = output or Path("runs/benchmark")
 
     names = (
-        available_models() if models == "all" else [m.strip().lower() for m in models.split(",")]
+        models_for_dataset(dataset)
+        if models == "all"
+        else [m.strip().lower() for m in models.split(",")]
     )
     unknown = [m for m in names if base_model(m) not in available_models()]
     if unknown:

@@ -1,0 +1,15 @@
+"""``adrank benchmark --models all`` picks the models a dataset can train."""
+
+from __future__ import annotations
+
+from adrank.cli import models_for_dataset
+from adrank.models import available_models, get_model_class
+from adrank.models.multitask import MultiTaskModel
+
+
+def test_all_models_leave_out_multi_task_models_on_single_task_data() -> None:
+    multi = {m for m in available_models() if issubclass(get_model_class(m), MultiTaskModel)}
+    assert {"esmm", "mmoe", "ple", "aitm", "sharebottom"} <= multi
+    assert not multi & set(models_for_dataset("frappe"))
+    assert multi <= set(models_for_dataset("frappe_funnel"))
+    assert "deepfm" in models_for_dataset("frappe")
