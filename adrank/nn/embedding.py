@@ -238,6 +238,24 @@ class FeatureEmbedding(nn.Module):
             out.append(same[0] if len(same) == 1 else None)
         return tuple(out)
 
+    def embed_history_target(self, features: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """The target's vector (B, D·A) matching history ``name``'s attributes (see
+        :meth:`history_target_fields`; a part without a target field is zeros). It needs
+        only the target fields, so a request can embed its user's history once and its K
+        candidates' targets apart."""
+        attributes = self.history_attributes(name)
+        targets = self.history_target_fields(name)
+        given = [features[t] for t in targets if t is not None]
+        batch = given[0].shape[0] if given else features[name].shape[0]
+        parts: list[torch.Tensor] = []
+        for attr, target in zip(attributes, targets, strict=True):
+            if target is None:
+                width = self.dims[self.field_names.index(attr)]
+                parts.append(self.fused.weight.new_zeros(batch, width))
+            else:
+                parts.append(self._lookup(self._field(attr).table, features[target]))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
     def embed_history(self, features: dict[str, torch.Tensor], name: str) -> History:
         """History ``name`` with its aligned attributes and its target (see :class:`History`).
 
@@ -246,18 +264,9 @@ class FeatureEmbedding(nn.Module):
         """
         attributes = self.history_attributes(name)
         seqs = [self.embed_sequence(features, a) for a in attributes]
-        mask = seqs[0].mask
-        parts: list[torch.Tensor] = []
-        for attr, target in zip(attributes, self.history_target_fields(name), strict=True):
-            table = self._field(attr).table
-            if target is None:
-                dim = seqs[0].values.shape[-1]
-                parts.append(seqs[0].values.new_zeros(mask.shape[0], dim))
-            else:
-                parts.append(self._lookup(table, features[target]))
         values = seqs[0].values if len(seqs) == 1 else torch.cat([s.values for s in seqs], -1)
-        target_vec = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        return History(values, mask, target_vec, attributes)
+        target = self.embed_history_target(features, name)
+        return History(values, seqs[0].mask, target, attributes)
 
     def _embed_each(
         self, features: dict[str, torch.Tensor], pool: bool = True

@@ -1,4 +1,4 @@
-"""Layers of QIN, the Quadratic Interest Network (Song et al., "Quadratic Interest Network
+"""Layers of QIN, the Quadratic Interest Network (Li et al., "Quadratic Interest Network
 for Multimodal Click-Through Rate Prediction", 2nd place of the WWW 2025 EReL@MIR
 multimodal CTR prediction challenge; reference code: github.com/salmon1802/QIN).
 

@@ -192,3 +192,14 @@ def test_embed_history_works_from_a_subset_without_the_target_fields() -> None:
     item = part.lookup_sequence("hist_item", feats["item"])
     genre = part.lookup_sequence("hist_genre", feats["genre"])
     assert torch.equal(hist.target, torch.cat([item, genre], -1))
+
+
+def test_history_target_of_candidates_needs_no_history() -> None:
+    """Serving: the user's history is embedded once, the K candidates' targets apart."""
+    emb = FeatureEmbedding(history_feature_map(), D)
+    randomize(emb)
+    candidates = {"item": torch.tensor([2, 3, 4]), "genre": torch.tensor([1, 2, 3])}
+    target = emb.embed_history_target(candidates, "hist_item")  # (K, 2D)
+    item = emb.fused(candidates["item"] + emb._offsets["item"])
+    genre = emb.fused(candidates["genre"] + emb._offsets["genre"])
+    assert torch.equal(target, torch.cat([item, genre], -1))
