@@ -57,7 +57,7 @@ class AUGRU(nn.Module):
         target_dim: width of the target vector ``e_target``.
         hidden_dim: width of the evolved interest (default ``input_dim``).
 
-    Shapes: interests (B, L, I), mask (B, L), target (B, T) or (B, K, T) -> final evolved
+    Shapes: target (B, T) or (B, K, T), interests (B, L, I), mask (B, L) -> final evolved
     interest (B, H) or (B, K, H) (the state after the last real behaviour; zeros when the
     history is empty).
     """
@@ -70,20 +70,20 @@ class AUGRU(nn.Module):
         self.hidden_gates = nn.Linear(self.hidden_dim, 3 * self.hidden_dim, bias=False)
 
     def attention_scores(
-        self, interests: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+        self, target: torch.Tensor, interests: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Attention ``a_t`` (B, K, L) of candidates (B, K, T) on the interests (0 at padding)."""
         scores = self.attention(target) @ interests.transpose(1, 2)  # (B, K, I) @ (B, I, L)
         return masked_softmax(scores, mask.unsqueeze(1))
 
     def forward(
-        self, interests: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+        self, target: torch.Tensor, interests: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         check_history(interests, mask)
         t, single = as_candidates(target)
         b, k = t.shape[:2]
         x = mask_padding(interests, mask)
-        att = self.attention_scores(x, mask, t)  # (B, K, L)
+        att = self.attention_scores(t, x, mask)  # (B, K, L)
         gates_x = self.input_gates(x)  # (B, L, 3H), once for all K candidates
         h = x.new_zeros(b, k, self.hidden_dim)
         for step in range(x.shape[1]):

@@ -65,7 +65,7 @@ class BehaviorTransformer(nn.Module):
         dropout: dropout after attention and feed-forward (training only).
         max_len: the largest recency rank with its own embedding (larger ranks share it).
 
-    Shapes: history (B, L, D), mask (B, L), target (B, D) or (B, K, D) -> ``(outputs, mask)``:
+    Shapes: target (B, D) or (B, K, D), history (B, L, D), mask (B, L) -> ``(outputs, mask)``:
     outputs (B, L + 1, D) or (B, K, L + 1, D), the last row being the target's; mask
     (B, L + 1) (or (B, K, L + 1)), ``True`` for the real behaviours and the target.
     Candidates each get their own sequence: the cost is O(K L^2).
@@ -88,7 +88,7 @@ class BehaviorTransformer(nn.Module):
         )
 
     def forward(
-        self, history: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+        self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         check_history(history, mask)
         t, single = as_candidates(target)  # (B, K, D)

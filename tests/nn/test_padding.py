@@ -78,12 +78,8 @@ def extractor_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: t
     return torch.cat([pool_sequence(states, mask, "sum"), pool_sequence(states, mask, "max")], -1)
 
 
-def augru_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
-    return layer(hist, mask, t)
-
-
 def bst_run(layer: nn.Module, hist: torch.Tensor, mask: torch.Tensor, t: torch.Tensor):
-    out, out_mask = layer(hist, mask, t)  # (B, [K,] L + 1, D)
+    out, out_mask = layer(t, hist, mask)  # (B, [K,] L + 1, D)
     behaviours = pool_sequence(out[..., :-1, :].flatten(0, -3), out_mask[..., :-1].flatten(0, -2))
     return torch.cat([out[..., -1, :], behaviours.view(out[..., -1, :].shape)], -1)
 
@@ -127,7 +123,7 @@ CASES = [
         lambda layer, t: t.new_zeros(B, 2 * D),
         has_target=False,
     ),
-    Case("augru", lambda: AUGRU(D, D), augru_run, zeros_like_target(D)),
+    Case("augru", lambda: AUGRU(D, D), attention_run, zeros_like_target(D)),
     Case("bst", lambda: BehaviorTransformer(D, num_heads=2, num_layers=2, max_len=4), bst_run),
     Case("sdim", lambda: SDIM(D, num_hashes=4, hash_bits=2), attention_run, zeros_like_target(D)),
     Case(

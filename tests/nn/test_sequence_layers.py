@@ -117,10 +117,10 @@ def test_augru_update_gate_is_scaled_by_attention() -> None:
     # one real step: attention 1, h0 = 0 -> h = u * tanh(W_c i + b_c) (reset acts on U_h 0 = 0)
     gates = augru.input_gates(interests[0, 0])
     _, u, c = gates.chunk(3)
-    torch.testing.assert_close(augru(interests, mask, target)[0], torch.sigmoid(u) * torch.tanh(c))
+    torch.testing.assert_close(augru(target, interests, mask)[0], torch.sigmoid(u) * torch.tanh(c))
     # with three steps the attention of each step equals softmax(i_t W e_target)
     interests = torch.randn(1, 3, D)
-    att = augru.attention_scores(interests, torch.ones(1, 3, dtype=torch.bool), target.unsqueeze(1))
+    att = augru.attention_scores(target.unsqueeze(1), interests, torch.ones(1, 3, dtype=torch.bool))
     expected = torch.softmax(interests[0] @ augru.attention(target[0]), 0)
     torch.testing.assert_close(att[0, 0], expected)
 
@@ -160,10 +160,10 @@ def test_bst_zeroes_padded_rows_and_ranks_positions_by_recency() -> None:
     bst = BehaviorTransformer(D, num_heads=2, max_len=2)
     hist, target = torch.randn(2, 3, D), torch.randn(2, D)
     mask = left_mask([1, 3], 3)
-    out, out_mask = bst(hist, mask, target)
+    out, out_mask = bst(target, hist, mask)
     assert out.shape == (2, 4, D) and out_mask.tolist() == [[False, False, True, True], [True] * 4]
     assert torch.equal(out[0, :2], torch.zeros(2, D))
-    candidates, cand_mask = bst(hist, mask, torch.randn(2, 5, D))
+    candidates, cand_mask = bst(torch.randn(2, 5, D), hist, mask)
     assert candidates.shape == (2, 5, 4, D) and cand_mask.shape == (2, 5, 4)
 
 
