@@ -86,7 +86,7 @@ class SDIM(nn.Module):
 
     Args:
         dim: D, width of history and target vectors (they are hashed with one projection).
-        num_hashes: m, independent hash signatures (paper: up to 48).
+        num_hashes: m, independent hash signatures.
         hash_bits: tau, bits per signature; each hash has 2^tau buckets.
         normalize: L2-normalise each hash's bucket sum before averaging over hashes
             (off: the plain mean of bucket sums, as in FuxiCTR's SDIM).
@@ -169,7 +169,7 @@ class ETA(nn.Module):
 
     Args:
         dim: D, width of history and target vectors.
-        num_bits: signature length (the paper's SimHash uses a few dozen bits).
+        num_bits: signature length in bits.
         top_k: behaviours retrieved per candidate.
         num_heads, attention_dim, use_scale: of the :class:`MultiHeadTargetAttention`.
         seed: seed of the random projection.
