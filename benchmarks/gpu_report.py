@@ -61,7 +61,8 @@ def ablation_markdown(out: dict[str, Any]) -> str:
     lines = [
         f"# adrank GPU settings, one at a time: DeepFM, batch {out['batch_size']}",
         "",
-        f"Data: {out['data']}. One run each (epoch 1 warm-up). Loop: {loop or '-'} samples/s.",
+        f"Data: {out['data']}. One run each (epoch 1 warm-up). Loop: "
+        f"{'-' if loop is None else format(loop, ',.0f')} samples/s.",
         "",
         "| setting | adrank, samples/s | / loop | train loss (last epoch) |",
         "|---|---|---|---|",
@@ -79,14 +80,15 @@ def accuracy_markdown(out: dict[str, Any]) -> str:
     lines = [
         "# DeepFM on frappe: accelerator vs CPU test AUC",
         "",
-        "| device | seeds | mean test AUC | std |",
-        "|---|---|---|---|",
+        "| device | seeds | mean test AUC | std | source |",
+        "|---|---|---|---|---|",
     ]
     for d in out["devices"].values():
         device = d["device"]
         mean = "-" if d["mean"] is None else f"{d['mean']:.5f}"
         std = "-" if d["std"] is None else f"{d['std']:.5f}"
-        lines.append(f"| {device} | {len(d['runs'])} | {mean} | {std} |")
+        source = d.get("source", "trained here")
+        lines.append(f"| {device} | {len(d['runs'])} | {mean} | {std} | {source} |")
     if "delta_mean_auc" in out:
         verdict = "within" if out["within_2_pooled_std"] else "OUTSIDE"
         lines += [

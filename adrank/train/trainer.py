@@ -127,6 +127,9 @@ class Trainer:
     ) -> None:
         self.config = config = config or TrainConfig()
         self.device = torch.device(config.device)
+        self._batch_device = self.device  # "cuda" resolved to its index, to compare batches
+        if self.device.type == "cuda" and self.device.index is None:
+            self._batch_device = torch.device("cuda", torch.cuda.current_device())
         if config.amp and self.device.type != "cuda":
             logger.warning("amp=True is ignored on %s: mixed precision is CUDA-only", self.device)
         self.amp = config.amp and self.device.type == "cuda"
@@ -260,8 +263,8 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step on ``batch``; returns the detached loss (no device sync)."""
-        if self.device.type != "cpu":
-            batch = batch.to(self.device, non_blocking=True)
+        if self.device.type != "cpu" and batch.labels.device != self._batch_device:
+            batch = batch.to(self.device, non_blocking=True)  # a device loader's are there
         with self._autocast():
             if self._ddp is not None:  # the forward must go through DDP to sync gradients
                 logits, aux = self._ddp(batch.features)
