@@ -276,8 +276,10 @@ class FeatureEmbedding(nn.Module):
         if self._fused_cat_names:
             ids = torch.stack([features[n] for n in self._fused_cat_names], dim=1)  # (B, Fc)
             emb = self.fused(ids + self.fused_cat_offsets)  # (B, Fc, D)
-            for i, n in enumerate(self._fused_cat_names):
-                out[n] = emb[:, i]
+            # unbind, not emb[:, i]: its backward is one stack, where Fc selects would each
+            # write a zero-filled (B, Fc, D) gradient and add it (the same values)
+            for n, field_emb in zip(self._fused_cat_names, emb.unbind(1), strict=True):
+                out[n] = field_emb
         for f in self.fields:
             if f.name in out:
                 continue
