@@ -352,3 +352,23 @@ def test_cuda_fit_with_tf32_restores_the_flag_and_evaluates_on_the_device() -> N
     result = trainer.fit(ctr_data(2000), ctr_data(500, seed=1), ctr_data(500, seed=2))
     assert 0.0 <= result.best_valid["auc"] <= 1.0 and 0.0 <= result.test["auc"] <= 1.0
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_stream_loader_is_prefetched_to_the_device(tmp_path: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from adrank.data.batches import ParquetStreamLoader
+
+    batch = ctr_data(1000).data
+    columns = {k: v.numpy() for k, v in batch.features.items()}
+    table = pa.table({**columns, "click": batch.labels[:, 0].numpy()})
+    pq.write_table(table, tmp_path / "train.parquet", row_group_size=300)
+    stream = ParquetStreamLoader(tmp_path / "train.parquet", FEATURE_MAP, 128, shuffle=True)
+    fed = feed_device(stream, "cuda", 0.5)
+    assert isinstance(fed, DevicePrefetcher) and len(fed) == len(stream)
+    got = list(fed)
+    assert all(b.labels.is_cuda and b.features["c0"].is_cuda for b in got)
+    assert_same_batches(list(stream), got)
