@@ -155,7 +155,7 @@ def collect_predictions(
                 if raw is None:
                     probs.append(torch.sigmoid(scores))
                 else:  # regression outputs are the raw prediction, not a probability
-                    probs.append(torch.where(raw, scores, torch.sigmoid(scores)))
+                    probs.append(torch.where(raw.to(scores.device), scores, torch.sigmoid(scores)))
                 labels.append(batch.labels)
                 for name, tensor in batch.roles.items():
                     roles.setdefault(name, []).append(tensor)
