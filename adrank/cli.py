@@ -734,7 +734,7 @@ def benchmark_cmd(
             fail(str(exc).strip("'\""))
             return
         for line in checked.report():
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         if not checked.reproduced:
             raise typer.Exit(1)
         return

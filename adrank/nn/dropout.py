@@ -1,19 +1,33 @@
-"""Dropout with a cheaper random mask on CPU.
+"""Dropout for adrank's layers: ``torch.nn.functional.dropout`` (``nn.Dropout``) on every device.
 
-``torch.nn.Dropout`` on CPU draws its mask with ``bernoulli_``, which costs about 14 ns per
-element on this project's 2-core dev box (~22 ms for one 4096 x 400 mask on 1 thread).
-:class:`Dropout` draws one int64 (63 random bits) per four elements instead (``random_``:
-~2.3 ms for the same mask) and keeps an element when its 15-bit slice is
-``>= round(p * 32768)``. The drop probability is therefore ``p`` rounded
-to a multiple of 1/32768 (off by at most 1.5e-5), and kept values are scaled by the exact
-inverse keep rate, so ``E[dropout(x)] = x`` still holds. Forward plus backward on a
-4096 x 400 activation: 8.4 ms against 20.7 ms for ``nn.Dropout`` (2 threads,
-``python -m benchmarks kernels``).
+Commit d50cf18 gave the CPU a faster mask: one ``Tensor.random_()`` int64 per four elements,
+an element kept when its 15-bit slice is ``>= round(p * 32768)`` (forward + backward on a
+4096 x 400 activation in 8.4 ms against 20.7 ms for ``nn.Dropout``). Issue 19 found DeepFM's
+frappe leaderboard AUC lower with it on all three seeds, so it was A/B-tested against
+``F.dropout`` (``python -m benchmarks.dropout_ab``; committed config, same seed and thread
+count per pair, only the mask differs; kernel - torch):
 
-Off the CPU (CUDA's fused dropout is already fast) and in eval mode this is plain
-``torch.nn.functional.dropout``. The mask comes from torch's global generator, so seeded runs
-are reproducible. It has no parameters or buffers: swapping it for ``nn.Dropout`` leaves
-state dicts unchanged.
+* DeepFM, 1 thread, seeds 2021-2023: test AUC +0.00053, -0.00097, -0.00058 (mean
+  -0.00034 +- 0.00078); test logloss +0.0082, +0.0032, +0.0066 (mean +0.0060 +- 0.0026,
+  paired t = 4.0). At 2 threads (issue 19): test AUC -0.00077, -0.00083, -0.00092.
+* DCNv2 and FinalNet: see ``benchmarks/results/frappe/dropout_ab.md`` (the A/B was not
+  finished when this was decided; it resumes where it stopped).
+* Seed noise is large here: after the first step the two runs of a pair share no
+  trajectory, so a paired difference has about sqrt(2) x the seed std (DeepFM: ~0.0006 AUC,
+  ~0.004 logloss). The thread count alone moves DeepFM seed 2021 (kernel) from 0.985842
+  (1 thread) to 0.985081 (2 threads), as much as the kernel was blamed for.
+* The kernel's mask showed no flaw (``tests/nn/test_dropout.py`` runs every check on both):
+  ``random_()`` fills int64 from two mt19937 outputs modulo 2**63, so bits 0-62 are uniform;
+  the keep rate is within binomial error; neighbouring elements, the four positions sharing
+  one int64 word (also their 16-pattern joint distribution), rows of a batch and
+  successive calls are uncorrelated within 5 standard errors.
+
+No mechanism was found, but the runs could not rule out a cost of the size observed (AUC
+lower on 5 of 6 DeepFM pairs, logloss higher on 4 of 4), and speed must not buy accuracy
+silently: adrank uses ``F.dropout`` again. The kernel stays in ``benchmarks/dropout_ab.py``
+so the A/B can be completed; it can come back if the completed A/B shows no cost.
+
+:class:`Dropout` has no parameters or buffers, so state dicts match ``nn.Dropout``'s.
 """
 
 from __future__ import annotations
@@ -22,57 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_BITS = 15
-_LEVELS = 1 << _BITS  # 32768
-
-
-def _threshold(p: float) -> int:
-    return round(p * _LEVELS)
-
-
-def _keep_mask(shape: torch.Size, threshold: int) -> torch.Tensor:
-    """Bool mask of ``shape``, each element kept with probability 1 - threshold / 32768."""
-    n = shape.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # 63 random bits each
-    # Four int16 slices per word; masking to 15 bits makes all four uniform on [0, 32767]
-    # (the top slice carries bits 48-62, the sign bit of the word is always 0).
-    slices = words.view(torch.int16)[:n].bitwise_and_(_LEVELS - 1)
-    return (slices >= threshold).view(shape)
-
-
-class _MaskedScale(torch.autograd.Function):
-    """y = x * mask * scale; the backward reuses the saved bool mask."""
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, p: float
-    ) -> torch.Tensor:  # type: ignore[override]
-        threshold = _threshold(p)
-        mask = _keep_mask(x.shape, threshold)
-        scale = _LEVELS / (_LEVELS - threshold)
-        ctx.save_for_backward(mask)
-        ctx.scale = scale  # type: ignore[attr-defined]
-        return x * mask * scale
-
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * mask * ctx.scale, None  # type: ignore[attr-defined]
-
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Functional form of :class:`Dropout` (``p`` in [0, 1))."""
+    """``F.dropout(x, p)`` when training with ``p > 0``, else ``x`` itself (``p`` in [0, 1))."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or _threshold(p) == 0:
-        return F.dropout(x, p, training=True)
-    return _MaskedScale.apply(x, p)
+    return F.dropout(x, p, training=True)
 
 
 class Dropout(nn.Module):
-    """Drop-in for ``nn.Dropout`` (see the module docstring); ``p`` must be in [0, 1)."""
+    """``nn.Dropout`` through :func:`dropout` (see the module docstring); ``p`` in [0, 1)."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()

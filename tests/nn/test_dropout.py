@@ -1,4 +1,7 @@
-"""adrank.nn.Dropout: the CPU mask drawn from random bits behaves like nn.Dropout."""
+"""adrank.nn.Dropout is nn.Dropout; the mask statistics of it and of d50cf18's CPU kernel.
+
+The kernel (15-bit slices of int64 random words, issue 19) lives on in
+``benchmarks/dropout_ab.py`` for the A/B; the statistics tests run on both."""
 
 from __future__ import annotations
 
@@ -6,10 +9,13 @@ import math
 
 import pytest
 import torch
+from benchmarks.dropout_ab import kernel_dropout
 from torch import nn
 
 from adrank.nn import Dropout, MLPBlock
 from adrank.nn.dropout import dropout
+
+IMPLEMENTATIONS = {"adrank": dropout, "d50cf18_kernel": kernel_dropout}
 
 
 def test_eval_mode_and_zero_p_are_identity() -> None:
@@ -32,9 +38,21 @@ def test_keep_rate_and_unbiased_scale(p: float) -> None:
     assert out.mean().item() == pytest.approx(1.0, abs=5e-3)
 
 
+def test_it_is_torch_dropout_bit_for_bit() -> None:
+    """Same seed, same mask, same values as F.dropout / nn.Dropout, forward and backward."""
+    x = torch.randn(512, 100, requires_grad=True)
+    torch.manual_seed(4)
+    ours = Dropout(0.2).train()(x)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    torch.manual_seed(4)
+    ref = nn.Dropout(0.2).train()(x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    assert torch.equal(ours, ref) and torch.equal(g_ours, g_ref)
+
+
 def test_mask_is_unstructured() -> None:
-    """Each of the four 15-bit slices per random word is uniform: no position in the word is
-    kept more or less often than the others, and neighbours are not correlated."""
+    """No position of four is kept more or less often than the others (the kernel drew four
+    elements from one random word), and neighbours are not correlated."""
     torch.manual_seed(1)
     kept = (Dropout(0.5).train()(torch.ones(400_000)) != 0).float()
     by_slot = kept.view(-1, 4).mean(0)
@@ -62,7 +80,7 @@ def test_seeded_runs_repeat_and_odd_sizes_work() -> None:
     b = dropout(x, 0.4)
     torch.testing.assert_close(a, b)
     assert a.shape == x.shape
-    # the scale is the exact inverse keep rate of p rounded to 1/32768: within 2e-5 of 1/0.6
+    # kept values are x / (1 - p)
     assert torch.all((a == 0) | torch.isclose(a, x / 0.6, rtol=1e-4))
 
 
@@ -89,10 +107,10 @@ def test_mlp_block_uses_it_and_keeps_its_state_dict_layout() -> None:
 BATCH, UNITS = 4096, 400  # one hidden layer of the BARS MLPs at batch 4096
 
 
-def _keep_mask(shape: tuple[int, ...], p: float, seed: int) -> torch.Tensor:
-    """Float 0/1 mask of the elements ``dropout`` keeps, drawn after ``manual_seed(seed)``."""
+def _keep_mask(impl: str, shape: tuple[int, ...], p: float, seed: int) -> torch.Tensor:
+    """Float 0/1 mask of the elements ``impl`` keeps, drawn after ``manual_seed(seed)``."""
     torch.manual_seed(seed)
-    return (dropout(torch.ones(shape), p) != 0).double()
+    return (IMPLEMENTATIONS[impl](torch.ones(shape), p) != 0).double()
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -102,28 +120,31 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
-def test_keep_rate_is_within_binomial_error(p: float) -> None:
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_keep_rate_is_within_binomial_error(impl: str, p: float) -> None:
     n = 4_000_000
-    kept = _keep_mask((n,), p, seed=10)
+    kept = _keep_mask(impl, (n,), p, seed=10)
     assert abs(kept.mean().item() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
 
 
-def test_neighbouring_elements_are_uncorrelated() -> None:
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_neighbouring_elements_are_uncorrelated(impl: str) -> None:
     """Lags 1-3 pair elements that can share one int64 random word, lag 4 the same position
     of neighbouring words, 400 the next row, 1248 and 1588 the lags of mt19937's recurrence
     (624 and 397 32-bit outputs, two per word and four elements per word)."""
-    kept = _keep_mask((BATCH * UNITS,), 0.2, seed=11)
+    kept = _keep_mask(impl, (BATCH * UNITS,), 0.2, seed=11)
     bound = 5 / math.sqrt(kept.numel())
     for lag in (1, 2, 3, 4, 5, 8, 400, 794, 1248, 1588):
         assert abs(_corr(kept[lag:], kept[:-lag])) < bound, lag
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
-def test_elements_sharing_a_random_word_are_independent(p: float) -> None:
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_elements_sharing_a_random_word_are_independent(impl: str, p: float) -> None:
     """Positions 4k..4k+3: keep rates per position, pairwise correlations, and the joint
     distribution of the 16 keep/drop patterns (chi-square, 15 degrees of freedom)."""
     words = 1_000_000
-    kept = _keep_mask((4 * words,), p, seed=12).view(words, 4)
+    kept = _keep_mask(impl, (4 * words,), p, seed=12).view(words, 4)
     q = 1 - p
     rates = kept.mean(0)
     assert torch.all((rates - q).abs() < 5 * math.sqrt(p * q / words)), rates
@@ -138,11 +159,12 @@ def test_elements_sharing_a_random_word_are_independent(p: float) -> None:
     assert chi2 < 50.0, chi2  # P(chi-square_15 > 50) is about 1e-5
 
 
-def test_rows_and_units_of_a_batch_are_independent() -> None:
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_rows_and_units_of_a_batch_are_independent(impl: str) -> None:
     """Neighbouring rows are uncorrelated, no two rows share a mask, and the spread of the
     keep rate across rows (and across units) is binomial: masks shared between rows would
     widen it, masks stratified within a row would narrow it."""
-    kept = _keep_mask((BATCH, UNITS), 0.2, seed=13)
+    kept = _keep_mask(impl, (BATCH, UNITS), 0.2, seed=13)
     p, q = 0.2, 0.8
     for gap in (1, 2, 3, 64):
         pairs = kept[gap:].numel()
@@ -154,12 +176,24 @@ def test_rows_and_units_of_a_batch_are_independent() -> None:
         assert abs(ratio - 1) < 5 * math.sqrt(2 / (count - 1)), (dim, ratio)
 
 
-def test_successive_calls_draw_fresh_uncorrelated_masks() -> None:
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_successive_calls_draw_fresh_uncorrelated_masks(impl: str) -> None:
     """Successive training steps: each call's mask is independent of the previous ones."""
     torch.manual_seed(14)
     x = torch.ones(BATCH, UNITS)
-    masks = [(dropout(x, 0.2) != 0).double() for _ in range(4)]
+    masks = [(IMPLEMENTATIONS[impl](x, 0.2) != 0).double() for _ in range(4)]
     bound = 5 / math.sqrt(x.numel())
     for i in range(4):
         for j in range(i + 1, 4):
             assert abs(_corr(masks[i], masks[j])) < bound, (i, j)
+
+
+def test_random_int64_words_have_63_uniform_bits() -> None:
+    """What the kernel assumed of ``Tensor.random_()`` on int64: values in [0, 2**63) (two
+    mt19937 outputs modulo 2**63), every one of bits 0-62 set half the time, bit 63 never."""
+    torch.manual_seed(15)
+    n = 1 << 21
+    words = torch.empty(n, dtype=torch.int64).random_()
+    assert words.min().item() >= 0
+    ones = torch.stack([(words >> b) & 1 for b in range(63)]).double().mean(1)
+    assert torch.all((ones - 0.5).abs() < 5 * 0.5 / math.sqrt(n)), ones
