@@ -161,6 +161,14 @@ def check_trainable(data: TensorData, feature_map: FeatureMap, objectives: list)
             )
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average (``None`` where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _prepare_once(
     dataset: str, data_dir: str | Path | None, cache_dir: str | Path | None
 ) -> PreparedData:
@@ -205,7 +213,15 @@ def _train(
     valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
     test = load_split(prepared, "test") if "test" in prepared.splits else None
     trainer = Trainer(model, cfg, run_dir, force_progress=force_progress)
+    load_before = _load_average()
     result = trainer.fit(train, valid, test, resume=resume)
+    # Timings are only comparable on a quiet machine: record how busy it was.
+    machine_load = {
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "load_average_start": load_before,
+        "load_average_end": _load_average(),
+    }
     if not is_main_process():
         return RunResult(run_dir, config.model, model.num_parameters(), result)
     if test is not None:
@@ -224,6 +240,7 @@ def _train(
         "train_samples_per_s": result.train_samples_per_s,
         "num_parameters": model.num_parameters(),
         "world_size": world_size,
+        "machine_load": machine_load,
         "outputs": outputs,
     }
     write_artifact(
