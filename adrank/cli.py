@@ -843,19 +843,55 @@ def export_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Run directory (its parent is the model root), or with --model-root a "
+            "model inside the root: NAME, NAME/VERSION or NAME/latest."
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Bind address (a non-loopback address logs a warning).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (>1 disables /admin/reload).")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (>1 disables /admin/*).")] = 1,
     max_candidates: Annotated[int, typer.Option(help="Max ads per /v1/rank request.")] = 1000,
     backend: Annotated[str, typer.Option(help="torch, torchscript or onnx.")] = "torch",
+    model_root: Annotated[
+        Path | None,
+        typer.Option(help="The only directory models load from (see docs/serving.md)."),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Enables /admin/* for requests with 'Authorization: Bearer TOKEN'; prefer "
+            "the environment variable ADRANK_ADMIN_TOKEN (a command line is visible to "
+            "other local users). Without a token /admin/* answers 404.",
+            show_default=False,
+        ),
+    ] = None,
+    impression_log: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the rotating JSONL log of every /v1/rank request."),
+    ] = None,
 ) -> None:
     """Serve /v1/predict (named probabilities) and /v1/rank (second-price auction with CPC,
-    CPA and oCPC billing) over HTTP; see docs/serving.md."""
+    CPA and oCPC billing) over HTTP; see docs/serving.md (deployment: behind a TLS and
+    authentication proxy)."""
     from adrank.serve.cli_commands import ServeCommandError, run_serve
 
     try:
-        run_serve(run_dir, host, port, workers, max_candidates, backend=backend)
+        run_serve(
+            model,
+            host,
+            port,
+            workers,
+            max_candidates,
+            backend=backend,
+            model_root=model_root,
+            admin_token=admin_token,
+            impression_log=impression_log,
+        )
     except ServeCommandError as exc:
         fail(str(exc))
 

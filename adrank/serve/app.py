@@ -11,33 +11,38 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``; ``docs/servin
   echoes each record's pass-through columns (``roles.passthrough``) when the run has any;
 * ``POST /v1/rank`` ``{"context": {...}, "candidates": [{"ad_id", "bid", "billing"?: "cpc" |
   "cpa" | "ocpc", "features", "creatives"?: [{"creative_id", "features"}]}], "slots": k,
-  "reserve_ecpm"?: R, "reserve_price"?: r}`` -> the filled slots with ``ad_id``,
-  ``creative_id``, ``billing``, ``billing_event``, ``q``, ``score`` (= ``ecpm``), ``pctr``,
-  ``pcvr``, ``pctcvr`` and ``price`` per billing event (auction rules:
-  :mod:`adrank.serve.ranking`). A ``cpa``/``ocpc`` candidate sent to a model without a
-  conversion output answers 422 naming the candidate and the missing output; the legacy
-  per-click ``reserve_price`` is accepted only when every candidate is ``cpc``;
+  "reserve_ecpm"?: R, "reserve_price"?: r, "request_id"?: id}`` -> the filled slots with
+  ``ad_id``, ``creative_id``, ``billing``, ``billing_event``, ``q``, ``score`` (= ``ecpm``),
+  ``pctr``, ``pcvr``, ``pctcvr`` and ``price`` per billing event (auction rules:
+  :mod:`adrank.serve.ranking`), the ``model_version`` and the ``request_id``. With an
+  impression log (:mod:`adrank.serve.impressions`) each request is logged;
 * ``GET /healthz``; ``GET /metrics`` (Prometheus text: requests by method/path/status, a
-  latency histogram per path, model info, reloads);
-* ``POST /admin/reload`` ``{"run_dir"?: path}`` loads an artifact fully, then swaps it in
-  under a lock. Requests already running keep the predictor they started with, so none is
-  dropped; a failed load leaves the old model serving.
+  latency histogram per path, model info, reloads, impression-log counters);
+* ``POST /admin/reload`` ``{"model"?: reference}`` exists only with an admin token
+  (:mod:`adrank.serve.admin`; 401/403 without the right one). It resolves the reference
+  inside the model root (:mod:`adrank.serve.model_root`; 403 outside it), passes the model
+  through the swap gate (:mod:`adrank.serve.swap_gate`; 409 with the reason when refused)
+  and swaps it in under a lock. Requests already running keep the predictor they started
+  with, so none is dropped; a refused model leaves the old one serving.
 
-Invalid payloads answer 422 with one entry per offending field (``loc`` names it); bodies
-over ``max_body_bytes`` answer 413; more than ``max_candidates`` ads (or ``max_records``
-scored rows) answer 422. Scoring is CPU-bound, so the scoring endpoints are sync functions
-(FastAPI runs them in its threadpool) and torch uses ``torch_threads`` intra-op threads.
+Invalid payloads answer 422 with one entry per offending field (``loc`` names it; the
+bodies are JSON-safe even when the input was a NaN); bodies over ``max_body_bytes`` answer
+413; more than ``max_candidates`` ads (or ``max_records`` scored rows) answer 422. Scoring
+is CPU-bound, so it runs in worker threads (at most ``scoring_threads`` at once) and torch
+uses ``torch_threads`` intra-op threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +50,27 @@ try:
     import anyio
     import anyio.to_thread
     import uvicorn
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import PlainTextResponse
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the HTTP service needs fastapi and uvicorn: pip install 'adrank[serve]'"
     ) from exc
 
+import numpy as np
 import torch
 
-from adrank.artifact import ArtifactError
 from adrank.data.schema import SchemaError
+from adrank.serve.admin import AdminAuth, warn_if_exposed
+from adrank.serve.http_metrics import Metrics, ObserveAndLimit
+from adrank.serve.impressions import ImpressionLog, rank_record
+from adrank.serve.model_root import (
+    BadModelReference,
+    ModelNotFound,
+    ModelRoot,
+    OutsideModelRoot,
+)
 from adrank.serve.payloads import (
     PredictRequest,
     PredictResponse,
@@ -63,6 +78,8 @@ from adrank.serve.payloads import (
     RankResponse,
     ReloadRequest,
     SlotOut,
+    feature_errors,
+    json_safe,
 )
 from adrank.serve.predictor import Predictor, RecordError
 from adrank.serve.ranking import (
@@ -72,205 +89,54 @@ from adrank.serve.ranking import (
     check_billing,
     rank_ads,
 )
+from adrank.serve.swap_gate import SwapRefused, load_checked
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-#: Latency histogram bucket bounds (seconds).
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
-)  # fmt: skip
 
 
 # ------------------------------------------------------------------------- model ------
 class ModelHolder:
-    """The current Predictor; :meth:`reload` loads a new one fully, then swaps the reference
-    under a lock (readers take a reference once per request and keep it)."""
+    """The current Predictor and its reference in the model root. :meth:`reload` resolves a
+    reference, loads the model fully, passes it through the swap gate, then swaps the
+    reference under a lock (readers take a reference once per request and keep it)."""
 
-    def __init__(self, run_dir: str | Path, **predictor_kwargs: Any) -> None:
+    def __init__(self, root: ModelRoot, reference: str, **predictor_kwargs: Any) -> None:
         self._kwargs = predictor_kwargs
         self._swap = threading.Lock()
         self._reloading = threading.Lock()
-        self.run_dir = Path(run_dir)
-        self.predictor = Predictor.load(self.run_dir, **predictor_kwargs)
+        self.root = root
+        self.reference = reference
+        self.run_dir = root.resolve(reference)
+        try:
+            self.predictor = load_checked(self.run_dir, None, label=reference, **predictor_kwargs)
+        except SwapRefused as exc:  # at start there is nothing to keep serving
+            raise ValueError(str(exc)) from exc
         self.reloads = 0
+        self.refused = 0
 
     def current(self) -> tuple[Predictor, Path]:
         with self._swap:
             return self.predictor, self.run_dir
 
-    def reload(self, run_dir: str | Path | None = None) -> tuple[str, str]:
-        """Load ``run_dir`` (default: the current one) and swap it in -> (old, new) version."""
+    def reload(self, reference: str | None = None) -> tuple[str, str]:
+        """Load ``reference`` (default: the serving one, resolved again, so a versioned
+        model moves to its ``latest``) and swap it in -> (old, new) version. Raises
+        :class:`~adrank.serve.model_root.ModelRootError` or :class:`SwapRefused`."""
         with self._reloading:  # one reload at a time; scoring never waits on this lock
-            target = Path(run_dir) if run_dir else self.current()[1]
-            fresh = Predictor.load(target, **self._kwargs)
+            reference = self.reference if reference is None else reference
+            try:
+                target = self.root.resolve(reference)
+                serving = self.current()[0]
+                fresh = load_checked(target, serving, label=reference, **self._kwargs)
+            except (SwapRefused, ModelNotFound, BadModelReference, OutsideModelRoot):
+                self.refused += 1
+                raise
             with self._swap:
                 old = self.predictor
-                self.predictor, self.run_dir = fresh, target
+                self.predictor, self.run_dir, self.reference = fresh, target, reference
                 self.reloads += 1
-        logger.info("reloaded %s: %s -> %s", target, old.version, fresh.version)
+        logger.info("reloaded %s: %s -> %s", reference, old.version, fresh.version)
         return old.version, fresh.version
-
-
-# ----------------------------------------------------------------------- metrics ------
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class Metrics:
-    """Request counters and latency histograms, rendered in Prometheus text format 0.0.4."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.latency: dict[str, list[int]] = {}
-        self.latency_sum: dict[str, float] = {}
-        self.scored_rows = 0
-
-    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
-        with self._lock:
-            key = (method, path, str(status))
-            self.requests[key] = self.requests.get(key, 0) + 1
-            counts = self.latency.setdefault(path, [0] * (len(LATENCY_BUCKETS) + 1))
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
-            self.latency_sum[path] = self.latency_sum.get(path, 0.0) + seconds
-
-    def add_scored(self, rows: int) -> None:
-        with self._lock:
-            self.scored_rows += rows
-
-    def render(self, holder: ModelHolder) -> str:
-        predictor, run_dir = holder.current()
-        manifest = predictor.artifact.manifest
-        lines = [
-            "# HELP adrank_http_requests_total HTTP requests by method, path and status.",
-            "# TYPE adrank_http_requests_total counter",
-        ]
-        with self._lock:
-            for (method, path, status), n in sorted(self.requests.items()):
-                lines.append(
-                    f'adrank_http_requests_total{{method="{method}",path="{_label(path)}",'
-                    f'status="{status}"}} {n}'
-                )
-            lines += [
-                "# HELP adrank_http_request_duration_seconds Request latency by path.",
-                "# TYPE adrank_http_request_duration_seconds histogram",
-            ]
-            bucket = "adrank_http_request_duration_seconds_bucket"
-            for path, counts in sorted(self.latency.items()):
-                p = _label(path)
-                for bound, n in zip(LATENCY_BUCKETS, counts, strict=False):
-                    lines.append(f'{bucket}{{path="{p}",le="{bound}"}} {n}')
-                lines.append(
-                    f'adrank_http_request_duration_seconds_bucket{{path="{p}",le="+Inf"}} '
-                    f"{counts[-1]}"
-                )
-                lines.append(
-                    f'adrank_http_request_duration_seconds_sum{{path="{p}"}} '
-                    f"{self.latency_sum[path]:.6f}"
-                )
-                lines.append(
-                    f'adrank_http_request_duration_seconds_count{{path="{p}"}} {counts[-1]}'
-                )
-            scored = self.scored_rows
-        info = {
-            "model": str(manifest.get("model")),
-            "version": predictor.version,
-            "dataset": str(manifest.get("dataset")),
-            "run_dir": str(run_dir),
-            "calibration": str(manifest.get("calibration_method") or "none"),
-        }
-        labels = ",".join(f'{k}="{_label(v)}"' for k, v in info.items())
-        lines += [
-            "# HELP adrank_model_info The model being served (value is always 1).",
-            "# TYPE adrank_model_info gauge",
-            f"adrank_model_info{{{labels}}} 1",
-            "# HELP adrank_model_reloads_total Successful model reloads.",
-            "# TYPE adrank_model_reloads_total counter",
-            f"adrank_model_reloads_total {holder.reloads}",
-            "# HELP adrank_scored_records_total Records scored by the model.",
-            "# TYPE adrank_scored_records_total counter",
-            f"adrank_scored_records_total {scored}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
-class ObserveAndLimit:
-    """Outer ASGI middleware: rejects bodies over ``max_body_bytes`` with 413 (by
-    Content-Length, or while reading a chunked body) and records every HTTP request's
-    status and latency. Paths outside the app's routes are recorded as ``other``."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, paths: set[str]):
-        self.app = app
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.paths = paths
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body exceeds the limit of {self.max_body_bytes} bytes"}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        path = scope["path"] if scope["path"] in self.paths else "other"
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            length = dict(scope.get("headers") or ()).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await self._reject(send_observed)
-                return
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                chunks: list[bytes] = []
-                size = 0
-                more = True
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunks.append(message.get("body", b""))
-                    size += len(chunks[-1])
-                    if size > self.max_body_bytes:
-                        await self._reject(send_observed)
-                        return
-                    more = message.get("more_body", False)
-                body = b"".join(chunks)
-                sent = False
-
-                async def replay() -> Message:
-                    nonlocal sent
-                    if not sent:
-                        sent = True
-                        return {"type": "http.request", "body": body, "more_body": False}
-                    return await receive()
-
-                await self.app(scope, replay, send_observed)
-            else:
-                await self.app(scope, receive, send_observed)
-        finally:
-            self.metrics.observe(scope["method"], path, status, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- app -----
@@ -334,34 +200,89 @@ def _rank_location(req: RankRequest, exc: RecordError) -> list[Any]:
     return ["body", "candidates"]
 
 
+def _numeric_fields(predictor: Predictor) -> frozenset[str]:
+    return frozenset(k for k, kind in predictor.field_kinds.items() if kind == "numeric")
+
+
+def _rank_features(req: RankRequest) -> Iterator[tuple[list[Any], Mapping[str, Any]]]:
+    yield ["body", "context"], req.context
+    for i, cand in enumerate(req.candidates):
+        yield ["body", "candidates", i, "features"], cand.features
+        for j, creative in enumerate(cand.creatives or ()):
+            yield ["body", "candidates", i, "creatives", j, "features"], creative.features
+
+
+def _check_finite(outputs: Mapping[str, np.ndarray]) -> None:
+    """No response may hold a non-finite number: the inputs are checked, so one here is a
+    fault of the model (a 500 with a JSON body, not an unencodable response)."""
+    for name, values in outputs.items():
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise HTTPException(
+                500, f"the model gave a non-finite {name} for scored record {int(bad[0])}"
+            )
+
+
+def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with the validation errors, made JSON-safe (an echoed NaN input is "NaN")."""
+    errors = [{k: v for k, v in e.items() if k != "url"} for e in exc.errors()]
+    return JSONResponse({"detail": json_safe(errors)}, status_code=422)
+
+
 def create_app(
     run_dir: str | Path,
     *,
+    model_root: str | Path | None = None,
+    admin_token: str | None = None,
+    impression_log: str | Path | ImpressionLog | None = None,
     max_candidates: int = 1000,
     max_records: int = 10_000,
     max_body_bytes: int = 4 * 1024 * 1024,
     torch_threads: int | None = 1,
-    enable_admin: bool = True,
     backend: str = "torch",
     optional_fields: tuple[str, ...] = (),
     scoring_threads: int = 1,
 ) -> FastAPI:
-    """Build the service for a run directory (loaded now; errors surface immediately).
+    """Build the service (the model is loaded now; errors surface immediately).
 
+    ``run_dir`` is a run directory, whose parent is then the model root; with
+    ``model_root`` it is a reference inside that root (``name``, ``name/VERSION``).
+    ``admin_token`` enables ``/admin/*`` (None: they answer 404). ``impression_log`` is a
+    directory (or an :class:`ImpressionLog`) that receives one record per ``/v1/rank``.
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave as is);
     ``scoring_threads`` bounds how many requests are scored at once per process."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    holder = ModelHolder(run_dir, backend=backend, optional_fields=optional_fields)
+    auth = AdminAuth(admin_token) if admin_token else None  # validates the token first
+    if model_root is None:
+        root, reference = ModelRoot.around(run_dir)
+    else:
+        root, reference = ModelRoot(model_root), str(run_dir)
+    holder = ModelHolder(root, reference, backend=backend, optional_fields=optional_fields)
+    log = (
+        impression_log
+        if isinstance(impression_log, ImpressionLog) or impression_log is None
+        else ImpressionLog(impression_log)
+    )
     metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if log is not None:
+            await anyio.to_thread.run_sync(log.close)
+
     app = FastAPI(
         title="adrank ranking service",
         version=holder.predictor.version,
         description="Named CTR/CVR probabilities and a generalized second-price auction with "
         "CPC, CPA and oCPC billing.",
+        lifespan=lifespan,
     )
     app.state.holder = holder
     app.state.metrics = metrics
+    app.state.impression_log = log
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -370,6 +291,7 @@ def create_app(
             "status": "ok",
             "model": predictor.artifact.manifest.get("model"),
             "model_version": predictor.version,
+            "model_reference": holder.reference,
             "run_dir": str(current),
             "fields": sorted(predictor.field_kinds),
             "outputs": predictor.outputs,
@@ -393,12 +315,17 @@ def create_app(
         if len(req.records) > max_records:
             raise _too_many("records", max_records, len(req.records))
         predictor, _ = holder.current()
+        where = ((["body", "records", i], r) for i, r in enumerate(req.records))
+        errors = feature_errors(where, _numeric_fields(predictor))
+        if errors:
+            raise HTTPException(422, errors)
         try:
             probs = predictor.predict_outputs(req.records)
         except RecordError as exc:
             raise _record_error(exc, ["body", "records", exc.index or 0, exc.field]) from exc
         except SchemaError as exc:
             raise HTTPException(422, [{"loc": ["body", "records"], "msg": str(exc)}]) from exc
+        _check_finite(probs)
         metrics.add_scored(len(req.records))
         names = predictor.outputs
         columns = [probs[name].tolist() for name in names]
@@ -415,6 +342,7 @@ def create_app(
         )
 
     def rank_sync(req: RankRequest) -> RankResponse:
+        started = time.time()
         if len(req.candidates) > max_candidates:
             raise _too_many("candidates", max_candidates, len(req.candidates))
         pairs = sum(len(c.creatives or (None,)) for c in req.candidates)
@@ -422,6 +350,10 @@ def create_app(
             raise _too_many("records", max_records, pairs)
         _check_reserves(req)
         predictor, _ = holder.current()
+        reference = holder.reference
+        errors = feature_errors(_rank_features(req), _numeric_fields(predictor))
+        if errors:
+            raise HTTPException(422, errors)
         ads = [
             AdCandidate(
                 c.ad_id,
@@ -438,11 +370,15 @@ def create_app(
             loc = ["body", "candidates", exc.index, "billing"]
             detail = [{"loc": loc, "msg": str(exc), "type": "value_error"}]
             raise HTTPException(422, detail) from exc
+        scored: dict[str, Any] = {}
 
         def score(records: list[dict[str, Any]]) -> dict[str, Any]:
             probs = predictor.predict_outputs(records)
+            _check_finite(probs)
             click = _click_output(predictor)
-            return probs if click in (None, "pctr") else {"pctr": probs[click]}
+            scored["all"] = probs
+            scored["auction"] = probs if click in (None, "pctr") else {"pctr": probs[click]}
+            return scored["auction"]
 
         try:
             result = rank_ads(
@@ -458,9 +394,25 @@ def create_app(
         except SchemaError as exc:
             raise HTTPException(422, [{"loc": ["body"], "msg": str(exc)}]) from exc
         metrics.add_scored(result.scored_pairs)
+        request_id = req.request_id or uuid.uuid4().hex
+        if log is not None:
+            log.submit(
+                lambda: rank_record(
+                    request_id=request_id,
+                    timestamp=started,
+                    model_version=predictor.version,
+                    model=reference,
+                    request=req,
+                    ads=ads,
+                    outputs=scored["all"],
+                    auction_outputs=scored["auction"],
+                    slots=result.slots,
+                )
+            )
         return RankResponse(
             slots=[SlotOut(**vars(s)) for s in result.slots],
             model_version=predictor.version,
+            request_id=request_id,
             scored_pairs=result.scored_pairs,
             eligible_ads=result.eligible_ads,
         )
@@ -468,22 +420,30 @@ def create_app(
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:
         return PlainTextResponse(
-            metrics.render(holder), media_type="text/plain; version=0.0.4; charset=utf-8"
+            metrics.render(*_metric_values(holder, log)),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
-    if enable_admin:
+    if auth is not None:
 
-        @app.post("/admin/reload")
+        @app.post("/admin/reload", dependencies=[Depends(auth)])
         def reload(req: ReloadRequest | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
+            serving = holder.current()[0].version
             try:
-                old, new = holder.reload(req.run_dir if req else None)
-            except (ArtifactError, FileNotFoundError, ValueError, KeyError) as exc:
-                msg = f"reload failed, still serving the old model: {exc}"
+                old, new = holder.reload(req.reference if req else None)
+            except OutsideModelRoot as exc:
+                raise HTTPException(403, f"refused: {exc}") from exc
+            except BadModelReference as exc:
+                loc = ["body", "model" if req and req.model is not None else "run_dir"]
+                raise HTTPException(422, [{"loc": loc, "msg": str(exc)}]) from exc
+            except (ModelNotFound, SwapRefused) as exc:
+                msg = f"reload refused, still serving {serving}: {exc}"
                 raise HTTPException(409, msg) from exc
             return {
                 "previous_version": old,
                 "model_version": new,
+                "model_reference": holder.reference,
                 "run_dir": str(holder.current()[1]),
                 "seconds": round(time.perf_counter() - t0, 4),
             }
@@ -491,6 +451,49 @@ def create_app(
     paths = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(ObserveAndLimit, metrics=metrics, max_body_bytes=max_body_bytes, paths=paths)
     return app
+
+
+def _metric_values(
+    holder: ModelHolder, log: ImpressionLog | None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    predictor, run_dir = holder.current()
+    manifest = predictor.artifact.manifest
+    info = {
+        "model": str(manifest.get("model")),
+        "version": predictor.version,
+        "reference": holder.reference,
+        "dataset": str(manifest.get("dataset")),
+        "run_dir": str(run_dir),
+        "calibration": str(manifest.get("calibration_method") or "none"),
+    }
+    counters: dict[str, Any] = {
+        "adrank_model_reloads_total": ("counter", "Successful model reloads.", holder.reloads),
+        "adrank_model_reloads_refused_total": (
+            "counter",
+            "Reloads refused (outside the root, not found, or stopped by the swap gate).",
+            holder.refused,
+        ),
+    }
+    if log is not None:
+        stats = log.stats()
+        counters |= {
+            "adrank_impressions_logged_total": (
+                "counter",
+                "Impression records written.",
+                stats["written"],
+            ),
+            "adrank_impressions_dropped_total": (
+                "counter",
+                "Impression records dropped, by reason.",
+                stats["dropped"],
+            ),
+            "adrank_impressions_queued": (
+                "gauge",
+                "Impression records waiting to be written.",
+                stats["queued"],
+            ),
+        }
+    return info, counters
 
 
 # ------------------------------------------------------------------------- runner -----
@@ -513,16 +516,24 @@ def serve(
     log_level: str = "info",
     **app_options: Any,
 ) -> None:
-    """Run the service with uvicorn (blocks). With ``workers > 1`` each worker process loads
-    the artifact and ``/admin/reload`` is disabled (it would reload one worker only):
-    restart the server to change the model."""
+    """Run the service with uvicorn (blocks). Warns when ``host`` is not a loopback address.
+    With ``workers > 1`` each worker process loads the model and writes its own impression
+    files, and ``/admin/*`` is disabled (a reload would reach one worker only): restart the
+    server to change the model."""
+    warn_if_exposed(host)
     if workers <= 1:
         app = create_app(run_dir, **app_options)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
-    Predictor.load(run_dir)  # fail fast in the parent, with the artifact's own error
-    app_options = {**app_options, "run_dir": str(run_dir), "enable_admin": False}
-    os.environ[_ENV_CONFIG] = json.dumps(app_options)
+    if app_options.pop("admin_token", None):
+        logger.warning("--workers %d: /admin/* is disabled (it would reach one worker)", workers)
+    # fail fast in the parent, with the model's own error
+    create_app(run_dir, **{k: v for k, v in app_options.items() if k != "impression_log"})
+    options = {**app_options, "run_dir": str(run_dir)}
+    for key in ("model_root", "impression_log"):
+        if options.get(key) is not None:
+            options[key] = str(options[key])
+    os.environ[_ENV_CONFIG] = json.dumps(options)
     config = uvicorn.Config(
         "adrank.serve.app:app_from_env",
         factory=True,

@@ -9,6 +9,7 @@ raised as :class:`ServeCommandError` with a one-line message for ``fail(...)``.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from rich.table import Table
@@ -84,7 +85,7 @@ def run_export(
 
 
 def run_serve(
-    run_dir: Path,
+    run_dir: Path | str,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -92,15 +93,30 @@ def run_serve(
     max_body_bytes: int = 4 * 1024 * 1024,
     backend: str = "torch",
     torch_threads: int = 1,
+    *,
+    model_root: Path | None = None,
+    admin_token: str | None = None,
+    impression_log: Path | None = None,
 ) -> None:
-    """Serve a run over HTTP until interrupted."""
+    """Serve a run over HTTP until interrupted. ``run_dir`` is a run directory, or with
+    ``model_root`` a reference inside it; ``admin_token`` (else ``$ADRANK_ADMIN_TOKEN``)
+    enables ``/admin/*``; ``impression_log`` is a directory for the impression log."""
     try:
+        from adrank.serve.admin import ADMIN_TOKEN_ENV, check_token
         from adrank.serve.app import serve
         from adrank.serve.predictor import BACKENDS
     except ImportError as exc:
         raise ServeCommandError(str(exc)) from exc
     if backend not in BACKENDS:
         raise ServeCommandError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+    if token is not None:
+        try:
+            check_token(token)
+        except ValueError as exc:  # the message never quotes the token
+            raise ServeCommandError(f"--admin-token / ${ADMIN_TOKEN_ENV}: {exc}") from exc
+    if model_root is not None and not Path(model_root).is_dir():
+        raise ServeCommandError(f"--model-root {model_root} is not a directory")
     try:
         serve(
             run_dir,
@@ -111,6 +127,9 @@ def run_serve(
             max_body_bytes=max_body_bytes,
             backend=backend,
             torch_threads=torch_threads,
+            model_root=model_root,
+            admin_token=token,
+            impression_log=impression_log,
         )
     except (ArtifactError, FileNotFoundError, ImportError, ValueError) as exc:
         raise ServeCommandError(str(exc).strip("'\"")) from exc

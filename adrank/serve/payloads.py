@@ -1,20 +1,178 @@
 """The request and response bodies of the HTTP service (pydantic models).
 
-Requests are strict: an unknown field is a 422 that names it. Money fields (bids, reserves)
-are finite numbers >= 0. The auction rules are in :mod:`adrank.serve.ranking`, and the
-endpoints in :mod:`adrank.serve.app` and ``docs/serving.md``.
+Requests are strict: an unknown field is a 422 that names it. The auction rules are in
+:mod:`adrank.serve.ranking`, and the endpoints in :mod:`adrank.serve.app` and
+``docs/serving.md`` ("Input rules"):
+
+* **money** (``bid``, ``reserve_price``, ``reserve_ecpm``): a JSON number (not a string, not
+  a boolean), finite, in [0, :data:`MAX_MONEY`]. ``NaN``, ``Infinity`` and overflowing
+  literals such as ``1e999`` (which parse to infinity) are refused;
+* **ids** (``ad_id``, ``creative_id``): a non-empty string of at most
+  :data:`MAX_ID_CHARS` characters, or an integer in [0, 2^53 - 1] (exact in every JSON
+  decoder, JavaScript's included). Two ids with the same text (``7`` and ``"7"``) in one
+  request are duplicates: ties and logs compare ids as strings;
+* **feature values**: non-finite numbers are refused (:func:`feature_errors`); ``null`` or
+  a missing optional field takes the schema's missing value.
+
+Every error is a 422 whose ``loc`` names the field; :func:`json_safe` keeps error bodies
+encodable when the offending input is a NaN or an infinity.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from adrank.serve.ranking import Billing
 
 MAX_SLOTS = 100
+#: The largest bid or reserve, in the bid's currency per billing event (reserve_ecpm: per
+#: 1000 impressions). Far above any real bid, so it only refuses mistakes (micro-units sent
+#: as currency units, overflow), and it keeps 1000 × bid × q and every price exact to
+#: ~1e-7 in float64 and finite in every JSON decoder.
+MAX_MONEY = 1e6
+MAX_ID_CHARS = 128
+MAX_ID_INT = 2**53 - 1
+#: Largest magnitude of a numeric feature value (model inputs are float32).
+MAX_FEATURE_MAGNITUDE = 3.4e38
 FeatureValue = str | int | float | bool | None | list[str | int]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return f"{'-' if value < 0 else ''}Infinity (or a number too large for a double)"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {shown!r}"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def _money(value: Any, info: ValidationInfo) -> float:
+    name = info.field_name or "money"
+    if type(value) not in (int, float) or not (0 <= value <= MAX_MONEY):  # NaN fails too
+        got = f"{value:g}" if type(value) in (int, float) and math.isfinite(value) else None
+        raise PydanticCustomError(
+            "money",
+            "{field} must be a finite JSON number between 0 and {max}, got {got}",
+            {"field": name, "max": f"{MAX_MONEY:.0f}", "got": got or _describe(value)},
+        )
+    return float(value)
+
+
+def _identifier(value: Any, info: ValidationInfo) -> str | int:
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS:
+        return value
+    if type(value) is int and 0 <= value <= MAX_ID_INT:
+        return value
+    raise PydanticCustomError(
+        "identifier",
+        "{field} must be a non-empty string of at most {chars} characters or an integer in "
+        "[0, 2^53 - 1], got {got}",
+        {
+            "field": info.field_name or "id",
+            "chars": MAX_ID_CHARS,
+            "got": f"a string of {len(value)} characters"
+            if isinstance(value, str)
+            else str(value)
+            if type(value) is int
+            else _describe(value),
+        },
+    )
+
+
+Money = Annotated[
+    float,
+    PlainValidator(_money),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_MONEY}),
+]
+Identifier = Annotated[
+    str | int,
+    PlainValidator(_identifier),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                {"type": "integer", "minimum": 0, "maximum": MAX_ID_INT},
+            ]
+        }
+    ),
+]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as strings ("NaN", "Infinity", "-Infinity") and
+    anything JSON cannot hold as its ``str``: error bodies echo inputs, and an echoed NaN
+    used to turn a 422 into a 500 with a reset connection."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def _bad_feature(name: str, value: Any, numeric: bool) -> str | None:
+    if type(value) is float:
+        if not math.isfinite(value):
+            return f"feature {name!r} is {_describe(value)}; send null for a missing value"
+        if abs(value) > MAX_FEATURE_MAGNITUDE:
+            return f"feature {name!r} is {value:g}, beyond a float32 model input"
+    elif numeric and type(value) is str:
+        try:
+            number = float(value)
+        except ValueError:
+            return None  # the Predictor names a non-numeric string
+        if not math.isfinite(number) or abs(number) > MAX_FEATURE_MAGNITUDE:
+            return f"feature {name!r} is {_describe(value)}, not a finite float32 number"
+    return None
+
+
+def feature_errors(
+    where: Iterator[tuple[list[Any], Mapping[str, Any]]], numeric: frozenset[str]
+) -> list[dict[str, Any]]:
+    """422 details for non-finite (or float32-overflowing) feature values, with ``loc``
+    naming each field; ``where`` yields (location, features) and ``numeric`` names the
+    numeric fields, whose numeric strings are checked too."""
+    errors = []
+    for loc, features in where:
+        for name, value in features.items():
+            if type(value) is float or (type(value) is str and name in numeric):
+                msg = _bad_feature(name, value, name in numeric)
+                if msg:
+                    errors.append({"loc": [*loc, name], "msg": msg, "type": "finite_number"})
+    return errors
+
+
+def _repeated(ids: list[str]) -> str | None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            return i
+        seen.add(i)
+    return None
 
 
 class _Strict(BaseModel):
@@ -41,16 +199,15 @@ class PredictResponse(BaseModel):
 
 
 class CreativeIn(_Strict):
-    creative_id: str | int
+    creative_id: Identifier
     features: dict[str, FeatureValue] = Field(default_factory=dict)
 
 
 class CandidateIn(_Strict):
-    ad_id: str | int
-    bid: float = Field(
-        ge=0,
-        allow_inf_nan=False,
-        description="bid per billing event: per click for cpc, per conversion for cpa and ocpc",
+    ad_id: Identifier
+    bid: Money = Field(
+        description="bid per billing event: per click for cpc, per conversion for cpa and "
+        f"ocpc; a finite JSON number in [0, {MAX_MONEY:g}]",
     )
     billing: Billing = Field(
         default="cpc",
@@ -62,9 +219,10 @@ class CandidateIn(_Strict):
 
     @model_validator(mode="after")
     def _unique_creatives(self) -> CandidateIn:
-        ids = [c.creative_id for c in self.creatives or ()]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"ad {self.ad_id!r} lists a creative_id more than once")
+        ids = [str(c.creative_id) for c in self.creatives or ()]
+        twice = _repeated(ids)
+        if twice is not None:
+            raise ValueError(f"ad {self.ad_id!r} lists creative_id {twice!r} more than once")
         return self
 
 
@@ -72,24 +230,28 @@ class RankRequest(_Strict):
     context: dict[str, FeatureValue] = Field(default_factory=dict)
     candidates: list[CandidateIn] = Field(min_length=1)
     slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
-    reserve_price: float = Field(
+    reserve_price: Money = Field(
         default=0.0,
-        ge=0,
-        allow_inf_nan=False,
         description="legacy reserve per click, CPC-only requests (R_i = 1000 × r × pCTR_i)",
     )
-    reserve_ecpm: float = Field(
+    reserve_ecpm: Money = Field(
         default=0.0,
-        ge=0,
-        allow_inf_nan=False,
         description="reserve R per 1000 impressions: eligible iff score >= R",
+    )
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="the client's id of this request (echoed; one is generated when absent)",
     )
 
     @model_validator(mode="after")
     def _unique_ads(self) -> RankRequest:
-        ids = [c.ad_id for c in self.candidates]
-        if len(set(ids)) != len(ids):
-            raise ValueError("candidates list an ad_id more than once")
+        twice = _repeated([str(c.ad_id) for c in self.candidates])
+        if twice is not None:
+            raise ValueError(
+                f"candidates list ad_id {twice!r} more than once (ids are compared as text)"
+            )
         return self
 
 
@@ -112,9 +274,27 @@ class SlotOut(BaseModel):
 class RankResponse(BaseModel):
     slots: list[SlotOut]
     model_version: str
+    request_id: str = Field(description="the request's id (the client's, or generated)")
     scored_pairs: int
     eligible_ads: int
 
 
 class ReloadRequest(_Strict):
-    run_dir: str | None = None
+    model: str | None = Field(
+        default=None,
+        description="a model reference relative to the model root (name, name/VERSION or "
+        "name/latest); default: the serving reference, resolved again",
+    )
+    run_dir: str | None = Field(
+        default=None, description="deprecated alias of model (also relative to the root)"
+    )
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> ReloadRequest:
+        if self.model is not None and self.run_dir is not None:
+            raise ValueError("give model (or its deprecated alias run_dir), not both")
+        return self
+
+    @property
+    def reference(self) -> str | None:
+        return self.model if self.model is not None else self.run_dir

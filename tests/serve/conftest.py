@@ -174,3 +174,40 @@ def live_server(synthetic_runs: SyntheticRuns) -> Iterator[LiveServer]:
     )
     with LiveServer(app) as server:
         yield server
+
+
+@dataclass
+class VariantRuns:
+    """Runs for the swap gate: ``grown`` has the synthetic schema but a larger vocabulary
+    (new users and sites, as after another publish); ``other_schema`` reads ``hist`` with
+    another length (an input-schema change)."""
+
+    grown: Path
+    other_schema: Path
+
+
+@pytest.fixture(scope="session")
+def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> VariantRuns:
+    from dataclasses import replace
+
+    root = tmp_path_factory.mktemp("variants")
+    frames = {name: synthetic_frame(2000, seed) for name, seed in (("train", 4), ("valid", 5))}
+    frames["test"] = synthetic_frame(500, 6)
+    grown = {
+        name: frame.with_columns(
+            pl.concat_str([pl.lit("new-"), pl.col("user")]).alias("user"),
+            pl.concat_str([pl.lit("new-"), pl.col("site")]).alias("site"),
+        )
+        for name, frame in frames.items()
+    }
+    grown_prepared = prepare_frames(SYNTHETIC_SCHEMA, grown, root / "prepared-grown")
+    features = tuple(
+        replace(f, max_len=3) if isinstance(f, SequenceFeature) else f
+        for f in SYNTHETIC_SCHEMA.features
+    )
+    other = Schema(labels=("click",), features=features, name="synthetic_ads")
+    other_prepared = prepare_frames(other, frames, root / "prepared-other")
+    return VariantRuns(
+        grown=_train(grown_prepared, root / "grown", seed=3),
+        other_schema=_train(other_prepared, root / "other_schema", seed=3),
+    )

@@ -52,9 +52,8 @@ def test_healthz_and_docs(client: httpx.Client, synthetic_runs) -> None:
     assert health["model_version"] == Predictor.load(synthetic_runs.run_a).version
     assert health["required_fields"] == ["user", "ad", "creative", "site"]
     spec = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/rank", "/healthz", "/metrics", "/admin/reload"} <= set(
-        spec["paths"]
-    )
+    assert {"/v1/predict", "/v1/rank", "/healthz", "/metrics"} <= set(spec["paths"])
+    assert "/admin/reload" not in spec["paths"]  # no admin token configured
     assert "RankRequest" in spec["components"]["schemas"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
@@ -218,7 +217,8 @@ def test_metrics_prometheus_text(client: httpx.Client) -> None:
 def test_reload_under_concurrent_requests(synthetic_runs, server_class) -> None:
     from adrank.serve.app import create_app
 
-    app = create_app(synthetic_runs.run_a, torch_threads=None)
+    token = "test-admin-token-0123456789"
+    app = create_app(synthetic_runs.run_a, torch_threads=None, admin_token=token)
     version_a = Predictor.load(synthetic_runs.run_a).version
     version_b = Predictor.load(synthetic_runs.run_b).version
     results: list[tuple[int, str]] = []
@@ -233,17 +233,24 @@ def test_reload_under_concurrent_requests(synthetic_runs, server_class) -> None:
                 with lock:
                     results.append((res.status_code, version))
 
-    with server_class(app) as server, httpx.Client(base_url=server.url, timeout=30) as admin:
+    auth = {"Authorization": f"Bearer {token}"}
+    with (
+        server_class(app) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=auth) as admin,
+    ):
         threads = [threading.Thread(target=hammer, args=(server.url,)) for _ in range(4)]
         for t in threads:
             t.start()
         time.sleep(0.5)
-        res = admin.post("/admin/reload", json={"run_dir": str(synthetic_runs.run_b)})
+        # the root is run_a's parent; references are relative to it
+        res = admin.post("/admin/reload", json={"model": "run_b"})
         assert res.status_code == 200, res.text
         assert res.json()["previous_version"] == version_a
         assert res.json()["model_version"] == version_b
-        bad = admin.post("/admin/reload", json={"run_dir": str(synthetic_runs.run_b / "nope")})
-        assert bad.status_code == 409 and "still serving the old model" in bad.text
+        bad = admin.post("/admin/reload", json={"model": "run_b/nope"})
+        assert bad.status_code == 409 and f"still serving {version_b}" in bad.text
+        outside = admin.post("/admin/reload", json={"run_dir": str(synthetic_runs.run_b)})
+        assert outside.status_code == 403 and "absolute" in outside.text
         time.sleep(0.5)
         stop.set()
         for t in threads:
@@ -251,7 +258,9 @@ def test_reload_under_concurrent_requests(synthetic_runs, server_class) -> None:
         health = admin.get("/healthz").json()
         assert health["model_version"] == version_b
         assert health["run_dir"] == str(synthetic_runs.run_b)
-        assert "adrank_model_reloads_total 1" in admin.get("/metrics").text
+        text = admin.get("/metrics").text
+        assert "adrank_model_reloads_total 1" in text
+        assert "adrank_model_reloads_refused_total 2" in text
         assert admin.post("/admin/reload").json()["model_version"] == version_b  # same dir
     statuses = {s for s, _ in results}
     assert statuses == {200}, statuses
