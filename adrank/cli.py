@@ -233,8 +233,14 @@ def datasets_export(
     seed: Annotated[int | None, typer.Option(help="Split/sampling seed.")] = None,
     download: Annotated[bool, typer.Option(help="Download missing files.")] = True,
 ) -> None:
-    """Write the exact raw train/valid/test split, so other tools can use identical data."""
+    """Write the exact raw train/valid/test split, so other tools can use identical data.
+
+    The files hold the raw columns as users have them (a recipe's derived features are
+    computed by its declared transforms, in training and in `adrank predict`). OUTPUT is
+    built beside the target and renamed into place; it must be new, empty, or an earlier
+    export: a folder holding anything else is refused, never overwritten."""
     from adrank.data.datasets import ensure_files, get_dataset, resolve_data_dir
+    from adrank.outputs import OutputDirError
 
     out = output or Path(f"{name}_export")
     try:
@@ -248,7 +254,11 @@ def datasets_export(
         return
     from adrank.data.export import export_splits
 
-    paths = export_splits(splits, builder.schema(), out, format.value)
+    try:
+        paths = export_splits(splits, builder.schema(), out, format.value)
+    except OutputDirError as exc:
+        fail(str(exc))
+        return
     for split, path in paths.items():
         console.print(f"{split}: {splits[split].height:,} rows -> {path}")
 
@@ -378,6 +388,14 @@ def train_cmd(
     ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Output run directory.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in RUN_DIR.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Start over in a RUN_DIR that holds an earlier (interrupted or finished) run; "
+            "removes only the files a run writes.",
+        ),
+    ] = False,
     nproc: Annotated[
         int,
         typer.Option(
@@ -390,7 +408,11 @@ def train_cmd(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Train MODEL on DATASET (or on --prepared data); writes config, processor, weights and
-    metrics to RUN_DIR."""
+    metrics to RUN_DIR.
+
+    RUN_DIR must be new, empty, or an adrank run directory. One that holds a run (a
+    checkpoint or a finished run) is continued with --resume or started over with
+    --overwrite; without either it is refused before training."""
     from adrank.config import ConfigError, RunConfig, resolve_run_config
     from adrank.data.prepare import PreparedData
     from adrank.models import get_model_class
@@ -398,6 +420,9 @@ def train_cmd(
 
     if (dataset is None) == (prepared is None):
         fail("give exactly one of --dataset NAME or --prepared DIR (they are mutually exclusive)")
+        return
+    if resume and overwrite:
+        fail("give at most one of --resume (continue the run) and --overwrite (start over)")
         return
     data: PreparedData | None = None
     try:
@@ -415,12 +440,16 @@ def train_cmd(
         return
     name = dataset or (prepared.name if prepared is not None else "")
     out = run_dir or Path("runs") / f"{name}-{model.lower()}-seed{cfg.train.seed}"
-    if out.exists() and (out / "manifest.json").exists() and not resume:
-        fail(f"{out} already holds a finished run; pass another --run-dir")
+    if (out / "manifest.json").exists() and not (resume or overwrite):
+        fail(
+            f"{out} already holds a finished run; pass --overwrite to train it again from "
+            "scratch (replacing it), or another --run-dir"
+        )
+        return
     if nproc > 1:
         source = ["--dataset", str(dataset)] if dataset else ["--prepared", str(prepared)]
         _launch_train(nproc, cfg.train.batch_size, source, model, config, set_ or [], out,
-                      resume, data_dir, cache_dir)  # fmt: skip
+                      resume, data_dir, cache_dir, overwrite=overwrite)  # fmt: skip
         return
     try:
         result = train_run(
@@ -430,6 +459,7 @@ def train_cmd(
             data_dir=data_dir,
             cache_dir=cache_dir,
             resume=resume,
+            overwrite=overwrite,
             force_progress=True,
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
@@ -460,9 +490,12 @@ def _launch_train(
     resume: bool,
     data_dir: Path | None,
     cache_dir: Path | None,
+    *,
+    overwrite: bool = False,
 ) -> None:
     """``adrank train --nproc N``: the same command (without --nproc) in N DDP workers;
-    ``source`` is ``["--dataset", NAME]`` or ``["--prepared", DIR]``."""
+    ``source`` is ``["--dataset", NAME]`` or ``["--prepared", DIR]``. ``--overwrite`` is
+    passed on: rank 0 clears the run directory (``pipeline.prepare_run_dir``)."""
     from adrank.train.distributed import local_batch_size
     from adrank.train.launch import DistributedTrainingError, launch_cli
 
@@ -479,6 +512,8 @@ def _launch_train(
         argv += ["--set", item]
     if resume:
         argv.append("--resume")
+    if overwrite:
+        argv.append("--overwrite")
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
     if cache_dir is not None:
@@ -634,15 +669,47 @@ def predict_cmd(
         Path, typer.Option("--output", help="Output .csv or .parquet: the input plus outputs.")
     ],
     batch_size: Annotated[int, typer.Option(help="Rows scored per batch.")] = SCORE_BATCH_SIZE,
+    header: Annotated[
+        Header,
+        typer.Option(
+            help="Does a CSV/TSV input start with a header line? 'auto' decides from the line "
+            "(a file without one needs --columns)."
+        ),
+    ] = Header.auto,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated column names, for an input without a header."),
+    ] = None,
+    separator: Annotated[
+        str | None, typer.Option(help="CSV/TSV field separator (default ',' / tab).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --output file.")
+    ] = False,
 ) -> None:
     """Score raw records with the run's processor and model. Writes the input columns
     (pass-through metadata included) plus one column per output: `pctr`; `pctr`, `pcvr` and
-    `pctcvr` for a click/conversion model."""
+    `pctcvr` for a click/conversion model.
+
+    Rows are raw, as for training: a recipe's derived features (Criteo's buckets, Avazu's
+    hour of day) are computed from their raw columns by the run's declared transforms.
+    OUTPUT is written atomically; an existing file is refused unless --overwrite (the input
+    file is never replaced)."""
     from adrank.serve.predictor import predict_file
 
+    has_header = {"auto": "auto", "yes": True, "no": False}[header.value]
     try:
         with console.status(f"scoring {input} ..."):
-            rows, seconds = predict_file(run_dir, input, output, batch_size=batch_size)
+            rows, seconds = predict_file(
+                run_dir,
+                input,
+                output,
+                batch_size=batch_size,
+                has_header=has_header,
+                column_names=columns.split(",") if columns else None,
+                separator=separator,
+                overwrite=overwrite,
+            )
     except Exception as exc:
         fail(f"{type(exc).__name__}: {exc}")
         return

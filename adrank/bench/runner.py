@@ -13,6 +13,7 @@ compute_metrics`). ``model@task`` in the model list asks for one task's run only
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import subprocess
@@ -28,6 +29,7 @@ from adrank.artifact import ArtifactError, load_split, read_manifest
 from adrank.config import ConfigError, RunConfig, resolve_run_config
 from adrank.data.feature_map import FeatureMap, TaskInfo
 from adrank.data.prepare import PreparedData, prepare_dataset
+from adrank.outputs import claim_dir
 from adrank.pipeline import train_run
 
 logger = logging.getLogger(__name__)
@@ -276,6 +278,28 @@ def combine_runs(
     )
 
 
+#: what a benchmark output holds (adrank's own entries); a folder written before output
+#: markers existed that holds nothing else is adopted as a benchmark output
+BENCHMARK_ENTRIES: tuple[str, ...] = (
+    "runs.jsonl", "runs", "leaderboard.md", "leaderboard.csv", "leaderboard.png",
+    "tuning_*.jsonl", "dropout_ab.*",
+)  # fmt: skip
+
+
+def claim_benchmark_dir(output_dir: str | Path) -> Path:
+    """Create or reuse ``output_dir`` as a benchmark output (:func:`adrank.outputs.claim_dir`:
+    resumable, never a folder holding files adrank did not write)."""
+    path = Path(output_dir)
+    legacy: frozenset[str] = frozenset()
+    if path.is_dir():
+        legacy = frozenset(
+            p.name
+            for p in path.iterdir()
+            if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in BENCHMARK_ENTRIES)
+        )
+    return claim_dir(path, "benchmark", legacy_entries=legacy)
+
+
 def run_benchmark(
     dataset: str,
     models: list[str],
@@ -299,11 +323,12 @@ def run_benchmark(
     its last epoch checkpoint. With ``keep_going`` a failing run is logged (and appended
     to ``failures``) and the benchmark moves on. ``models`` may name ``model@task`` runs;
     on a multi-task dataset a plain single-task model becomes a per-task pair (see the
-    module docstring). ``prepared`` replaces preparing ``dataset``.
+    module docstring). ``prepared`` replaces preparing ``dataset``. ``output_dir`` must be
+    new, empty, or a benchmark output (:func:`claim_benchmark_dir`); anything else is
+    refused with :class:`adrank.outputs.OutputDirError`.
     """
     failures = failures if failures is not None else []
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = claim_benchmark_dir(output_dir)
     state = _BenchmarkState(
         dataset, output_dir, data_dir, cache_dir, list(overrides), force_progress, prepared
     )

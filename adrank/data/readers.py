@@ -105,8 +105,8 @@ def detect_format(path: str | Path) -> Format:
     if fmt is None:
         raise DataFormatError(
             f"{path}: cannot tell the format from the suffix {''.join(suffixes) or '(none)'!r};"
-            f" known suffixes: {sorted(_SUFFIXES)} (optionally + '.gz'); pass fmt= one of"
-            f" {list(FORMATS)}"
+            f" known suffixes: {sorted(_SUFFIXES)} (optionally + '.gz'); rename the file with"
+            f" one of them (in Python: pass fmt= one of {list(FORMATS)})"
         )
     return fmt
 
@@ -337,7 +337,7 @@ def _resolve(
 
 
 def _total(n_bad: int) -> str:
-    return f" ({n_bad} bad row(s) in total; pass bad_rows='skip' to drop them)"
+    return f" ({n_bad} bad row(s) in total; --bad-rows skip (bad_rows='skip') drops them)"
 
 
 # ---- schema checks ---------------------------------------------------------------------
@@ -352,8 +352,11 @@ def _check_schema(
             f"{source}: columns {missing} required by the schema are missing;"
             f" available columns: {frame.columns}"
         )
+    raw_columns = set(schema.source_columns())  # not the columns transforms derive
     numeric = [f.source or f.name for f in schema.features if isinstance(f, NumericFeature)]
+    numeric = [c for c in numeric if c in raw_columns]
     strings = [f.source or f.name for f in schema.features if not isinstance(f, NumericFeature)]
+    strings = [c for c in strings if c in raw_columns]
     masks: list[pl.Expr] = []
     casts: list[pl.Expr] = []
     checks: list[tuple[str, Callable[[dict[str, Any]], str]]] = []

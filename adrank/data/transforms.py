@@ -27,7 +27,26 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-__all__ = ["TRANSFORMS", "Transform", "apply_transforms", "transform_from_dict"]
+from adrank.data.schema import SchemaError
+
+__all__ = [
+    "TRANSFORMS",
+    "Transform",
+    "TransformError",
+    "apply_transforms",
+    "raw_inputs",
+    "transform_from_dict",
+]
+
+
+class TransformError(SchemaError):
+    """A transform's input is missing or holds a value it cannot use; a
+    :class:`~adrank.data.schema.SchemaError` naming the ``column`` (and ``row``, if any)."""
+
+    def __init__(self, message: str, *, column: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+        self.row = row
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,8 @@ class Transform:
     name: str
     input: str | tuple[str, ...]
     fn: ClassVar[str] = ""
+    #: what a raw input value is: ``"categorical"`` (text or integer) or ``"numeric"``
+    input_kind: ClassVar[str] = "categorical"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -62,6 +83,7 @@ class LogSquareBucket(Transform):
     ``v > 2 -> floor(log(v)^2)``, else ``v``; the result is a category (text)."""
 
     fn: ClassVar[str] = "log_square_bucket"
+    input_kind: ClassVar[str] = "numeric"
 
     def expr(self) -> pl.Expr:
         v = _number(self.inputs[0]).fill_null(0.0)
@@ -138,8 +160,6 @@ TRANSFORMS: dict[str, type[Transform]] = {
 
 def transform_from_dict(index: int, raw: Any) -> Transform:
     """Build and check one transform declaration (errors name the key)."""
-    from adrank.data.schema import SchemaError
-
     where = f"transforms[{index}]"
     if not isinstance(raw, dict):
         raise SchemaError(f"{where} must be a mapping, got {raw!r}")
@@ -167,16 +187,29 @@ def transform_from_dict(index: int, raw: Any) -> Transform:
         raise SchemaError(f"{where} ({name!r}): {exc}") from exc
 
 
-def apply_transforms(frame: pl.DataFrame, transforms: tuple[Transform, ...]) -> pl.DataFrame:
-    """``frame`` with every transform's output column added (or replaced), in order."""
-    from adrank.data.schema import SchemaError
+def raw_inputs(transforms: tuple[Transform, ...]) -> dict[str, str]:
+    """The raw columns the transforms read (an input that another transform derives is not
+    raw, unless it is the transform's own output, e.g. ``I1 -> I1``), each with its kind
+    (``"numeric"`` if any transform reads it as a number, else ``"categorical"``)."""
+    derived = {t.name for t in transforms}
+    out: dict[str, str] = {}
+    for t in transforms:
+        for c in t.inputs:
+            if c not in derived or c == t.name:
+                out[c] = "numeric" if "numeric" in (out.get(c), t.input_kind) else "categorical"
+    return out
 
+
+def apply_transforms(frame: pl.DataFrame, transforms: tuple[Transform, ...]) -> pl.DataFrame:
+    """``frame`` with every transform's output column added (or replaced), in order.
+    Raises :class:`TransformError` for a missing input column or an unusable value."""
     for t in transforms:
         missing = [c for c in t.inputs if c not in frame.columns]
         if missing:
-            raise SchemaError(
+            raise TransformError(
                 f"transform {t.name!r} ({t.fn}) needs column(s) {missing}; "
-                f"available: {frame.columns}"
+                f"available: {frame.columns}",
+                column=missing[0],
             )
         invalid = getattr(t, "invalid", None)
         if invalid is not None:
@@ -184,9 +217,11 @@ def apply_transforms(frame: pl.DataFrame, transforms: tuple[Transform, ...]) -> 
             if bad.any():
                 row = int(bad.arg_max())  # type: ignore[arg-type]
                 value = frame.get_column(t.inputs[0])[row]
-                raise SchemaError(
+                raise TransformError(
                     f"transform {t.name!r} ({t.fn}) cannot use value {value!r} of column "
-                    f"{t.inputs[0]!r} in row {row}"
+                    f"{t.inputs[0]!r} in row {row}",
+                    column=t.inputs[0],
+                    row=row,
                 )
         frame = frame.with_columns(t.expr().alias(t.name))
     return frame

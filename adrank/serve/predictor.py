@@ -19,22 +19,29 @@ Every probability goes through, in order:
 4. derivation of the outputs the model does not emit, from the calibrated ones (so
    ``pctcvr`` always equals ``pctr × pcvr`` exactly).
 
-Field rules for raw input (the *fields* are the raw columns the schema's features read):
+Field rules for raw input (the *fields* are the raw columns the schema's features read,
+and the inputs of its declared transforms in place of the columns they derive: a Criteo
+model reads the raw integers ``I1..I13`` and buckets them itself, an Avazu model reads the
+raw ``hour`` and derives ``hour_of_day`` and ``weekday``, exactly as in training):
 
-* **required**: every categorical field. It has no default, so a missing key is an error
-  naming the field (a misspelt or forgotten field must not silently become OOV). Send an
-  explicit ``null`` for a value that is genuinely unknown: it maps to OOV, as in training.
-  Fields listed in ``optional_fields`` are exempted (missing -> OOV).
+* **required**: every categorical field and every transform input. It has no default, so a
+  missing key is an error naming the field (a misspelt or forgotten field must not silently
+  become OOV). Send an explicit ``null`` for a value that is genuinely unknown: it maps to
+  OOV (or the transform's missing value), as in training. Fields listed in
+  ``optional_fields`` are exempted.
 * **optional**: numeric fields (missing -> the schema's ``fill_value``) and sequence fields
   (missing -> empty sequence).
 * **unknown keys** in a record (not a feature field, a label, or a role column such as the
   group, the time or a pass-through column) are rejected with an error listing them, unless
   ``allow_unknown=True``. Role and label columns are accepted and never reach the model;
   pass-through columns (``roles.passthrough``, e.g. a request id) are copied to the output
-  of :func:`predict_file`. DataFrames and Arrow
-  tables may carry extra columns (ids, labels): only missing required columns are errors.
-* **types** in records: categorical values are strings or integers; numeric values are
-  numbers or numeric strings; sequences are a delimited string or a list of strings/integers.
+  of :func:`predict_file`. A column a transform derives (``hour_of_day``) is not a field:
+  it is computed from its inputs, so a record sending it is refused. DataFrames and Arrow
+  tables may carry extra columns (ids, labels, derived columns, which are recomputed): only
+  missing required columns are errors.
+* **types** in records: categorical values (and the inputs of text transforms) are strings
+  or integers; numeric values (and the inputs of ``log_square_bucket``) are numbers or
+  numeric strings; sequences are a delimited string or a list of strings/integers.
   Booleans, floats for categorical fields, and nested objects are errors naming the field.
   Unseen categorical values map to OOV.
 
@@ -66,6 +73,7 @@ from adrank.data.schema import (
     NumericFeature,
     SequenceFeature,
 )
+from adrank.data.transforms import TransformError, apply_transforms, raw_inputs
 from adrank.tasks import TaskError, derive_probabilities, model_outputs
 from adrank.train.sampling import correct_probabilities, sampled_output
 
@@ -178,15 +186,23 @@ class Predictor:
         self.processor = artifact.processor
         self.feature_map = artifact.feature_map
         schema = self.processor.schema
+        #: columns computed by the schema's transforms (never sent: derived from inputs)
+        self.derived: frozenset[str] = frozenset(t.name for t in schema.transforms)
         self.field_kinds: dict[str, str] = {}
         self.delimiters: dict[str, str] = {}
         for f in schema.features:
             src = f.source or f.name
+            if src in self.derived:
+                continue
             # a raw column read by several features is checked as the strictest kind
             if self.field_kinds.get(src) != "categorical":
                 self.field_kinds[src] = _kind_of(f)
             if isinstance(f, SequenceFeature):
                 self.delimiters[src] = f.delimiter
+        transform_inputs = raw_inputs(schema.transforms)
+        for src, kind in transform_inputs.items():
+            if self.field_kinds.get(src) != "categorical":
+                self.field_kinds[src] = kind
         optional = set(optional_fields)
         unknown_optional = sorted(optional - set(self.field_kinds))
         if unknown_optional:
@@ -194,12 +210,15 @@ class Predictor:
                 f"optional_fields {unknown_optional} are not fields of this model; "
                 f"fields: {sorted(self.field_kinds)}"
             )
-        self.required_fields: tuple[str, ...] = tuple(
+        required = [
             src
             for src, f in ((f.source or f.name, f) for f in schema.features)
-            if isinstance(f, CategoricalFeature) and src not in optional
+            if isinstance(f, CategoricalFeature) and src not in self.derived
+        ]
+        required += list(transform_inputs)
+        self.required_fields: tuple[str, ...] = tuple(
+            src for src in dict.fromkeys(required) if src not in optional
         )
-        self.required_fields = tuple(dict.fromkeys(self.required_fields))
         self.allowed_fields: frozenset[str] = frozenset(
             [*self.field_kinds, *schema.labels, *schema.role_columns()]
         )
@@ -292,6 +311,24 @@ class Predictor:
             )
         return load_exported(path, backend, self.feature_map.names)
 
+    def read(
+        self,
+        path: str | Path,
+        *,
+        has_header: bool | str = "auto",
+        column_names: list[str] | None = None,
+        separator: str | None = None,
+    ) -> pl.DataFrame:
+        """Read a raw input file as :func:`read_records` does, a header being recognised by
+        this model's required fields."""
+        return read_records(
+            Path(path),
+            has_header=has_header,
+            column_names=column_names,
+            separator=separator,
+            expected=self.required_fields,
+        )
+
     # ------------------------------------------------------------------ encoding -----
     def check_records(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Validate raw records against the field rules; returns them with list-valued
@@ -309,8 +346,15 @@ class Predictor:
             keys = record.keys()
             if not self.allow_unknown and not keys <= self.allowed_fields:
                 unknown = [k for k in record if k not in self.allowed_fields]
+                derived = [k for k in unknown if k in self.derived]
+                why = (
+                    f" ({derived} are computed by the schema's transforms from their inputs; "
+                    "send the raw inputs only)"
+                    if derived
+                    else ""
+                )
                 raise RecordError(
-                    f"record {i}: unknown field(s) {unknown}; the model reads "
+                    f"record {i}: unknown field(s) {unknown}{why}; the model reads "
                     f"{sorted(self.field_kinds)}",
                     field=str(unknown[0]),
                     index=i,
@@ -371,12 +415,15 @@ class Predictor:
 
     def encode(self, data: Any) -> pl.DataFrame:
         """Raw records -> processed model inputs (labels not required)."""
-        if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-            if not data:
-                raise ValueError("no records to score")
-            records = self.check_records(data)
-            return self.processor.transform_records(records)
-        return self.processor.transform(self._frame(data), require_labels=False)
+        try:
+            if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+                if not data:
+                    raise ValueError("no records to score")
+                records = self.check_records(data)
+                return self.processor.transform_records(records)
+            return self.processor.transform(self._frame(data), require_labels=False)
+        except TransformError as exc:
+            raise RecordError(str(exc), field=exc.column, index=exc.row) from exc
 
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Checked raw records -> model input tensors (field -> (N,) or (N, L)), without a
@@ -388,10 +435,10 @@ class Predictor:
         others = []
         for f in schema.features:
             lookup = self._lookups.get(f.name)
-            if lookup is None:
+            src = f.source or f.name
+            if lookup is None or src in self.derived:
                 others.append(f)
                 continue
-            src = f.source or f.name
             ids = [
                 OOV_ID if (v := r.get(src)) is None else lookup.get(str(v), OOV_ID) for r in records
             ]
@@ -404,17 +451,29 @@ class Predictor:
         self, records: Sequence[Mapping[str, Any]], features: list[Any]
     ) -> dict[str, torch.Tensor]:
         proc = self.processor
+        transforms = proc.schema.transforms
         columns: dict[str, pl.Series] = {}
         for f in features:
             src = f.source or f.name
+            if src in self.derived:
+                continue
             values = [r.get(src) for r in records]
             if isinstance(f, NumericFeature):
                 floats = [None if v is None or v == "" else float(v) for v in values]
                 columns[src] = pl.Series(src, floats, dtype=pl.Float64)
             else:
-                strings = [None if v is None else str(v) for v in values]
-                columns[src] = pl.Series(src, strings, dtype=pl.Utf8)
+                columns[src] = _strings(src, values)
+        derived = any((f.source or f.name) in self.derived for f in features)
+        if derived:  # their raw inputs as text (as FeatureProcessor.transform_records does)
+            for c in raw_inputs(transforms):
+                if c not in columns:
+                    columns[c] = _strings(c, [r.get(c) for r in records])
         frame = pl.DataFrame(columns)
+        if derived:
+            try:
+                frame = apply_transforms(frame, transforms)
+            except TransformError as exc:
+                raise RecordError(str(exc), field=exc.column, index=exc.row) from exc
         out: dict[str, torch.Tensor] = {}
         for f in features:
             src = f.source or f.name
@@ -491,15 +550,61 @@ class Predictor:
         return self.stack(self.predict_outputs(data))
 
 
-def read_records(path: Path) -> pl.DataFrame:
-    """Read a raw input file for scoring (csv/tsv/parquet/jsonl)."""
+def _strings(name: str, values: Sequence[Any]) -> pl.Series:
+    return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.Utf8)
+
+
+def read_records(
+    path: Path,
+    *,
+    has_header: bool | str = "auto",
+    column_names: list[str] | None = None,
+    separator: str | None = None,
+    expected: Sequence[str] = (),
+) -> pl.DataFrame:
+    """Read a raw input file for scoring (csv/tsv/parquet/jsonl). CSV/TSV: ``has_header``
+    ``True``/``False``/``"auto"``, ``column_names`` for a file without a header (they replace
+    the header's names when there is one), ``separator``. ``"auto"`` takes a first line
+    holding every ``expected`` name (the model's required fields, :meth:`Predictor.read`)
+    as the header, even when the names look like numbers (Ali-CCP's ``101``, ``121``);
+    otherwise the reader decides from the line itself."""
     suffixes = [s for s in path.suffixes if s != ".gz"]
     kind = suffixes[-1] if suffixes else ""
     if kind in (".jsonl", ".ndjson"):
         return pl.read_ndjson(path, infer_schema_length=None)
-    from adrank.data.readers import read_raw
+    from adrank.data.readers import DataFormatError, read_raw
 
-    return read_raw(path).frame
+    if has_header == "auto" and column_names is None and expected:
+        try:
+            cells = read_raw(path, has_header=True, separator=separator, n_rows=1).frame.columns
+        except DataFormatError:  # e.g. repeated cells: data, not a header
+            cells = []
+        if set(expected) <= set(cells):
+            has_header = True
+    return read_raw(
+        path,
+        has_header=has_header,  # type: ignore[arg-type]
+        column_names=column_names,
+        separator=separator,
+    ).frame
+
+
+class OutputExistsError(FileExistsError):
+    """The prediction output path holds a file and ``overwrite`` was not given."""
+
+
+def check_output_path(output_path: Path, input_path: Path, overwrite: bool) -> None:
+    """A prediction output never replaces the input, a directory, or (without
+    ``overwrite``) any existing file."""
+    if output_path.is_dir():
+        raise OutputExistsError(f"--output {output_path} is a directory; give a file path")
+    if output_path.exists() and output_path.resolve() == input_path.resolve():
+        raise OutputExistsError(f"--output {output_path} is the input file; choose another path")
+    if output_path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"--output {output_path} already exists; refusing to replace it (pass --overwrite "
+            "to replace it, or choose another path)"
+        )
 
 
 def predict_file(
@@ -507,23 +612,38 @@ def predict_file(
     input_path: str | Path,
     output_path: str | Path,
     batch_size: int = SCORE_BATCH_SIZE,
+    *,
+    has_header: bool | str = "auto",
+    column_names: list[str] | None = None,
+    separator: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[int, float]:
-    """Score every row of ``input_path``; write its columns (pass-through metadata such as a
+    """Score every row of ``input_path`` (read by :func:`read_records` with the header,
+    column and separator options); write its columns (pass-through metadata such as a
     request id included) plus one column per output (``Predictor.outputs``: ``pctr``, and
-    ``pcvr``/``pctcvr`` for a click/conversion model) to ``output_path``. Returns (rows,
-    seconds spent scoring)."""
+    ``pcvr``/``pctcvr`` for a click/conversion model) to ``output_path``, atomically (a
+    temporary file renamed into place, so a failed run leaves no partial file). An existing
+    ``output_path`` is refused unless ``overwrite`` (never the input itself): see
+    :func:`check_output_path`. Returns (rows, seconds spent scoring)."""
     from adrank.utils import atomic_write
 
+    output_path, input_path = Path(output_path), Path(input_path)
+    check_output_path(output_path, input_path, overwrite)
     predictor = Predictor.load(run_dir, batch_size=batch_size)
-    frame = read_records(Path(input_path))
+    frame = predictor.read(
+        input_path, has_header=has_header, column_names=column_names, separator=separator
+    )
     missing = [c for c in predictor.passthrough if c not in frame.columns]
     if missing:
         logger.warning("pass-through column(s) %s are not in %s", missing, input_path)
     t0 = time.perf_counter()
     probs = predictor.predict_outputs(frame)
     seconds = time.perf_counter() - t0
+    clash = [name for name in predictor.outputs if name in frame.columns]
+    if clash:
+        logger.warning("input column(s) %s are replaced by the model's outputs", clash)
     out = frame.with_columns([pl.Series(name, probs[name]) for name in predictor.outputs])
-    output_path = Path(output_path)
+    check_output_path(output_path, input_path, overwrite)  # again: it may have appeared since
     if output_path.suffix == ".parquet":
         atomic_write(output_path, lambda p: out.write_parquet(p))
     else:

@@ -18,7 +18,6 @@ from adrank.data.datasets import (
     get_dataset,
 )
 from adrank.data.datasets.base import split_sizes
-from adrank.data.datasets.criteo import criteo_numeric_to_categorical
 from adrank.data.datasets.frappe import (
     FRAPPE_FIELDS,
     sample_unused_items,
@@ -26,6 +25,7 @@ from adrank.data.datasets.frappe import (
 )
 from adrank.data.datasets.movielens import history_column
 from adrank.data.schema import CategoricalFeature, NumericFeature, SequenceFeature
+from adrank.data.transforms import LogSquareBucket, apply_transforms
 
 # ---- frappe negative sampler and split ------------------------------------------------------
 
@@ -107,7 +107,7 @@ def test_frappe_builder_on_synthetic_logs(tmp_path: Path) -> None:
 
 def test_criteo_integer_bucketing() -> None:
     raw = pl.DataFrame({"I1": [None, "0", "1", "2", "3", "-1", "1382"]})
-    out = raw.select(criteo_numeric_to_categorical("I1"))["I1"].to_list()
+    out = raw.select(LogSquareBucket(name="I1", input="I1").expr())["I1"].to_list()
     assert out == ["0", "0", "1", "2", "1", "-1", "52"]  # floor(log(1382)^2) = 52
 
 
@@ -172,6 +172,9 @@ def _check_schema(name: str, splits: dict[str, pl.DataFrame], extra: tuple[str, 
         for label in schema.labels:
             assert set(frame[label].unique().to_list()) <= {0, 1}, (split, label)
         for f in schema.features:
+            if f.name not in frame.columns:  # derived by a declared transform
+                assert f.name in {t.name for t in schema.transforms}, (split, f.name)
+                continue
             dtype = frame.schema[f.name]
             if isinstance(f, NumericFeature):
                 assert dtype == pl.Float64, (split, f.name)
@@ -284,14 +287,17 @@ def test_presplit_datasets(data_dir: Path, name: str, sizes: list[int]) -> None:
 def test_criteo_and_avazu_values(data_dir: Path) -> None:
     criteo = _build(data_dir, "criteo")
     assert int(criteo["train"]["label"].sum()) == 1_549
-    assert criteo["train"]["I1"].null_count() == 0  # filled and bucketized
+    criteo_schema = get_dataset("criteo").schema()
+    bucketed = apply_transforms(criteo["train"], criteo_schema.transforms)
+    assert bucketed["I1"].null_count() == 0  # filled and bucketized by the declared transform
     avazu = _build(data_dir, "avazu")
     assert [int(avazu[k]["click"].sum()) for k in SPLIT_NAMES] == [1_397, 86, 80]
     assert avazu["train"]["banner_pos"].value_counts().sort("banner_pos").rows() == [
         ("0", 6_483), ("1", 1_601), ("4", 1), ("5", 2),
     ]  # fmt: skip
-    assert set(avazu["train"]["hour_of_day"]) == {"00"}
-    assert set(avazu["train"]["weekday"]) == {"2"}  # 2014-10-21 was a Tuesday
+    derived = apply_transforms(avazu["train"], get_dataset("avazu").schema().transforms)
+    assert set(derived["hour_of_day"]) == {"00"}
+    assert set(derived["weekday"]) == {"2"}  # 2014-10-21 was a Tuesday
 
 
 @pytest.mark.integration

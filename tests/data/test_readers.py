@@ -57,7 +57,7 @@ def test_detect_format(name: str, fmt: str) -> None:
 
 @pytest.mark.parametrize("name", ["a.json", "a.gz", "noext"])
 def test_detect_format_unknown_suffix(name: str) -> None:
-    with pytest.raises(DataFormatError, match="pass fmt="):
+    with pytest.raises(DataFormatError, match="rename the file"):
         detect_format(name)
 
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from adrank.data.datasets.criteo import criteo_numeric_to_categorical
 from adrank.data.processor import FeatureProcessor
 from adrank.data.schema import Schema, SchemaError
+
+
+def criteo_numeric_to_categorical(column: str) -> pl.Expr:
+    """The Criteo recipe's bucketing as its builder computed it before it became a
+    declared transform (definition version 1)."""
+    v = pl.col(column).cast(pl.Float64, strict=False).fill_null(0.0)
+    bucket = pl.when(v > 2).then((v.log() ** 2).floor()).otherwise(v)
+    return bucket.cast(pl.Int64).cast(pl.String).alias(column)
+
 
 SCHEMA = {
     "tasks": [{"name": "click", "label": "click"}],

@@ -6,7 +6,11 @@ used as train / valid / test. No header; columns ``label, I1..I13, C1..C26``.
 Numeric columns get the usual Criteo treatment (Kaggle winners, FuxiCTR/BARS Criteo_x1):
 a missing value is filled with 0, then ``v > 2 -> int(floor(log(v) ** 2))``, else
 ``int(v)``; the result becomes a categorical string per column (``"0"``, ``"-1"``, ``"9"``
-...). Categorical columns ``C1..C26`` stay strings (empty -> null -> OOV in the processor).
+...). Since definition **version 2** the builder returns the raw integers and the schema
+declares the bucketing as transforms (``log_square_bucket``, in place: ``I1`` -> ``I1``),
+so the processor applies it in training and serving alike and ``adrank predict`` / the
+server take raw Criteo rows. Categorical columns ``C1..C26`` stay strings (empty -> null
+-> OOV in the processor).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import polars as pl
 from adrank.data.datasets.base import SPLITS, DatasetBuilder, RemoteFile, register_dataset
 from adrank.data.readers import DataFormatError, read_raw
 from adrank.data.schema import CategoricalFeature, Schema
+from adrank.data.transforms import LogSquareBucket
 
 _BASE = (
     "https://raw.githubusercontent.com/Lapis-Hong/Wide-ResDNN/"
@@ -26,14 +31,6 @@ _BASE = (
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICAL_COLUMNS: tuple[str, ...] = tuple(f"C{i}" for i in range(1, 27))
 RAW_COLUMNS: tuple[str, ...] = ("label", *NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS)
-
-
-def criteo_numeric_to_categorical(column: str) -> pl.Expr:
-    """Expression turning a raw Criteo integer column (string) into its categorical string:
-    missing -> 0; ``v > 2 -> int(floor(log(v)^2))``, else ``int(v)``."""
-    v = pl.col(column).cast(pl.Float64, strict=False).fill_null(0.0)
-    bucket = pl.when(v > 2).then((v.log() ** 2).floor()).otherwise(v)
-    return bucket.cast(pl.Int64).cast(pl.String).alias(column)
 
 
 def _check_integers(frame: pl.DataFrame, path: Path) -> None:
@@ -52,6 +49,7 @@ class CriteoBuilder(DatasetBuilder):
     """Criteo sample: 13 bucketized integer fields + 26 hashed categorical fields."""
 
     name = "criteo"
+    version = 2  # raw integers out, bucketing declared as schema transforms
     description = (
         "Criteo Kaggle rows (7,200/409/391), 13 integer fields log^2-bucketized to categories "
         "+ 26 categorical fields; for loader/integration tests, not leaderboard numbers"
@@ -69,6 +67,7 @@ class CriteoBuilder(DatasetBuilder):
         return Schema(
             labels=("label",),
             features=tuple(CategoricalFeature(c) for c in (*NUMERIC_COLUMNS, *CATEGORICAL_COLUMNS)),
+            transforms=tuple(LogSquareBucket(name=c, input=c) for c in NUMERIC_COLUMNS),
             name=self.name,
         )
 
@@ -84,9 +83,6 @@ class CriteoBuilder(DatasetBuilder):
                 bad_rows=bad_rows,
             ).frame  # fmt: skip
             _check_integers(frame, path)
-            out[split] = frame.select(
-                pl.col("label").cast(pl.Int64),
-                *(criteo_numeric_to_categorical(c) for c in NUMERIC_COLUMNS),
-                *(pl.col(c) for c in CATEGORICAL_COLUMNS),
-            )
+            frame = frame.with_columns(pl.col("label").cast(pl.Int64))
+            out[split] = frame.select(self.schema().source_columns())
         return out

@@ -4,7 +4,10 @@ Local layout ``open_bandit_position/{random,bts}_{men,women}.csv.gz`` (10,000 im
 each) plus ``{policy}_{campaign}_item_context.csv.gz``. Build:
 
 * label ``click``; features ``item_id`` (qualified by campaign, e.g. ``"men:14"``, because
-  the men and women campaigns number their items independently), ``position`` (1-3),
+  the men and women campaigns number their items independently; since definition version 3
+  the rows carry the log's raw ``item_id`` and the schema declares the qualification as a
+  ``cross`` transform of ``campaign`` and ``item_id``, so serving takes the raw id too),
+  ``position`` (1-3),
   ``user_feature_0..3``, ``campaign`` (``men``/``women``), ``policy`` (``random``/``bts``),
   and the item context ``item_feature_0`` (numeric, standardized) and ``item_feature_1..3``
   (categorical);
@@ -27,6 +30,7 @@ import polars as pl
 from adrank.data.datasets.base import DatasetBuilder, RemoteFile, ordered_split, register_dataset
 from adrank.data.readers import DataFormatError, read_raw
 from adrank.data.schema import CategoricalFeature, NumericFeature, Schema
+from adrank.data.transforms import Cross
 
 _BASE = (
     "https://raw.githubusercontent.com/st-tech/zr-obp/8cbd5fa4558b7ad2ba4781546d6604e4cc3e07c4/"
@@ -76,7 +80,7 @@ class OpenBanditBuilder(DatasetBuilder):
         "position 1-3, random/BTS logging policies with propensities; split by time 8:1:1"
     )
     files = _files()
-    version = 2
+    version = 3  # raw item_id out, its campaign qualification a declared transform
     fractions = (0.8, 0.1, 0.1)
 
     def schema(self) -> Schema:
@@ -93,6 +97,7 @@ class OpenBanditBuilder(DatasetBuilder):
             ),
             time="timestamp",
             roles={"propensity": "propensity_score", "position": "position"},
+            transforms=(Cross(name="item_id", input=("campaign", "item_id"), separator=":"),),
             name=self.name,
         )
 
@@ -132,7 +137,7 @@ class OpenBanditBuilder(DatasetBuilder):
         stamp = pl.col("timestamp").str.to_datetime(time_zone="UTC", strict=False)
         out = log.join(ctx, on="item_id", how="left", maintain_order="left").select(
             pl.col("click").cast(pl.Int64),
-            pl.concat_str(pl.lit(campaign), pl.col("item_id"), separator=":").alias("item_id"),
+            "item_id",
             "position",
             *USER_FEATURES,
             pl.lit(campaign).alias("campaign"),
