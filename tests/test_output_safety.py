@@ -227,3 +227,19 @@ def test_benchmark_cli_refuses_a_folder_of_the_users(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code != 0 and "not created by adrank" in res.output
     assert sorted(p.name for p in notes.parent.iterdir()) == ["notes.txt"]
+
+
+def test_nproc_launcher_passes_overwrite_to_the_workers(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import adrank.train.launch as launch
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(launch, "launch_cli", lambda nproc, argv: seen.append(argv))
+    train = ["train", "--prepared", str(run.parent / "data"), "--model", "lr", "--run-dir",
+             str(run), "--nproc", "2", *FAST]  # fmt: skip
+    res = CliRunner().invoke(app, train)
+    assert res.exit_code != 0 and "already holds a finished run" in res.output and not seen
+    res = CliRunner().invoke(app, [*train, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "--overwrite" in seen[0] and "--resume" not in seen[0]

@@ -97,8 +97,8 @@ def unavailable_error(
         lines.append(builder.help_text)
     lines.append(
         f"Put the files there, or point --data-dir / ${DATA_DIR_ENV} at a folder that has them"
-        " (with network access, `ensure_files(..., download=True)` fetches files that have a"
-        " source URL)."
+        " (with network access, `adrank datasets prepare NAME` downloads the files that have"
+        " a source URL; in Python: `ensure_files(..., download=True)`)."
     )
     return DatasetUnavailableError("\n".join(lines))
 
