@@ -106,11 +106,11 @@ class ImpressionLog:
         with self._lock:
             self.dropped[reason] += n
 
-    def _warn(self, message: str, *args: Any) -> None:
+    def _warn(self, message: str, *args: Any, exc_info: bool = False) -> None:
         now = time.monotonic()
         if now - self._last_warning > 60:
             self._last_warning = now
-            logger.warning(message, *args)
+            logger.warning(message, *args, exc_info=exc_info)
 
     def _run(self) -> None:
         stop = False
@@ -127,39 +127,54 @@ class ImpressionLog:
                 except queue.Empty:
                     break
             stop = None in batch
-            self._write([b for b in batch if b is not None])
-            self._rotate_if_due()
+            try:
+                self._write([b for b in batch if b is not None])
+                self._rotate_if_due()
+            except Exception:  # the writer must outlive any bug in a record
+                self._warn("impression log: writer error", exc_info=True)
         self._finish()
 
-    def _encode(self, builders: Sequence[RecordBuilder]) -> tuple[bytes, int]:
-        lines: list[str] = []
-        for build in builders:
-            try:
-                lines.append(json.dumps(build(), allow_nan=False, separators=(",", ":")))
-            except Exception:  # a record that cannot be built or encoded: count, go on
-                self._count("encode_error")
-                self._warn("impression log: a record could not be encoded", exc_info=True)
-        return "".join(line + "\n" for line in lines).encode(), len(lines)
+    def _encode(self, build: RecordBuilder) -> bytes | None:
+        try:
+            line = json.dumps(build(), allow_nan=False, separators=(",", ":"))
+        except Exception:  # a record that cannot be built or encoded: count, go on
+            self._count("encode_error")
+            self._warn("impression log: a record could not be encoded", exc_info=True)
+            return None
+        return (line + "\n").encode()
 
     def _write(self, builders: Sequence[RecordBuilder]) -> None:
-        if not builders:
-            return
-        data, n = self._encode(builders)
-        if not n:
-            return
+        """Append whole lines, rotating as soon as the file reaches ``max_bytes``."""
+        chunk: list[bytes] = []
+        size = 0
+        for build in builders:
+            line = self._encode(build)
+            if line is None:
+                continue
+            chunk.append(line)
+            size += len(line)
+            if self._size + size >= self.max_bytes:
+                self._append(chunk)
+                self._finish()
+                chunk, size = [], 0
+        if chunk:
+            self._append(chunk)
+
+    def _append(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
         try:
             if self._file is None:
                 self._open()
             self._file.write(data)
             self._file.flush()
         except OSError as exc:
-            self._count("write_error", n)
+            self._count("write_error", len(lines))
             self._warn("impression log: cannot write to %s: %s", self.directory, exc)
             self._recover()
             return
         self._size += len(data)
         with self._lock:
-            self.written += n
+            self.written += len(lines)
 
     def _open(self) -> None:
         self._seq += 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def load_checked(
         candidate = Predictor.load(run_dir, **predictor_kwargs)
     except Exception as exc:  # any failure to load is a refusal, never a crash
         logger.warning("swap gate: cannot load %s", label, exc_info=True)
-        raise SwapRefused(f"cannot load {label}: {_describe(exc)}") from exc
+        raise SwapRefused(f"cannot load {label}: {_load_failure(Path(run_dir), exc)}") from exc
     if serving is not None:
         diffs = signature_differences(serving_signature(serving), serving_signature(candidate))
         if diffs:
@@ -125,6 +126,19 @@ def load_checked(
     except SwapRefused as exc:
         raise SwapRefused(f"{label}: {exc}") from exc
     return candidate
+
+
+def _load_failure(run_dir: Path, exc: BaseException) -> str:
+    """Why a run directory failed to load, naming the weights file when it is the cause
+    (torch's own message for a truncated file is a bare OSError, and for a foreign one it
+    suggests ``weights_only=False``, which must never be followed for served files)."""
+    weights = run_dir / "model.pt"
+    if weights.is_file() and not zipfile.is_zipfile(weights):
+        size = weights.stat().st_size
+        return f"model.pt is not a torch weights file ({size} bytes: truncated or corrupt)"
+    if "Weights only load failed" in str(exc):
+        return "model.pt holds more than plain tensors (weights load with weights_only=True)"
+    return _describe(exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -228,8 +228,8 @@ def test_model_root_resolution(model_root: Path) -> None:
 @pytest.mark.parametrize(
     ("reference", "reason"),
     [
-        ("truncated", "cannot load truncated: "),
-        ("random", "cannot load random: "),
+        ("truncated", "cannot load truncated: model.pt is not a torch weights file ("),
+        ("random", "cannot load random: model.pt is not a torch weights file (4096 bytes"),
         ("missing", "is incomplete: missing ['feature_map.json']"),
         ("nan", "the smoke prediction gave pctr = nan (non-finite)"),
         ("other_schema", "features: 'hist' was {"),
