@@ -913,8 +913,9 @@ def serve_cmd(
     model: Annotated[
         str,
         typer.Argument(
+            metavar="MODEL",
             help="Run directory (its parent is the model root), or with --model-root a "
-            "model inside the root: NAME, NAME/VERSION or NAME/latest."
+            "model inside the root: NAME, NAME/VERSION or NAME/latest.",
         ),
     ],
     host: Annotated[

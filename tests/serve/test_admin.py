@@ -284,3 +284,17 @@ def test_binding_a_non_loopback_address_warns(caplog: pytest.LogCaptureFixture) 
     assert len(caplog.records) == 2
     assert "TLS-terminating, authenticating reverse proxy" in caplog.records[0].getMessage()
     assert "0.0.0.0" in caplog.records[0].getMessage()
+
+
+def test_serve_warns_before_binding_everywhere(synthetic_runs, monkeypatch, caplog) -> None:
+    import uvicorn
+
+    from adrank.serve.app import serve
+
+    bound: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, **kw: bound.append(host))
+    with caplog.at_level(logging.WARNING, logger="adrank.serve.admin"):
+        serve(synthetic_runs.run_a, "0.0.0.0", 0, torch_threads=None)
+    assert bound == ["0.0.0.0"]
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "not a loopback address" in caplog.records[0].getMessage()
