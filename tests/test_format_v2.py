@@ -253,3 +253,27 @@ def test_v1_fixture_is_unchanged_by_loading(tmp_path: Path) -> None:
     load_artifact(copy)
     after = {p.name: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_columns_named_like_internal_names_and_undefined_gauc() -> None:
+    """A feature called ``count`` or ``value`` fits; a gAUC no group can define is NaN, not
+    an error that stops training on a tiny split."""
+    schema = Schema(
+        features=(CategoricalFeature("count"), CategoricalFeature("value")),
+        tasks=(Task("y", "y"),),
+        roles={"group": "g", "domain": "count"},
+    )
+    frame = pl.DataFrame(
+        {"y": [0, 1, 1, 0], "count": ["a", "b", "a", "b"], "value": ["x", "y", "x", "y"],
+         "g": ["u1", "u2", "u3", "u4"]}
+    )  # fmt: skip
+    proc = FeatureProcessor(schema).fit(frame)
+    out = proc.transform(frame)
+    assert out["count"].to_list() == [2, 3, 2, 3]
+    fm = proc.feature_map()
+    preds = Predictions(
+        np.array([0.2, 0.7, 0.6, 0.4]), frame.select("y").to_numpy().astype(np.float32),
+        out["__group__"].to_numpy(), outputs=["pctr"],
+    )  # fmt: skip
+    metrics = compute_metrics(preds, fm)
+    assert metrics["auc"] == 1.0 and math.isnan(metrics["gauc"])

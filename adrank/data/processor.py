@@ -124,7 +124,7 @@ class FeatureProcessor:
                 col = col.str.split(f.delimiter).explode()
             col = col.filter(col.is_not_null() & (col != ""))
             counts.setdefault(_table_of(f), []).append(
-                col.value_counts(name="count").rename({col.name: "value"})
+                col.rename("value").value_counts(name="count")
             )
             owner = self.schema.feature(_table_of(f))
             min_counts[_table_of(f)] = getattr(owner, "min_count", 1)
@@ -514,7 +514,7 @@ def _text_series(name: str, values: Iterable[Any]) -> pl.Series:
 def _fit_role_vocab(col: pl.Series) -> list[str]:
     """Values of a ``vocab`` role (e.g. domains) by descending frequency, ties by value."""
     col = col.cast(pl.Utf8).drop_nulls()
-    counts = col.value_counts(name="count").rename({col.name: "value"})
+    counts = col.rename("value").value_counts(name="count")
     return counts.sort(["count", "value"], descending=[True, False])["value"].to_list()
 
 

@@ -323,7 +323,18 @@ def _task_metrics(
         if groups is not None:
             out["gauc"] = float("nan")
         return out | {"calibration_ratio": float(cal["ratio"]), "ece": float(cal["ece"])}
-    return evaluate_all(y, p, groups)
+    out = evaluate_all(y, p, None)
+    if groups is not None:
+        from adrank.metrics import gauc
+
+        try:
+            value = gauc(y, p, groups)
+        except ValueError:  # no group has both classes (tiny splits): undefined, not fatal
+            value = float("nan")
+        out = {"auc": out["auc"], "logloss": out["logloss"], "gauc": value} | {
+            k: v for k, v in out.items() if k not in ("auc", "logloss")
+        }
+    return out
 
 
 def _legacy_metrics(
