@@ -118,6 +118,11 @@ class ModelHolder:
         with self._swap:
             return self.predictor, self.run_dir
 
+    def serving(self) -> tuple[Predictor, str]:
+        """The predictor and its reference, taken together (a swap changes both)."""
+        with self._swap:
+            return self.predictor, self.reference
+
     def reload(self, reference: str | None = None) -> tuple[str, str]:
         """Load ``reference`` (default: the serving one, resolved again, so a versioned
         model moves to its ``latest``) and swap it in -> (old, new) version. Raises
@@ -349,8 +354,7 @@ def create_app(
         if pairs > max_records:
             raise _too_many("records", max_records, pairs)
         _check_reserves(req)
-        predictor, _ = holder.current()
-        reference = holder.reference
+        predictor, reference = holder.serving()
         errors = feature_errors(_rank_features(req), _numeric_fields(predictor))
         if errors:
             raise HTTPException(422, errors)

@@ -171,16 +171,23 @@ def test_time_rotation_and_stale_files(tmp_path: Path) -> None:
     assert sorted(r["n"] for r in read_impressions(tmp_path)) == [1, 2, 3]
 
 
+def wait_for(condition: Any) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_drops_are_counted_never_raised(tmp_path: Path, monkeypatch) -> None:
     gate = threading.Event()
     log = ImpressionLog(tmp_path, queue_size=2)
     log.submit(lambda: gate.wait(30) and {"n": 0})  # the writer blocks on this one
-    time.sleep(0.2)
+    wait_for(lambda: log.stats()["queued"] == 0)  # taken by the writer
     accepted = [log.submit(lambda i=i: {"n": i}) for i in range(1, 6)]
     assert accepted == [True, True, False, False, False]
     log.submit(lambda: {"bad": float("nan")})  # queue still full: dropped too
     gate.set()
-    time.sleep(0.3)
+    wait_for(lambda: log.stats()["written"] == 3)
     log.submit(lambda: {"bad": float("nan")})  # not JSON: an encode error
     log.close()
     assert log.stats()["dropped"] == {"queue_full": 4, "write_error": 0, "encode_error": 1}
