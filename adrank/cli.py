@@ -831,6 +831,13 @@ def benchmark_cmd(
         runs = [r for (m, _), r in recorded.items() if models == "all" or base_model(m) in wanted]
         if not runs:
             fail(f"no recorded runs in {output / 'runs.jsonl'}")
+        from adrank.bench.runner import claim_benchmark_dir
+        from adrank.outputs import OutputDirError
+
+        try:
+            claim_benchmark_dir(output)
+        except OutputDirError as exc:
+            fail(str(exc))
         rows = write_report(runs, dataset, output)
         console.print(to_markdown(rows, dataset))
         return
