@@ -65,8 +65,10 @@ def parse_metrics(text: str) -> dict[str, float]:
 def test_every_rank_request_is_logged_under_concurrent_load(synthetic_runs, tmp_path: Path) -> None:
     log_dir = tmp_path / "impressions"
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "adrank", "serve", str(synthetic_runs.run_a)]
+    token = "impression-test-admin-token"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADRANK_ADMIN_TOKEN": token}
+    root = synthetic_runs.run_a.parent
+    command = [sys.executable, "-m", "adrank", "serve", "run_a", "--model-root", str(root)]
     command += ["--port", str(port), "--impression-log", str(log_dir)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -97,12 +99,18 @@ def test_every_rank_request_is_logged_under_concurrent_load(synthetic_runs, tmp_
             t.start()
         for t in threads:
             t.join()
+        auth = {"Authorization": f"Bearer {token}"}  # from $ADRANK_ADMIN_TOKEN
+        res = httpx.post(url + "/admin/reload", json={"model": "run_b"}, headers=auth)
+        assert res.status_code == 200, res.text
+        body = rank_body(0, 0) | {"request_id": "after-reload"}
+        res = httpx.post(url + "/v1/rank", json=body, timeout=60)
+        answers.append((body, res.status_code, res.json()))
         metrics = parse_metrics(httpx.get(url + "/metrics", timeout=10).text)
     finally:
         server.send_signal(signal.SIGTERM)  # graceful: the log finishes its active file
         server.wait(timeout=60)
     assert [s for _, s, _ in answers if s != 200] == []
-    assert len(answers) == THREADS * REQUESTS
+    assert len(answers) == THREADS * REQUESTS + 1
     sent_ids = [b["request_id"] for b, _, _ in answers if "request_id" in b]
     returned = {a["request_id"]: (b, a) for b, _, a in answers}
     assert len(returned) == len(answers)  # generated ids are unique
@@ -120,7 +128,7 @@ def test_every_rank_request_is_logged_under_concurrent_load(synthetic_runs, tmp_
         body, answer = returned[request_id]
         assert record["format"] == 1
         assert record["model_version"] == answer["model_version"]
-        assert record["model"] == synthetic_runs.run_a.name
+        assert record["model"] == ("run_b" if request_id == "after-reload" else "run_a")
         assert record["time"].endswith("Z") and record["timestamp"] > 0
         assert record["context"] == CONTEXT and record["slots_requested"] == 2
         assert (record["reserve_ecpm"], record["reserve_price"]) == (0.0, 0.0)
