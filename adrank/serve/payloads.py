@@ -65,16 +65,26 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _number(value: int | float) -> str:
+    if type(value) is int and abs(value) >= 10**15:  # too long to show, maybe past a double
+        return f"an integer of {len(str(abs(value)))} digits"
+    if type(value) is float and not math.isfinite(value):
+        return _describe(value)
+    return repr(value)  # exact: 1000000.5 and 1e+308, never rounded to look in range
+
+
 def _money(value: Any, info: ValidationInfo) -> float:
-    name = info.field_name or "money"
-    if type(value) not in (int, float) or not (0 <= value <= MAX_MONEY):  # NaN fails too
-        got = f"{value:g}" if type(value) in (int, float) and math.isfinite(value) else None
-        raise PydanticCustomError(
-            "money",
-            "{field} must be a finite JSON number between 0 and {max}, got {got}",
-            {"field": name, "max": f"{MAX_MONEY:.0f}", "got": got or _describe(value)},
-        )
-    return float(value)
+    if type(value) in (int, float) and 0 <= value <= MAX_MONEY:  # NaN compares False
+        return float(value)
+    raise PydanticCustomError(
+        "money",
+        "{field} must be a finite JSON number between 0 and {max}, got {got}",
+        {
+            "field": info.field_name or "money",
+            "max": f"{MAX_MONEY:.0f}",
+            "got": _number(value) if type(value) in (int, float) else _describe(value),
+        },
+    )
 
 
 def _identifier(value: Any, info: ValidationInfo) -> str | int:
@@ -91,7 +101,7 @@ def _identifier(value: Any, info: ValidationInfo) -> str | int:
             "chars": MAX_ID_CHARS,
             "got": f"a string of {len(value)} characters"
             if isinstance(value, str)
-            else str(value)
+            else _number(value)
             if type(value) is int
             else _describe(value),
         },
