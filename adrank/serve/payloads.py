@@ -150,6 +150,9 @@ def _bad_feature(name: str, value: Any, numeric: bool) -> str | None:
             return f"feature {name!r} is {_describe(value)}; send null for a missing value"
         if abs(value) > MAX_FEATURE_MAGNITUDE:
             return f"feature {name!r} is {value:g}, beyond a float32 model input"
+    elif numeric and type(value) is int:
+        if abs(value) > MAX_FEATURE_MAGNITUDE:
+            return f"feature {name!r} is {_number(value)}, beyond a float32 model input"
     elif numeric and type(value) is str:
         try:
             number = float(value)
@@ -169,7 +172,7 @@ def feature_errors(
     errors = []
     for loc, features in where:
         for name, value in features.items():
-            if type(value) is float or (type(value) is str and name in numeric):
+            if type(value) is float or (name in numeric and type(value) in (str, int)):
                 msg = _bad_feature(name, value, name in numeric)
                 if msg:
                     errors.append({"loc": [*loc, name], "msg": msg, "type": "finite_number"})

@@ -150,6 +150,7 @@ FEATURE_CASES = [
     (["context", "age"], "-Infinity", "feature 'age' is -Infinity"),
     (["context", "price"], '"Infinity"', "feature 'price' is the string 'Infinity'"),
     (["context", "price"], "1e39", "beyond a float32 model input"),
+    (["context", "age"], "1" + "0" * 400, "'age' is an integer of 401 digits, beyond a float32"),
     (["candidates", 1, "features", "price"], "1e999", "feature 'price' is Infinity"),
     (["candidates", 0, "features", "ad"], "NaN", "feature 'ad' is NaN"),
 ]  # fmt: skip
