@@ -281,8 +281,8 @@ class FeatureEmbedding(nn.Module):
             for n, field_emb in zip(self._fused_cat_names, emb.unbind(1), strict=True):
                 out[n] = field_emb
         for f in self.fields:
-            if f.name in out:
-                continue
+            if f.name in out or (f.kind == "sequence" and not pool):
+                continue  # unpooled: sequence ids need not even be given (embed_fields)
             x = features[f.name]
             if f.kind == "numeric":
                 out[f.name] = x.unsqueeze(-1) * self.numeric_weight[f.name]  # (B, D)

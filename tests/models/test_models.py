@@ -15,6 +15,7 @@ from adrank.data.batches import Batch
 from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
 from adrank.models import CTRModel, ModelOutput, available_models, build_model, get_model_class
 from adrank.models.multitask import MultiTaskModel
+from adrank.models.sequence_base import SequenceModel
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.losses import task_loss, training_loss
 
@@ -36,6 +37,9 @@ FRAPPE_CARDINALITIES = {
 }
 MODELS = available_models()
 BATCH = 64
+#: behaviour-sequence models: built on a feature map with a history (and its target)
+SEQUENCE_MODELS = ["din", "dien", "bst", "dmin", "sim", "eta", "sdim", "twin", "qin"]
+HISTORY_LEN = 5
 
 
 def funnel_tasks(click: str = "click", conversion: str = "conversion") -> dict:
@@ -53,9 +57,30 @@ def is_multitask(name: str) -> bool:
     return issubclass(get_model_class(name), MultiTaskModel)
 
 
-def tiny_feature_map(with_numeric: bool, multitask: bool = False) -> FeatureMap:
-    """user/item plus two more categorical fields, and optionally one numeric field; one
-    task ``click``, or with ``multitask`` a click/conversion funnel."""
+def is_sequence(name: str) -> bool:
+    return issubclass(get_model_class(name), SequenceModel)
+
+
+def history_fields(item: str, attribute: str, max_len: int = HISTORY_LEN) -> list[FieldInfo]:
+    """A history of ``item`` ids (its target) with the items' ``attribute`` aligned."""
+    return [
+        FieldInfo(f"hist_{item}", "sequence", max_len=max_len, embedding_group=item, target=item),
+        FieldInfo(
+            f"hist_{attribute}",
+            "sequence",
+            max_len=max_len,
+            embedding_group=attribute,
+            aligned_with=f"hist_{item}",
+        ),
+    ]
+
+
+def tiny_feature_map(
+    with_numeric: bool, multitask: bool = False, sequence: bool = False
+) -> FeatureMap:
+    """user/item plus two more categorical fields, and optionally one numeric field and
+    (``sequence``) an item history with the aligned ``c0`` of each item; one task
+    ``click``, or with ``multitask`` a click/conversion funnel."""
     fields = [
         FieldInfo("user", "categorical", vocab_size=12),
         FieldInfo("item", "categorical", vocab_size=9),
@@ -64,35 +89,51 @@ def tiny_feature_map(with_numeric: bool, multitask: bool = False) -> FeatureMap:
     ]
     if with_numeric:
         fields.append(FieldInfo("n0", "numeric"))
+    if sequence:
+        fields.extend(history_fields("item", "c0"))
     if multitask:
         return FeatureMap(tuple(fields), **funnel_tasks())
     return FeatureMap(tuple(fields), labels=("click",))
 
 
 def model_feature_map(name: str, with_numeric: bool) -> FeatureMap:
-    return tiny_feature_map(with_numeric, multitask=is_multitask(name))
+    return tiny_feature_map(with_numeric, multitask=is_multitask(name), sequence=is_sequence(name))
 
 
-def frappe_feature_map(tasks: tuple[str, str] | None = None) -> FeatureMap:
+def frappe_feature_map(tasks: tuple[str, str] | None = None, sequence: bool = False) -> FeatureMap:
     """Frappe's 10 categorical fields; vocab = cardinality + padding + OOV (5,402 rows);
-    one task, or the funnel ``tasks`` (click, conversion)."""
+    one task, or the funnel ``tasks`` (click, conversion); with ``sequence`` an item
+    history of 50 with each item's ``city`` aligned (the shape of MovieLens' histories)."""
     fields = tuple(
         FieldInfo(name, "categorical", vocab_size=card + 2)
         for name, card in FRAPPE_CARDINALITIES.items()
     )
+    if sequence:
+        fields = (*fields, *history_fields("item", "city", max_len=50))
     if tasks is not None:
         return FeatureMap(fields, **funnel_tasks(*tasks))
     return FeatureMap(fields, labels=("click",))
 
 
 def random_features(fmap: FeatureMap, batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random ids (real ids start at 2) and N(0, 1) numbers; histories are left-padded to
+    random lengths (some empty), with their aligned attributes padded alike."""
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
+    lengths: dict[str, torch.Tensor] = {}
     for f in fmap.fields:
         if f.kind == "numeric":
             out[f.name] = torch.randn(batch, generator=gen)
-        else:  # real ids start at 2
+        elif f.kind == "categorical":
             out[f.name] = torch.randint(2, f.vocab_size, (batch,), generator=gen)
+        else:
+            vocab = fmap.field(f.table).vocab_size
+            owner = f.aligned_with or f.name
+            if owner not in lengths:
+                lengths[owner] = torch.randint(0, f.max_len + 1, (batch, 1), generator=gen)
+            real = torch.arange(f.max_len) >= f.max_len - lengths[owner]  # (B, L), left pad
+            ids = torch.randint(2, vocab, (batch, f.max_len), generator=gen)
+            out[f.name] = ids * real
     return out
 
 
@@ -305,7 +346,8 @@ def test_configs_exist() -> None:
     assert sorted(CONFIG_DIR.glob("*.yaml")), f"no configs found under {CONFIG_DIR}"
     for dataset in FUNNEL_DATASETS:  # every multi-task model and the two baselines
         names = {p.stem for p in (CONFIG_ROOT / dataset).glob("*.yaml")}
-        assert names == {*MULTITASK_MODELS, "dnn", "deepfm"}, dataset
+        sequence = SEQUENCE_MODELS if dataset == "movielens_100k" else []
+        assert names == {*MULTITASK_MODELS, "dnn", "deepfm", *sequence}, dataset
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
@@ -315,7 +357,7 @@ def test_config_builds(path: Path) -> None:
     assert config.model == path.stem and config.dataset == dataset
     assert config.model in MODELS
     assert config.train.batch_size == 4096 and config.train.learning_rate == 1e-3
-    fmap = frappe_feature_map(FUNNEL_DATASETS.get(dataset))
+    fmap = frappe_feature_map(FUNNEL_DATASETS.get(dataset), sequence=is_sequence(config.model))
     torch.manual_seed(0)
     model = build_model(config.model, fmap, **config.params)
     assert model.num_parameters() > 0
@@ -336,5 +378,11 @@ def test_funnel_configs_share_the_protocol(dataset: str) -> None:
     for c in configs:
         if c.model in MULTITASK_MODELS:
             assert c.train.monitor == {f"{click}_auc": 0.5, "pctcvr_auc": 0.5}, c.model
+        elif c.model in SEQUENCE_MODELS:  # single-task, on the click task (din@like)
+            assert c.train.task == click and c.train.monitor == "auc", c.model
         else:  # a baseline is told its task (--set task=...) by the benchmark
             assert c.train.task is None and c.train.monitor == "auc", c.model
+
+
+def test_sequence_models_are_registered() -> None:
+    assert sorted(n for n in MODELS if is_sequence(n)) == sorted(SEQUENCE_MODELS)

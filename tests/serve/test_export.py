@@ -13,6 +13,7 @@ import torch
 from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
 from adrank.models import available_models, build_model, get_model_class
 from adrank.models.multitask import MultiTaskModel
+from adrank.models.sequence_base import SequenceModel
 from adrank.serve.artifact import read_manifest
 from adrank.serve.export import (
     EXPORT_EXCEPTIONS,
@@ -30,16 +31,23 @@ from adrank.serve.predictor import Predictor
 MODELS = available_models()
 
 
-def tiny_feature_map(multitask: bool = False) -> FeatureMap:
+def tiny_feature_map(multitask: bool = False, history: bool = False) -> FeatureMap:
     """Every field kind: 4 categorical (two sharing a table), numeric, a sequence; one task,
-    or (``multitask``) a click task and a conversion task given it."""
-    fields = (
+    or (``multitask``) a click task and a conversion task given it. With ``history`` (for
+    the behaviour-sequence models) the sequence declares its target ``item`` and the
+    items' ``c0`` is aligned with it."""
+    target = "item" if history else None
+    fields: tuple[FieldInfo, ...] = (
         FieldInfo("user", "categorical", vocab_size=12),
         FieldInfo("item", "categorical", vocab_size=9),
         FieldInfo("c0", "categorical", vocab_size=5),
         FieldInfo("n0", "numeric"),
-        FieldInfo("hist", "sequence", vocab_size=9, max_len=4, embedding_group="item"),
-    )
+        FieldInfo("hist", "sequence", vocab_size=9, max_len=4, embedding_group="item",
+                  target=target),
+    )  # fmt: skip
+    if history:
+        fields = (*fields, FieldInfo("hist_c0", "sequence", vocab_size=5, max_len=4,
+                                     embedding_group="c0", aligned_with="hist"))  # fmt: skip
     if not multitask:
         return FeatureMap(fields, labels=("click",))
     tasks = (TaskInfo("click", "click", output="pctr"),
@@ -58,7 +66,10 @@ def test_every_model_exports_with_parity(name: str, tmp_path: Path) -> None:
         pytest.skip(f"{name} cannot be exported: {EXPORT_EXCEPTIONS[name]}")
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    fmap = tiny_feature_map(multitask=issubclass(get_model_class(name), MultiTaskModel))
+    cls = get_model_class(name)
+    fmap = tiny_feature_map(
+        multitask=issubclass(cls, MultiTaskModel), history=issubclass(cls, SequenceModel)
+    )
     model = build_model(name, fmap).eval()
     rows = example_inputs(fmap, 300, seed=1)  # another batch size than the traced one
     with torch.no_grad():  # move weights off their init, so outputs are far from constant

@@ -27,6 +27,7 @@ from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
 from adrank.data.prepare import prepare_dataset
 from adrank.models import available_models, build_model, get_model_class
 from adrank.models.multitask import MultiTaskModel
+from adrank.models.sequence_base import SequenceModel
 from adrank.pipeline import train_run
 from adrank.train import Callback, Trainer, evaluate
 from adrank.train.distributed import (
@@ -59,6 +60,13 @@ FUNNEL_MAP = FeatureMap(
     tasks=(TaskInfo("click", "click", output="pctr"),
            TaskInfo("conversion", "conversion", given="click", output="pcvr")),
 )  # fmt: skip
+#: for behaviour-sequence models: a history of f1 ids (its target) with each f1's f2 aligned
+SEQUENCE_MAP = FeatureMap(
+    (*FEATURE_MAP.fields,
+     FieldInfo("hist_f1", "sequence", max_len=4, embedding_group="f1", target="f1"),
+     FieldInfo("hist_f2", "sequence", max_len=4, embedding_group="f2", aligned_with="hist_f1")),
+    ("click",),
+)  # fmt: skip
 TIMING_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "train_samples_per_s"}
 
 
@@ -80,6 +88,19 @@ def with_conversion(data: TensorData) -> TensorData:
     click = batch.labels[:, 0]
     conversion = click * (batch.features["f1"] % 2 == 0).float()
     return TensorData(Batch(batch.features, torch.stack([click, conversion], 1), roles=batch.roles))
+
+
+def with_history(data: TensorData, seed: int) -> TensorData:
+    """``data`` plus left-padded f1/f2 histories (some empty), for :data:`SEQUENCE_MAP`."""
+    batch = data.data
+    n = batch.labels.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    real = torch.arange(4) >= 4 - torch.randint(0, 5, (n, 1), generator=gen)
+    history = {
+        "hist_f1": torch.randint(2, VOCAB[1], (n, 4), generator=gen) * real,
+        "hist_f2": torch.randint(2, VOCAB[2], (n, 4), generator=gen) * real,
+    }
+    return TensorData(Batch({**batch.features, **history}, batch.labels, roles=batch.roles))
 
 
 def small_config(**overrides: Any) -> TrainConfig:
@@ -151,10 +172,13 @@ def collectives_worker(tmp: str) -> dict[str, Any]:
             seed_everything(0)
             base = name.split("+")[0]
             funnel = issubclass(get_model_class(base), MultiTaskModel)
-            m = build_model(base, FUNNEL_MAP if funnel else FEATURE_MAP)
+            sequence = issubclass(get_model_class(base), SequenceModel)
+            fmap = FUNNEL_MAP if funnel else SEQUENCE_MAP if sequence else FEATURE_MAP
+            m = build_model(base, fmap)
             if name.endswith("+unused"):  # a parameter the loss never reaches
                 m.unused = torch.nn.Linear(2, 2)
             data = with_conversion(make_data(512, 4)) if funnel else make_data(512, 4)
+            data = with_history(data, 5) if sequence else data
             Trainer(m, small_config(max_epochs=1, learning_rate=1e-3)).fit(data)
             out["models"][name] = state_digest(m)
     finally:
