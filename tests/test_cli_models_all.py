@@ -13,3 +13,12 @@ def test_all_models_leave_out_multi_task_models_on_single_task_data() -> None:
     assert not multi & set(models_for_dataset("frappe"))
     assert multi <= set(models_for_dataset("frappe_funnel"))
     assert "deepfm" in models_for_dataset("frappe")
+
+
+def test_all_models_leave_out_sequence_models_without_a_history() -> None:
+    from adrank.models.sequence_base import SequenceModel
+
+    sequence = {m for m in available_models() if issubclass(get_model_class(m), SequenceModel)}
+    assert {"din", "dien", "bst", "sdim"} <= sequence
+    assert not sequence & set(models_for_dataset("frappe"))
+    assert sequence <= set(models_for_dataset("movielens_100k"))
