@@ -23,6 +23,8 @@ from adrank.serve.calibration import (
     calibrate_outputs,
 )
 from adrank.serve.export import EXPORT_EXCEPTIONS, ExportParityError, ExportResult, export
+from adrank.serve.impressions import ImpressionLog, read_impressions
+from adrank.serve.model_root import ModelRoot, ModelRootError, set_latest
 from adrank.serve.predictor import Predictor, RecordError, predict_file
 from adrank.serve.ranking import (
     BILLING_TYPES,
@@ -36,6 +38,7 @@ from adrank.serve.ranking import (
     gsp_auction,
     rank_ads,
 )
+from adrank.serve.swap_gate import SwapRefused, load_checked
 
 __all__ = [
     "BILLING_TYPES",
@@ -48,11 +51,15 @@ __all__ = [
     "Creative",
     "ExportParityError",
     "ExportResult",
+    "ImpressionLog",
+    "ModelRoot",
+    "ModelRootError",
     "Predictor",
     "RankResult",
     "RecordError",
     "ScoredAd",
     "SlotResult",
+    "SwapRefused",
     "apply_calibration",
     "calibrate",
     "calibrate_outputs",
@@ -61,11 +68,14 @@ __all__ = [
     "export",
     "gsp_auction",
     "load_artifact",
+    "load_checked",
     "predict_file",
     "rank_ads",
+    "read_impressions",
     "read_manifest",
     "save_calibration",
     "serve",
+    "set_latest",
     "update_manifest",
 ]
 
