@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "epochs": args.epochs,
         "seed": args.seed,
-        "rows": int(len(base)),
+        "rows": len(base),
         "bit_identical": bool(same),
         "max_abs_diff": float(np.abs(base - head).max()) if base.shape == head.shape else None,
     }
