@@ -47,6 +47,12 @@ class LeaderboardRow:
     embedding_dim: int | None = None
     #: the ``model@task`` rows a ``model (per task)`` row combines
     parts: tuple[str, ...] = ()
+    #: some seed was trained while the machine was busy: its time is not comparable
+    loaded: bool = False
+
+    @property
+    def time_cell(self) -> str:
+        return f"{self.train_time_s:.0f}" + (" †" if self.loaded else "")
 
     @property
     def delta(self) -> float | None:
@@ -86,6 +92,7 @@ def aggregate(runs: list[BenchmarkRun], dataset: str) -> list[LeaderboardRow]:
                 metrics=metrics,
                 embedding_dim=dims.pop() if len(dims) == 1 else None,
                 parts=tuple(rs[0].parts),
+                loaded=any(r.timed_under_load for r in rs),
             )
         )
     return sorted(out, key=lambda r: -r.auc_mean)
@@ -200,6 +207,7 @@ def to_markdown(
     if headlines:
         rows = _shown(rows)
         buf.write(multitask_table(rows, headlines))
+        _write_load_note(buf, rows)
         _write_notes(buf, rows, notes)
         return buf.getvalue()
     buf.write(
@@ -217,11 +225,21 @@ def to_markdown(
         buf.write(
             f"| {r.model} | {r.seeds} | {r.auc_mean:.4f} ± {r.auc_std:.4f} | "
             f"{r.logloss_mean:.4f} ± {r.logloss_std:.4f} | {ref} | {delta} | "
-            f"{r.num_parameters:,} | {r.epochs_mean:.1f} | {r.train_time_s:.0f} | "
-            f"{r.train_samples_per_s:,.0f} |\n"
+            f"{r.num_parameters:,} | {r.epochs_mean:.1f} | {r.time_cell} | "
+            f"{r.train_samples_per_s:,.0f}{' †' if r.loaded else ''} |\n"
         )
+    _write_load_note(buf, rows)
     _write_notes(buf, rows, notes)
     return buf.getvalue()
+
+
+def _write_load_note(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
+    if any(r.loaded for r in rows):
+        buf.write(
+            "\n† Trained while the machine was busy (the 1-minute load average exceeded its CPU "
+            "count at the start or end of training): accuracy is unaffected, but the time is "
+            "not comparable with quiet rows; re-time it on a quiet machine before quoting it.\n"
+        )
 
 
 def _write_notes(
@@ -265,7 +283,7 @@ def multitask_table(rows: list[LeaderboardRow], headlines: list[Headline]) -> st
             cells += [_mean_std(r, f"{h.key}_auc"), _mean_std(r, f"{h.key}_logloss")]
         cells += [_mean_std(r, f"{h.key}_gauc") for h in gauc]
         dim = "–" if r.embedding_dim is None else str(r.embedding_dim)
-        cells += [f"{r.num_parameters:,}", dim, f"{r.epochs_mean:.1f}", f"{r.train_time_s:.0f}"]
+        cells += [f"{r.num_parameters:,}", dim, f"{r.epochs_mean:.1f}", r.time_cell]
         buf.write("| " + " | ".join(cells) + " |\n")
     return buf.getvalue()
 

@@ -74,6 +74,19 @@ class BenchmarkRun:
     embedding_dim: int | None = None
     #: the ``model@task`` rows a ``model (per task)`` row combines
     parts: list[str] = field(default_factory=list)
+    #: the highest 1-minute load average seen at the start or end of training, and the
+    #: machine's CPU count (``None`` for rows recorded before runs measured it)
+    load_average: float | None = None
+    cpus: int | None = None
+
+    @property
+    def timed_under_load(self) -> bool:
+        """Trained while more runnable tasks than CPUs competed: its time is not comparable."""
+        return (
+            self.load_average is not None
+            and self.cpus is not None
+            and self.load_average > self.cpus
+        )
 
 
 def _git(root: Path, *args: str) -> str:
@@ -157,7 +170,14 @@ def _read_finished(
         task=task,
         metrics={k: float(v) for k, v in m["test"].items()},
         embedding_dim=_embedding_dim(run_dir, split_spec(model)[0]),
+        **_machine_load(m),
     )
+
+
+def _machine_load(metrics: dict) -> dict:
+    load = metrics.get("machine_load") or {}
+    values = [v for v in (load.get("load_average_start"), load.get("load_average_end")) if v]
+    return {"load_average": max(values) if values else None, "cpus": load.get("cpus")}
 
 
 def read_results(path: Path) -> dict[tuple[str, int], BenchmarkRun]:
@@ -275,6 +295,8 @@ def combine_runs(
         metrics=metrics,
         embedding_dim=dims.pop() if len(dims) == 1 else None,
         parts=[p.model for p in parts],
+        load_average=max((p.load_average for p in parts if p.load_average), default=None),
+        cpus=next((p.cpus for p in parts if p.cpus), None),
     )
 
 
