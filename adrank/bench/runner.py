@@ -78,6 +78,9 @@ class BenchmarkRun:
     #: machine's CPU count (``None`` for rows recorded before runs measured it)
     load_average: float | None = None
     cpus: int | None = None
+    #: the ``--set`` overrides the benchmark applied on top of the shipped config (so a row
+    #: can be re-trained exactly, e.g. ``train.num_threads=1``)
+    overrides: list[str] = field(default_factory=list)
 
     @property
     def timed_under_load(self) -> bool:
@@ -443,6 +446,7 @@ class _BenchmarkState:
             row = _read_finished(run_dir, spec, seed, code, task=task)
             if row is None:
                 raise RuntimeError(f"run {run_dir} finished without a manifest")
+        row.overrides = list(self.overrides)
         return self._record(row)
 
     def combine(self, entry: _Entry, seed: int) -> BenchmarkRun | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from adrank.bench.runner import BenchmarkRun, _git, _read_finished, code_version, read_results
-from adrank.config import ConfigError, RunConfig, resolve_run_config
+from adrank.config import ConfigError, RunConfig
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.pipeline import train_run
 
@@ -153,8 +153,11 @@ def row_config(
             return cfg, str(recorded)
         except ConfigError as exc:
             logger.warning("cannot reuse %s (%s); using the shipped config", recorded, exc)
-    cfg = resolve_run_config(dataset, row.model, overrides=[*overrides, f"train.seed={row.seed}"])
-    return cfg, f"shipped config for {dataset}/{row.model} with train.seed={row.seed}"
+    from adrank.bench.runner import spec_config
+
+    applied = list(dict.fromkeys([*row.overrides, *overrides, f"train.seed={row.seed}"]))
+    cfg = spec_config(dataset, row.model, applied)
+    return cfg, f"shipped config for {dataset}/{row.model} with {' '.join(applied)}"
 
 
 def verify_run(
