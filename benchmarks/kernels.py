@@ -3,7 +3,9 @@
     python -m benchmarks kernels [--threads N] [--repeats 5]
 
 * **dropout**: forward + backward of dropout(p=0.2) on a 4096 x 400 activation (one hidden
-  layer of the BARS MLPs at batch 4096): ``torch.nn.Dropout`` vs ``adrank.nn.Dropout``.
+  layer of the BARS MLPs at batch 4096): ``torch.nn.Dropout`` vs the int64-slice mask kernel
+  that adrank used until issue 19 (kept in ``benchmarks.dropout_ab`` for its paired A/B;
+  ``adrank.nn.Dropout`` is ``torch.nn.functional.dropout`` again).
 * **attention**: forward + backward of the attention core of one AutoInt layer (4096 rows,
   10 fields, 4 heads of 32, input and output (B, F, 128)): ``F.scaled_dot_product_attention``
   vs the explicit ``softmax(Q K^T) V`` that ``adrank.nn.attention`` uses.
@@ -43,15 +45,16 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
 def bench_dropout(repeats: int) -> dict[str, float]:
     import torch
 
-    from adrank.nn import Dropout
+    from benchmarks.dropout_ab import kernel_dropout
 
     x = torch.randn(ROWS, 400, requires_grad=True)
     grad = torch.randn(ROWS, 400)
-    out = {}
-    for name, layer in (("torch.nn.Dropout", torch.nn.Dropout(0.2)), ("adrank", Dropout(0.2))):
-        layer.train()
-        out[name] = _median_ms(lambda layer=layer: layer(x).backward(grad), repeats)
-    return out
+    torch_layer = torch.nn.Dropout(0.2).train()
+    arms = {
+        "torch.nn.Dropout": lambda: torch_layer(x).backward(grad),
+        "int64-slice kernel (reverted)": lambda: kernel_dropout(x, 0.2).backward(grad),
+    }
+    return {name: _median_ms(call, repeats) for name, call in arms.items()}
 
 
 def bench_attention(repeats: int) -> dict[str, float]:
