@@ -22,3 +22,16 @@ def test_all_models_leave_out_sequence_models_without_a_history() -> None:
     assert {"din", "dien", "bst", "sdim"} <= sequence
     assert not sequence & set(models_for_dataset("frappe"))
     assert sequence <= set(models_for_dataset("movielens_100k"))
+
+
+def test_models_command_lists_every_model_with_its_family() -> None:
+    from typer.testing import CliRunner
+
+    from adrank.cli import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert set(available_models()) <= set(rows)
+    assert "multi-task" in rows["esmm"] and "sequence" in rows["din"]
+    assert "feature interaction" in rows["deepfm"]
