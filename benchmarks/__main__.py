@@ -5,7 +5,8 @@ vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessi
 ``inference`` (batch and in-process scoring), ``ooc`` (out-of-core training on synthetic
 Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes),
 ``kernels`` (dropout, attention and scoring-batch micro-benchmarks), ``gpu`` (adrank vs a
-hand-written loop on one GPU; see ``benchmarks/GPU_RUNBOOK.md``). No suite name runs all
+hand-written loop on one GPU; see ``benchmarks/GPU_RUNBOOK.md``), ``sequences`` (long-history
+cost of the sequence models on synthetic histories). No suite name runs all
 of them; flags go to every named suite, so pass suite-specific flags with one suite at a
 time (see each module's docstring).
 """
@@ -25,6 +26,7 @@ SUITES = {
     "ddp": "ddp_scaling",
     "kernels": "kernels",
     "gpu": "gpu",
+    "sequences": "sequences",
 }
 
 
