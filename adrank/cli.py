@@ -1002,6 +1002,11 @@ def models_cmd() -> None:
     console.print("Multi-task outputs and every model's parameters: docs/models.md")
 
 
+# Command families defined in adrank/commands/ register themselves on `app` when imported.
+# One import line per module, e.g. `from adrank.commands import ope as _ope  # noqa: E402,F401`
+# (the modules import `app`, `console` and `fail` from this module).
+
+
 def run() -> None:  # pragma: no cover - console entry point helper
     app()
 
