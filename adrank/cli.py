@@ -1005,6 +1005,7 @@ def models_cmd() -> None:
 # Command families defined in adrank/commands/ register themselves on `app` when imported.
 # One import line per module, e.g. `from adrank.commands import ope as _ope  # noqa: E402,F401`
 # (the modules import `app`, `console` and `fail` from this module).
+from adrank.commands import ope as _ope  # noqa: E402,F401
 
 
 def run() -> None:  # pragma: no cover - console entry point helper

@@ -38,6 +38,9 @@ _BASE = (
 )
 POLICIES: tuple[str, ...] = ("random", "bts")
 CAMPAIGNS: tuple[str, ...] = ("men", "women")
+# the "all" campaign (80 items, men's and women's together) is not part of the built dataset;
+# :func:`read_log` reads it for off-policy evaluation (the files obp's README evaluates)
+LOG_CAMPAIGNS: tuple[str, ...] = ("men", "women", "all")
 USER_FEATURES: tuple[str, ...] = tuple(f"user_feature_{i}" for i in range(4))
 ITEM_CATEGORICAL: tuple[str, ...] = tuple(f"item_feature_{i}" for i in range(1, 4))
 # (policy, campaign) -> (md5, size) of the log and of the item context, uncompressed
@@ -155,3 +158,19 @@ class OpenBanditBuilder(DatasetBuilder):
                 "expected a date-time like '2019-11-24 00:03:13.442536+00:00'"
             )
         return out
+
+
+def read_log(
+    data_dir: Path | str, policy: str, campaign: str, bad_rows: str = "error"
+) -> pl.DataFrame:
+    """One Open Bandit log in file order, joined with its item context: ``click``,
+    ``item_id``, ``position`` (1-3), ``user_feature_0..3``, ``campaign``, ``policy``, the
+    item features, ``timestamp`` (Unix seconds) and ``propensity_score``. ``campaign`` may
+    also be ``all`` (read from ``{policy}_all.csv.gz``), which the built dataset leaves out."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown Open Bandit policy {policy!r}; expected one of {POLICIES}")
+    if campaign not in LOG_CAMPAIGNS:
+        raise ValueError(
+            f"unknown Open Bandit campaign {campaign!r}; expected one of {LOG_CAMPAIGNS}"
+        )
+    return OpenBanditBuilder()._read_part(Path(data_dir), policy, campaign, bad_rows)
