@@ -7,7 +7,9 @@
   ("lazy Adam") for the embedding tables, whose gradients are then sparse. A step touches
   only the embedding rows the batch used, instead of reading and writing every row of
   every table (four full-table passes per step for dense Adam). This is what keeps
-  training fast when hashed vocabularies make the tables tens of millions of rows.
+  training fast when hashed vocabularies make the tables tens of millions of rows. With
+  ``row_steps=True`` the tables get :class:`~adrank.train.row_adam.RowAdam` instead (one
+  step count per row, for vocabularies that grow during training).
 * :func:`clip_grad_norm`: ``torch.nn.utils.clip_grad_norm_`` that also accepts sparse
   gradients (torch's raises on them).
 """
@@ -20,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from adrank.train.row_adam import RowAdam
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +92,14 @@ class SparseDenseAdam:
         lr: float,
         device: torch.device,
         implementation: str = "auto",
+        row_steps: bool = False,
     ) -> None:
         if not sparse:
             raise ValueError("SparseDenseAdam needs at least one sparse parameter")
         self.dense = _adam(dense, lr, device, implementation) if dense else None
-        self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
+        self.sparse: torch.optim.Optimizer = (
+            RowAdam(sparse, lr=lr) if row_steps else torch.optim.SparseAdam(sparse, lr=lr)
+        )
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [o for o in (self.dense, self.sparse) if o is not None]
@@ -132,9 +139,10 @@ def build_optimizer(
     device: torch.device,
     sparse_embeddings: bool = False,
     implementation: str = "auto",
+    row_steps: bool = False,
 ) -> torch.optim.Optimizer | SparseDenseAdam:
     """Adam over ``model``'s trainable parameters (``implementation``: see :func:`_adam`);
-    see the module docstring."""
+    see the module docstring (``row_steps`` needs ``sparse_embeddings``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not sparse_embeddings:
         return _adam(params, lr, device, implementation)
@@ -143,7 +151,7 @@ def build_optimizer(
         raise ValueError("sparse_embeddings=True but the model has no nn.Embedding tables")
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in params if id(p) not in sparse_ids]
-    return SparseDenseAdam(dense, sparse, lr, device, implementation)
+    return SparseDenseAdam(dense, sparse, lr, device, implementation, row_steps)
 
 
 def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:

@@ -1,0 +1,14 @@
+"""Incremental training on time-ordered data.
+
+* :mod:`adrank.stream.vocab`: vocabularies that grow over a stream (admission by
+  ``min_count``, optional eviction, re-use of freed ids, table capacity);
+* :mod:`adrank.stream.tables`: where embedding rows live, moving them into a bigger model
+  with their optimizer state, resetting rows;
+* :mod:`adrank.stream.growing`: a model + optimizer (Adam, per-row step counts for the
+  tables) that follows a growing vocabulary.
+"""
+
+from adrank.stream.growing import GrowingModel
+from adrank.stream.vocab import GrowthStep, VocabularyGrowth
+
+__all__ = ["GrowingModel", "GrowthStep", "VocabularyGrowth"]
