@@ -15,15 +15,12 @@ position: an array (n, A).
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
+from adrank.glm import fit_logistic, sigmoid
 from adrank.ope.data import LoggedData
 
 __all__ = ["REWARD_MODELS", "CellRewardModel", "LogisticRewardModel", "make_reward_model"]
-
-log = logging.getLogger(__name__)
 
 
 class CellRewardModel:
@@ -56,8 +53,7 @@ class LogisticRewardModel:
         self.tol = tol
 
     def _design(self, data: LoggedData, action: np.ndarray) -> np.ndarray:
-        n = len(action)
-        cols = [np.ones((n, 1)), np.eye(self.n_actions_)[action]]
+        cols = [np.eye(self.n_actions_)[action]]
         cols.append(np.eye(self.n_positions_)[data.position])
         if data.context is not None:
             cols.append(data.context)
@@ -66,22 +62,7 @@ class LogisticRewardModel:
     def fit(self, data: LoggedData, n_actions: int, n_positions: int) -> LogisticRewardModel:
         self.n_actions_, self.n_positions_ = n_actions, n_positions
         x = self._design(data, data.action)
-        y = data.reward
-        penalty = np.full(x.shape[1], self.l2)
-        penalty[0] = 0.0
-        coef = np.zeros(x.shape[1])
-        mean = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-        coef[0] = np.log(mean / (1 - mean))
-        for it in range(self.max_iter):
-            p = 1.0 / (1.0 + np.exp(-(x @ coef)))
-            grad = x.T @ (p - y) + penalty * coef
-            hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty)
-            step = np.linalg.solve(hess + 1e-10 * np.eye(len(coef)), grad)
-            coef -= step
-            if np.max(np.abs(step)) < self.tol:
-                log.debug("logistic reward model converged after %d Newton steps", it + 1)
-                break
-        self.coef_ = coef
+        self.coef_ = fit_logistic(x, data.reward, l2=self.l2, max_iter=self.max_iter, tol=self.tol)
         return self
 
     def predict(self, data: LoggedData) -> np.ndarray:
@@ -91,7 +72,7 @@ class LogisticRewardModel:
         if data.context is not None:
             base = base + data.context @ self.coef_[1 + a + self.n_positions_ :]
         logits = base[:, None] + self.coef_[1 : 1 + a][None, :]
-        return 1.0 / (1.0 + np.exp(-logits))
+        return sigmoid(logits)
 
 
 REWARD_MODELS = {"cell": CellRewardModel, "logistic": LogisticRewardModel}
