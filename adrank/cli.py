@@ -923,13 +923,15 @@ def export_cmd(
 @app.command("serve")
 def serve_cmd(
     model: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="MODEL",
             help="Run directory (its parent is the model root), or with --model-root a "
-            "model inside the root: NAME, NAME/VERSION or NAME/latest.",
+            "model inside the root: NAME, NAME/VERSION or NAME/latest; with --store the "
+            "model's name in the store (default: default).",
+            show_default=False,
         ),
-    ],
+    ] = None,
     host: Annotated[
         str, typer.Option(help="Bind address (a non-loopback address logs a warning).")
     ] = "127.0.0.1",
@@ -954,6 +956,17 @@ def serve_cmd(
         Path | None,
         typer.Option(help="Directory for the rotating JSONL log of every /v1/rank request."),
     ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="A model store (adrank publish): serve MODEL's latest version and follow "
+            "it; every worker polls on its own (docs/serving.md).",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between reads of the store's latest (with --store; 1.0)."),
+    ] = None,
 ) -> None:
     """Serve /v1/predict (named probabilities) and /v1/rank (second-price auction with CPC,
     CPA and oCPC billing) over HTTP; see docs/serving.md (deployment: behind a TLS and
@@ -971,6 +984,8 @@ def serve_cmd(
             model_root=model_root,
             admin_token=admin_token,
             impression_log=impression_log,
+            store=store,
+            poll_interval=poll_interval,
         )
     except ServeCommandError as exc:
         fail(str(exc))
@@ -1006,6 +1021,7 @@ def models_cmd() -> None:
 # One import line per module, e.g. `from adrank.commands import ope as _ope  # noqa: E402,F401`
 # (the modules import `app`, `console` and `fail` from this module).
 from adrank.commands import ope as _ope  # noqa: E402,F401
+from adrank.commands import store as _store  # noqa: E402,F401
 
 
 def run() -> None:  # pragma: no cover - console entry point helper

@@ -89,6 +89,7 @@ from adrank.serve.ranking import (
     check_billing,
     rank_ads,
 )
+from adrank.serve.store_follower import DEFAULT_POLL_INTERVAL, StoreFollower, start_version
 from adrank.serve.swap_gate import SwapRefused, load_checked
 
 logger = logging.getLogger(__name__)
@@ -100,17 +101,29 @@ class ModelHolder:
     reference, loads the model fully, passes it through the swap gate, then swaps the
     reference under a lock (readers take a reference once per request and keep it)."""
 
-    def __init__(self, root: ModelRoot, reference: str, **predictor_kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: ModelRoot,
+        reference: str,
+        *,
+        predictor: Predictor | None = None,
+        **predictor_kwargs: Any,
+    ) -> None:
         self._kwargs = predictor_kwargs
         self._swap = threading.Lock()
         self._reloading = threading.Lock()
         self.root = root
         self.reference = reference
         self.run_dir = root.resolve(reference)
-        try:
-            self.predictor = load_checked(self.run_dir, None, label=reference, **predictor_kwargs)
-        except SwapRefused as exc:  # at start there is nothing to keep serving
-            raise ValueError(str(exc)) from exc
+        if predictor is not None:  # already loaded and checked (a store follower's start)
+            self.predictor = predictor
+        else:
+            try:
+                self.predictor = load_checked(
+                    self.run_dir, None, label=reference, **predictor_kwargs
+                )
+            except SwapRefused as exc:  # at start there is nothing to keep serving
+                raise ValueError(str(exc)) from exc
         self.reloads = 0
         self.refused = 0
 
@@ -247,6 +260,8 @@ def create_app(
     backend: str = "torch",
     optional_fields: tuple[str, ...] = (),
     scoring_threads: int = 1,
+    follow_store: bool = False,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
 ) -> FastAPI:
     """Build the service (the model is loaded now; errors surface immediately).
 
@@ -255,15 +270,27 @@ def create_app(
     ``admin_token`` enables ``/admin/*`` (None: they answer 404). ``impression_log`` is a
     directory (or an :class:`ImpressionLog`) that receives one record per ``/v1/rank``.
     ``torch_threads`` sets torch's intra-op threads for the process (None: leave as is);
-    ``scoring_threads`` bounds how many requests are scored at once per process."""
+    ``scoring_threads`` bounds how many requests are scored at once per process.
+    ``follow_store``: ``model_root`` is a model store and ``run_dir`` a model name in it;
+    the app serves its ``latest`` version and follows it every ``poll_interval`` seconds
+    (:mod:`adrank.serve.store_follower`)."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     auth = AdminAuth(admin_token) if admin_token else None  # validates the token first
     if model_root is None:
+        if follow_store:
+            raise ValueError("following a store needs the store as model_root")
         root, reference = ModelRoot.around(run_dir)
     else:
         root, reference = ModelRoot(model_root), str(run_dir)
-    holder = ModelHolder(root, reference, backend=backend, optional_fields=optional_fields)
+    kwargs: dict[str, Any] = {"backend": backend, "optional_fields": optional_fields}
+    follower: StoreFollower | None = None
+    if follow_store:
+        reference, first, refused = start_version(root, reference, **kwargs)
+        holder = ModelHolder(root, reference, predictor=first, **kwargs)
+        follower = StoreFollower(holder, str(run_dir), poll_interval, refused)
+    else:
+        holder = ModelHolder(root, reference, **kwargs)
     log = (
         impression_log
         if isinstance(impression_log, ImpressionLog) or impression_log is None
@@ -273,7 +300,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if follower is not None:
+            follower.start()
         yield
+        if follower is not None:
+            await anyio.to_thread.run_sync(follower.stop)
         if log is not None:
             await anyio.to_thread.run_sync(log.close)
 
@@ -287,6 +318,7 @@ def create_app(
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.impression_log = log
+    app.state.store_follower = follower
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
 
     @app.get("/healthz")
@@ -301,6 +333,7 @@ def create_app(
             "fields": sorted(predictor.field_kinds),
             "outputs": predictor.outputs,
             "required_fields": list(predictor.required_fields),
+            "store": None if follower is None else follower.status(),
         }
 
     # CPU-bound scoring runs in worker threads, at most ``scoring_threads`` at a time: more
@@ -319,7 +352,7 @@ def create_app(
     def predict_sync(req: PredictRequest) -> PredictResponse:
         if len(req.records) > max_records:
             raise _too_many("records", max_records, len(req.records))
-        predictor, _ = holder.current()
+        predictor, reference = holder.serving()
         where = ((["body", "records", i], r) for i, r in enumerate(req.records))
         errors = feature_errors(where, _numeric_fields(predictor))
         if errors:
@@ -344,6 +377,7 @@ def create_app(
             pctr=None if click is None else probs[click].tolist(),
             passthrough=passthrough,
             model_version=predictor.version,
+            model_reference=reference,
         )
 
     def rank_sync(req: RankRequest) -> RankResponse:
@@ -416,6 +450,7 @@ def create_app(
         return RankResponse(
             slots=[SlotOut(**vars(s)) for s in result.slots],
             model_version=predictor.version,
+            model_reference=reference,
             request_id=request_id,
             scored_pairs=result.scored_pairs,
             eligible_ads=result.eligible_ads,
@@ -423,8 +458,11 @@ def create_app(
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> PlainTextResponse:
+        info, counters = _metric_values(holder, log)
+        if follower is not None:
+            counters |= follower.metric_values()
         return PlainTextResponse(
-            metrics.render(*_metric_values(holder, log)),
+            metrics.render(info, counters),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 

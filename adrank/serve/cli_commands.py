@@ -85,7 +85,7 @@ def run_export(
 
 
 def run_serve(
-    run_dir: Path | str,
+    run_dir: Path | str | None,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -97,10 +97,15 @@ def run_serve(
     model_root: Path | None = None,
     admin_token: str | None = None,
     impression_log: Path | None = None,
+    store: Path | None = None,
+    poll_interval: float | None = None,
 ) -> None:
     """Serve a run over HTTP until interrupted. ``run_dir`` is a run directory, or with
     ``model_root`` a reference inside it; ``admin_token`` (else ``$ADRANK_ADMIN_TOKEN``)
-    enables ``/admin/*``; ``impression_log`` is a directory for the impression log."""
+    enables ``/admin/*``; ``impression_log`` is a directory for the impression log. With
+    ``store`` (a model store, ``adrank publish``) ``run_dir`` is the model's name in it
+    (None: ``default``), and every worker follows its ``latest`` every ``poll_interval``
+    seconds."""
     try:
         from adrank.serve.admin import ADMIN_TOKEN_ENV, check_token
         from adrank.serve.app import serve
@@ -117,6 +122,26 @@ def run_serve(
             raise ServeCommandError(f"--admin-token / ${ADMIN_TOKEN_ENV}: {exc}") from exc
     if model_root is not None and not Path(model_root).is_dir():
         raise ServeCommandError(f"--model-root {model_root} is not a directory")
+    follow: dict[str, object] = {}
+    if store is not None:
+        from adrank.serve.model_store import DEFAULT_NAME
+        from adrank.serve.store_follower import DEFAULT_POLL_INTERVAL
+
+        if model_root is not None:
+            raise ServeCommandError("give --store or --model-root, not both (a store is a root)")
+        if not Path(store).is_dir():
+            raise ServeCommandError(f"--store {store} is not a directory")
+        interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
+        if not 0 < interval <= 86_400:
+            raise ServeCommandError(
+                f"--poll-interval must be in (0, 86400] seconds, got {interval}"
+            )
+        run_dir, model_root = run_dir or DEFAULT_NAME, store
+        follow = {"follow_store": True, "poll_interval": interval}
+    elif poll_interval is not None:
+        raise ServeCommandError("--poll-interval applies only with --store")
+    if not run_dir:
+        raise ServeCommandError("give a MODEL (a run directory), or --store DIR")
     try:
         serve(
             run_dir,
@@ -130,6 +155,7 @@ def run_serve(
             model_root=model_root,
             admin_token=token,
             impression_log=impression_log,
+            **follow,
         )
     except (ArtifactError, FileNotFoundError, ImportError, ValueError) as exc:
         raise ServeCommandError(str(exc).strip("'\"")) from exc

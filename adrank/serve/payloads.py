@@ -209,6 +209,10 @@ class PredictResponse(BaseModel):
         default=None, description="each record's pass-through columns, if the run has any"
     )
     model_version: str
+    model_reference: str | None = Field(
+        default=None,
+        description="the served model in the model root (NAME/VERSION when following a store)",
+    )
 
 
 class CreativeIn(_Strict):
@@ -287,6 +291,10 @@ class SlotOut(BaseModel):
 class RankResponse(BaseModel):
     slots: list[SlotOut]
     model_version: str
+    model_reference: str | None = Field(
+        default=None,
+        description="the served model in the model root (NAME/VERSION when following a store)",
+    )
     request_id: str = Field(description="the request's id (the client's, or generated)")
     scored_pairs: int
     eligible_ads: int

@@ -1,0 +1,50 @@
+"""``adrank publish`` and ``adrank rollback``: numbered versions in a model store that
+``adrank serve --store`` follows (:mod:`adrank.serve.model_store`, ``docs/serving.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adrank.cli import app, console, fail
+
+_NAME_HELP = "The model's name in the store (a relative path)."
+
+
+@app.command("publish")
+def publish_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    store: Annotated[Path, typer.Option(help="The model store (a model root; created).")],
+    name: Annotated[str, typer.Option(help=_NAME_HELP)] = "default",
+) -> None:
+    """Copy a run into the store as the next immutable version STORE/NAME/N, then move
+    NAME's latest pointer to it (servers started with --store follow it)."""
+    from adrank.serve.model_root import ModelRootError
+    from adrank.serve.model_store import StoreError, publish
+
+    try:
+        done = publish(run_dir, store, name)
+    except (StoreError, ModelRootError, OSError) as exc:
+        fail(str(exc))
+    note = "" if done.latest == done.version else f" (latest stays {done.latest}: it is newer)"
+    console.print(f"published {run_dir} as {name}/{done.version} in {store}{note}")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    store: Annotated[Path, typer.Option(help="The model store.")],
+    to: Annotated[int, typer.Option(help="The published version latest should name.")],
+    name: Annotated[str, typer.Option(help=_NAME_HELP)] = "default",
+) -> None:
+    """Point NAME's latest back at an earlier published version (nothing is deleted);
+    servers following the store move to it."""
+    from adrank.serve.model_root import ModelRootError
+    from adrank.serve.model_store import StoreError, rollback
+
+    try:
+        previous, current = rollback(store, to, name)
+    except (StoreError, ModelRootError, OSError) as exc:
+        fail(str(exc))
+    console.print(f"{name}: latest {previous} -> {current} in {store}")
