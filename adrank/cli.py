@@ -406,6 +406,13 @@ def train_cmd(
     ] = 1,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue from a finished run's weights, optimizer state and processor; its "
+            "vocabularies grow on the new training split (docs/streaming.md).",
+        ),
+    ] = None,
 ) -> None:
     """Train MODEL on DATASET (or on --prepared data); writes config, processor, weights and
     metrics to RUN_DIR.
@@ -446,6 +453,9 @@ def train_cmd(
             "scratch (replacing it), or another --run-dir"
         )
         return
+    if nproc > 1 and init_from is not None:
+        fail("--init-from trains in one process; drop --nproc")
+        return
     if nproc > 1:
         source = ["--dataset", str(dataset)] if dataset else ["--prepared", str(prepared)]
         _launch_train(nproc, cfg.train.batch_size, source, model, config, set_ or [], out,
@@ -461,6 +471,7 @@ def train_cmd(
             resume=resume,
             overwrite=overwrite,
             force_progress=True,
+            init_from=init_from,
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))

@@ -87,8 +87,13 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     force_progress: bool = False,
+    init_from: str | Path | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``config.dataset`` (or ``prepared``) into ``run_dir``.
+
+    ``init_from`` (a finished run directory) continues from that run's weights, optimizer
+    state and processor, whose vocabularies grow on the new training split
+    (:mod:`adrank.stream.warm_start`); single process, ``config.dataset`` only.
 
     ``run_dir`` must be new, empty, or an adrank run directory (:func:`adrank.outputs.claim_dir`).
     One that holds a checkpoint is continued with ``resume=True`` or started over with
@@ -105,6 +110,10 @@ def train_run(
         device = context.device(config.train.device)
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, device=device))
     try:
+        warm = None
+        if init_from is not None:
+            warm = _warm_start(config, init_from, prepared, resume, data_dir, cache_dir)
+            prepared = warm.prepared
         if prepared is None:
             if not config.dataset:
                 raise ValueError("no dataset given: set config.dataset or pass prepared=")
@@ -112,7 +121,7 @@ def train_run(
         run_dir = Path(run_dir)
         if is_main_process():
             prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-        return _train(config, run_dir, prepared, resume, force_progress)
+        return _train(config, run_dir, prepared, resume, force_progress, warm)
     finally:
         if joined:
             shutdown_distributed()
@@ -122,7 +131,7 @@ def train_run(
 RUN_FILES = (
     "checkpoint.pt", "best.pt", "metrics.jsonl", "test_predictions.npy", "manifest.json",
     "config.yaml", "schema.yaml", "feature_map.json", "model.pt", "metrics.json",
-    "calibration.json", "model.torchscript.pt", "model.onnx",
+    "calibration.json", "model.torchscript.pt", "model.onnx", "growth.json",
 )  # fmt: skip
 
 
@@ -182,15 +191,47 @@ def _prepare_once(
     return prepared or prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
 
 
+def _warm_start(
+    config: RunConfig,
+    init_from: str | Path,
+    prepared: PreparedData | None,
+    resume: bool,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+) -> Any:
+    """``--init-from``: the run to continue, with the new dataset encoded by its grown
+    processor (``.prepared``)."""
+    from adrank.stream.warm_start import WarmStart
+
+    if resume or prepared is not None or not config.dataset or get_world_size() > 1:
+        raise ValueError(
+            "--init-from starts a new single-process run on --dataset from a finished run; it "
+            "does not combine with --resume, --prepared or --nproc"
+        )
+    warm = WarmStart(init_from)
+    warm.check(config)
+    warm.prepared = warm.prepare(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    return warm
+
+
 def _train(
-    config: RunConfig, run_dir: Path, prepared: PreparedData, resume: bool, force_progress: bool
+    config: RunConfig,
+    run_dir: Path,
+    prepared: PreparedData,
+    resume: bool,
+    force_progress: bool,
+    warm: Any = None,
 ) -> RunResult:
     cfg = config.train
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     feature_map = prepared.feature_map
+    if warm is not None:  # --init-from: tables sized for the grown vocabularies
+        feature_map = warm.feature_map(feature_map)
     model = build_model(config.model, feature_map, **config.params)
+    if warm is not None:
+        warm.load_into(model)
     outputs = model_outputs(model, feature_map, cfg.task)
     train_data = load_split(prepared, "train")
     objectives = resolve_objectives(model, feature_map, cfg.task)
@@ -213,6 +254,8 @@ def _train(
     valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
     test = load_split(prepared, "test") if "test" in prepared.splits else None
     trainer = Trainer(model, cfg, run_dir, force_progress=force_progress)
+    if warm is not None:  # the run's optimizer state, per-row step counts for the tables
+        trainer.optimizer = warm.optimizer(model, cfg.learning_rate)
     load_before = _load_average()
     result = trainer.fit(train, valid, test, resume=resume)
     # Timings are only comparable on a quiet machine: record how busy it was.
@@ -247,11 +290,13 @@ def _train(
         run_dir,
         config=config,
         processor_dir=prepared.processor_dir,
-        feature_map=prepared.feature_map,
+        feature_map=feature_map,
         model=model,
         metrics=metrics,
         extra={"prepared_data": str(prepared.directory)},
     )
+    if warm is not None:
+        warm.save(run_dir)
     return RunResult(run_dir, config.model, model.num_parameters(), result)
 
 

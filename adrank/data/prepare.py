@@ -113,8 +113,11 @@ def prepare_frames(
     output_dir: str | Path,
     on_split: Callable[[str, SplitStats], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    fitted: FeatureProcessor | None = None,
 ) -> PreparedData:
     """Fit on ``splits["train"]``, transform all splits and write them to ``output_dir``.
+    A ``fitted`` processor is used instead of fitting one (warm starts,
+    :mod:`adrank.stream.warm_start`).
 
     The directory is built in a temp sibling and renamed into place, so an interrupted run
     never leaves a half-written dataset behind; an existing ``output_dir`` is replaced only
@@ -131,7 +134,9 @@ def prepare_frames(
         for name, frame in splits.items():
             check_task_labels(schema, frame.columns, where=f"the {name} split")
             schema.check_columns(frame.columns, where=f"the {name} split")
-        processor = FeatureProcessor(schema).fit(splits["train"])
+        processor = fitted  # a given fitted processor encodes the splits as it is
+        if processor is None:
+            processor = FeatureProcessor(schema).fit(splits["train"])
         fit_s = time.perf_counter() - t0
         processor.save(tmp / "processor")
         feature_map = processor.feature_map()

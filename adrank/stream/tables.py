@@ -36,6 +36,7 @@ __all__ = [
     "capacity_feature_map",
     "grow_model",
     "grow_optimizer_state",
+    "grow_row_state",
     "reset_rows",
     "table_rows",
 ]
@@ -161,16 +162,26 @@ def grow_optimizer_state(
         name = old_names[id(p)]
         q = new_params[name]
         src, dst = maps.get(name, (None, None))
-        new_state: dict[str, Any] = {}
-        for key, value in state.items():
-            if src is None:
-                new_state[key] = value.clone()
-                continue
-            shape = (q.shape[0], *value.shape[1:])
-            grown = torch.zeros(shape, dtype=value.dtype, device=value.device)
-            grown[dst.to(value.device)] = value[src.to(value.device)]
-            new_state[key] = grown
-        new_optimizer.sparse.state[q] = new_state
+        new_optimizer.sparse.state[q] = grow_row_state(state, q.shape[0], src, dst)
+
+
+def grow_row_state(
+    state: dict[str, Any],
+    rows: int,
+    src: torch.Tensor | None,
+    dst: torch.Tensor | None,
+) -> dict[str, Any]:
+    """:class:`RowAdam` state of a table moved to a table of ``rows`` rows: row ``src[i]``
+    goes to row ``dst[i]``, other rows start at zero (``src=None``: copied as it is)."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if src is None or dst is None:
+            out[key] = value.clone()
+            continue
+        grown = torch.zeros((rows, *value.shape[1:]), dtype=value.dtype, device=value.device)
+        grown[dst.to(value.device)] = value[src.to(value.device)]
+        out[key] = grown
+    return out
 
 
 @torch.no_grad()
@@ -180,9 +191,12 @@ def reset_rows(
     table: str,
     ids: torch.Tensor,
     generator: torch.Generator | None = None,
+    *,
+    weights: bool = True,
 ) -> None:
     """Give ids ``ids`` of ``table`` fresh rows in every ``FeatureEmbedding`` of ``model``:
-    normal(0, init_std) weights and (for :class:`RowAdam`) no moments and step 0."""
+    normal(0, init_std) weights (unless ``weights=False``) and (for :class:`RowAdam`) no
+    moments and step 0."""
     if ids.numel() == 0:
         return
     params = dict(model.named_parameters())
@@ -196,7 +210,8 @@ def reset_rows(
             )
         p = params[t.param]
         rows = (ids + t.offset).to(p.device)
-        fresh = torch.randn((len(rows), p.shape[1]), generator=generator) * t.init_std
-        p[rows] = fresh.to(p.device, p.dtype)
+        if weights:
+            fresh = torch.randn((len(rows), p.shape[1]), generator=generator) * t.init_std
+            p[rows] = fresh.to(p.device, p.dtype)
         if optimizer is not None and isinstance(optimizer.sparse, RowAdam):
             optimizer.sparse.reset_rows(p, rows)
