@@ -37,6 +37,10 @@ class FieldInfo:
     embedding_dim: int | None = None
     target: str | None = None
     aligned_with: str | None = None
+    #: > 0 for a pretrained field: its table is ``FeatureMap.vectors[name]`` (V, vectors_dim)
+    vectors_dim: int = 0
+    #: a pretrained table stays fixed in training (else it is fine-tuned)
+    freeze: bool = False
 
     @property
     def table(self) -> str:
@@ -85,6 +89,9 @@ class FeatureMap:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     tasks: tuple[TaskInfo, ...] = ()
     roles: dict[str, RoleInfo] = field(default_factory=dict)
+    #: pretrained field name -> its aligned table, a float32 array (V, d); saved next to
+    #: the JSON as ``<stem>.vectors_<name>.npy`` (see :mod:`adrank.data.pretrained`)
+    vectors: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.tasks:  # format v1: every label is a binary task of the same name
@@ -169,13 +176,32 @@ class FeatureMap:
         )
 
     def save(self, path: str | Path) -> None:
+        """Write the JSON, and each pretrained table next to it (:meth:`vectors_path`)."""
+        from adrank.data.pretrained import save_table
         from adrank.utils import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+        path = Path(path)
+        for f in self.fields:
+            if f.vectors_dim:
+                if f.name not in self.vectors:
+                    raise ValueError(f"pretrained field {f.name!r} has no vectors to save")
+                save_table(self.vectors_path(path, f.name), self.vectors[f.name])
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @staticmethod
+    def vectors_path(path: Path, name: str) -> Path:
+        """Where the table of pretrained field ``name`` of the feature map at ``path`` is."""
+        return path.with_name(f"{path.stem}.vectors_{name}.npy")
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureMap:
+        from adrank.data.pretrained import load_table
+
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"feature map not found: {path}")
-        return cls.from_dict(json.loads(path.read_text()))
+        fm = cls.from_dict(json.loads(path.read_text()))
+        for f in fm.fields:
+            if f.vectors_dim:
+                fm.vectors[f.name] = load_table(cls.vectors_path(path, f.name), f.name)
+        return fm

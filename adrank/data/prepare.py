@@ -113,11 +113,13 @@ def prepare_frames(
     output_dir: str | Path,
     on_split: Callable[[str, SplitStats], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    vectors: dict[str, pl.DataFrame] | None = None,
     fitted: FeatureProcessor | None = None,
 ) -> PreparedData:
     """Fit on ``splits["train"]``, transform all splits and write them to ``output_dir``.
-    A ``fitted`` processor is used instead of fitting one (warm starts,
-    :mod:`adrank.stream.warm_start`).
+    ``vectors`` gives pretrained features their vectors in code (see
+    :meth:`FeatureProcessor.fit`); a ``fitted`` processor is used instead of fitting one
+    (warm starts, :mod:`adrank.stream.warm_start`).
 
     The directory is built in a temp sibling and renamed into place, so an interrupted run
     never leaves a half-written dataset behind; an existing ``output_dir`` is replaced only
@@ -136,7 +138,7 @@ def prepare_frames(
             schema.check_columns(frame.columns, where=f"the {name} split")
         processor = fitted  # a given fitted processor encodes the splits as it is
         if processor is None:
-            processor = FeatureProcessor(schema).fit(splits["train"])
+            processor = FeatureProcessor(schema).fit(splits["train"], vectors=vectors)
         fit_s = time.perf_counter() - t0
         processor.save(tmp / "processor")
         feature_map = processor.feature_map()
@@ -240,4 +242,5 @@ def prepare_dataset(
             "seed": seed,
             "cache_key": key,
         },
+        vectors=builder.pretrained_vectors(root),
     )

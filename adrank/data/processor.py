@@ -16,6 +16,9 @@ Encoding rules (ids: 0 = padding, 1 = OOV, values from 2):
   the (unfilled) value is quantile-bucketized into a categorical id; missing -> OOV.
 * sequence: split on the delimiter, map items through the (shared) vocabulary, keep the
   last ``max_len`` items, pad with 0 on the configured side.
+* pretrained: the ids of its id feature (``share_vocab_with``); the vectors are aligned to
+  that vocabulary at fit (:mod:`adrank.data.pretrained`) and saved as ``vectors_<name>.npy``.
+  A sequence sharing a pretrained feature's vocabulary uses the id feature's vocabulary.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import polars as pl
 import pyarrow as pa
 
 from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
+from adrank.data.pretrained import align_vectors, load_table, read_vectors, save_table
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
     OOV_ID,
@@ -40,6 +44,7 @@ from adrank.data.schema import (
     CategoricalFeature,
     Feature,
     NumericFeature,
+    PretrainedFeature,
     Schema,
     SchemaError,
     SequenceFeature,
@@ -103,8 +108,26 @@ class FeatureProcessor:
         if not self.is_fitted:
             raise NotFittedError("FeatureProcessor is not fitted; call fit() or load() first")
 
-    def fit(self, frame: pl.DataFrame) -> FeatureProcessor:
-        """Fit vocabularies, numeric statistics and bucket boundaries on ``frame``."""
+    def _vocab_table(self, f: CategoricalFeature | SequenceFeature) -> str:
+        """The table whose vocabulary encodes ``f``; a pretrained feature (and a sequence
+        sharing it) is encoded with its id feature's vocabulary."""
+        table = _table_of(f)
+        owner = self.schema.feature(table) if table != f.name else f
+        return _table_of(owner) if isinstance(owner, PretrainedFeature) else table
+
+    def _counted(self, f: Feature) -> bool:
+        """Whether ``f``'s values count towards a vocabulary (pretrained vectors and their
+        histories are counted once, by the id feature and its history)."""
+        if isinstance(f, (NumericFeature, PretrainedFeature)) or getattr(f, "hash_buckets", None):
+            return False
+        return self._vocab_table(f) == _table_of(f)  # type: ignore[arg-type]
+
+    def fit(
+        self, frame: pl.DataFrame, vectors: Mapping[str, pl.DataFrame] | None = None
+    ) -> FeatureProcessor:
+        """Fit vocabularies, numeric statistics and bucket boundaries on ``frame``, and align
+        the vectors of pretrained features (``vectors``: feature name -> a table with its id
+        and vector columns; a feature not in it reads its schema's ``vectors`` file)."""
         self.schema.check_columns(frame.columns, where="the training data")
         if frame.height == 0:
             raise ValueError("cannot fit a FeatureProcessor on an empty training split")
@@ -148,6 +171,22 @@ class FeatureProcessor:
             if ROLES[role].kind == "vocab"
         }
         self.vocab_ = vocab
+        given = dict(vectors or {})
+        pretrained = [f.name for f in self.schema.features if isinstance(f, PretrainedFeature)]
+        if set(given) - set(pretrained):
+            raise SchemaError(
+                f"vectors were given for {sorted(set(given) - set(pretrained))}, which are no "
+                f"pretrained features of the schema (pretrained: {pretrained})"
+            )
+        self.vectors_ = {
+            f.name: align_vectors(
+                given[f.name] if f.name in given else read_vectors(f),
+                f,
+                vocab.get(self._vocab_table(f), []),
+            )
+            for f in self.schema.features
+            if isinstance(f, PretrainedFeature)
+        }
         self.numeric_stats_ = numeric_stats
         self.boundaries_ = boundaries
         self._build_lookups()
@@ -162,7 +201,7 @@ class FeatureProcessor:
         """``min_count`` of every vocabulary table (not hashed, not numeric)."""
         out: dict[str, int] = {}
         for f in self.schema.features:
-            if isinstance(f, NumericFeature) or getattr(f, "hash_buckets", None):
+            if not self._counted(f):
                 continue
             out[_table_of(f)] = getattr(self.schema.feature(_table_of(f)), "min_count", 1)
         return out
@@ -172,7 +211,7 @@ class FeatureProcessor:
         (transformed) ``frame``; shared vocabularies pool the counts of all their users."""
         counts: dict[str, list[pl.DataFrame]] = {}
         for f in self.schema.features:
-            if isinstance(f, NumericFeature) or getattr(f, "hash_buckets", None):
+            if not self._counted(f):
                 continue
             col = self._source(frame, f).cast(pl.Utf8)
             if isinstance(f, SequenceFeature):
@@ -236,7 +275,7 @@ class FeatureProcessor:
         col = col.cast(pl.Utf8)
         if f.hash_buckets:
             return stable_hash_ids(col, f.hash_buckets)
-        table = _table_of(f)
+        table = self._vocab_table(f)
         return col.replace_strict(
             self._lookup_keys[table],
             self._lookup_ids[table],
@@ -272,7 +311,7 @@ class FeatureProcessor:
         lists = col.str.split(f.delimiter).list.eval(pl.element().filter(pl.element() != ""))
         lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
         flat = lists.explode(empty_as_null=False, keep_nulls=False)
-        table = _table_of(f)
+        table = self._vocab_table(f)
         owner = self.schema.feature(table)
         if getattr(owner, "hash_buckets", None):
             ids = stable_hash_ids(flat, owner.hash_buckets)  # type: ignore[arg-type]
@@ -425,6 +464,9 @@ class FeatureProcessor:
     # ------------------------------------------------------------------ outputs ------
     def vocab_size(self, table: str) -> int:
         owner = self.schema.feature(table)
+        if isinstance(owner, PretrainedFeature):
+            owner = self.schema.feature(self._vocab_table(owner))
+            table = owner.name
         buckets = getattr(owner, "hash_buckets", None)
         if buckets:
             return buckets + NUM_RESERVED_IDS
@@ -444,7 +486,7 @@ class FeatureProcessor:
                 else:
                     fields.append(FieldInfo(f.name, "numeric", 0, 0, f.name, f.embedding_dim))
             elif isinstance(f, CategoricalFeature):
-                t = _table_of(f)
+                t = f.name if isinstance(f, PretrainedFeature) else _table_of(f)
                 fields.append(
                     FieldInfo(f.name, "categorical", self.vocab_size(t), 0, t, f.embedding_dim)
                 )
@@ -453,6 +495,11 @@ class FeatureProcessor:
                 fields.append(
                     FieldInfo(f.name, "sequence", self.vocab_size(t), f.max_len, t, f.embedding_dim)
                 )
+        vectors = getattr(self, "vectors_", {})
+        for i, f in enumerate(self.schema.features):
+            if isinstance(f, PretrainedFeature):
+                dim = int(vectors[f.name].shape[1])
+                fields[i] = dataclasses.replace(fields[i], vectors_dim=dim, freeze=f.freeze)
         for f, info in zip(self.schema.features, fields, strict=True):
             if isinstance(f, SequenceFeature) and (f.target or f.aligned_with):
                 i = fields.index(info)
@@ -473,6 +520,7 @@ class FeatureProcessor:
             group=GROUP_COLUMN if self.schema.group else None,
             tasks=tasks,
             roles=roles,
+            vectors=dict(vectors),
         )
 
     def passthrough_columns(self) -> dict[str, str]:
@@ -494,6 +542,8 @@ class FeatureProcessor:
                     w.write_table(tbl)
 
             atomic_write(directory / f"vocab_{table}.arrow", write)
+        for name, table_values in self.vectors_.items():
+            save_table(directory / f"vectors_{name}.npy", table_values)
         state = {
             "format_version": PROCESSOR_FORMAT_VERSION,
             "schema": self.schema.to_dict(),
@@ -501,6 +551,7 @@ class FeatureProcessor:
             "numeric_stats": self.numeric_stats_,
             "boundaries": self.boundaries_,
             "role_vocab": self.role_vocab_,
+            "vectors": sorted(self.vectors_),
         }
         atomic_write_text(directory / "processor.json", json.dumps(state, indent=2))
 
@@ -529,6 +580,10 @@ class FeatureProcessor:
         proc.numeric_stats_ = state["numeric_stats"]
         proc.boundaries_ = {k: list(v) for k, v in state["boundaries"].items()}
         proc.role_vocab_ = {k: list(v) for k, v in (state.get("role_vocab") or {}).items()}
+        proc.vectors_ = {
+            name: load_table(directory / f"vectors_{name}.npy", name)
+            for name in state.get("vectors") or ()
+        }
         proc._build_lookups()
         return proc
 

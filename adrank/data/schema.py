@@ -22,6 +22,7 @@ Example (YAML)::
       - {name: age, type: numeric, buckets: 10}          # quantile-bucketized -> categorical
       - {name: hist, type: sequence, delimiter: "|", max_len: 20, share_vocab_with: ad_id,
          target: ad_id}
+      - {name: ad_text, type: pretrained, share_vocab_with: ad_id, vectors: ad_vectors.parquet}
 
 ``transforms`` (see :mod:`adrank.data.transforms`) derive columns from raw ones, in
 training and serving alike::
@@ -137,6 +138,36 @@ class SequenceFeature:
     type: Literal["sequence"] = "sequence"
 
 
+@dataclass(frozen=True)
+class PretrainedFeature(CategoricalFeature):
+    """Pretrained vectors of an id feature: one float vector per id, read from Parquet.
+
+    The field's ids are those of ``share_vocab_with`` (required: the categorical id feature
+    the vectors belong to, e.g. ``item_id``), encoded with its vocabulary; its embedding
+    table is the vectors, aligned row by row to that vocabulary by the processor. Ids
+    without a vector (padding, OOV, ids absent from the file) get zeros. A sequence that
+    ``share_vocab_with`` this feature (aligned with the id history) gives a history of the
+    vectors.
+
+    Attributes:
+        vectors: Parquet file with one row per id (relative paths are relative to the schema
+            file's folder when the schema is loaded from a file). May be left out when the
+            vectors are passed in code (``FeatureProcessor.fit(frame, vectors=...)``, or a
+            dataset that builds them, such as ``movielens_100k_text``).
+        id_column: the Parquet column holding the ids (raw values, as in the data).
+        vector_column: the Parquet column holding the vectors (a list of floats per row).
+        dim: the expected vector length (checked when given).
+        freeze: ``True`` keeps the vectors fixed in training; ``False`` fine-tunes them.
+    """
+
+    vectors: str | None = None
+    id_column: str = "id"
+    vector_column: str = "vector"
+    dim: int | None = None
+    freeze: bool = True
+    type: Literal["pretrained"] = "pretrained"  # type: ignore[assignment]
+
+
 Feature = CategoricalFeature | NumericFeature | SequenceFeature
 
 TaskType = Literal["binary", "regression"]
@@ -215,6 +246,7 @@ _FEATURE_TYPES: dict[str, type] = {
     "categorical": CategoricalFeature,
     "numeric": NumericFeature,
     "sequence": SequenceFeature,
+    "pretrained": PretrainedFeature,
 }
 
 
@@ -256,6 +288,7 @@ class Schema:
         object.__setattr__(self, "group", roles.get("group"))
         object.__setattr__(self, "time", roles.get("time"))
         object.__setattr__(self, "transforms", tuple(self.transforms))
+        object.__setattr__(self, "features", _pretrained_sources(tuple(self.features)))
         _validate(self)
 
     # ---- lookups -------------------------------------------------------------------
@@ -379,9 +412,17 @@ class Schema:
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SchemaError(f"cannot parse schema file {path}: {exc}") from exc
         try:
-            return cls.from_dict(data)
+            schema = cls.from_dict(data)
         except SchemaError as exc:
             raise SchemaError(f"{path}: {exc}") from exc
+        # relative vector files are relative to the schema file, not the working directory
+        features = tuple(
+            dataclasses.replace(f, vectors=str(path.parent / f.vectors))
+            if isinstance(f, PretrainedFeature) and f.vectors and not Path(f.vectors).is_absolute()
+            else f
+            for f in schema.features
+        )
+        return dataclasses.replace(schema, features=features)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -464,6 +505,46 @@ def _feature_from_dict(index: int, raw: Any) -> Feature:
         return klass(**kwargs)
     except TypeError as exc:
         raise SchemaError(f"{where}: {exc}") from exc
+
+
+def _pretrained_sources(features: tuple[Feature, ...]) -> tuple[Feature, ...]:
+    """A pretrained feature reads its id feature's raw column unless it names its own."""
+    by_name = {f.name: f for f in features}
+    out: list[Feature] = []
+    for f in features:
+        owner = by_name.get(f.share_vocab_with or "") if isinstance(f, PretrainedFeature) else None
+        if isinstance(f, PretrainedFeature) and f.source is None and owner is not None:
+            f = dataclasses.replace(f, source=owner.source or owner.name)
+        out.append(f)
+    return tuple(out)
+
+
+def _validate_pretrained(f: PretrainedFeature, by_name: dict[str, Feature]) -> None:
+    where = f"feature {f.name!r} (pretrained)"
+    owner = by_name.get(f.share_vocab_with or "")
+    if (
+        not isinstance(owner, CategoricalFeature)
+        or isinstance(owner, PretrainedFeature)
+        or owner.share_vocab_with is not None
+    ):
+        raise SchemaError(
+            f"{where}: 'share_vocab_with' must name the categorical id feature the vectors "
+            f"belong to (one with its own vocabulary, e.g. item_id), got {f.share_vocab_with!r}"
+        )
+    if f.hash_buckets is not None or owner.hash_buckets is not None:
+        raise SchemaError(
+            f"{where}: pretrained vectors need a fitted vocabulary; hashed ids "
+            "(hash_buckets) collide, so they cannot be aligned to vectors"
+        )
+    if f.vectors is not None and (not isinstance(f.vectors, str) or not f.vectors):
+        raise SchemaError(f"{where}: 'vectors' must be a Parquet file path, got {f.vectors!r}")
+    for key in ("id_column", "vector_column"):
+        value = getattr(f, key)
+        if not isinstance(value, str) or not value:
+            raise SchemaError(f"{where}: '{key}' must be a column name, got {value!r}")
+    _check_positive_int(where, "dim", f.dim)
+    if not isinstance(f.freeze, bool):
+        raise SchemaError(f"{where}: 'freeze' must be true or false, got {f.freeze!r}")
 
 
 def _check_positive_int(where: str, key: str, value: Any, allow_none: bool = True) -> None:
@@ -570,7 +651,9 @@ def _validate(schema: Schema) -> None:
     by_name = {f.name: f for f in schema.features}
     for f in schema.features:
         where = f"feature {f.name!r}"
-        if isinstance(f, CategoricalFeature):
+        if isinstance(f, PretrainedFeature):
+            _validate_pretrained(f, by_name)
+        elif isinstance(f, CategoricalFeature):
             _check_positive_int(where, "min_count", f.min_count, allow_none=False)
             _check_positive_int(where, "hash_buckets", f.hash_buckets)
         elif isinstance(f, NumericFeature):
@@ -600,7 +683,14 @@ def _validate(schema: Schema) -> None:
                 raise SchemaError(f"{where}: cannot share a vocabulary with itself")
             if isinstance(target, NumericFeature):
                 raise SchemaError(f"{where}: cannot share a vocabulary with numeric {share!r}")
-            if getattr(target, "share_vocab_with", None) is not None:
+            if isinstance(target, PretrainedFeature) and not isinstance(f, SequenceFeature):
+                raise SchemaError(
+                    f"{where}: only a sequence (a history of the vectors) may share the "
+                    f"vocabulary of pretrained {share!r}; share {target.share_vocab_with!r}'s"
+                )
+            if getattr(target, "share_vocab_with", None) is not None and not isinstance(
+                target, PretrainedFeature
+            ):
                 raise SchemaError(
                     f"{where}: {share!r} itself shares a vocabulary; point at the owner instead"
                 )

@@ -19,6 +19,11 @@ ask for what they need and choose their own pooling (:mod:`adrank.nn.pooling`):
 
 All tables with the default dim are fused into one ``nn.Embedding`` with per-table row
 offsets, so a batch needs a single gather for all categorical fields.
+
+Pretrained fields (``FieldInfo.vectors_dim > 0``) and the sequences that share their table
+look up :class:`~adrank.nn.pretrained.PretrainedTable` instead: the feature map's vectors,
+frozen or fine-tuned, projected to D when their dim differs. The embedding regularizer
+(:meth:`FeatureEmbedding.l2_penalty`) leaves them out.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import nn
 from adrank.data.feature_map import FeatureMap, FieldInfo
 from adrank.data.schema import PAD_ID
 from adrank.nn.pooling import pool_sequence
+from adrank.nn.pretrained import PretrainedTable
 
 
 class SequenceEmbedding(NamedTuple):
@@ -97,12 +103,25 @@ class FeatureEmbedding(nn.Module):
         # Tables: every distinct embedding group among categorical/sequence fields.
         table_vocab: dict[str, int] = {}
         table_dim: dict[str, int] = {}
+        pretrained: dict[str, FieldInfo] = {}
         for f, d in zip(chosen, self.dims, strict=True):
             if f.kind == "numeric":
                 continue
             owner = feature_map.field(f.table) if f.table in feature_map.names else f
+            if owner.vectors_dim:
+                pretrained[f.table] = owner
             table_vocab[f.table] = max(table_vocab.get(f.table, 0), owner.vocab_size, f.vocab_size)
             table_dim[f.table] = d
+        self.pretrained = nn.ModuleDict(
+            {
+                t: PretrainedTable(
+                    _vectors_of(feature_map, owner, table_vocab[t]), table_dim[t], owner.freeze
+                )
+                for t, owner in pretrained.items()
+            }
+        )
+        for t in pretrained:
+            del table_vocab[t]
         fused = [t for t in table_vocab if table_dim[t] == embedding_dim]
         self._offsets: dict[str, int] = {}
         total = 0
@@ -145,6 +164,8 @@ class FeatureEmbedding(nn.Module):
                 emb.weight[PAD_ID].zero_()
         for p in self.numeric_weight.values():
             nn.init.normal_(p, std=self.init_std)
+        for table in self.pretrained.values():
+            table.reset_parameters()
 
     @property
     def num_fields(self) -> int:
@@ -158,6 +179,8 @@ class FeatureEmbedding(nn.Module):
     def _lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         if table in self._offsets:
             return self.fused(ids + self._offsets[table])
+        if table in self.pretrained:
+            return self.pretrained[table](ids)
         return self.extra_tables[table](ids)
 
     def _field(self, name: str) -> FieldInfo:
@@ -331,6 +354,8 @@ class FeatureEmbedding(nn.Module):
             if f.kind == "numeric":
                 total = total + self.numeric_weight[f.name].pow(2).sum()
                 continue
+            if f.table in self.pretrained:
+                continue
             ids = features[f.name].reshape(-1)
             if f.table in self._offsets:
                 fused_rows.append(ids + self._offsets[f.table])
@@ -343,3 +368,21 @@ class FeatureEmbedding(nn.Module):
             rows = torch.unique(torch.cat(parts))
             total = total + self.extra_tables[t](rows).pow(2).sum()
         return total
+
+
+def _vectors_of(feature_map: FeatureMap, owner: FieldInfo, vocab_size: int) -> object:
+    """The pretrained table of ``owner`` from the feature map, checked against its shape."""
+    table = feature_map.vectors.get(owner.name)
+    if table is None:
+        raise ValueError(
+            f"pretrained field {owner.name!r}: the feature map carries no vectors; use the "
+            "one from FeatureProcessor.feature_map() or FeatureMap.load() (which reads "
+            "them from the file next to feature_map.json)"
+        )
+    expected = (vocab_size, owner.vectors_dim)
+    if tuple(table.shape) != expected:
+        raise ValueError(
+            f"pretrained field {owner.name!r}: vectors of shape {tuple(table.shape)}, the "
+            f"feature map expects {expected} (vocabulary size, vectors_dim)"
+        )
+    return table

@@ -136,6 +136,11 @@ class DatasetBuilder(ABC):
         frames. ``seed`` defaults to :attr:`default_seed`; ``bad_rows`` is passed to the
         reader (``"error"`` or ``"skip"``)."""
 
+    def pretrained_vectors(self, data_dir: Path) -> dict[str, pl.DataFrame]:
+        """Vectors of the schema's pretrained features that the dataset builds itself
+        (feature name -> a table with its id and vector columns); none by default."""
+        return {}
+
     def raw_feature_columns(self) -> list[str]:
         """Raw feature columns in schema order (for export / serving inputs)."""
         return [f.source or f.name for f in self.schema().features]
