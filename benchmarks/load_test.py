@@ -105,26 +105,31 @@ def start_server(
         f"torch_threads={torch_threads}, scoring_threads={scoring_threads})"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 120
+    wait_healthy(proc, port)
+    return proc
+
+
+def wait_healthy(proc: subprocess.Popen, port: int, seconds: float = 120.0) -> None:
+    """Wait until the server in ``proc`` answers ``/healthz`` (terminate it on timeout)."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=2) as res:
                 if res.status == 200:
-                    return proc
+                    return
         except OSError:
             time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError("server did not become healthy within 120 s")
+    raise RuntimeError(f"server did not become healthy within {seconds:g} s")
 
 
-async def _request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
-) -> int:
-    writer.write(head + body)
-    await writer.drain()
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length -> (status, body)."""
     status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("the server closed the connection")
     length = 0
     while True:
         line = await reader.readline()
@@ -133,8 +138,15 @@ async def _request(
         name, _, value = line.decode("latin-1").partition(":")
         if name.lower() == "content-length":
             length = int(value)
-    await reader.readexactly(length)
-    return int(status_line.split()[1])
+    return int(status_line.split()[1]), await reader.readexactly(length)
+
+
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
+) -> int:
+    writer.write(head + body)
+    await writer.drain()
+    return (await read_response(reader))[0]
 
 
 async def run_level(
