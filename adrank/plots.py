@@ -35,13 +35,16 @@ __all__ = [
     "field_calibration",
     "plot_position_ctr",
     "plot_reliability",
+    "pyplot",
+    "save_png",
     "write_evaluation_plots",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (an ImportError naming the extra without it)."""
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - exercised without the extra only
@@ -52,10 +55,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG through a temp file, close it, return ``path``."""
     path = Path(path)
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -78,7 +82,7 @@ def plot_reliability(
     obs = np.array([y[g].mean() for g in groups])
     count = np.array([len(g) for g in groups], dtype=np.float64)
     bounds = np.array([wilson_interval(o * n, n) for o, n in zip(obs, count, strict=True)])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
     top = float(max(pred.max(initial=0), bounds[:, 1].max(initial=0), 1e-3)) * 1.05
     ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=1, label="perfect")
@@ -97,7 +101,7 @@ def plot_reliability(
     )
     ax.legend(loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_position_ctr(
@@ -107,7 +111,7 @@ def plot_position_ctr(
     :func:`adrank.ope.position_ctr` (``position``, ``ctr``, ``lower``, ``upper``, optionally
     ``mean_pred``). A label ``"PANEL: NAME"`` puts the curve in panel PANEL (one panel per
     distinct prefix when ``panels > 1``)."""
-    plt = _pyplot()
+    plt = pyplot()
     groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for label, rows in curves.items():
         panel, _, name = label.rpartition(": ") if panels > 1 else ("", "", label)
@@ -131,7 +135,7 @@ def plot_position_ctr(
     axes[0][0].set_ylabel("click rate (95% Wilson interval)")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def field_calibration(

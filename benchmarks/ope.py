@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     atomic_write_text(args.out / "ope.json", json.dumps(payload, indent=2))
     md = _markdown(rows, obp, adrank, truth, truth_wilson, random_mean, ctr_rows, args, payload)
-    atomic_write_text(args.out / "ope.md", md + "\n" + WHY_NOT_TRAINING.format(
-        lo=min(clicks), hi=max(clicks)) + "\n")  # fmt: skip
+    why = WHY_NOT_TRAINING.format(lo=min(clicks), hi=max(clicks))
+    atomic_write_text(args.out / "ope.md", f"{md}\n## Why not IPS training or DLA\n\n{why}\n")
     print(md)
 
 

@@ -190,9 +190,9 @@ def _bucket_name(lo: int, hi: int) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    from adrank.plots import _pyplot, _save
+    from adrank.plots import pyplot, save_png
 
-    plt = _pyplot()
+    plt = pyplot()
     buckets = [r for r in rows if r["bucket"] != "all"]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     xs = np.arange(len(buckets))
@@ -208,7 +208,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_title("MovieLens 100K per-movie like-rate: early-period estimates vs later rates")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _markdown(rows, fitted, payload, args) -> str:
