@@ -8,6 +8,8 @@ estimators (:mod:`adrank.ope.estimators`) with bootstrap intervals on validated 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from adrank.ope.data import (
@@ -58,6 +60,8 @@ __all__ = [
     "wilson_interval",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def _check_compatible(data: LoggedData, action_dist: np.ndarray) -> None:
     n_actions, n_positions = action_dist.shape[-2:]
@@ -77,6 +81,12 @@ def _check_compatible(data: LoggedData, action_dist: np.ndarray) -> None:
             f"the logs have {len(data.positions)} positions {list(data.positions)} but the "
             f"policy has {n_positions}"
         )
+    if len(data.positions) < n_positions:
+        log.warning(
+            "the logs have %d distinct positions %s and the policy %d: they are mapped to the "
+            "policy's first %d positions in ascending order",
+            len(data.positions), list(data.positions), n_positions, len(data.positions),
+        )  # fmt: skip
 
 
 def evaluate_policy(
