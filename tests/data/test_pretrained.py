@@ -251,3 +251,18 @@ def test_movielens_text_vectors_on_the_real_item_file(data_dir: Path) -> None:
     schema = builder.schema()
     assert schema.feature("item_text").source == "item_id"
     assert schema.source_columns() == get_dataset("movielens_100k").schema().source_columns()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_model_with_vectors_exports_with_parity(fmt: str, tmp_path: Path) -> None:
+    from adrank.serve.export import EXPORT_FILES, export_model, load_exported, parity
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    proc = _fitted(freeze=False)
+    fm = proc.feature_map()
+    torch.manual_seed(0)
+    model = build_model("din", fm, embedding_dim=4).eval()
+    rows = table_to_batch(proc.transform(_log()).to_arrow(), fm).features
+    path = export_model(model, fm, fmt, tmp_path / EXPORT_FILES[fmt])
+    assert parity(model, load_exported(path, fmt, fm.names), rows) <= 1e-5

@@ -1,0 +1,152 @@
+"""Behaviour histories in serving requests.
+
+A request sends a user's history with its context: a list of ids (or a delimited string),
+oldest first. :class:`HistoryClipper` keeps the newest ``max_len`` items of each history
+(the most any feature reading that column uses) before encoding, so a long history costs
+``max_len`` items, not its full length, and counts every truncation for ``/metrics``.
+Unknown ids are the processor's business: they encode as OOV.
+
+:func:`score_rows` is the torch scorer of sequence models: rows that share their histories
+(the K candidates of one request carry the same user's) are scored with the user-once API
+(:meth:`~adrank.models.sequence_base.SequenceModel.encode_user` once per distinct history,
+then :meth:`~adrank.models.sequence_base.SequenceModel.score` for its rows); the logits equal
+``model(features)`` to float rounding (tested to 1e-6).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from adrank.data.schema import Schema, SequenceFeature
+from adrank.models.sequence_base import SequenceModel
+
+#: beyond this many distinct histories per batch, one batched forward is cheaper than a
+#: Python loop over users
+MAX_USERS_PER_BATCH = 16
+
+
+class HistoryClipper:
+    """Cuts request histories to their newest ``max_len`` items and counts the cuts.
+
+    Thread-safe: one instance serves every request of an app (the counts survive reloads).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.truncated: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    @staticmethod
+    def limits(schema: Schema) -> dict[str, tuple[int, str]]:
+        """Raw history column -> (the largest ``max_len`` of the features reading it, its
+        delimiter)."""
+        out: dict[str, tuple[int, str]] = {}
+        for f in schema.features:
+            if isinstance(f, SequenceFeature):
+                src = f.source or f.name
+                longest = max(f.max_len, out.get(src, (0, ""))[0])
+                out[src] = (longest, f.delimiter)
+        return out
+
+    def clip(self, record: Mapping[str, Any], limits: Mapping[str, tuple[int, str]]) -> Any:
+        """``record`` with each history longer than its limit cut to the newest items (a
+        delimited string; a list of plain ids is joined); the record itself when nothing
+        changes. Values that are not plain ids are left for the predictor to reject."""
+        changed: dict[str, Any] | None = None
+        for name, (max_len, delimiter) in limits.items():
+            value = record.get(name)
+            if isinstance(value, str):
+                items = [x for x in value.split(delimiter) if x != ""]
+            elif isinstance(value, (list, tuple)) and all(_plain_id(x, delimiter) for x in value):
+                items = [str(x) for x in value]
+            else:
+                continue
+            if len(items) > max_len:
+                self._count(name, len(items) - max_len)
+                changed = dict(record) if changed is None else changed
+                changed[name] = delimiter.join(items[-max_len:])
+        return record if changed is None else changed
+
+    def clip_all(
+        self, records: Sequence[Mapping[str, Any]], limits: Mapping[str, tuple[int, str]]
+    ) -> list[Mapping[str, Any]]:
+        return [self.clip(r, limits) for r in records]
+
+    def _count(self, name: str, dropped: int) -> None:
+        with self._lock:
+            self.truncated[name] = self.truncated.get(name, 0) + 1
+            self.dropped[name] = self.dropped.get(name, 0) + dropped
+
+    def metric_values(self) -> dict[str, tuple[str, str, Mapping[str, float]]]:
+        """The two counters for :meth:`adrank.serve.http_metrics.Metrics.render` (one
+        sample per history column, as the ``reason`` label)."""
+        with self._lock:
+            truncated, dropped = dict(self.truncated), dict(self.dropped)
+        return {
+            "adrank_history_truncated_total": (
+                "counter",
+                "Request histories longer than max_len, cut to their newest items (by column).",
+                truncated,
+            ),
+            "adrank_history_items_dropped_total": (
+                "counter",
+                "Oldest history items dropped by that truncation (by column).",
+                dropped,
+            ),
+        }
+
+
+def _plain_id(value: Any, delimiter: str) -> bool:
+    if isinstance(value, str):
+        return delimiter not in value
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _user_side(model: SequenceModel) -> list[str]:
+    """The sequence fields a sequence model encodes once per user."""
+    return [f.name for f in model.feature_map.fields if f.kind == "sequence"]
+
+
+def _same_rows(x: torch.Tensor) -> bool:
+    """Whether every row of ``x`` equals the first (a broadcast view trivially does)."""
+    return x.stride(0) == 0 or bool((x == x[:1]).all())
+
+
+def score_rows(model: torch.nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of ``features`` (B rows); for a :class:`SequenceModel` whose B rows share at
+    most :data:`MAX_USERS_PER_BATCH` distinct histories, each distinct history is encoded
+    once (``encode_user``) and its rows scored with ``score``. Anything else: ``model``."""
+    if not isinstance(model, SequenceModel):
+        return model(features)
+    names = _user_side(model)
+    first = features[names[0]]
+    rows = first.shape[0]
+    if rows < 2:
+        return model(features)
+    if all(_same_rows(features[n]) for n in names):
+        groups = torch.zeros(rows, dtype=torch.long)  # one user: the common request
+        count = 1
+    else:
+        keys = torch.cat([features[n].reshape(rows, -1) for n in names], dim=1)
+        _, groups = torch.unique(keys, dim=0, return_inverse=True)
+        count = int(groups.max()) + 1
+        if count > MAX_USERS_PER_BATCH or count * 2 > rows:
+            return model(features)
+    user_names = set(names)
+    candidate = {k: v for k, v in features.items() if k not in user_names}
+    out = torch.empty(rows, dtype=torch.float32, device=first.device)
+    for g in range(count):
+        index = (groups == g).nonzero().squeeze(1) if count > 1 else None
+        user_row = int(index[0]) if index is not None else 0
+        state = model.encode_user({k: v[user_row : user_row + 1] for k, v in features.items()})
+        pick = candidate if index is None else {k: v[index] for k, v in candidate.items()}
+        logits = model.score(state, pick).float()
+        if index is None:
+            out = logits
+        else:
+            out[index] = logits
+    return out
