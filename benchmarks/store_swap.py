@@ -124,8 +124,22 @@ def plan_versions(
         else:
             path = perturbed(lineage, work / f"v{version}", seed=version)
             kind = "synthetic retraining (weights + N(0, 1e-3))"
-        plan.append({"version": version, "kind": kind, "good": version != broken_at, "dir": path})
+        plan.append(
+            {
+                "version": version,
+                "kind": kind,
+                "good": version != broken_at,
+                "dir": path,
+                "vocabulary": vocabulary_sizes(path),
+            }
+        )
     return plan
+
+
+def vocabulary_sizes(run: Path) -> dict[str, int]:
+    """Each categorical field's vocabulary size (ids, padding and OOV included)."""
+    fields = json.loads((run / "feature_map.json").read_text())["fields"]
+    return {f["name"]: f["vocab_size"] for f in fields if f.get("vocab_size")}
 
 
 # ------------------------------------------------------------------------- server -----
@@ -484,19 +498,32 @@ def render(results: dict[str, Any]) -> str:
         "Versions (the synthetic retrainings are the previous good weights plus noise, not "
         "trained models):",
         "",
-        "| version | what | settled on every worker after (s) |",
-        "|---|---|---|",
+        "| version | what | vocabulary ids (all fields) | settled on every worker after (s) |",
+        "|---|---|---|---|",
     ]
     settled = {w["version"]: w["settled_after_s"] for w in results["swap_windows_s"]}
+    first = results["plan"][0]["vocabulary"]
     for entry in results["plan"]:
+        vocab = entry["vocabulary"]
+        grew = [f"{k} {first.get(k, 0):,} → {n:,}" for k, n in vocab.items() if n > first.get(k, 0)]
         lines.append(
-            f"| {entry['version']} | {entry['kind']} | {settled.get(entry['version'], 'start')} |"
+            f"| {entry['version']} | {entry['kind']} | {sum(vocab.values()):,}"
+            + (f" ({', '.join(grew)})" if grew else "")
+            + f" | {settled.get(entry['version'], 'start')} |"
         )
-    lines += ["", "Each worker (pid) and the versions it answered with, in order:", ""]
-    lines += ["| worker | requests | versions answered | refused |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Each worker (pid): the versions it answered `/v1/rank` with, in the order of their "
+        "first response (a worker that no connection reached before a swap starts later), "
+        "the versions its `/healthz` showed over time, and the versions it refused:",
+        "",
+        "| worker | requests | versions answered | versions in /healthz | refused |",
+        "|---|---|---|---|---|",
+    ]
     for pid, w in results["workers"].items():
         answered = " → ".join(str(v) for v in w["versions_answered"])
-        lines.append(f"| {pid} | {w['requests']:,} | {answered} | {w['refused']} |")
+        seen = " → ".join(str(v) for v in w["versions_seen_by_monitor"])
+        lines.append(f"| {pid} | {w['requests']:,} | {answered} | {seen} | {w['refused']} |")
     lines += [
         "",
         f"Latency of `/v1/rank`{mark} (ms; a request counts as during a swap when it overlaps "
