@@ -40,8 +40,8 @@ from adrank.data.batches import TensorData
 from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData
 from adrank.data.processor import FeatureProcessor
+from adrank.debias.position import build_position_model
 from adrank.models.base import CTRModel
-from adrank.models.registry import build_model
 from adrank.utils import atomic_write, atomic_write_text, content_digest
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
     config = RunConfig.load(run_dir / "config.yaml")
     feature_map = FeatureMap.load(run_dir / "feature_map.json")
     processor = FeatureProcessor.load(run_dir / "processor")
-    model = build_model(config.model, feature_map, **config.params)
+    # a position-feature model (train.position_method=feature) scores at its fixed position
+    model = build_position_model(config.model, feature_map, config.params, config.train)
     state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()

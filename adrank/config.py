@@ -88,6 +88,25 @@ class TrainConfig:
     #: ``default``), ``reduce-overhead`` (CUDA graphs) or ``max-autotune``; ignored (with a
     #: warning) on CPU and in distributed runs
     compile: bool | str = False
+    # ---- position bias (issue 15; adrank.debias.position, docs/debiasing.md) ----
+    #: how clicks logged at display positions are learned: ``none`` (position-blind),
+    #: ``feature`` (position as an input field, fixed at ``position_serving`` when scoring),
+    #: ``pal`` (position tower x model), ``kd`` (position-aware teacher -> position-free
+    #: student), ``ips`` (BCE weighted by the ``examination`` role) or ``dla`` (dual learning
+    #: of examination and relevance). All but ``none`` need a ``position`` role (``ips``:
+    #: an ``examination`` role); all but ``feature`` serve a position-free model.
+    position_method: Literal["none", "feature", "pal", "kd", "ips", "dla"] = "none"
+    #: positions are clipped to [1, position_max] (the position tower's / field's size)
+    position_max: int = 10
+    #: the position ``feature`` scores at (validation, test, serving) and at which the
+    #: ``kd`` teacher's soft labels are taken; 1 = the top slot
+    position_serving: int = 1
+    #: IPS/DLA: propensities (and DLA's relevance estimates) are clipped below at this
+    ips_clip: float = 0.05
+    #: KD: the weight of the teacher's soft label in the student's loss (1 - it: the clicks)
+    kd_alpha: float = 0.8
+    #: KD: the teacher's registered model name (default: the student's model and params)
+    kd_teacher: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.eval_batch_size < 1:
@@ -114,6 +133,20 @@ class TrainConfig:
                 f"adam_implementation must be one of {list(ADAM_IMPLEMENTATIONS)}, got "
                 f"{self.adam_implementation!r}"
             )
+        if self.position_method not in POSITION_METHOD_NAMES:
+            raise ConfigError(
+                f"position_method must be one of {list(POSITION_METHOD_NAMES)}, got "
+                f"{self.position_method!r}"
+            )
+        if self.position_max < 1 or not 1 <= self.position_serving <= self.position_max:
+            raise ConfigError(
+                f"need position_max >= 1 and 1 <= position_serving <= position_max, got "
+                f"position_max={self.position_max}, position_serving={self.position_serving}"
+            )
+        if not 0.0 < self.ips_clip <= 1.0:
+            raise ConfigError(f"ips_clip must be in (0, 1], got {self.ips_clip}")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise ConfigError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         if self.compile not in (True, False, *COMPILE_MODES):
             raise ConfigError(
                 f"compile must be true, false or one of {list(COMPILE_MODES)}, got {self.compile!r}"
@@ -127,6 +160,8 @@ class TrainConfig:
         return None if self.compile in (False, "off") else str(self.compile)
 
 
+#: values of :attr:`TrainConfig.position_method`
+POSITION_METHOD_NAMES = ("none", "feature", "pal", "kd", "ips", "dla")
 #: values of :attr:`TrainConfig.adam_implementation`
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "single_tensor")
 #: string values of :attr:`TrainConfig.compile` (``off`` = false)

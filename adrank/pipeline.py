@@ -29,7 +29,7 @@ from adrank.config import RunConfig
 from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData, prepare_dataset
-from adrank.models.registry import build_model
+from adrank.debias.position import build_position_method, build_position_model
 from adrank.outputs import OutputDirError, claim_dir
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.distributed import (
@@ -229,7 +229,8 @@ def _train(
     feature_map = prepared.feature_map
     if warm is not None:  # --init-from: tables sized for the grown vocabularies
         feature_map = warm.feature_map(feature_map)
-    model = build_model(config.model, feature_map, **config.params)
+    model = build_position_model(config.model, feature_map, config.params, cfg)
+    position = build_position_method(cfg, model, model_name=config.model, params=config.params)
     if warm is not None:
         warm.load_into(model)
     outputs = model_outputs(model, feature_map, cfg.task)
@@ -253,7 +254,7 @@ def _train(
     )
     valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
     test = load_split(prepared, "test") if "test" in prepared.splits else None
-    trainer = Trainer(model, cfg, run_dir, force_progress=force_progress)
+    trainer = Trainer(model, cfg, run_dir, force_progress=force_progress, position=position)
     if warm is not None:  # the run's optimizer state, per-row step counts for the tables
         trainer.optimizer = warm.optimizer(model, cfg.learning_rate)
     load_before = _load_average()

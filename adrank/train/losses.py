@@ -11,6 +11,7 @@ Regularizers follow FuxiCTR's convention, lambda / 2 * ||W||^2:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from adrank.config import TrainConfig
 from adrank.data.batches import Batch
 from adrank.models.base import CTRModel, ModelOutput
 from adrank.tasks import Objective, model_outputs, objective_loss, resolve_objectives
+
+if TYPE_CHECKING:
+    from adrank.debias.position import PositionMethod
 
 __all__ = [
     "bce_loss",
@@ -106,6 +110,7 @@ def training_loss(
     config: TrainConfig,
     net_params: Sequence[torch.Tensor] | None = None,
     objectives: Sequence[Objective] | None = None,
+    position: PositionMethod | None = None,
 ) -> torch.Tensor:
     """The full training objective for one batch (a scalar tensor).
 
@@ -114,12 +119,19 @@ def training_loss(
     ``model.auxiliary_loss(outputs, targets, batch)`` + embedding regularizer (scope from
     ``config.embedding_regularizer_scope``) + net regularizer. ``net_params`` caches
     :func:`net_regularized_parameters` across steps. ``targets`` are the objectives' labels:
-    (B,) for one objective, (B, K) for several.
+    (B,) for one objective, (B, K) for several. A ``position`` method
+    (:mod:`adrank.debias.position`) replaces the task loss of the single click objective.
     """
     if objectives is None:
         objectives = resolve_objectives(model, model.feature_map, config.task)
     names = model_outputs(model, model.feature_map, config.task)
-    loss = task_loss(outputs.logits, names, objectives, batch)
+    if position is not None:
+        objective = objectives[0]
+        logits = outputs.logits
+        column = logits if logits.dim() == 1 else logits[:, names.index(objective.output)]
+        loss = position.loss(column, objective.target(batch.labels).float(), batch)
+    else:
+        loss = task_loss(outputs.logits, names, objectives, batch)
     if len(objectives) == 1:
         targets = objectives[0].target(batch.labels)
     else:

@@ -32,6 +32,7 @@ import torch
 from adrank.config import TrainConfig
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
 from adrank.data.device_loader import feed_device
+from adrank.debias.position import PositionMethod, build_position_method, registered_name
 from adrank.models.base import CTRModel, ModelOutput
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
@@ -114,6 +115,9 @@ class Trainer:
         run_dir: where checkpoints and ``metrics.jsonl`` go; ``None`` writes nothing.
         callbacks: extra callbacks, run after the built-in ones.
         force_progress: show the progress bar even when stderr is not a TTY.
+        position: the position-aware training method (``train.position_method``, see
+            :mod:`adrank.debias.position`); built from ``config`` when not given. Its
+            parameters (towers, a teacher) are trained and checkpointed with the model's.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class Trainer:
         callbacks: Sequence[cb.Callback] = (),
         *,
         force_progress: bool = False,
+        position: PositionMethod | None = None,
     ) -> None:
         self.config = config = config or TrainConfig()
         self.device = torch.device(config.device)
@@ -141,17 +146,33 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if config.sparse_embeddings:
             _check_sparse_embeddings(config, self.world_size, self.amp)
+        self.position = position
+        if position is None and config.position_method != "none":
+            self.position = build_position_method(config, model, model_name=registered_name(model))
+        trainable: torch.nn.Module = self.model
+        if self.position is not None:
+            if self.world_size > 1:
+                raise ValueError(
+                    f"position_method={config.position_method!r} is single-process only"
+                )
+            self.position.to(self.device)
+            trainable = torch.nn.ModuleList([self.model, self.position])
         self.optimizer = build_optimizer(
-            self.model,
+            trainable,
             config.learning_rate,
             self.device,
             config.sparse_embeddings,
             config.adam_implementation,
         )
         self._training_forward = _training_forward(self.model, config, self.device, self._ddp)
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._params = [p for p in trainable.parameters() if p.requires_grad]
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
+        if self.position is not None and len(self.objectives) != 1:
+            raise ValueError(
+                f"position_method={config.position_method!r} trains one click output; "
+                f"this model trains {[o.output for o in self.objectives]} (set train.task)"
+            )
         self.outputs = model_outputs(model, model.feature_map, config.task)
         self._net_params = net_regularized_parameters(model) if config.net_regularizer > 0 else []
         self._amp_dtype = torch.float32
@@ -209,6 +230,7 @@ class Trainer:
             "epoch": s.epoch,
             "loader_epoch": s.epoch - 1,
             "model": self.model.state_dict(),
+            "position": None if self.position is None else self.position.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self._scaler.state_dict() if self._scaler is not None else None,
             "lr": self.lr,
@@ -238,6 +260,8 @@ class Trainer:
         if changed:
             logger.warning("resuming %s with changed training settings: %s", path, changed)
         self.model.load_state_dict(ckpt["model"])
+        if self.position is not None and ckpt.get("position") is not None:
+            self.position.load_state_dict(ckpt["position"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self._scaler is not None and ckpt.get("scaler"):
             self._scaler.load_state_dict(ckpt["scaler"])
@@ -270,9 +294,18 @@ class Trainer:
                 logits, aux = self._ddp(batch.features)
                 outputs = ModelOutput(logits, aux)
             else:
-                outputs = self._training_forward(batch.features)
+                features = batch.features
+                if self.position is not None:
+                    features = self.position.training_features(batch)
+                outputs = self._training_forward(features)
             loss = training_loss(
-                self.model, outputs, batch, self.config, self._net_params, self.objectives
+                self.model,
+                outputs,
+                batch,
+                self.config,
+                self._net_params,
+                self.objectives,
+                self.position,
             )
         self.optimizer.zero_grad(set_to_none=True)
         clip = self.config.grad_clip_norm
@@ -297,6 +330,8 @@ class Trainer:
         self, epoch: int, train: Iterable[Batch], valid: Iterable[Batch] | None
     ) -> dict[str, Any]:
         self.model.train()
+        if self.position is not None:
+            self.position.train()
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch - 1)
         if self.world_size > 1:
