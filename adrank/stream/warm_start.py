@@ -10,10 +10,11 @@ state and processor (:class:`WarmStart`).
 * **weights**: ``model.pt`` (the best epoch) copied into a model whose tables have the new
   capacity; rows of newly admitted ids are freshly initialised.
 * **optimizer state**: from the run's ``checkpoint.pt`` (the *last* epoch's state; the run
-  kept the best epoch's weights). Dense parameters keep their Adam moments and step; the
-  tables move to :class:`~adrank.train.row_adam.RowAdam`, each row keeping its moments and
-  its step count (a plain-Adam run's step count for every existing row), new rows at
-  step 0. A run without ``checkpoint.pt`` continues with fresh optimizer state (logged).
+  kept the best epoch's weights), or a streamed run's ``optimizer.pt``. Dense parameters
+  keep their Adam moments and step; the tables move to
+  :class:`~adrank.train.row_adam.RowAdam`, each row keeping its moments and its step count
+  (a plain-Adam run's step count for every existing row), new rows at step 0. A run
+  without either file continues with fresh optimizer state (logged).
   The learning rate is the new config's.
 
 The model and its hyperparameters must be the run's.
@@ -40,10 +41,12 @@ from adrank.train.row_adam import row_state_from_adam
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GROWTH_FILE", "WarmStart"]
+__all__ = ["GROWTH_FILE", "OPTIMIZER_FILE", "WarmStart"]
 
 #: the growth state a warm-started (or streamed) run keeps next to its processor
 GROWTH_FILE = "growth.json"
+#: a streamed run's optimizer state (a trained run has it in checkpoint.pt)
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 def _table_names(model: nn.Module) -> list[str]:
@@ -110,10 +113,11 @@ class WarmStart:
             self.growth = VocabularyGrowth(min_count, evict_after, headroom).start(self.processor)
             self.chunk = 0
         self.step = GrowthStep()
-        checkpoint = self.run_dir / "checkpoint.pt"
         self.optimizer_state: dict[str, dict] = {}
-        if checkpoint.exists():
-            ckpt = load_checkpoint(checkpoint)
+        found = [self.run_dir / n for n in (OPTIMIZER_FILE, "checkpoint.pt")]
+        found = [p for p in found if p.exists()]
+        if found:
+            ckpt = load_checkpoint(found[0])
             self.optimizer_state = optimizer_state_by_name(self.artifact.model, ckpt["optimizer"])
         else:
             logger.warning(
