@@ -949,6 +949,13 @@ def serve_cmd(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (>1 disables /admin/*).")] = 1,
     max_candidates: Annotated[int, typer.Option(help="Max ads per /v1/rank request.")] = 1000,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1024,
+            help="Largest request body in bytes (413 above it); raise it for long histories.",
+        ),
+    ] = 4 * 1024 * 1024,
     backend: Annotated[str, typer.Option(help="torch, torchscript or onnx.")] = "torch",
     model_root: Annotated[
         Path | None,
@@ -991,6 +998,7 @@ def serve_cmd(
             port,
             workers,
             max_candidates,
+            max_body_bytes=max_body_bytes,
             backend=backend,
             model_root=model_root,
             admin_token=admin_token,

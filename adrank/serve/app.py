@@ -63,6 +63,7 @@ import torch
 
 from adrank.data.schema import SchemaError
 from adrank.serve.admin import AdminAuth, warn_if_exposed
+from adrank.serve.history import HistoryClipper
 from adrank.serve.http_metrics import Metrics, ObserveAndLimit
 from adrank.serve.impressions import ImpressionLog, rank_record
 from adrank.serve.model_root import (
@@ -297,6 +298,7 @@ def create_app(
         else ImpressionLog(impression_log)
     )
     metrics = Metrics()
+    histories = HistoryClipper()  # request histories: cut to max_len, counted in /metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -355,12 +357,19 @@ def create_app(
         predictor, reference = holder.serving()
         where = ((["body", "records", i], r) for i, r in enumerate(req.records))
         errors = feature_errors(where, _numeric_fields(predictor))
+        in_context = iter([(["body", "context"], req.context)])
+        errors += feature_errors(in_context, _numeric_fields(predictor))
         if errors:
             raise HTTPException(422, errors)
+        limits = histories.limits(predictor.processor.schema)
+        records = histories.with_context(req.context, req.records, limits)
         try:
-            probs = predictor.predict_outputs(req.records)
+            probs = predictor.predict_outputs(records)
         except RecordError as exc:
-            raise _record_error(exc, ["body", "records", exc.index or 0, exc.field]) from exc
+            i = exc.index or 0
+            shared = exc.field in req.context and exc.field not in req.records[i]
+            loc = ["body", "context", exc.field] if shared else ["body", "records", i, exc.field]
+            raise _record_error(exc, loc) from exc
         except SchemaError as exc:
             raise HTTPException(422, [{"loc": ["body", "records"], "msg": str(exc)}]) from exc
         _check_finite(probs)
@@ -370,7 +379,7 @@ def create_app(
         click = _click_output(predictor)
         passthrough = None
         if predictor.passthrough:
-            passthrough = [{c: r.get(c) for c in predictor.passthrough} for r in req.records]
+            passthrough = [{c: r.get(c) for c in predictor.passthrough} for r in records]
         return PredictResponse(
             outputs=names,
             predictions=[dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)],
@@ -421,7 +430,7 @@ def create_app(
         try:
             result = rank_ads(
                 score,
-                req.context,
+                histories.clip(req.context, histories.limits(predictor.processor.schema)),
                 ads,
                 req.slots,
                 req.reserve_price,
@@ -461,6 +470,7 @@ def create_app(
         info, counters = _metric_values(holder, log)
         if follower is not None:
             counters |= follower.metric_values()
+        counters |= histories.metric_values()
         return PlainTextResponse(
             metrics.render(info, counters),
             media_type="text/plain; version=0.0.4; charset=utf-8",

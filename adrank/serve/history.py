@@ -71,10 +71,17 @@ class HistoryClipper:
                 changed[name] = delimiter.join(items[-max_len:])
         return record if changed is None else changed
 
-    def clip_all(
-        self, records: Sequence[Mapping[str, Any]], limits: Mapping[str, tuple[int, str]]
+    def with_context(
+        self,
+        context: Mapping[str, Any],
+        records: Sequence[Mapping[str, Any]],
+        limits: Mapping[str, tuple[int, str]],
     ) -> list[Mapping[str, Any]]:
-        return [self.clip(r, limits) for r in records]
+        """``{**context, **record}`` per record, the context's histories cut once and each
+        record's own cut (a record's value wins over the context's)."""
+        context = self.clip(context, limits)
+        clipped = [self.clip(r, limits) for r in records]
+        return [{**context, **r} for r in clipped] if context else clipped
 
     def _count(self, name: str, dropped: int) -> None:
         with self._lock:

@@ -126,7 +126,10 @@ class ObserveAndLimit:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
-            {"detail": f"request body exceeds the limit of {self.max_body_bytes} bytes"}
+            {
+                "detail": f"request body exceeds the limit of {self.max_body_bytes} bytes "
+                "(the server's `adrank serve --max-body-bytes`)"
+            }
         ).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 413, "headers": headers})

@@ -194,6 +194,11 @@ class _Strict(BaseModel):
 
 class PredictRequest(_Strict):
     records: list[dict[str, FeatureValue]] = Field(min_length=1, description="raw records")
+    context: dict[str, FeatureValue] = Field(
+        default_factory=dict,
+        description="fields shared by every record (e.g. the user and their history, a list "
+        "oldest first); a record's own value wins",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -74,6 +74,7 @@ from adrank.data.schema import (
     SequenceFeature,
 )
 from adrank.data.transforms import TransformError, apply_transforms, raw_inputs
+from adrank.serve.history import score_rows
 from adrank.tasks import TaskError, derive_probabilities, model_outputs
 from adrank.train.sampling import correct_probabilities, sampled_output
 
@@ -295,7 +296,8 @@ class Predictor:
             device = next(self.model.parameters()).device
 
             def score_torch(feats: dict[str, torch.Tensor]) -> torch.Tensor:
-                out = self.model({k: v.to(device) for k, v in feats.items()})
+                # sequence models: each distinct history encoded once (serve/history.py)
+                out = score_rows(self.model, {k: v.to(device) for k, v in feats.items()})
                 return out.float().cpu()
 
             return score_torch

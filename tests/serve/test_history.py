@@ -137,6 +137,11 @@ def test_histories_keep_their_newest_items_and_cuts_are_counted() -> None:
     assert clipper.clip(short, limits) is short
     odd = {"hist": ["a|b", "c", "d", "e", "f", "g"], "tags": [True, "x", "y"]}
     assert clipper.clip(odd, limits) is odd  # left for the predictor to reject
+    merged = clipper.with_context(
+        {"hist": "1|2|3|4|5|6", "tags": "u"}, [{"item": "a"}, {"item": "b", "tags": "v"}], limits
+    )
+    assert merged == [{"hist": "2|3|4|5|6", "tags": "u", "item": "a"},
+                      {"hist": "2|3|4|5|6", "tags": "v", "item": "b"}]  # fmt: skip
     counters = clipper.metric_values()
-    assert counters["adrank_history_truncated_total"][2] == {"hist": 1, "hist_genre": 1}
-    assert counters["adrank_history_items_dropped_total"][2] == {"hist": 2, "hist_genre": 1}
+    assert counters["adrank_history_truncated_total"][2] == {"hist": 2, "hist_genre": 1}
+    assert counters["adrank_history_items_dropped_total"][2] == {"hist": 3, "hist_genre": 1}
