@@ -10,19 +10,20 @@ Each segment i has ``x_i`` clicks out of ``n_i`` impressions. Three estimators o
   intra-class correlation ``rho = 1 / (alpha + beta + 1)`` solves
   ``E[S] = mu (1 - mu) [(1 - rho)(N - 1) + rho (sum n - sum n^2 / sum n)]`` with
   ``S = sum_i n_i (x_i / n_i - mu)^2`` over the N segments, clipped to [1e-6, 1 - 1e-6]
-  (Kleinman 1973).
+  (Kleinman 1973). ``method="ml"`` instead maximises the beta-binomial marginal likelihood.
 * :class:`CompoundShrinkage`: the compound-decision estimator of "Compound Estimation for
   Binomials". It treats the ``(n_i, p_i)`` as fixed unknowns, not draws from a prior, so it
   is **not** empirical Bayes. It uses the class of ML-assisted linear shrinkage estimators
 
-      p_i(lam, g) = w_i x_i / n_i + (1 - w_i) m_i(g),   w_i = n_i / (n_i + lam),
-      m_i(g) = g f_i + (1 - g) mu,
+      p_i(lam, g, c) = w_i x_i / n_i + (1 - w_i) m_i(g, c),   w_i = n_i / (n_i + lam),
+      m_i(g, c) = g f_i + (1 - g) c,
 
   where ``f_i`` is a machine-learning prediction of the segment's rate made without its own
-  clicks (cross-fitted, so ``f_i`` does not depend on ``x_i``), ``mu`` is the pooled rate,
-  ``lam >= 0`` is the shrinkage strength and ``g`` in [0, 1] is the trust in the prediction.
-  ``(lam, g)`` minimises an approximate Stein unbiased risk estimate (SURE) of the average
-  squared error ``1/N sum_i (p_i(lam, g) - p_i)^2`` over a grid. For a fixed target ``m_i``,
+  clicks (cross-fitted, so ``f_i`` does not depend on ``x_i``), ``c`` is a location (a grid
+  of the pooled rate and quantiles of the raw rates), ``lam >= 0`` is the shrinkage strength
+  and ``g`` in [0, 1] is the trust in the prediction. ``(lam, g, c)`` minimises an
+  approximate Stein unbiased risk estimate (SURE) of the average squared error
+  ``1/N sum_i (p_i(lam, g, c) - p_i)^2`` over the grid. For a fixed target ``m_i``,
   ``E (p_i(lam) - p_i)^2 = w_i^2 v_i + (1 - w_i)^2 (m_i - p_i)^2`` with
   ``v_i = p_i (1 - p_i) / n_i``. ``(m_i - x_i/n_i)^2 - v_i`` is unbiased for
   ``(m_i - p_i)^2``, so
@@ -30,8 +31,8 @@ Each segment i has ``x_i`` clicks out of ``n_i`` impressions. Three estimators o
   ``v_hat_i = x_i (n_i - x_i) / (n_i^2 (n_i - 1))`` is unbiased for ``v_i`` when n_i >= 2.
   This is the binomial identity itself, with no Gaussian approximation. The approximation is
   in two places. First, a single trial (n_i = 1) has no unbiased estimate of
-  ``p_i (1 - p_i)``, so those segments use the plug-in ``m_i (1 - m_i)``. Second, ``mu``
-  depends weakly on every ``x_i``.
+  ``p_i (1 - p_i)``, so those segments use the plug-in ``m_i (1 - m_i)``. Second, the
+  location grid is built from the data (the pooled rate and quantiles of the raw rates).
 
 The paper's full text was not available here. This module implements the estimator class
 and the risk estimate from its abstract ("approximate SURE for the average MSE given any
@@ -108,9 +109,48 @@ def approximate_sure(
 
 @dataclass
 class BetaBinomialEB:
-    """Beta-binomial empirical Bayes: a method-of-moments prior and the posterior means."""
+    """Beta-binomial empirical Bayes: a prior fitted by the method of ``"moments"`` (module
+    docstring) or by marginal maximum likelihood (``"ml"``: the beta-binomial likelihood of
+    all segments maximised over ``(logit mu, log(alpha + beta))`` with L-BFGS, started at
+    the moments fit), and the posterior means."""
+
+    method: str = "moments"
 
     def fit(self, clicks: np.ndarray, trials: np.ndarray) -> BetaBinomialEB:
+        if self.method not in ("moments", "ml"):
+            raise ValueError(f"method must be 'moments' or 'ml', got {self.method!r}")
+        self._fit_moments(clicks, trials)
+        if self.method == "ml":
+            self._fit_marginal_ml(clicks, trials)
+        return self
+
+    def _fit_marginal_ml(self, clicks: np.ndarray, trials: np.ndarray) -> None:
+        import torch
+
+        x, n = (torch.as_tensor(a, dtype=torch.float64) for a in _counts(clicks, trials))
+        mu0 = min(max(self.mean_, 1e-6), 1 - 1e-6)
+        logit = torch.tensor(np.log(mu0 / (1 - mu0)), dtype=torch.float64, requires_grad=True)
+        log_s = torch.tensor(np.log(self.alpha_ + self.beta_), dtype=torch.float64)
+        log_s.requires_grad_(True)
+        opt = torch.optim.LBFGS([logit, log_s], max_iter=200, line_search_fn="strong_wolfe")
+
+        def nll() -> torch.Tensor:
+            opt.zero_grad()
+            a = torch.sigmoid(logit) * torch.exp(log_s)
+            b = (1 - torch.sigmoid(logit)) * torch.exp(log_s)
+            ll = (torch.lgamma(x + a) + torch.lgamma(n - x + b) - torch.lgamma(n + a + b)
+                  - torch.lgamma(a) - torch.lgamma(b) + torch.lgamma(a + b))  # fmt: skip
+            loss = -ll.sum()
+            loss.backward()
+            return loss
+
+        opt.step(nll)
+        strength = float(torch.exp(log_s.detach()))
+        self.mean_ = float(torch.sigmoid(logit.detach()))
+        self.rho_ = 1 / (strength + 1)
+        self.alpha_, self.beta_ = self.mean_ * strength, (1 - self.mean_) * strength
+
+    def _fit_moments(self, clicks: np.ndarray, trials: np.ndarray) -> None:
         x, n = _counts(clicks, trials)
         total = n.sum()
         mu = float(np.clip(x.sum() / total, 1e-9, 1 - 1e-9))
@@ -122,7 +162,6 @@ class BetaBinomialEB:
         strength = 1 / rho - 1
         self.mean_, self.rho_ = mu, rho
         self.alpha_, self.beta_ = mu * strength, (1 - mu) * strength
-        return self
 
     def predict(self, clicks: np.ndarray, trials: np.ndarray) -> np.ndarray:
         x, n = _counts(clicks, trials)
@@ -133,17 +172,21 @@ class BetaBinomialEB:
 class CompoundShrinkage:
     """Approximate-SURE selection over ML-assisted linear shrinkage (module docstring).
 
-    ``lambdas`` and ``trust`` are the grids of ``lam`` and ``g``; ``fit`` sets ``lambda_``,
-    ``trust_``, ``sure_`` (the minimum) and ``mean_``."""
+    ``lambdas``, ``trust`` and ``locations`` are the grids of ``lam``, ``g`` and the
+    location ``c`` that stands in for ``mu`` in the target ``g f_i + (1 - g) c`` (default:
+    the pooled rate and 41 quantiles of the raw rates, so the class also holds "shrink
+    towards the best constant"). ``fit`` sets ``lambda_``, ``trust_``, ``location_``,
+    ``sure_`` (the minimum) and ``mean_`` (the pooled rate)."""
 
     lambdas: np.ndarray | None = None
     trust: np.ndarray | None = None
+    locations: np.ndarray | None = None
 
     def fit(
         self, clicks: np.ndarray, trials: np.ndarray, prediction: np.ndarray | None = None
     ) -> CompoundShrinkage:
         """``prediction`` (N,): the cross-fitted ML rate ``f_i`` of each segment, or ``None``
-        to shrink towards the pooled rate only (``g = 0``)."""
+        to shrink towards a constant only (``g = 0``)."""
         x, n = _counts(clicks, trials)
         self.mean_ = float(x.sum() / n.sum())
         lambdas = DEFAULT_LAMBDAS if self.lambdas is None else np.asarray(self.lambdas)
@@ -152,22 +195,30 @@ class CompoundShrinkage:
             if prediction is None
             else (DEFAULT_TRUST if self.trust is None else np.asarray(self.trust))
         )
-        f = np.full_like(x, self.mean_) if prediction is None else np.asarray(prediction)
-        best = (np.inf, 0.0, 0.0)
+        if self.locations is None:
+            quantiles = np.quantile(x / n, np.linspace(0, 1, 41))
+            locations = np.unique(np.concatenate([[self.mean_], quantiles]))
+        else:
+            locations = np.asarray(self.locations, dtype=np.float64)
+        f = np.zeros_like(x) if prediction is None else np.asarray(prediction, dtype=np.float64)
+        w = n[None, :] / (n[None, :] + lambdas[:, None])  # (L, N)
+        best = (np.inf, 0.0, 0.0, self.mean_)
         for g in trust:
-            m = g * f + (1 - g) * self.mean_
-            for lam in lambdas:
-                risk = approximate_sure(x, n, m, float(lam))
-                if risk < best[0]:
-                    best = (risk, float(lam), float(g))
-        self.sure_, self.lambda_, self.trust_ = best
+            for c in locations:
+                m = g * f + (1 - g) * c
+                v = unbiased_variance(x, n, fallback=m)
+                risk = np.mean((1 - w) ** 2 * (m - x / n) ** 2 + (2 * w - 1) * v, axis=1)
+                i = int(np.argmin(risk))
+                if risk[i] < best[0]:
+                    best = (float(risk[i]), float(lambdas[i]), float(g), float(c))
+        self.sure_, self.lambda_, self.trust_, self.location_ = best
         return self
 
     def predict(
         self, clicks: np.ndarray, trials: np.ndarray, prediction: np.ndarray | None = None
     ) -> np.ndarray:
         x, n = _counts(clicks, trials)
-        f = np.full_like(x, self.mean_) if prediction is None else np.asarray(prediction)
-        m = self.trust_ * f + (1 - self.trust_) * self.mean_
+        f = np.zeros_like(x) if prediction is None else np.asarray(prediction, dtype=np.float64)
+        m = self.trust_ * f + (1 - self.trust_) * self.location_
         w = n / (n + self.lambda_)
         return w * x / n + (1 - w) * m

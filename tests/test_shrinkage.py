@@ -90,3 +90,24 @@ def test_lambda_zero_is_raw() -> None:
     x, n, _ = _simulate(3, 50)
     fitted = CompoundShrinkage(lambdas=np.array([0.0])).fit(x, n)
     np.testing.assert_allclose(fitted.predict(x, n), x / n)
+
+
+def test_beta_binomial_marginal_ml_recovers_prior_and_beats_moments_likelihood() -> None:
+    from math import lgamma
+
+    x, n, _ = _simulate(4, 5000)
+    mom = BetaBinomialEB().fit(x, n)
+    ml = BetaBinomialEB(method="ml").fit(x, n)
+    assert ml.mean_ == pytest.approx(0.2, abs=0.01)
+    assert ml.alpha_ + ml.beta_ == pytest.approx(10.0, rel=0.2)
+
+    def loglik(a: float, b: float) -> float:
+        return sum(
+            lgamma(xi + a) + lgamma(ni - xi + b) - lgamma(ni + a + b) - lgamma(a) - lgamma(b)
+            + lgamma(a + b)
+            for xi, ni in zip(x, n, strict=True)
+        )  # fmt: skip
+
+    assert loglik(ml.alpha_, ml.beta_) >= loglik(mom.alpha_, mom.beta_) - 1e-6
+    with pytest.raises(ValueError, match="'moments' or 'ml'"):
+        BetaBinomialEB(method="bayes").fit(x, n)
