@@ -25,6 +25,7 @@ from adrank.serve.calibration import (
 from adrank.serve.export import EXPORT_EXCEPTIONS, ExportParityError, ExportResult, export
 from adrank.serve.impressions import ImpressionLog, read_impressions
 from adrank.serve.model_root import ModelRoot, ModelRootError, set_latest
+from adrank.serve.model_store import StoreError, publish, rollback
 from adrank.serve.predictor import Predictor, RecordError, predict_file
 from adrank.serve.ranking import (
     BILLING_TYPES,
@@ -59,6 +60,7 @@ __all__ = [
     "RecordError",
     "ScoredAd",
     "SlotResult",
+    "StoreError",
     "SwapRefused",
     "apply_calibration",
     "calibrate",
@@ -70,9 +72,11 @@ __all__ = [
     "load_artifact",
     "load_checked",
     "predict_file",
+    "publish",
     "rank_ads",
     "read_impressions",
     "read_manifest",
+    "rollback",
     "save_calibration",
     "serve",
     "set_latest",

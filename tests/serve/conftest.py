@@ -211,3 +211,22 @@ def variant_runs(tmp_path_factory: pytest.TempPathFactory) -> VariantRuns:
         grown=_train(grown_prepared, root / "grown", seed=3),
         other_schema=_train(other_prepared, root / "other_schema", seed=3),
     )
+
+
+@pytest.fixture(scope="session")
+def larger_vocab_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DeepFM on the synthetic schema trained on more rows, 2,000 of them from 50 new users
+    and 10 new sites: the vocabularies of ``synthetic_runs.run_a`` plus new ids, as after a
+    later publish in incremental training."""
+    root = tmp_path_factory.mktemp("larger-vocab")
+    newcomers = synthetic_frame(2000, 7).with_columns(
+        pl.concat_str([pl.lit("new-"), pl.col("user")]).alias("user"),
+        pl.concat_str([pl.lit("new-"), pl.col("site")]).alias("site"),
+    )
+    splits = {
+        "train": pl.concat([synthetic_frame(6000, 1), newcomers]),
+        "valid": synthetic_frame(2000, 2),
+        "test": synthetic_frame(2000, 3),
+    }
+    prepared = prepare_frames(SYNTHETIC_SCHEMA, splits, root / "prepared")
+    return _train(prepared, root / "run", seed=5)

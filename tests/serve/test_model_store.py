@@ -255,3 +255,18 @@ def test_the_poller_thread_runs_with_the_app(synthetic_runs, tmp_path):
             assert time.monotonic() < deadline, "the follower did not move to version 2"
             time.sleep(0.05)
     assert app.state.store_follower.swaps == 1
+
+
+def test_the_gate_compares_schemas_not_vocabularies(synthetic_runs, variant_runs, larger_vocab_run):
+    """Each publish grows vocabularies; the gate's signature leaves them out, and still sees
+    an input-schema change."""
+    from adrank.serve.swap_gate import serving_signature, signature_differences
+
+    base, grown = Predictor.load(synthetic_runs.run_a), Predictor.load(larger_vocab_run)
+    sizes = {f.name: f.vocab_size for f in base.feature_map.fields}
+    grown_sizes = {f.name: f.vocab_size for f in grown.feature_map.fields}
+    assert grown_sizes["user"] == sizes["user"] + 50 and grown_sizes["site"] == sizes["site"]
+    assert signature_differences(serving_signature(base), serving_signature(grown)) == []
+    assert signature_differences(serving_signature(base), serving_signature(grown)) == []
+    other = Predictor.load(variant_runs.other_schema)
+    assert signature_differences(serving_signature(base), serving_signature(other))

@@ -12,10 +12,10 @@ from benchmarks.store_swap import render, run_store_swap
 from tests.serve.test_admin import RANK
 
 
-def test_workers_follow_the_store_under_load(synthetic_runs, variant_runs, tmp_path):
+def test_workers_follow_the_store_under_load(synthetic_runs, larger_vocab_run, tmp_path):
     results = run_store_swap(
         synthetic_runs.run_a,
-        variant_runs.grown,
+        larger_vocab_run,
         tmp_path,
         [json.dumps(RANK).encode()],
         versions=5,
@@ -33,6 +33,8 @@ def test_workers_follow_the_store_under_load(synthetic_runs, variant_runs, tmp_p
     assert results["failed"] == 0, results["failures"]
     assert results["forward_only"], report
     assert results["broken_versions"] == [3] and results["broken_versions_served"] == []
+    vocab = [entry["vocabulary"]["user"] for entry in results["plan"]]
+    assert vocab[3] > vocab[0]  # version 4 has a grown vocabulary
     workers = results["workers"]
     assert workers, report
     for pid, worker in workers.items():
