@@ -14,7 +14,9 @@ random_state=12345)`` per position on one-hot user features + item features) fit
 on-policy value is obp's ``calc_on_policy_policy_value_estimate`` on the Bernoulli-TS logs.
 
 Writes ``OUT_DIR/obp_bts_all_action_dist.npy`` (the (n_actions, len_list) table, which obp
-tiles over every round) and ``OUT_DIR/obp_results.json``. No adrank imports.
+tiles over every round), ``OUT_DIR/obp_results.json``, and obp's own inputs in its row order
+(``obp_random_all_feedback.npz``: action, position, reward, pscore) with its reward model's
+predictions ``obp_q_hat.npy`` (n_rounds, n_actions, len_list). No adrank imports.
 """
 
 from __future__ import annotations
@@ -74,6 +76,16 @@ def main() -> None:
         n_folds=3,
         random_state=12345,
     )
+    # obp's own inputs in obp's row order (it sorts the log by timestamp), so adrank can be
+    # fed obp's reward model too: then DM and DR must agree as well
+    np.save(out / "obp_q_hat.npy", q_hat)
+    np.savez(
+        out / "obp_random_all_feedback.npz",
+        action=feedback["action"],
+        position=feedback["position"],
+        reward=feedback["reward"],
+        pscore=feedback["pscore"],
+    )
     ope = OffPolicyEvaluation(
         bandit_feedback=feedback,
         ope_estimators=[
@@ -98,7 +110,11 @@ def main() -> None:
     logged_mean = float(feedback["reward"].mean())
     result = {
         "framework": "obp",
-        "versions": {"obp": obp.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__},
+        "versions": {
+            "obp": obp.__version__,
+            "numpy": np.__version__,
+            "sklearn": sklearn.__version__,
+        },
         "n_rounds": int(feedback["n_rounds"]),
         "n_actions": int(dataset.n_actions),
         "len_list": int(dataset.len_list),
