@@ -45,7 +45,7 @@ import numpy as np
 from benchmarks.load_test import HOST, free_port, read_response, wait_healthy
 
 NAME = "default"
-_REFERENCE = re.compile(rb'"model_reference":"[^"/]+/(\d+)"')
+_REFERENCE = re.compile(rb'"model_reference"\s*:\s*"[^"/]+/(\d+)"')
 
 
 # ------------------------------------------------------------------------- models -----
