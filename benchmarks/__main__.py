@@ -6,7 +6,8 @@ vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessi
 Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes),
 ``kernels`` (dropout, attention and scoring-batch micro-benchmarks), ``gpu`` (adrank vs a
 hand-written loop on one GPU; see ``benchmarks/GPU_RUNBOOK.md``), ``sequences`` (long-history
-cost of the sequence models on synthetic histories). No suite name runs all
+cost of the sequence models on synthetic histories), ``swap`` (a server following a model
+store while versions are published under load). No suite name runs all
 of them; flags go to every named suite, so pass suite-specific flags with one suite at a
 time (see each module's docstring).
 """
@@ -27,6 +28,7 @@ SUITES = {
     "kernels": "kernels",
     "gpu": "gpu",
     "sequences": "sequences",
+    "swap": "store_swap",
 }
 
 
