@@ -61,6 +61,7 @@ def ope_cmd(
 ) -> None:
     """Estimate a policy's expected reward per round with DM, IPS, SNIPS and DR, each with a
     percentile bootstrap interval; the logs' own mean reward is printed for reference."""
+    from adrank.data.datasets import DatasetUnavailableError, resolve_data_dir
     from adrank.ope import (
         OffPolicyDataError,
         evaluate_policy,
@@ -73,8 +74,6 @@ def ope_cmd(
 
     try:
         if open_bandit is not None:
-            from adrank.data.datasets import resolve_data_dir
-
             name, _, campaign = open_bandit.partition("/")
             data = open_bandit_logs(resolve_data_dir(data_dir), name, campaign)
             source = f"open_bandit {open_bandit}"
@@ -97,7 +96,7 @@ def ope_cmd(
             data, dist, model, n_bootstrap=bootstrap, seed=seed, level=level
         )
         logged = on_policy_value(data.reward, n_bootstrap=bootstrap, seed=seed, level=level)
-    except (OffPolicyDataError, ValueError, FileNotFoundError) as exc:
+    except (OffPolicyDataError, ValueError, FileNotFoundError, DatasetUnavailableError) as exc:
         fail(str(exc))
         return
     rows = [*estimates, logged]

@@ -81,3 +81,18 @@ def test_ope_open_bandit_uniform_policy(data_dir, tmp_path) -> None:
     values = {e["estimator"]: e["value"] for e in json.loads(res.output)["estimates"]}
     assert values["ips"] == pytest.approx(38 / 10_000)
     assert values["snips"] == pytest.approx(38 / 10_000)
+
+
+def test_ope_open_bandit_missing_files_named(tmp_path) -> None:
+    np.save(tmp_path / "uniform.npy", np.full((80, 3), 1 / 80))
+    res = CliRunner().invoke(
+        app,
+        ["ope", "--open-bandit", "random/all", "--policy", str(tmp_path / "uniform.npy"),
+         "--data-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert res.exit_code == 1
+    assert "random_all.csv.gz" in res.output
+    res = CliRunner().invoke(
+        app, ["ope", "--open-bandit", "random", "--policy", str(tmp_path / "uniform.npy")]
+    )
+    assert res.exit_code == 1 and "campaign" in res.output

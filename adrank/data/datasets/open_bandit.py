@@ -27,7 +27,13 @@ from pathlib import Path
 
 import polars as pl
 
-from adrank.data.datasets.base import DatasetBuilder, RemoteFile, ordered_split, register_dataset
+from adrank.data.datasets.base import (
+    DatasetBuilder,
+    RemoteFile,
+    find_file,
+    ordered_split,
+    register_dataset,
+)
 from adrank.data.readers import DataFormatError, read_raw
 from adrank.data.schema import CategoricalFeature, NumericFeature, Schema
 from adrank.data.transforms import Cross
@@ -173,4 +179,10 @@ def read_log(
         raise ValueError(
             f"unknown Open Bandit campaign {campaign!r}; expected one of {LOG_CAMPAIGNS}"
         )
+    for name in (f"{policy}_{campaign}.csv.gz", f"{policy}_{campaign}_item_context.csv.gz"):
+        if find_file(Path(data_dir), f"open_bandit_position/{name}") is None:
+            raise FileNotFoundError(
+                f"no open_bandit_position/{name} under {data_dir} (point --data-dir or "
+                "$ADRANK_DATA_DIR at the folder that holds open_bandit_position/)"
+            )
     return OpenBanditBuilder()._read_part(Path(data_dir), policy, campaign, bad_rows)
