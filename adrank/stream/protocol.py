@@ -26,7 +26,7 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,17 +139,22 @@ def _load_average() -> float | None:
 
 @dataclass
 class UpdateStats:
-    """What one update cost: ``compute`` = training rows x epochs; ``epochs``; wall time."""
+    """What one update cost: ``compute`` = training rows x epochs; ``epochs``; wall time;
+    ``info``: what the strategy decided (members trained, drift detected, ...)."""
 
     compute: int = 0
     epochs: int = 0
     wall_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
 
 
-def update_stats(stats: list[UpdateStats]) -> UpdateStats:
-    """The sum of several fits (an ensemble's members)."""
+def update_stats(stats: list[UpdateStats], **info: Any) -> UpdateStats:
+    """The sum of several fits (an ensemble's members), with ``info``."""
     return UpdateStats(
-        sum(s.compute for s in stats), sum(s.epochs for s in stats), sum(s.wall_s for s in stats)
+        sum(s.compute for s in stats),
+        sum(s.epochs for s in stats),
+        sum(s.wall_s for s in stats),
+        info,
     )
 
 
@@ -268,6 +273,21 @@ class StreamContext:
         return collect_predictions(
             model, loader, torch.device(self.train_config.device), outputs=outputs
         )
+
+    @property
+    def label_index(self) -> int:
+        """The label column of the trained task (``train_config.task``, else the first)."""
+        fm = self.feature_map
+        task = next((x for x in fm.tasks if x.name == self.train_config.task), fm.tasks[0])
+        return fm.label_index(task.label)
+
+    def logloss(self, model: torch.nn.Module, data: TensorData) -> float:
+        """``model``'s logloss on ``data`` (the trained task's label)."""
+        from adrank.metrics import logloss
+
+        predictions = self.predict(model, data)
+        probs = predictions.probs if predictions.probs.ndim == 1 else predictions.probs[:, 0]
+        return float(logloss(predictions.labels[:, self.label_index], probs))
 
     def warm_flags(self, t: int) -> np.ndarray:
         """(N,) ``"warm"``/``"cold"`` for the rows of chunk ``t + 1``: whether their

@@ -107,6 +107,7 @@ def run_stream(
             "admitted": step.num_admitted,
             "evicted": step.num_evicted,
             "table_rows": runner.current().rows(),
+            "strategy_info": stats.info,
         }
         record = {k: _round(v) for k, v in record.items()}
         records.append(record)

@@ -8,6 +8,14 @@ models; the models stay pure registry models. Options (``--option key=value``):
 * ``fine_tune``: one model, trained further on each new chunk only (its vocabulary grows
   with the stream; new rows start at Adam step 0). Chunk 0 trains it from scratch, as in
   every strategy.
+* ``data_driven_prior`` (``prior_weight`` 0.5, ``strength`` 20, ``feature_prior`` 1):
+  fine-tuning with a Feature Prior and a Model Prior ("An Incremental Update Framework for
+  Online Recommenders with Data-Driven Prior"; named so it is never confused with DDP the
+  distributed wrapper).
+* ``confidence_ranking`` (``ranking_weight`` 1.0): fine-tuning with a loss that ranks the
+  new model's confidence against the previous model's ("Confidence Ranking for CTR
+  Prediction").
+* ``drift_ensemble`` and ``adamoe``: see :mod:`adrank.stream.ensembles`.
 
 Every strategy trains on chunk 0 from scratch the same way, so they differ from t = 1.
 Further strategies register with :func:`register_strategy`.
@@ -22,6 +30,7 @@ from typing import Any, ClassVar
 from adrank.data.batches import TensorData
 from adrank.stream.growing import GrowingModel
 from adrank.stream.protocol import StreamContext, UpdateStats
+from adrank.stream.wrappers import FeaturePrior, UpdateWrapper, frozen_copy
 from adrank.train.evaluation import Predictions
 
 logger = logging.getLogger(__name__)
@@ -128,3 +137,79 @@ class FineTune(_SingleModel):
         else:
             ctx.follow(self.model)
         return ctx.fit(self.model, *ctx.training_data(t, t))
+
+
+@register_strategy
+class DataDrivenPrior(_SingleModel):
+    """``data_driven_prior`` (not DistributedDataParallel): fine-tuning with a Feature Prior
+    (smoothed click rates of every field value over the stream, a fixed logit offset the
+    model learns around) and a Model Prior (the previous model's predictions as the prior of
+    the update, ``prior_weight * BCE(p_new, p_previous)``); see
+    :mod:`adrank.stream.wrappers`. ``feature_prior=0`` or ``prior_weight=0`` turn a part
+    off."""
+
+    name = "data_driven_prior"
+    options: ClassVar[dict[str, Any]] = {"prior_weight": 0.5, "strength": 20.0, "feature_prior": 1}
+
+    def __init__(
+        self, prior_weight: float = 0.5, strength: float = 20.0, feature_prior: int = 1
+    ) -> None:
+        self.prior_weight = prior_weight
+        self.strength = strength
+        self.feature_prior = feature_prior
+        self.counts = FeaturePrior(strength)
+        self.served: UpdateWrapper | None = None
+
+    def _offsets(self, ctx: StreamContext) -> dict[str, Any] | None:
+        if not self.feature_prior:
+            return None
+        model = self.current()
+        rows = {f.name: f.vocab_size for f in model.feature_map.fields if f.kind == "categorical"}
+        return self.counts.offsets(rows)
+
+    def update(self, ctx: StreamContext, t: int) -> UpdateStats:
+        train, valid = ctx.training_data(t, t)
+        previous = None
+        if self.model is None:
+            self.model = ctx.new_model(ctx.seed)
+        else:
+            ctx.follow(self.model)
+            previous = frozen_copy(self.model.model)
+        self.counts.add(train, ctx.feature_map, ctx.label_index)
+        wrapper = UpdateWrapper(self.model.model, previous, self._offsets(ctx), self.prior_weight)
+        stats = ctx.fit(self.model, train, valid, model=wrapper)
+        self.counts.add(valid, ctx.feature_map, ctx.label_index)
+        self.served = UpdateWrapper(self.model.model, None, self._offsets(ctx))
+        return stats
+
+    def predict(self, ctx: StreamContext, data: TensorData) -> Predictions:
+        assert self.served is not None
+        return ctx.predict(self.served, data)
+
+
+@register_strategy
+class ConfidenceRanking(_SingleModel):
+    """Fine-tuning against the previous model: BCE plus ``ranking_weight *
+    softplus(-(2y - 1)(z_new - z_previous))``, which rewards the new model for being more
+    confident in the observed label than the model it replaces (see
+    :mod:`adrank.stream.wrappers`)."""
+
+    name = "confidence_ranking"
+    options: ClassVar[dict[str, Any]] = {"ranking_weight": 1.0}
+
+    def __init__(self, ranking_weight: float = 1.0) -> None:
+        self.ranking_weight = ranking_weight
+
+    def update(self, ctx: StreamContext, t: int) -> UpdateStats:
+        train, valid = ctx.training_data(t, t)
+        if self.model is None:
+            self.model = ctx.new_model(ctx.seed)
+            return ctx.fit(self.model, train, valid)
+        ctx.follow(self.model)
+        previous = frozen_copy(self.model.model)
+        wrapper = UpdateWrapper(self.model.model, previous, ranking_weight=self.ranking_weight)
+        return ctx.fit(self.model, train, valid, model=wrapper)
+
+
+# the ensembles (drift-aware ensemble, AdaMoE) register themselves
+from adrank.stream import ensembles as _ensembles  # noqa: E402,F401
