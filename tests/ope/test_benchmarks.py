@@ -15,6 +15,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_ope_benchmark_without_obp(data_dir: Path, tmp_path: Path) -> None:
     from benchmarks import ope
 
@@ -31,6 +32,7 @@ def test_ope_benchmark_without_obp(data_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_shrinkage_benchmark(data_dir: Path, tmp_path: Path) -> None:
     from benchmarks import shrinkage
 
