@@ -50,7 +50,7 @@ try:
     import anyio
     import anyio.to_thread
     import uvicorn
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException, Request, Response
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -63,6 +63,7 @@ import torch
 
 from adrank.data.schema import SchemaError
 from adrank.serve.admin import AdminAuth, warn_if_exposed
+from adrank.serve.fastpath import RankInput, fast_body_route, json_response, parse_rank_body
 from adrank.serve.history import HistoryClipper
 from adrank.serve.http_metrics import Metrics, ObserveAndLimit
 from adrank.serve.impressions import ImpressionLog, rank_record
@@ -78,7 +79,6 @@ from adrank.serve.payloads import (
     RankRequest,
     RankResponse,
     ReloadRequest,
-    SlotOut,
     feature_errors,
     json_safe,
 )
@@ -347,9 +347,17 @@ def create_app(
     async def predict(req: PredictRequest) -> PredictResponse:
         return await anyio.to_thread.run_sync(predict_sync, req, limiter=limiter)
 
-    @app.post("/v1/rank", response_model=RankResponse)
-    async def rank(req: RankRequest) -> RankResponse:
+    async def rank(req: RankRequest) -> Response:
         return await anyio.to_thread.run_sync(rank_sync, req, limiter=limiter)
+
+    # well-formed bodies skip FastAPI's per-candidate pydantic objects (serve/fastpath.py)
+    app.router.add_api_route(
+        "/v1/rank",
+        rank,
+        methods=["POST"],
+        response_model=RankResponse,
+        route_class_override=fast_body_route(parse_rank_body),
+    )
 
     def predict_sync(req: PredictRequest) -> PredictResponse:
         if len(req.records) > max_records:
@@ -389,7 +397,7 @@ def create_app(
             model_reference=reference,
         )
 
-    def rank_sync(req: RankRequest) -> RankResponse:
+    def rank_sync(req: RankRequest | RankInput) -> Response:
         started = time.time()
         if len(req.candidates) > max_candidates:
             raise _too_many("candidates", max_candidates, len(req.candidates))
@@ -401,16 +409,20 @@ def create_app(
         errors = feature_errors(_rank_features(req), _numeric_fields(predictor))
         if errors:
             raise HTTPException(422, errors)
-        ads = [
-            AdCandidate(
-                c.ad_id,
-                c.bid,
-                c.features,
-                tuple(Creative(x.creative_id, x.features) for x in c.creatives or ()),
-                c.billing,
-            )
-            for c in req.candidates
-        ]
+        ads = (
+            req.candidates
+            if isinstance(req, RankInput)
+            else [
+                AdCandidate(
+                    c.ad_id,
+                    c.bid,
+                    c.features,
+                    tuple(Creative(x.creative_id, x.features) for x in c.creatives or ()),
+                    c.billing,
+                )
+                for c in req.candidates
+            ]
+        )
         try:
             check_billing(ads, _auction_outputs(predictor))
         except BillingError as exc:
@@ -456,13 +468,16 @@ def create_app(
                     slots=result.slots,
                 )
             )
-        return RankResponse(
-            slots=[SlotOut(**vars(s)) for s in result.slots],
-            model_version=predictor.version,
-            model_reference=reference,
-            request_id=request_id,
-            scored_pairs=result.scored_pairs,
-            eligible_ads=result.eligible_ads,
+        # the fields of RankResponse (the documented response_model), encoded by orjson
+        return json_response(
+            {
+                "slots": [vars(s) for s in result.slots],
+                "model_version": predictor.version,
+                "model_reference": reference,
+                "request_id": request_id,
+                "scored_pairs": result.scored_pairs,
+                "eligible_ads": result.eligible_ads,
+            }
         )
 
     @app.get("/metrics", response_class=PlainTextResponse)

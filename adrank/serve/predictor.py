@@ -538,7 +538,11 @@ class Predictor:
         """Every output (``self.outputs``) by name for raw records, float64 (N,) each."""
         is_records = isinstance(data, Sequence) and not isinstance(data, (str, bytes))
         if is_records and 0 < len(data) <= FAST_PATH_MAX_RECORDS:
-            features = self.encode_records(self.check_records(data))
+            from adrank.serve.columnar import PairRecords, encode_pairs
+
+            features = encode_pairs(self, data) if isinstance(data, PairRecords) else None
+            if features is None:
+                features = self.encode_records(self.check_records(data))
             with torch.inference_mode():
                 logits = self._score(features)
         else:

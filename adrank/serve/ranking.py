@@ -56,6 +56,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from adrank.serve.columnar import PairRecords
+
 Billing = Literal["cpc", "cpa", "ocpc"]
 BILLING_TYPES: tuple[str, ...] = get_args(Billing)
 #: The event each billing type pays for.
@@ -161,26 +163,38 @@ def expand_pairs(
     context: Mapping[str, Any], ads: Sequence[AdCandidate]
 ) -> tuple[list[dict[str, Any]], PairIndex]:
     """One record per (ad, creative) pair (one per ad without creatives) -> (records, index)."""
-    records: list[dict[str, Any]] = []
+    records, index = pair_records(context, ads)
+    return list(records), index  # type: ignore[arg-type]
+
+
+def pair_records(
+    context: Mapping[str, Any], ads: Sequence[AdCandidate]
+) -> tuple[PairRecords, PairIndex]:
+    """The records of :func:`expand_pairs` as a :class:`~adrank.serve.columnar.PairRecords`
+    (the context kept apart from each pair's ad and creative features)."""
+    rows: list[Mapping[str, Any]] = []
     ad_idx: list[int] = []
     creative_idx: list[int] = []
     for i, ad in enumerate(ads):
-        base = {**context, **ad.features}
         if not ad.creatives:
-            records.append(base)
+            rows.append(ad.features)
             ad_idx.append(i)
             creative_idx.append(-1)
             continue
         for j, creative in enumerate(ad.creatives):
-            records.append({**base, **creative.features})
+            rows.append({**ad.features, **creative.features})
             ad_idx.append(i)
             creative_idx.append(j)
-    return records, PairIndex(np.asarray(ad_idx, np.int64), np.asarray(creative_idx, np.int64))
+    index = PairIndex(np.asarray(ad_idx, np.int64), np.asarray(creative_idx, np.int64))
+    return PairRecords(context, rows), index
 
 
 def check_billing(ads: Sequence[AdCandidate], outputs: Collection[str]) -> None:
     """Raise :class:`BillingError` for the first ad whose billing type needs an output that
     is not in ``outputs`` (or whose billing type is unknown)."""
+    kinds = {ad.billing for ad in ads}
+    if all(k in REQUIRED_OUTPUTS and set(REQUIRED_OUTPUTS[k]) <= set(outputs) for k in kinds):
+        return  # the usual case: one check per billing type, not per ad
     for i, ad in enumerate(ads):
         if ad.billing not in REQUIRED_OUTPUTS:
             raise BillingError(
@@ -216,13 +230,24 @@ def _as_outputs(scores: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.n
     return {"pctr": pctr}
 
 
-def select_creatives(
+@dataclass(frozen=True)
+class ChosenPairs:
+    """Each ad's chosen (ad, creative) pair and its probabilities, as arrays over the ads
+    (``pcvr``/``pctcvr`` None when the model has no conversion output)."""
+
+    first: np.ndarray  # (n,) int64: the chosen pair of each ad
+    pctr: np.ndarray  # (n,) float64
+    pcvr: np.ndarray | None
+    pctcvr: np.ndarray | None
+
+
+def choose_pairs(
     ads: Sequence[AdCandidate],
     scores: Mapping[str, np.ndarray] | np.ndarray,
     index: PairIndex,
-) -> list[ScoredAd]:
+) -> ChosenPairs:
     """Each ad's best creative by its q (first listed on ties), from pair scores: output name
-    -> (P,), or a pCTR array (P,)."""
+    -> (P,), or a pCTR array (P,). Array form of :func:`select_creatives`."""
     outputs = _as_outputs(scores)
     for name, values in outputs.items():
         if values.shape != index.ad.shape:
@@ -237,41 +262,51 @@ def select_creatives(
         conversion = np.array([ad.billing != "cpc" for ad in ads])[index.ad]
         if conversion.any():
             q = np.where(conversion, outputs["pctcvr"], q)
+        q = np.where(np.isnan(q), -np.inf, q)  # a NaN score never wins (and never matches)
         best = np.full(n, -np.inf)
         np.maximum.at(best, index.ad, q)
         is_best = q == best[index.ad]  # first pair (in listing order) reaching the maximum
         first = np.full(n, len(q), dtype=np.int64)
         np.minimum.at(first, index.ad[is_best], np.flatnonzero(is_best))
-    names = [name for name in ("pctr", "pcvr", "pctcvr") if name in outputs]
-    columns = {name: outputs[name][first].tolist() for name in names}
-    creative = index.creative[first].tolist()
-    none = [None] * n
-    return [
-        ScoredAd(
-            ad.ad_id,
-            float(ad.bid),
-            float(p),
-            _creative_id(ad, int(c)),
-            ad.billing,
-            cvr,
-            ctcvr,
-        )
-        for ad, p, c, cvr, ctcvr in zip(
-            ads,
-            columns["pctr"],
-            creative,
-            columns.get("pcvr", none),
-            columns.get("pctcvr", none),
-            strict=True,
-        )
-    ]
+    pcvr, pctcvr = outputs.get("pcvr"), outputs.get("pctcvr")
+    return ChosenPairs(
+        first,
+        outputs["pctr"][first],
+        None if pcvr is None else pcvr[first],
+        None if pctcvr is None else pctcvr[first],
+    )
+
+
+def _scored_ad(ad: AdCandidate, i: int, chosen: ChosenPairs, index: PairIndex) -> ScoredAd:
+    return ScoredAd(
+        ad.ad_id,
+        float(ad.bid),
+        float(chosen.pctr[i]),
+        _creative_id(ad, int(index.creative[chosen.first[i]])),
+        ad.billing,
+        None if chosen.pcvr is None else float(chosen.pcvr[i]),
+        None if chosen.pctcvr is None else float(chosen.pctcvr[i]),
+    )
+
+
+def select_creatives(
+    ads: Sequence[AdCandidate],
+    scores: Mapping[str, np.ndarray] | np.ndarray,
+    index: PairIndex,
+) -> list[ScoredAd]:
+    """Each ad's best creative by its q (first listed on ties), from pair scores: output name
+    -> (P,), or a pCTR array (P,)."""
+    chosen = choose_pairs(ads, scores, index)
+    return [_scored_ad(ad, i, chosen, index) for i, ad in enumerate(ads)]
 
 
 def _creative_id(ad: AdCandidate, position: int) -> str | int | None:
     return ad.creatives[position].creative_id if position >= 0 else None
 
 
-def _check_reserves(ads: Sequence[ScoredAd], reserve_price: float, reserve_ecpm: float) -> None:
+def _check_reserves(
+    ads: Sequence[ScoredAd] | Sequence[AdCandidate], reserve_price: float, reserve_ecpm: float
+) -> None:
     for name, value in (("reserve_price", reserve_price), ("reserve_ecpm", reserve_ecpm)):
         if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -377,11 +412,41 @@ def rank_ads(
     Raises :class:`BillingError` when an ad's billing type needs an output the scores lack."""
     if not ads:
         return RankResult([], 0, 0)
-    records, index = expand_pairs(context, ads)
+    records, index = pair_records(context, ads)
     outputs = _as_outputs(score(records))
     check_billing(ads, outputs)
-    scored = select_creatives(ads, outputs, index)
-    _check_reserves(scored, reserve_price, reserve_ecpm)
-    eligible = sum(1 for a in scored if is_eligible(a, reserve_price, reserve_ecpm))
+    chosen = choose_pairs(ads, outputs, index)
+    top, eligible = _top_eligible(ads, chosen, slots + 1, reserve_price, reserve_ecpm)
+    scored = [_scored_ad(ads[i], i, chosen, index) for i in top]
     result = gsp_auction(scored, slots, reserve_price, reserve_ecpm=reserve_ecpm)
     return RankResult(result, len(records), eligible)
+
+
+def _top_eligible(
+    ads: Sequence[AdCandidate],
+    chosen: ChosenPairs,
+    k: int,
+    reserve_price: float,
+    reserve_ecpm: float,
+) -> tuple[list[int], int]:
+    """The ``k`` best eligible ads in auction order (positions in ``ads``) and how many are
+    eligible: :func:`is_eligible` and :func:`ranking_key` over arrays, with the same float
+    operations, so that :func:`gsp_auction` on these ``k`` ads (the slotted ones and the
+    next, which sets the last price) gives the auction over all of them."""
+    _check_reserves(ads, reserve_price, reserve_ecpm)
+    billing = [ad.billing for ad in ads]
+    cpc = np.array([b == "cpc" for b in billing])
+    bid = np.array([ad.bid for ad in ads], dtype=np.float64)
+    q = chosen.pctr
+    if not cpc.all():  # check_billing made sure pctcvr exists
+        q = np.where(cpc, q, chosen.pctcvr)  # type: ignore[arg-type]
+    score = bid * q * 1000.0
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(bid) & (q > 0)
+        ocpc = np.array([b == "ocpc" for b in billing])
+        if ocpc.any():
+            ok &= ~ocpc | ((chosen.pctr > 0) & (chosen.pcvr is not None))
+        ok &= bid >= reserve_price if reserve_price > 0 else score >= reserve_ecpm
+    eligible = np.flatnonzero(ok).tolist()
+    top = sorted(eligible, key=lambda i: (-score[i], str(ads[i].ad_id)))[:k]
+    return top, len(eligible)

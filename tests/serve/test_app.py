@@ -59,6 +59,18 @@ def test_healthz_and_docs(client: httpx.Client, synthetic_runs) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
+def test_the_fast_and_the_validated_path_answer_alike(client: httpx.Client) -> None:
+    from adrank.serve.fastpath import parse_rank_body
+
+    fast = rank_body(12, request_id="same", reserve_ecpm=1.0)
+    slow = {**fast, "slots": 3.0}  # pydantic makes it 3; the fast path declines it
+    assert parse_rank_body(json.dumps(fast).encode()) is not None
+    assert parse_rank_body(json.dumps(slow).encode()) is None
+    a, b = client.post("/v1/rank", json=fast), client.post("/v1/rank", json=slow)
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    assert a.json() == b.json() and len(a.json()["slots"]) == 3
+
+
 def test_predict_matches_the_predictor(client: httpx.Client, synthetic_runs) -> None:
     records = synthetic_runs.raw_test.drop("click").head(7).to_dicts()
     res = client.post("/v1/predict", json={"records": records})

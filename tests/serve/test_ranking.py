@@ -14,6 +14,7 @@ from adrank.serve.ranking import (
     ScoredAd,
     expand_pairs,
     gsp_auction,
+    is_eligible,
     rank_ads,
     select_creatives,
 )
@@ -155,3 +156,34 @@ def test_expand_pairs_precedence_and_index() -> None:
     assert best[0].creative_id == 7
     with pytest.raises(ValueError, match="pair scores"):
         select_creatives(ads, np.array([0.5]), index)
+
+
+def test_rank_ads_equals_the_auction_over_every_scored_ad() -> None:
+    """rank_ads builds objects only for the top slots + 1 eligible ads (array maths for the
+    rest); it must give exactly the auction over all of them: random mixes of billing types,
+    creatives, ties, zero and NaN probabilities, and both reserves."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(1, 30))
+        ads = []
+        for i in range(n):
+            billing = str(rng.choice(["cpc", "cpa", "ocpc"])) if trial % 2 else "cpc"
+            creatives = tuple(Creative(f"c{j}") for j in range(int(rng.integers(0, 3))))
+            bid = float(rng.choice([0.5, 1.0, 2.0, 4.0]))  # ties are frequent
+            ads.append(AdCandidate(str(rng.integers(0, 50)) + f"-{i}", bid, {}, creatives, billing))
+        pairs = sum(len(a.creatives or (None,)) for a in ads)
+        pctr = rng.choice([0.0, 0.125, 0.25, 0.5, np.nan], size=pairs, p=[0.1, 0.3, 0.3, 0.2, 0.1])
+        pcvr = rng.choice([0.0, 0.25, 0.5], size=pairs)
+        outputs = {"pctr": pctr, "pcvr": pcvr, "pctcvr": pctr * pcvr}
+        slots = int(rng.integers(1, 6))
+        reserve = {"reserve_ecpm": float(rng.choice([0.0, 100.0, 400.0]))}
+        if trial % 2 == 0 and rng.random() < 0.5:
+            reserve = {"reserve_price": float(rng.choice([0.5, 1.0]))}
+        result = rank_ads(lambda records, o=outputs: o, {}, ads, slots, **reserve)
+        _, index = expand_pairs({}, ads)
+        everyone = select_creatives(ads, outputs, index)
+        legacy = reserve.get("reserve_price", 0.0)
+        expected = gsp_auction(everyone, slots, legacy, reserve_ecpm=reserve.get("reserve_ecpm", 0))
+        assert result.slots == expected
+        eligible = sum(is_eligible(a, legacy, reserve.get("reserve_ecpm", 0)) for a in everyone)
+        assert result.eligible_ads == eligible and result.scored_pairs == pairs
