@@ -266,15 +266,18 @@ class Load:
 
 
 def settled_at(load: Load, publish: dict[str, Any], pids: set[int]) -> float | None:
-    """When every worker, seen after the publish, had moved to its version (or past it), or
-    for a broken one had refused it; None if that was never observed."""
+    """When every worker, seen after the publish, had moved to its version (or past it; for
+    a rollback: to exactly it), or for a broken one had refused it; None if never seen."""
+    version = publish["version"]
     last: dict[int, tuple[int, tuple[int, ...]]] = {}
     for t, pid, serving, _, refused in load.health:
         if t < publish["at"]:
             continue
         last[pid] = (serving, refused)
         if pids <= last.keys() and all(
-            serving >= publish["version"] if publish["good"] else publish["version"] in refused
+            (serving == version if publish.get("rollback") else serving >= version)
+            if publish["good"]
+            else version in refused
             for serving, refused in last.values()
         ):
             return t
@@ -292,9 +295,11 @@ async def drive(
     gap: float,
     settle_timeout: float,
     reconnect_every: int,
+    rollback_to: int | None = None,
 ) -> tuple[Load, list[dict[str, Any]], float]:
-    """Run the clients while versions 2.. are published -> (load, publishes, start time)."""
-    from adrank.serve.model_store import publish
+    """Run the clients while versions 2.. are published, then optionally roll back ->
+    (load, publishes (the rollback last, marked), start time)."""
+    from adrank.serve.model_store import publish, rollback
 
     load = Load(port, bodies, reconnect_every)
     start = time.time()
@@ -313,6 +318,14 @@ async def drive(
     while settled_at(load, final, load.pids()) is None and time.time() < deadline:
         await asyncio.sleep(0.2)
     await asyncio.sleep(steady)
+    if rollback_to is not None:  # the one deliberate backward move
+        back = {"version": rollback_to, "good": True, "at": time.time(), "rollback": True}
+        await asyncio.to_thread(rollback, store, rollback_to, NAME)
+        publishes.append(back)
+        deadline = time.time() + settle_timeout
+        while settled_at(load, back, load.pids()) is None and time.time() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(steady)
     load.stop.set()
     await asyncio.gather(*tasks)
     for p in publishes:
@@ -334,17 +347,21 @@ def _percentiles(ms: np.ndarray) -> dict[str, Any]:
 def analyse(
     load: Load, publishes: list[dict[str, Any]], plan: list[dict[str, Any]], start: float
 ) -> dict[str, Any]:
-    """Failures, per-worker version sequences and their checks, latency steady vs swaps."""
+    """Failures, per-worker version sequences and their checks (forward only until a
+    rollback), the rollback's outcome, latency steady vs swaps."""
     bad = {e["version"] for e in plan if not e["good"]}
+    back = next((p for p in publishes if p.get("rollback")), None)
+    cut = back["at"] if back else float("inf")
     per_connection: dict[int, list[int]] = {}
     first_seen: dict[int, dict[int, float]] = {}
     for conn, pid, version, t0, _ in load.responses:
-        per_connection.setdefault(conn, []).append(version)
-        first_seen.setdefault(pid, {}).setdefault(version, t0)
+        if t0 < cut:
+            per_connection.setdefault(conn, []).append(version)
+            first_seen.setdefault(pid, {}).setdefault(version, t0)
     monitor: dict[int, list[int]] = {}
-    for _, pid, serving, _, _ in load.health:
+    for t, pid, serving, _, _ in load.health:
         seq = monitor.setdefault(pid, [])
-        if not seq or seq[-1] != serving:
+        if t < cut and (not seq or seq[-1] != serving):
             seq.append(serving)
     workers = {}
     for pid in sorted(set(monitor) | set(first_seen)):
@@ -362,6 +379,19 @@ def analyse(
         for w in workers.values()
     )
     served_bad = sorted({r[2] for r in load.responses} & bad)
+    rolled = None
+    if back is not None:
+        done = back["settled"]
+        after = {r[2] for r in load.responses if done is not None and r[3] > done}
+        final = {pid: serving for _, pid, serving, _, _ in load.health}
+        rolled = {
+            "to": back["version"],
+            "settled_after_s": None if done is None else round(done - back["at"], 2),
+            "versions_answered_after": sorted(after),
+            "every_worker_followed": done is not None
+            and set(final.values()) == {back["version"]}
+            and after <= {back["version"]},
+        }
     windows = [
         (p["at"], (p["settled"] or p["at"] + 10.0) + 0.5) for p in publishes
     ]  # half a second after the last worker settled still counts as the swap's
@@ -380,6 +410,7 @@ def analyse(
         "broken_versions": sorted(bad),
         "broken_versions_served": served_bad,
         "every_worker_refused_the_broken": all(bad <= set(w["refused"]) for w in workers.values()),
+        "rollback": rolled,
         "swap_windows_s": [
             {
                 "version": p["version"],
@@ -389,6 +420,7 @@ def analyse(
                 else round(p["settled"] - p["at"], 2),
             }
             for p in publishes
+            if not p.get("rollback")
         ],
         "latency_steady": _percentiles(lat[warm & ~in_swap]) if lat.size else {},
         "latency_during_swaps": _percentiles(lat[warm & in_swap]) if lat.size else {},
@@ -411,10 +443,13 @@ def run_store_swap(
     gap: float = 4.0,
     settle_timeout: float = 60.0,
     reconnect_every: int = 40,
+    rollback_to: int | None = None,
 ) -> dict[str, Any]:
     """The whole test in ``work`` (a store, the version runs, the server's log) -> results."""
     from adrank.serve.model_store import publish
 
+    if (rollback_to is not None and not 1 <= rollback_to < versions) or rollback_to == broken_at:
+        raise ValueError(f"roll back to a good version below {versions}, not {rollback_to}")
     plan = plan_versions(base, grown, work / "runs", versions, broken_at, grown_at)
     store = work / "store"
     publish(plan[0]["dir"], store, NAME)
@@ -433,6 +468,7 @@ def run_store_swap(
                 gap=gap,
                 settle_timeout=settle_timeout,
                 reconnect_every=reconnect_every,
+                rollback_to=rollback_to,
             )
         )
     finally:
@@ -453,6 +489,7 @@ def run_store_swap(
             "poll_interval_s": poll_interval,
             "steady_s": steady,
             "gap_s": gap,
+            "rollback_to": rollback_to,
         },
         "plan": [{k: v for k, v in e.items() if k != "dir"} for e in plan],
         "refusals_logged": log.count(f"store: refused {NAME}/"),
@@ -494,6 +531,16 @@ def render(results: dict[str, Any]) -> str:
         f"{results['broken_versions_served'] or 'never'} |",
         f"| every worker refused the broken version | {results['every_worker_refused_the_broken']}"
         f" (refusals logged: {results['refusals_logged']}) |",
+    ]
+    back = results.get("rollback")
+    if back:
+        lines.append(
+            f"| then `adrank rollback --to {back['to']}`: every worker followed it (the one "
+            f"deliberate backward move) | {back['every_worker_followed']} (after "
+            f"{back['settled_after_s']} s; versions answered since: "
+            f"{back['versions_answered_after']}) |"
+        )
+    lines += [
         "",
         "Versions (the synthetic retrainings are the previous good weights plus noise, not "
         "trained models):",
@@ -515,7 +562,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Each worker (pid): the versions it answered `/v1/rank` with, in the order of their "
         "first response (a worker that no connection reached before a swap starts later), "
-        "the versions its `/healthz` showed over time, and the versions it refused:",
+        "the versions its `/healthz` showed over time, and the versions it refused"
+        + (" (until the rollback)" if back else "")
+        + ":",
         "",
         "| worker | requests | versions answered | versions in /healthz | refused |",
         "|---|---|---|---|---|",
@@ -558,6 +607,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--steady", type=float, default=8.0, help="seconds before and after")
     parser.add_argument("--gap", type=float, default=4.0, help="seconds between publishes")
+    parser.add_argument(
+        "--rollback-to", type=int, default=8, help="roll back at the end (0: don't)"
+    )
     parser.add_argument("--output", default="stream/store_swap")
     args = parser.parse_args(argv)
 
@@ -582,6 +634,7 @@ def main(argv: list[str] | None = None) -> None:
         poll_interval=args.poll_interval,
         steady=args.steady,
         gap=args.gap,
+        rollback_to=args.rollback_to or None,
     )
     claim_benchmark_dir((RESULTS_DIR / args.output).parent)
     path = write_results(args.output, results, render(results))

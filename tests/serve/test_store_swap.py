@@ -27,6 +27,7 @@ def test_workers_follow_the_store_under_load(synthetic_runs, larger_vocab_run, t
         steady=1.5,
         gap=1.5,
         reconnect_every=10,
+        rollback_to=2,
     )
     report = render(results)
     assert results["requests"] > 0, report
@@ -44,3 +45,5 @@ def test_workers_follow_the_store_under_load(synthetic_runs, larger_vocab_run, t
     assert results["every_worker_refused_the_broken"]
     assert results["refusals_logged"] >= len(workers)  # each worker logs its refusal
     assert "failed requests | **0**" in report
+    back = results["rollback"]  # the deliberate backward move, followed by every worker
+    assert back["every_worker_followed"] and back["versions_answered_after"] in ([], [2])
