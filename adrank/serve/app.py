@@ -17,7 +17,8 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``; ``docs/servin
   :mod:`adrank.serve.ranking`), the ``model_version`` and the ``request_id``. With an
   impression log (:mod:`adrank.serve.impressions`) each request is logged;
 * ``GET /healthz``; ``GET /metrics`` (Prometheus text: requests by method/path/status, a
-  latency histogram per path, model info, reloads, impression-log counters);
+  latency histogram per path, model info, reloads, impression-log counters, and the store
+  follower's when following a model store);
 * ``POST /admin/reload`` ``{"model"?: reference}`` exists only with an admin token
   (:mod:`adrank.serve.admin`; 401/403 without the right one). It resolves the reference
   inside the model root (:mod:`adrank.serve.model_root`; 403 outside it), passes the model
@@ -586,7 +587,8 @@ def serve(
     """Run the service with uvicorn (blocks). Warns when ``host`` is not a loopback address.
     With ``workers > 1`` each worker process loads the model and writes its own impression
     files, and ``/admin/*`` is disabled (a reload would reach one worker only): restart the
-    server to change the model."""
+    server to change the model, or follow a model store (``follow_store``), which every
+    worker polls on its own (:mod:`adrank.serve.store_follower`)."""
     warn_if_exposed(host)
     if workers <= 1:
         app = create_app(run_dir, **app_options)
