@@ -103,6 +103,9 @@ class TrainConfig:
     position_serving: int = 1
     #: IPS/DLA: propensities (and DLA's relevance estimates) are clipped below at this
     ips_clip: float = 0.05
+    #: PAL/DLA: the examination tower learns at this multiple of learning_rate (its few
+    #: parameters get far fewer useful updates per epoch than the model's)
+    position_lr_scale: float = 10.0
     #: KD: the weight of the teacher's soft label in the student's loss (1 - it: the clicks)
     kd_alpha: float = 0.8
     #: KD: the teacher's registered model name (default: the student's model and params)
@@ -145,6 +148,8 @@ class TrainConfig:
             )
         if not 0.0 < self.ips_clip <= 1.0:
             raise ConfigError(f"ips_clip must be in (0, 1], got {self.ips_clip}")
+        if self.position_lr_scale <= 0:
+            raise ConfigError(f"position_lr_scale must be > 0, got {self.position_lr_scale}")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise ConfigError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         if self.compile not in (True, False, *COMPILE_MODES):

@@ -23,8 +23,9 @@ Clicks in logged lists depend on where an item was shown. A strategy learns the 
 The examination of position 1 is fixed at 1 in PAL and DLA: the product ``examination x
 relevance`` only determines the pair up to a common scale, and DLA's propensities are
 relative to the first position. A method is an ``nn.Module`` whose parameters (towers, the
-teacher) the :class:`~adrank.train.trainer.Trainer` optimizes with the model's and saves in
-its checkpoints; only the model goes into the run artifact.
+teacher) the :class:`~adrank.train.trainer.Trainer` optimizes with the model's (the towers at
+``position_lr_scale`` times the learning rate) and saves in its checkpoints; only the model
+goes into the run artifact.
 """
 
 from __future__ import annotations
@@ -192,6 +193,15 @@ class PositionMethod(nn.Module):
                     f"{sorted(available)}"
                 )
 
+    def tower_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained at ``position_lr_scale`` x the learning rate (the towers)."""
+        tower = getattr(self, "tower", None)
+        return [] if tower is None else list(tower.parameters())
+
+    def base_modules(self) -> list[nn.Module]:
+        """Child modules trained at the model's learning rate (e.g. a KD teacher)."""
+        return [m for name, m in self.named_children() if name != "tower"]
+
     def role(self, batch: Batch, role: str) -> torch.Tensor:
         value = batch.roles.get(role)
         if value is None:
@@ -282,9 +292,14 @@ class DLAMethod(PositionMethod):
     tower's estimate as propensity (inverse propensity weighting); the tower learns by the
     same loss with the model's relevance estimate in its place (inverse relevance
     weighting, the paper's dual). Both estimates are detached and clipped below at
-    ``ips_clip``. The paper's listwise softmax form needs whole lists in each batch, which
-    the row-shuffling loader does not give; the pointwise form keeps the probabilities
-    calibrated (the paper's framework allows any loss; ULTRA's DLA has a sigmoid one)."""
+    ``ips_clip``; position 1's examination is fixed at 1 (the paper's propensities are
+    relative to the first position).
+
+    The paper's listwise softmax form needs whole lists in each batch, which the
+    row-shuffling loader does not give; the pointwise form keeps the probabilities
+    calibrated (the paper's framework allows any loss; ULTRA's DLA has a sigmoid one). In
+    the pointwise form only position-1 rows pin the common scale of examination and
+    relevance, so it converges slowly (see ``benchmarks/results/debias/position.md``)."""
 
     name = "dla"
 

@@ -150,13 +150,16 @@ class Trainer:
         if position is None and config.position_method != "none":
             self.position = build_position_method(config, model, model_name=registered_name(model))
         trainable: torch.nn.Module = self.model
+        towers: list[torch.nn.Parameter] = []
         if self.position is not None:
-            if self.world_size > 1:
+            if self.world_size > 1 or config.sparse_embeddings:
                 raise ValueError(
-                    f"position_method={config.position_method!r} is single-process only"
+                    f"position_method={config.position_method!r} is single-process only and "
+                    "does not support sparse_embeddings"
                 )
             self.position.to(self.device)
-            trainable = torch.nn.ModuleList([self.model, self.position])
+            towers = self.position.tower_parameters()
+            trainable = torch.nn.ModuleList([self.model, *self.position.base_modules()])
         self.optimizer = build_optimizer(
             trainable,
             config.learning_rate,
@@ -164,8 +167,11 @@ class Trainer:
             config.sparse_embeddings,
             config.adam_implementation,
         )
+        if towers:  # examination towers learn faster (TrainConfig.position_lr_scale)
+            lr = config.learning_rate * config.position_lr_scale
+            self.optimizer.add_param_group({"params": towers, "lr": lr})
         self._training_forward = _training_forward(self.model, config, self.device, self._ddp)
-        self._params = [p for p in trainable.parameters() if p.requires_grad]
+        self._params = [p for p in trainable.parameters() if p.requires_grad] + towers
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
         if self.position is not None and len(self.objectives) != 1:

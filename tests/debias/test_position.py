@@ -170,6 +170,7 @@ def test_dla_recovers_a_known_examination_curve(tmp_path):
         progress=False,
         position_method="dla",
         position_max=5,
+        position_lr_scale=1.0,  # learning_rate is already high for this small problem
         seed=3,
     )
     model = build_position_model("lr", fm, {}, cfg)  # the true relevance is logistic-additive
