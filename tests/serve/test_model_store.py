@@ -270,3 +270,19 @@ def test_the_gate_compares_schemas_not_vocabularies(synthetic_runs, variant_runs
     assert signature_differences(serving_signature(base), serving_signature(grown)) == []
     other = Predictor.load(variant_runs.other_schema)
     assert signature_differences(serving_signature(base), serving_signature(other))
+
+
+def test_a_version_failing_its_smoke_prediction_is_refused(synthetic_runs, tmp_path):
+    import torch
+
+    store = tmp_path / "store"
+    publish(synthetic_runs.run_a, store)
+    nan = copy_run(synthetic_runs.run_a, tmp_path / "nan")
+    state = torch.load(nan / "model.pt", weights_only=True)
+    torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in state.items()},
+               nan / "model.pt")  # fmt: skip
+    app, follower = store_app(store)
+    publish(nan, store)
+    assert follower.poll() == "refused" and follower.version == 1
+    assert "smoke prediction" in follower.refused[2]
+    assert metric(TestClient(app), "adrank_store_refused_total") == 1
