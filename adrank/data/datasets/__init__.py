@@ -10,7 +10,9 @@ Importing this package registers every builder. Typical use::
     splits = builder.build_splits(data_dir, seed=2021)   # {"train", "valid", "test"}
 
 Registered: ``frappe``, ``frappe_funnel``, ``frappe_x1``, ``movielenslatest_x1``,
-``criteo``, ``avazu``, ``movielens_100k``, ``open_bandit``, ``ali_ccp``, ``aliexpress``.
+``criteo``, ``avazu``, ``movielens_100k``, ``open_bandit``, ``ali_ccp``, ``aliexpress``, and
+the multi-domain ``frappe_domains``, ``movielens_100k_domains`` and
+``movielens_100k_domains_thin``.
 
 A dataset registers itself as a model does: a module here with a
 ``@register_dataset``-decorated :class:`DatasetBuilder` subclass (every module of this
@@ -25,6 +27,7 @@ from adrank.data.datasets import (  # noqa: F401  (imported to register the buil
     bars_x1,
     click_conversion,
     criteo,
+    domains,
     frappe,
     movielens,
     open_bandit,
