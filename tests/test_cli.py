@@ -37,6 +37,8 @@ features:
         ["calibrate"],
         ["export"],
         ["serve"],
+        ["publish"],
+        ["rollback"],
         ["datasets", "synth"],
     ],
 )
