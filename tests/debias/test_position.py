@@ -25,6 +25,7 @@ from adrank.debias.synthetic import PositionLogSpec, position_log_schema, simula
 from adrank.models.registry import build_model
 from adrank.pipeline import train_run
 from adrank.serve.predictor import Predictor
+from adrank.train.callbacks import Callback
 from adrank.train.trainer import Trainer
 
 FIELDS = ("user", "item")
@@ -246,3 +247,36 @@ def test_served_model_needs_no_position(method, prepared, tmp_path: Path):
         state = torch.load(run.run_dir / "model.pt", weights_only=True)
         plain = build_model("dnn", prepared.feature_map, hidden_units=[8]).state_dict()
         assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in plain.items()}
+
+
+class _StopAfterFirstEpoch(Callback):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("method", ["pal", "kd"])
+def test_resume_restores_the_method_state(method, prepared, tmp_path):
+    fm = prepared.feature_map
+    cfg = config(method, max_epochs=2, patience=5, deterministic=True)
+    train = TensorData.from_parquet(prepared.splits["train"], fm)
+
+    def make(seed: int):
+        torch.manual_seed(seed)
+        model = build_position_model("dnn", fm, {"hidden_units": [8]}, cfg)
+        method_ = build_position_method(cfg, model, model_name="dnn", params={"hidden_units": [8]})
+        return model, method_
+
+    full_model, full_method = make(0)
+    Trainer(full_model, cfg, tmp_path / "full", position=full_method).fit(train, train)
+    model, method_ = make(0)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, cfg, tmp_path / "cut", [_StopAfterFirstEpoch()], position=method_).fit(
+            train, train
+        )
+    model, method_ = make(99)  # a different init: everything comes from the checkpoint
+    Trainer(model, cfg, tmp_path / "cut", position=method_).fit(train, train, resume=True)
+    for name, value in full_method.state_dict().items():
+        torch.testing.assert_close(method_.state_dict()[name], value, msg=name)
+    for name, value in full_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, msg=name)
