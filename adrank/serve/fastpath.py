@@ -29,7 +29,8 @@ _TOP_KEYS = frozenset({"context", "candidates", "slots", "reserve_price", "reser
                        "request_id"})  # fmt: skip
 _CANDIDATE_KEYS = frozenset({"ad_id", "bid", "billing", "features", "creatives"})
 _CREATIVE_KEYS = frozenset({"creative_id", "features"})
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_EMPTY: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -89,19 +90,25 @@ def _creatives(value: Any) -> tuple[Creative, ...] | None:
 def _candidate(c: Any) -> AdCandidate | None:
     if type(c) is not dict or not c.keys() <= _CANDIDATE_KEYS:
         return None
-    ad_id, bid = c.get("ad_id"), _money(c.get("bid"))
-    billing, features = c.get("billing", "cpc"), c.get("features", {})
-    if bid is None or not _identifier(ad_id) or billing not in BILLING_TYPES:
+    ad_id = c.get("ad_id")
+    bid = c.get("bid")
+    billing = c.get("billing", "cpc")
+    features = c.get("features", _EMPTY)
+    if not (type(bid) in (int, float) and 0 <= bid <= MAX_MONEY):
         return None
-    if not _plain_features(features):
+    if not _identifier(ad_id) or billing not in BILLING_TYPES:
         return None
+    if features is not _EMPTY and not _plain_features(features):
+        return None
+    raw = c.get("creatives")
     creatives: tuple[Creative, ...] = ()
-    if c.get("creatives") is not None:
-        found = _creatives(c["creatives"])
+    if raw is not None:
+        found = _creatives(raw)
         if found is None:
             return None
         creatives = found
-    return AdCandidate(ad_id, bid, features, creatives, billing)
+    features = {} if features is _EMPTY else features
+    return AdCandidate(ad_id, float(bid), features, creatives, billing)
 
 
 def parse_rank_body(body: bytes) -> RankInput | None:

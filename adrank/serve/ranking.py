@@ -81,13 +81,15 @@ class BillingError(ValueError):
         self.missing = missing
 
 
-@dataclass(frozen=True)
+# Creative and AdCandidate are built per candidate per request: slotted, not frozen (a
+# frozen dataclass's __init__ costs ~5x more); nothing mutates them.
+@dataclass(slots=True)
 class Creative:
     creative_id: str | int
     features: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AdCandidate:
     """One ad in the auction (``creatives`` empty: the ad is scored as is); ``bid`` is per
     click for ``cpc`` and per conversion for ``cpa`` and ``ocpc``."""
