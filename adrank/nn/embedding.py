@@ -115,7 +115,10 @@ class FeatureEmbedding(nn.Module):
         self.pretrained = nn.ModuleDict(
             {
                 t: PretrainedTable(
-                    _vectors_of(feature_map, owner, table_vocab[t]), table_dim[t], owner.freeze
+                    _vectors_of(feature_map, owner, table_vocab[t]),
+                    table_dim[t],
+                    owner.freeze,
+                    init_std,
                 )
                 for t, owner in pretrained.items()
             }

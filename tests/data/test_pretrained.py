@@ -178,6 +178,16 @@ def test_history_attention_sees_the_vectors() -> None:
     assert after[2] != before[2] and after[4] == before[4]
 
 
+def test_the_projection_starts_at_the_embeddings_scale() -> None:
+    """Xavier (the models' default init) on the projection made the vectors ~1000x larger
+    than every learned embedding at the start: QIN on movielens_100k_text reached a valid
+    AUC of 0.59 after 2 epochs, 0.75 with this init (0.76 without the vectors)."""
+    fm = _fitted().feature_map()
+    model = build_model("qin", fm, embedding_dim=4)  # default_init: initialize_weights
+    weight = model.embedding.pretrained["item_vec"].projection.weight.detach()
+    assert 0 < float(weight.std()) < 1e-3
+
+
 def test_same_dim_vectors_need_no_projection() -> None:
     fm = _fitted().feature_map()
     model = build_model("dnn", fm, embedding_dim=3)
