@@ -153,10 +153,13 @@ def _zipf_ranks(rng: np.random.Generator, n: int, k: int, s: float) -> np.ndarra
 class _BlockGenerator:
     """Generates block ``k`` of the synthetic table (deterministic by seed and ``k``)."""
 
-    def __init__(self, seed: int, cards: list[int], zipf_exponent: float, ctr: float) -> None:
+    def __init__(
+        self, seed: int, cards: list[int], zipf_exponent: float, ctr: float, concept: int = 0
+    ) -> None:
         if not 0.0 < ctr < 1.0:
             raise ValueError(f"ctr must lie in (0, 1), got {ctr}")
         self.seed = seed
+        self.concept = concept
         self.cards = cards
         self.s = zipf_exponent
         self.bias = 0.0
@@ -183,10 +186,10 @@ class _BlockGenerator:
             columns[name] = _hex_strings(j, r, missing)
             ranks.append(np.where(missing, -1, r))
         for j in _SIGNAL_FIELDS:
-            logit += 0.5 * _hash_uniform(j, ranks[j] + 1, salt=1)
+            logit += 0.5 * _hash_uniform(j, ranks[j] + 1, salt=1 + 1000 * self.concept)
         for a, b in _SIGNAL_PAIRS:
             pair = (ranks[a] + 1) * (self.cards[b] + 1) + ranks[b] + 1
-            logit += 0.4 * _hash_uniform(a * 26 + b, pair, salt=2)
+            logit += 0.4 * _hash_uniform(a * 26 + b, pair, salt=2 + 1000 * self.concept)
         return columns, rng.random(n), logit
 
     def block(self, k: int, n: int) -> pa.Table:
@@ -216,13 +219,17 @@ def iter_criteo_blocks(
     ctr: float = 0.25,
     zipf_exponent: float = 1.1,
     start_block: int = 0,
+    concept: int = 0,
 ) -> Iterator[pa.Table]:
     """Yield the synthetic table in blocks of :data:`BLOCK_ROWS` rows (the last is shorter),
-    starting at block ``start_block``."""
+    starting at block ``start_block``. ``concept`` picks the hidden label model: the same
+    seed gives the same feature values under every concept, with labels from other
+    per-value weights (concept 0 is the default table; :mod:`adrank.stream.drift_synth`
+    builds drifting streams from several concepts)."""
     if rows < 0:
         raise ValueError(f"rows must be >= 0, got {rows}")
     cards = criteo_cardinalities(cardinality_scale, max_cardinality, cardinalities)
-    gen = _BlockGenerator(seed, cards, zipf_exponent, ctr)
+    gen = _BlockGenerator(seed, cards, zipf_exponent, ctr, concept)
     for k in range(start_block, -(-rows // BLOCK_ROWS)):
         yield gen.block(k, min(BLOCK_ROWS, rows - k * BLOCK_ROWS))
 

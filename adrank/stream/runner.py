@@ -30,7 +30,7 @@ from adrank.outputs import claim_dir
 from adrank.stream.protocol import StreamContext, StreamSettings
 from adrank.stream.strategies import build_strategy
 from adrank.stream.warm_start import GROWTH_FILE, OPTIMIZER_FILE
-from adrank.train.evaluation import slice_metrics
+from adrank.train.evaluation import Predictions, slice_metrics
 from adrank.utils import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,14 @@ def run_stream(
     out: str | Path | None = None,
     save: str = "last",
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_predictions: Callable[[int, Predictions], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Update ``strategy`` on chunks 0..T-2 and score each next chunk; returns one record per
     evaluated chunk: ``chunk`` (the scored one), ``auc``, ``logloss``,
     ``calibration_ratio`` (pred/obs), ``gauc``, ``warm_*``/``cold_*`` (the same on the
     slices, with ``rows``), ``compute`` (rows x epochs of the update), ``epochs``,
-    ``update_wall_s``, ``load_average``, ``admitted``/``evicted`` ids and the table rows."""
+    ``update_wall_s``, ``load_average``, ``admitted``/``evicted`` ids and the table rows.
+    ``on_predictions(chunk, predictions)`` sees every scored chunk's per-row predictions."""
     if save not in SAVE_CHOICES:
         raise ValueError(f"save must be one of {SAVE_CHOICES}, got {save!r}")
     torch.manual_seed(seed)
@@ -81,6 +83,8 @@ def run_stream(
         stats = runner.update(ctx, t)
         wall = time.perf_counter() - start
         predictions = runner.predict(ctx, ctx.encode(chunks[t + 1]))
+        if on_predictions is not None:  # per-row scores of chunk t + 1 (drift detectors)
+            on_predictions(t + 1, predictions)
         slices = slice_metrics(predictions, ctx.feature_map, by=ctx.warm_flags(t))
         record: dict[str, Any] = {
             "dataset": dataset,
