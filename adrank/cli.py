@@ -551,15 +551,24 @@ def evaluate_cmd(
     ] = None,
     min_rows: Annotated[int, typer.Option(help="Leave out slices with fewer rows.")] = 1,
     json_: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write reliability.png (and position_ctr.png when the data has a position "
+            "role) to this directory (needs matplotlib)."
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Score a split of the run's dataset with the saved model and print the metrics (per
-    task for a multi-task dataset; per slice with --slice-by)."""
+    task for a multi-task dataset; per slice, with the field-level calibration error, with
+    --slice-by; reliability and per-position plots with --plots)."""
     import json
 
     from adrank.artifact import ArtifactError
     from adrank.pipeline import predict_split
+    from adrank.plots import field_calibration, write_evaluation_plots
     from adrank.train.evaluation import compute_metrics, slice_metrics
 
     t0 = time.perf_counter()
@@ -570,15 +579,20 @@ def evaluate_cmd(
         if slice_by is not None:
             by, values = _slice_keys(art, data, preds, slice_by)
             slices = slice_metrics(preds, art.feature_map, by, values=values, min_rows=min_rows)
-    except (ArtifactError, KeyError, ValueError, FileNotFoundError) as exc:
+            field_cal = field_calibration(preds, art.feature_map, by, values, min_rows=min_rows)
+        title = f"{Path(run_dir).name} [{split}]"
+        written = (
+            [] if plots is None else write_evaluation_plots(preds, art.feature_map, plots, title)
+        )
+    except (ArtifactError, KeyError, ValueError, FileNotFoundError, ImportError) as exc:
         fail(str(exc).strip("'\""))
         return
     metrics["seconds"] = time.perf_counter() - t0
     if json_:
         out = {"run_dir": str(run_dir), "split": split, "metrics": metrics}
         if slices is not None:
-            out |= {"slice_by": slice_by, "slices": slices}
-        console.print_json(json.dumps(_json_safe(out)))
+            out |= {"slice_by": slice_by, "slices": slices, "field_calibration": field_cal}
+        console.print_json(json.dumps(_json_safe(out | {"plots": [str(p) for p in written]})))
         return
     tasks = [t.name for t in art.feature_map.tasks]
     rows = [t for t in (*tasks, "pctcvr") if any(k.startswith(f"{t}_") for k in metrics)]
@@ -593,6 +607,10 @@ def evaluate_cmd(
     console.print(table)
     if slices is not None:
         console.print(_slice_table(f"{run_dir} [{split}] by {slice_by}", slices, rows))
+        console.print(f"field-level calibration error (|pred - obs| by {slice_by}, row-weighted): "
+                      f"{field_cal['error']:.6f}")  # fmt: skip
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 def _slice_keys(

@@ -59,6 +59,10 @@ class CTRModel(nn.Module):
     outputs: tuple[str, ...] | None = None
     #: outputs the loss is computed on (``None``: the same as ``outputs``)
     trained_outputs: tuple[str, ...] | None = None
+    #: roles the schema must declare for this model (STAR, PEPNet: ``("domain",)``)
+    required_roles: tuple[str, ...] = ()
+    #: a multi-domain model (``adrank models`` lists it in that family)
+    multi_domain: bool = False
 
     def __init__(self, feature_map: FeatureMap) -> None:
         super().__init__()

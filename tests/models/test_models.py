@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from adrank.config import RunConfig, TrainConfig
 from adrank.data.batches import Batch
-from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
+from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
 from adrank.models import CTRModel, ModelOutput, available_models, build_model, get_model_class
 from adrank.models.multitask import MultiTaskModel
 from adrank.models.sequence_base import SequenceModel
@@ -40,6 +40,12 @@ BATCH = 64
 #: behaviour-sequence models: built on a feature map with a history (and its target)
 SEQUENCE_MODELS = ["din", "dien", "bst", "dmin", "sim", "eta", "sdim", "twin", "qin"]
 HISTORY_LEN = 5
+#: every tiny feature map declares ``c0`` (frappe: ``homework``) as the domain role, so the
+#: multi-domain models (STAR, PEPNet) build on it; the other models ignore it
+TINY_ROLES = {"domain": RoleInfo("domain", "__domain__", "vocab", "c0", ("a", "b", "c"))}
+FRAPPE_ROLES = {
+    "domain": RoleInfo("domain", "__domain__", "vocab", "homework", ("unknown", "home", "work"))
+}
 
 
 def funnel_tasks(click: str = "click", conversion: str = "conversion") -> dict:
@@ -92,8 +98,8 @@ def tiny_feature_map(
     if sequence:
         fields.extend(history_fields("item", "c0"))
     if multitask:
-        return FeatureMap(tuple(fields), **funnel_tasks())
-    return FeatureMap(tuple(fields), labels=("click",))
+        return FeatureMap(tuple(fields), **funnel_tasks(), roles=TINY_ROLES)
+    return FeatureMap(tuple(fields), labels=("click",), roles=TINY_ROLES)
 
 
 def model_feature_map(name: str, with_numeric: bool) -> FeatureMap:
@@ -111,8 +117,8 @@ def frappe_feature_map(tasks: tuple[str, str] | None = None, sequence: bool = Fa
     if sequence:
         fields = (*fields, *history_fields("item", "city", max_len=50))
     if tasks is not None:
-        return FeatureMap(fields, **funnel_tasks(*tasks))
-    return FeatureMap(fields, labels=("click",))
+        return FeatureMap(fields, **funnel_tasks(*tasks), roles=FRAPPE_ROLES)
+    return FeatureMap(fields, labels=("click",), roles=FRAPPE_ROLES)
 
 
 def random_features(fmap: FeatureMap, batch: int, seed: int) -> dict[str, torch.Tensor]:

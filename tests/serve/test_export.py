@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
+from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
 from adrank.models import available_models, build_model, get_model_class
 from adrank.models.multitask import MultiTaskModel
 from adrank.models.sequence_base import SequenceModel
@@ -48,11 +48,13 @@ def tiny_feature_map(multitask: bool = False, history: bool = False) -> FeatureM
     if history:
         fields = (*fields, FieldInfo("hist_c0", "sequence", vocab_size=5, max_len=4,
                                      embedding_group="c0", aligned_with="hist"))  # fmt: skip
+    # c0 is also the domain role, for the multi-domain models (the others ignore it)
+    roles = {"domain": RoleInfo("domain", "__domain__", "vocab", "c0", ("a", "b", "c"))}
     if not multitask:
-        return FeatureMap(fields, labels=("click",))
+        return FeatureMap(fields, labels=("click",), roles=roles)
     tasks = (TaskInfo("click", "click", output="pctr"),
              TaskInfo("conversion", "conversion", given="click", output="pcvr"))  # fmt: skip
-    return FeatureMap(fields, labels=("click", "conversion"), tasks=tasks)
+    return FeatureMap(fields, labels=("click", "conversion"), tasks=tasks, roles=roles)
 
 
 def test_exceptions_name_registered_models() -> None:

@@ -23,7 +23,7 @@ import torch
 
 from adrank.config import TrainConfig, resolve_run_config
 from adrank.data.batches import Batch, InMemoryLoader, ParquetStreamLoader, TensorData
-from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
+from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
 from adrank.data.prepare import prepare_dataset
 from adrank.models import available_models, build_model, get_model_class
 from adrank.models.multitask import MultiTaskModel
@@ -50,8 +50,12 @@ from adrank.utils import seed_everything
 pytestmark = pytest.mark.slow
 
 VOCAB = (30, 20, 8, 5)
+#: f3 is also the domain role, for the multi-domain models (the others ignore it)
+ROLES = {"domain": RoleInfo("domain", "__domain__", "vocab", "f3", ("a", "b", "c"))}
 FEATURE_MAP = FeatureMap(
-    tuple(FieldInfo(f"f{i}", "categorical", v) for i, v in enumerate(VOCAB)), ("click",)
+    tuple(FieldInfo(f"f{i}", "categorical", v) for i, v in enumerate(VOCAB)),
+    ("click",),
+    roles=ROLES,
 )
 #: for multi-task models: click and a conversion task given click
 FUNNEL_MAP = FeatureMap(
@@ -59,6 +63,7 @@ FUNNEL_MAP = FeatureMap(
     ("click", "conversion"),
     tasks=(TaskInfo("click", "click", output="pctr"),
            TaskInfo("conversion", "conversion", given="click", output="pcvr")),
+    roles=ROLES,
 )  # fmt: skip
 #: for behaviour-sequence models: a history of f1 ids (its target) with each f1's f2 aligned
 SEQUENCE_MAP = FeatureMap(
@@ -66,6 +71,7 @@ SEQUENCE_MAP = FeatureMap(
      FieldInfo("hist_f1", "sequence", max_len=4, embedding_group="f1", target="f1"),
      FieldInfo("hist_f2", "sequence", max_len=4, embedding_group="f2", aligned_with="hist_f1")),
     ("click",),
+    roles=ROLES,
 )  # fmt: skip
 TIMING_KEYS = {"epoch_time_s", "train_time_s", "eval_time_s", "train_samples_per_s"}
 
