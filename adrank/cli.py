@@ -672,16 +672,19 @@ def _task_table(title: str, metrics: dict[str, float], tasks: list[str]) -> Tabl
 
 
 def _slice_table(title: str, slices: dict[str, dict[str, float]], tasks: list[str]) -> Table:
-    """One row per slice (and per task for a multi-task dataset): rows, AUC, logloss and
-    pred/obs."""
+    """One row per slice (and per task for a multi-task dataset): rows, AUC, logloss,
+    gAUC (when the data have a group role) and pred/obs."""
     table = Table(title=title)
-    for col in ("slice", *(["task"] if len(tasks) > 1 else []), "rows", "auc", "logloss"):
+    keys = ["auc", "logloss"]
+    if any(k.endswith("gauc") for m in slices.values() for k in m):
+        keys.append("gauc")
+    for col in ("slice", *(["task"] if len(tasks) > 1 else []), "rows", *keys):
         table.add_column(col, justify="left" if col in ("slice", "task") else "right")
     table.add_column("pred/obs", justify="right")
     prefixes = [f"{t}_" for t in tasks] if len(tasks) > 1 else [""]
     for name, m in slices.items():
         for prefix in prefixes:
-            cells = [m.get(f"{prefix}{k}", float("nan")) for k in ("auc", "logloss")]
+            cells = [m.get(f"{prefix}{k}", float("nan")) for k in keys]
             ratio = m.get(f"{prefix}calibration_ratio", float("nan"))
             task = [prefix[:-1]] if len(tasks) > 1 else []
             table.add_row(

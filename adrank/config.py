@@ -110,6 +110,9 @@ class TrainConfig:
     kd_alpha: float = 0.8
     #: KD: the teacher's registered model name (default: the student's model and params)
     kd_teacher: str | None = None
+    #: train, validate and test on the rows of this one ``domain`` role value only (a
+    #: per-domain baseline, see docs/multidomain.md); ``None``: every domain (pooled)
+    domain_filter: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.eval_batch_size < 1:

@@ -47,8 +47,14 @@ from adrank.train.evaluation import (
     as_eval_loader,
     collect_predictions,
     compute_metrics,
+    slice_metrics,
 )
-from adrank.train.sampling import correct_predictions, downsample_negatives, sampled_output
+from adrank.train.sampling import (
+    correct_predictions,
+    downsample_negatives,
+    filter_domain,
+    sampled_output,
+)
 from adrank.train.trainer import Trainer, TrainResult
 from adrank.utils import atomic_write, seed_everything
 
@@ -214,6 +220,11 @@ def _warm_start(
     return warm
 
 
+def _domain_rows(data: TensorData, feature_map: FeatureMap, domain: str | None) -> TensorData:
+    """``data``, or with ``train.domain_filter`` only that domain's rows."""
+    return data if domain is None else filter_domain(data, feature_map, domain)
+
+
 def _train(
     config: RunConfig,
     run_dir: Path,
@@ -234,7 +245,7 @@ def _train(
     if warm is not None:
         warm.load_into(model)
     outputs = model_outputs(model, feature_map, cfg.task)
-    train_data = load_split(prepared, "train")
+    train_data = _domain_rows(load_split(prepared, "train"), feature_map, cfg.domain_filter)
     objectives = resolve_objectives(model, feature_map, cfg.task)
     check_trainable(train_data, feature_map, objectives)
     if cfg.negative_sampling_rate < 1.0:
@@ -252,8 +263,12 @@ def _train(
         rank=get_rank(),
         world_size=world_size,
     )
-    valid = load_split(prepared, "valid") if "valid" in prepared.splits else None
-    test = load_split(prepared, "test") if "test" in prepared.splits else None
+    valid, test = (
+        _domain_rows(load_split(prepared, name), feature_map, cfg.domain_filter)
+        if name in prepared.splits
+        else None
+        for name in ("valid", "test")
+    )
     trainer = Trainer(model, cfg, run_dir, force_progress=force_progress, position=position)
     if warm is not None:  # the run's optimizer state, per-row step counts for the tables
         trainer.optimizer = warm.optimizer(model, cfg.learning_rate)
@@ -268,16 +283,22 @@ def _train(
     }
     if not is_main_process():
         return RunResult(run_dir, config.model, model.num_parameters(), result)
+    by_domain: dict[str, dict[str, float]] = {}
     if test is not None:
         # Kept for the serving consistency check: the Predictor must reproduce these.
         predictions = collect_predictions(
             model, as_eval_loader(test, cfg.eval_batch_size), cfg.device, outputs=outputs
         )
-        probs = correct_predictions(predictions, cfg.negative_sampling_rate).probs
+        corrected = correct_predictions(predictions, cfg.negative_sampling_rate)
+        probs = corrected.probs
         atomic_write(run_dir / "test_predictions.npy", lambda p: _save_npy(p, probs))
+        if "domain" in corrected.roles:  # per-domain test metrics next to the overall ones
+            by_domain = slice_metrics(corrected, feature_map, "domain")
+            by_domain.pop("all")
     metrics: dict[str, Any] = {
         "valid": result.best_valid,
         "test": result.test,
+        **({"test_by_domain": by_domain} if test is not None and by_domain else {}),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_time_s": result.train_time_s,

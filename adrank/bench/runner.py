@@ -68,7 +68,8 @@ class BenchmarkRun:
     task: str | None = None
     #: every test metric (:func:`~adrank.train.evaluation.compute_metrics` keys: ``auc``, and
     #: on a multi-task dataset ``click_auc``, ``engaged_auc`` (on clicked rows),
-    #: ``pctcvr_auc``, ``*_gauc`` ...); empty for rows recorded before this field existed
+    #: ``pctcvr_auc``, ``*_gauc`` ..., and per domain ``auc@DOMAIN`` ... when the data declare
+    #: a ``domain`` role); empty for rows recorded before this field existed
     metrics: dict[str, float] = field(default_factory=dict)
     #: the model's embedding dim (``None``: unknown or the model has none)
     embedding_dim: int | None = None
@@ -171,10 +172,21 @@ def _read_finished(
         run_dir=str(run_dir),
         code=code,
         task=task,
-        metrics={k: float(v) for k, v in m["test"].items()},
+        metrics={k: float(v) for k, v in m["test"].items()} | domain_metrics(m),
         embedding_dim=_embedding_dim(run_dir, split_spec(model)[0]),
         **_machine_load(m),
     )
+
+
+def domain_metrics(metrics: dict) -> dict[str, float]:
+    """A run's per-domain test metrics (``metrics.json`` ``test_by_domain``, written when
+    the data declare a ``domain`` role) as ``METRIC@DOMAIN`` keys: ``auc@home``,
+    ``gauc@home``, ``rows@home`` ..."""
+    return {
+        f"{k}@{domain}": float(v)
+        for domain, values in (metrics.get("test_by_domain") or {}).items()
+        for k, v in values.items()
+    }
 
 
 def _machine_load(metrics: dict) -> dict:

@@ -17,8 +17,10 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``; ``docs/servin
   :mod:`adrank.serve.ranking`), the ``model_version`` and the ``request_id``. With an
   impression log (:mod:`adrank.serve.impressions`) each request is logged;
 * ``GET /healthz``; ``GET /metrics`` (Prometheus text: requests by method/path/status, a
-  latency histogram per path, model info, reloads, impression-log counters, and the store
-  follower's when following a model store);
+  latency histogram per path, model info, reloads, impression-log counters, the store
+  follower's when following a model store, and ``adrank_domain_fallback_total``: scored
+  rows whose domain was missing or unseen, which took the trained fallback slot of a
+  multi-domain model, :mod:`adrank.serve.domains`);
 * ``POST /admin/reload`` ``{"model"?: reference}`` exists only with an admin token
   (:mod:`adrank.serve.admin`; 401/403 without the right one). It resolves the reference
   inside the model root (:mod:`adrank.serve.model_root`; 403 outside it), passes the model
@@ -64,6 +66,7 @@ import torch
 
 from adrank.data.schema import SchemaError
 from adrank.serve.admin import AdminAuth, warn_if_exposed
+from adrank.serve.domains import DomainFallbacks
 from adrank.serve.fastpath import RankInput, fast_body_route, json_response, parse_rank_body
 from adrank.serve.history import HistoryClipper
 from adrank.serve.http_metrics import Metrics, ObserveAndLimit
@@ -300,6 +303,7 @@ def create_app(
     )
     metrics = Metrics()
     histories = HistoryClipper()  # request histories: cut to max_len, counted in /metrics
+    domains = DomainFallbacks()  # unknown domains take the trained fallback, counted
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -374,6 +378,7 @@ def create_app(
         records = histories.with_context(req.context, req.records, limits)
         try:
             probs = predictor.predict_outputs(records)
+            domains.observe(predictor, records)
         except RecordError as exc:
             i = exc.index or 0
             shared = exc.field in req.context and exc.field not in req.records[i]
@@ -435,6 +440,7 @@ def create_app(
         def score(records: list[dict[str, Any]]) -> dict[str, Any]:
             probs = predictor.predict_outputs(records)
             _check_finite(probs)
+            domains.observe(predictor, records)
             click = _click_output(predictor)
             scored["all"] = probs
             scored["auction"] = probs if click in (None, "pctr") else {"pctr": probs[click]}
@@ -487,6 +493,7 @@ def create_app(
         if follower is not None:
             counters |= follower.metric_values()
         counters |= histories.metric_values()
+        counters |= domains.metric_values()
         return PlainTextResponse(
             metrics.render(info, counters),
             media_type="text/plain; version=0.0.4; charset=utf-8",

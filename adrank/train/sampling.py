@@ -84,3 +84,22 @@ def downsample_negatives(
         "negative down-sampling at rate %g: %d of %d training rows kept", rate, len(idx), len(y)
     )
     return TensorData(_take(data.data, idx))
+
+
+def filter_domain(data: TensorData, feature_map: FeatureMap, domain: str) -> TensorData:
+    """The rows of ``data`` whose ``domain`` role is ``domain`` (a raw value, as in the
+    data); ValueError naming the value and the known domains when it is not one."""
+    role = feature_map.roles.get("domain")
+    if role is None or "domain" not in data.data.roles:
+        raise ValueError(
+            f"domain_filter={domain!r} needs a 'domain' role in the schema and the data"
+        )
+    if domain not in role.values:
+        raise ValueError(
+            f"domain_filter={domain!r} is not a domain of the training data; domains: "
+            f"{list(role.values)}"
+        )
+    ids = data.data.roles["domain"]
+    idx = torch.nonzero(ids == role.values.index(domain) + 1).squeeze(1)
+    logger.info("domain_filter=%s: %d of %d rows kept", domain, len(idx), len(ids))
+    return TensorData(_take(data.data, idx))

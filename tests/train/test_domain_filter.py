@@ -1,0 +1,68 @@
+"""Per-domain baselines and per-domain test metrics: ``train.domain_filter`` trains,
+validates and tests on one domain's rows; a run on data with a ``domain`` role writes
+``test_by_domain`` to metrics.json, and the benchmark reads it as ``METRIC@DOMAIN``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adrank.bench.runner import _read_finished
+from adrank.cli import app
+from adrank.config import RunConfig, TrainConfig
+from adrank.data.prepare import prepare_frames
+from adrank.pipeline import train_run
+from tests.serve.test_domain_serving import SCHEMA, _frame
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    splits = {name: _frame(n, seed) for name, n, seed in
+              (("train", 2000, 1), ("valid", 500, 2), ("test", 600, 3))}  # fmt: skip
+    return prepare_frames(SCHEMA, splits, tmp_path_factory.mktemp("domains") / "prepared"), splits
+
+
+def _config(model: str, domain: str | None = None) -> RunConfig:
+    train = TrainConfig(max_epochs=1, batch_size=256, progress=False, seed=0, num_threads=1,
+                        domain_filter=domain)  # fmt: skip
+    return RunConfig(model=model, params={"embedding_dim": 4}, train=train)
+
+
+def test_pooled_run_reports_every_domain_and_the_benchmark_reads_them(
+    prepared, tmp_path: Path
+) -> None:
+    data, splits = prepared
+    train_run(_config("star"), tmp_path / "star", prepared=data)
+    metrics = json.loads((tmp_path / "star" / "metrics.json").read_text())
+    by_domain = metrics["test_by_domain"]
+    counts = dict(splits["test"]["scenario"].value_counts().iter_rows())
+    assert {d: int(m["rows"]) for d, m in by_domain.items()} == counts
+    assert all({"auc", "logloss"} <= set(m) for m in by_domain.values())
+    row = _read_finished(tmp_path / "star", "star", 0)
+    assert row is not None and row.metrics["auc@feed"] == by_domain["feed"]["auc"]
+    assert row.metrics["auc"] == metrics["test"]["auc"]
+    # adrank evaluate: AUC, logloss and gAUC per domain next to the overall figures
+    res = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "star"), "--slice-by", "domain"], env={"COLUMNS": "200"}
+    )
+    assert res.exit_code == 0, res.output
+    header = next(line for line in res.output.splitlines() if "slice" in line)
+    assert all(col in header for col in ("auc", "logloss", "gauc"))
+    for domain in ("all", "feed", "search", "detail"):
+        assert any(line.split("│")[1].strip() == domain for line in res.output.splitlines()
+                   if "│" in line), domain  # fmt: skip
+
+
+def test_domain_filter_trains_and_tests_on_one_domain(prepared, tmp_path: Path) -> None:
+    data, splits = prepared
+    train_run(_config("dnn", "search"), tmp_path / "dnn", prepared=data)
+    metrics = json.loads((tmp_path / "dnn" / "metrics.json").read_text())
+    n_search = splits["test"].filter(splits["test"]["scenario"] == "search").height
+    assert list(metrics["test_by_domain"]) == ["search"]
+    assert metrics["test_by_domain"]["search"]["rows"] == n_search
+    assert metrics["test"]["auc"] == pytest.approx(metrics["test_by_domain"]["search"]["auc"])
+    with pytest.raises(ValueError, match=r"'nowhere' is not a domain.*'feed'"):
+        train_run(_config("dnn", "nowhere"), tmp_path / "bad", prepared=data)
