@@ -227,17 +227,21 @@ def report(rows: list[dict[str, Any]], out: Path) -> None:
         "1), against clicks re-drawn with examination = 1 (`click_unbiased`).",
         "",
         "| method | runs | AUC (unbiased clicks) | logloss (unbiased clicks) | mean pred / CTR "
-        "| corr(pred, true r) | AUC (logged clicks) |",
-        "|---|---|---|---|---|---|---|",
+        "| corr(pred, true r) | AUC (logged clicks) | best/run epochs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         sel = [r for r in rows if r["method"] == m]
         cells = " | ".join(_mean_std([r[c] for r in sel]) for c in COLUMNS)
-        lines.append(f"| {LABELS[m]} | {len(sel)} | {cells} |")
+        epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in sel)
+        lines.append(f"| {LABELS[m]} | {len(sel)} | {cells} | {epochs} |")
     lines += [
         "",
         "mean ± sample std over seeds. mean pred / CTR: the mean predicted probability over "
-        "the mean unbiased click rate (1 = calibrated in the mean).",
+        "the mean unbiased click rate (1 = calibrated in the mean). corr(pred, true r): the "
+        "Pearson correlation of the prediction with the simulated relevance. AUC (logged "
+        f"clicks): against the position-biased test clicks. Epochs are capped at "
+        f"{TRAIN['max_epochs']} (patience {TRAIN['patience']}).",
         "",
         "## Examination curves (relative to position 1; mean over seeds)",
         "",
