@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adrank.bench.domains import domain_tables
 from adrank.bench.reference import REFERENCE_LABEL, REFERENCES
 from adrank.bench.runner import BenchmarkRun
 from adrank.data.feature_map import TaskInfo
@@ -207,6 +208,7 @@ def to_markdown(
     if headlines:
         rows = _shown(rows)
         buf.write(multitask_table(rows, headlines))
+        buf.write(domain_tables(rows))
         _write_load_note(buf, rows)
         _write_notes(buf, rows, notes)
         return buf.getvalue()
@@ -228,6 +230,7 @@ def to_markdown(
             f"{r.num_parameters:,} | {r.epochs_mean:.1f} | {r.time_cell} | "
             f"{r.train_samples_per_s:,.0f}{' †' if r.loaded else ''} |\n"
         )
+    buf.write(domain_tables(rows))
     _write_load_note(buf, rows)
     _write_notes(buf, rows, notes)
     return buf.getvalue()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -66,3 +67,23 @@ def test_domain_filter_trains_and_tests_on_one_domain(prepared, tmp_path: Path) 
     assert metrics["test"]["auc"] == pytest.approx(metrics["test_by_domain"]["search"]["auc"])
     with pytest.raises(ValueError, match=r"'nowhere' is not a domain.*'feed'"):
         train_run(_config("dnn", "nowhere"), tmp_path / "bad", prepared=data)
+
+
+def test_benchmark_leaderboard_has_per_domain_columns(prepared, tmp_path: Path) -> None:
+    from adrank.bench.report import write_report
+    from adrank.bench.runner import run_benchmark
+
+    data, _ = prepared
+    overrides = ["train.max_epochs=1", "train.num_threads=1", "train.progress=false",
+                 "train.batch_size=256", "params.embedding_dim=4"]  # fmt: skip
+    runs = run_benchmark("synthetic_scenarios", ["star", "dnn"], [1, 2], tmp_path / "bench",
+                         overrides=overrides, prepared=data)  # fmt: skip
+    assert {r.model for r in runs} == {"star", "dnn"}
+    write_report(runs, "synthetic_scenarios", tmp_path / "bench", data.feature_map.tasks)
+    md = (tmp_path / "bench" / "leaderboard.md").read_text()
+    part = md.split("## Per domain", 1)[1]
+    header = next(line for line in part.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[2:] == ["all AUC", "feed AUC", "search AUC", "detail AUC |"]
+    star = next(line for line in part.splitlines() if line.startswith("| star | 2 |"))
+    mean = np.mean([r.metrics["auc@search"] for r in runs if r.model == "star"])
+    assert f"{mean:.4f} ± " in star.split(" | ")[4]
