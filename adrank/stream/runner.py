@@ -123,8 +123,11 @@ def run_stream(
             with open(root / "records.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if save == "all" or (save == "last" and t == last):
+                # no dataset name: its prepared splits are encoded by another processor, so
+                # `adrank evaluate` must not re-score the run on them (the name is in the
+                # manifest's "stream" entry)
                 config = RunConfig(
-                    model=model_name, dataset=dataset, params=params, train=ctx.train_config
+                    model=model_name, dataset="", params=params, train=ctx.train_config
                 )
                 write_chunk_run(root / f"chunk_{t:03d}", ctx, runner.current(), config, record)
         if on_record is not None:
@@ -147,7 +150,14 @@ def write_chunk_run(
         feature_map=grown.feature_map,
         model=grown.model,
         metrics={"stream": record, "test": None, "valid": None},
-        extra={"stream": {"chunk": ctx.t, "strategy": record["strategy"], "seed": record["seed"]}},
+        extra={
+            "stream": {
+                "dataset": record["dataset"],
+                "chunk": ctx.t,
+                "strategy": record["strategy"],
+                "seed": record["seed"],
+            }
+        },
     )
     ctx.growth.save(run_dir / GROWTH_FILE)
     state = grown.optimizer.state_dict()

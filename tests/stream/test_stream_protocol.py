@@ -76,6 +76,9 @@ def test_strategies_run_and_cost_what_they_train_on(stream, model: str, tmp_path
         assert [json.loads(line)["chunk"] for line in lines] == [1, 2]
         art = load_artifact(out / "chunk_001")  # a complete run directory
         assert art.config.model == model and (out / "chunk_001" / "growth.json").exists()
+        assert art.manifest["stream"] == {"dataset": "movielens_100k", "chunk": 1,
+                                          "strategy": strategy, "seed": 0}  # fmt: skip
+        assert not art.config.dataset  # never re-scored on differently encoded splits
         results[strategy] = records
     # one epoch each: full retraining on chunk 1 trains on chunk 0 and 90 % of chunk 1
     assert results["full_retrain"][1]["compute"] == 2_000 + 1_800
