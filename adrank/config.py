@@ -110,6 +110,21 @@ class TrainConfig:
     kd_alpha: float = 0.8
     #: KD: the teacher's registered model name (default: the student's model and params)
     kd_teacher: str | None = None
+    # ---- knowledge distillation (issue 15; adrank.debias.distill, docs/debiasing.md) ----
+    #: distil a frozen teacher run into the model: ``none``, ``vanilla`` ((1 - distill_alpha)
+    #: x BCE(labels) + distill_alpha x T^2 x BCE(teacher's probability at temperature T)) or
+    #: ``trilateral`` (a per-sample ratio learned from the student/teacher/label geometry)
+    distill: Literal["none", "vanilla", "trilateral"] = "none"
+    #: the teacher: a finished run directory trained on the same dataset preparation
+    kd_teacher_run: str | None = None
+    #: vanilla KD's ratio of the teacher's soft label; trilateral KD's initial ratio
+    distill_alpha: float = 0.5
+    #: the temperature T of the soft labels (1: the teacher's probabilities as they are)
+    distill_temperature: float = 1.0
+    #: trilateral KD: Adam learning rate of the ratio network's outer (validation) steps
+    distill_meta_lr: float = 1e-3
+    #: trilateral KD: one outer step of the ratio network every this many training steps
+    distill_meta_every: int = 1
     #: train, validate and test on the rows of this one ``domain`` role value only (a
     #: per-domain baseline, see docs/multidomain.md); ``None``: every domain (pooled)
     domain_filter: str | None = None
@@ -125,6 +140,11 @@ class TrainConfig:
         if not 0.0 < self.negative_sampling_rate <= 1.0:
             raise ConfigError(
                 f"negative_sampling_rate must be in (0, 1], got {self.negative_sampling_rate}"
+            )
+        if self.domain_filter is not None and not isinstance(self.domain_filter, str):
+            raise ConfigError(
+                f"domain_filter must be a domain name (a string), got {self.domain_filter!r}; "
+                "quote a value YAML reads as a number: --set 'train.domain_filter=\"2024\"'"
             )
         if self.task is not None and (not isinstance(self.task, str) or not self.task):
             raise ConfigError(f"task must be a task name, got {self.task!r}")
@@ -155,6 +175,22 @@ class TrainConfig:
             raise ConfigError(f"position_lr_scale must be > 0, got {self.position_lr_scale}")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise ConfigError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        if self.distill not in DISTILL_NAMES:
+            raise ConfigError(f"distill must be one of {list(DISTILL_NAMES)}, got {self.distill!r}")
+        if self.distill != "none" and not self.kd_teacher_run:
+            raise ConfigError(f"distill={self.distill!r} needs train.kd_teacher_run=RUN_DIR")
+        if self.distill != "none" and self.position_method != "none":
+            raise ConfigError(
+                f"distill={self.distill!r} and position_method={self.position_method!r} are "
+                "both training strategies; use one at a time"
+            )
+        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
+            raise ConfigError(
+                f"need 0 <= distill_alpha <= 1 and distill_temperature > 0, got "
+                f"{self.distill_alpha}, {self.distill_temperature}"
+            )
+        if self.distill_meta_lr <= 0 or self.distill_meta_every < 1:
+            raise ConfigError("need distill_meta_lr > 0 and distill_meta_every >= 1")
         if self.compile not in (True, False, *COMPILE_MODES):
             raise ConfigError(
                 f"compile must be true, false or one of {list(COMPILE_MODES)}, got {self.compile!r}"
@@ -170,6 +206,8 @@ class TrainConfig:
 
 #: values of :attr:`TrainConfig.position_method`
 POSITION_METHOD_NAMES = ("none", "feature", "pal", "kd", "ips", "dla")
+#: values of :attr:`TrainConfig.distill`
+DISTILL_NAMES = ("none", "vanilla", "trilateral")
 #: values of :attr:`TrainConfig.adam_implementation`
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "single_tensor")
 #: string values of :attr:`TrainConfig.compile` (``off`` = false)

@@ -191,6 +191,8 @@ def models_table() -> str:
                 outputs = None
         if outputs is None:
             kind, shown, through = "single-task", "one logit: the task set by `task=`", "–"
+            if cls.multi_domain:  # see docs/multidomain.md
+                kind += ", multi-domain" + (" (domain role)" if cls.required_roles else "")
         else:
             kind, shown = "multi-task", ", ".join(f"`{o}`" for o in outputs)
             through = ", ".join(f"`{o}`" for o in (trained or outputs))

@@ -21,7 +21,7 @@ SPLITS = ("train", "valid", "test")
 def test_age_bands_edges() -> None:
     ages = pl.DataFrame({"age": ["7", "24", "25", "34", "35", "73"]})
     got = ages.select(age_band(pl.col("age")))["age_band"].to_list()
-    assert got == ["under_25", "under_25", "25_34", "25_34", "35_plus", "35_plus"]
+    assert got == ["under_25", "under_25", "25_to_34", "25_to_34", "35_plus", "35_plus"]
 
 
 def test_thin_domain_keeps_a_fixed_tenth_in_order() -> None:
@@ -77,7 +77,7 @@ def test_movielens_100k_domains_real(data_dir: Path) -> None:
     counts = dict(full["age_band"].value_counts().iter_rows())
     assert sum(counts.values()) == 100_000
     assert 25_000 < counts["under_25"] < 30_000
-    assert 33_000 < counts["25_34"] < 37_000
+    assert 33_000 < counts["25_to_34"] < 37_000
     assert 36_000 < counts["35_plus"] < 40_000
     thin = _build(data_dir, "movielens_100k_domains_thin")
     for split in ("valid", "test"):

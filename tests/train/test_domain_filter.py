@@ -87,3 +87,11 @@ def test_benchmark_leaderboard_has_per_domain_columns(prepared, tmp_path: Path) 
     star = next(line for line in part.splitlines() if line.startswith("| star | 2 |"))
     mean = np.mean([r.metrics["auc@search"] for r in runs if r.model == "star"])
     assert f"{mean:.4f} ± " in star.split(" | ")[4]
+
+
+def test_a_domain_filter_read_as_a_number_is_a_clear_error() -> None:
+    from adrank.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"domain_filter must be a domain name.*2534"):
+        _config("dnn").with_overrides(["train.domain_filter=25_34"])  # YAML: the int 2534
+    assert _config("dnn").with_overrides(["train.domain_filter=25_to_34"]).train.domain_filter

@@ -13,7 +13,7 @@ see it as one more feature, and per-domain metrics slice by the role
   domains differ only in *which* items are clicked, never in how often; and ``unknown``
   is missing data, not a scenario.
 * ``movielens_100k_domains``: ``movielens_100k`` v2 (same rows, per-user chronological
-  split) with the user's age band as the domain: ``under_25`` / ``25_34`` / ``35_plus``
+  split) with the user's age band as the domain: ``under_25`` / ``25_to_34`` / ``35_plus``
   (as Scenario-Wise-Rec does on MovieLens-1M; about 27k / 35k / 38k rows here), one task
   ``like`` (``rating >= 4``). The behaviour histories are left out (no model here reads
   them).
@@ -35,8 +35,9 @@ from adrank.data.datasets.frappe import FRAPPE_FIELDS, FrappeBuilder
 from adrank.data.datasets.movielens import ITEM_FEATURES, USER_FEATURES, MovieLens100KBuilder
 from adrank.data.schema import CategoricalFeature, Schema, Task
 
-#: MovieLens age bands: (name, lowest age in the band), ascending
-AGE_BANDS: tuple[tuple[str, int], ...] = (("under_25", 0), ("25_34", 25), ("35_plus", 35))
+#: MovieLens age bands: (name, lowest age in the band), ascending (no name reads as a number
+#: in YAML, so ``--set train.domain_filter=25_to_34`` stays a string)
+AGE_BANDS: tuple[tuple[str, int], ...] = (("under_25", 0), ("25_to_34", 25), ("35_plus", 35))
 #: the domain whose training rows ``movielens_100k_domains_thin`` keeps at THIN_FRACTION
 THIN_DOMAIN = "under_25"
 THIN_FRACTION = 0.1
@@ -92,10 +93,11 @@ class MovieLens100KDomainsBuilder(MovieLens100KBuilder):
     """``movielens_100k`` v2 rows and split, task ``like``, age band as the domain role."""
 
     name = "movielens_100k_domains"
-    version = 1
+    #: version 2: the middle band is ``25_to_34`` (version 1's ``25_34`` reads as 2534 in YAML)
+    version = 2
     description = (
         "movielens_100k v2 rows and per-user chronological split, task like (rating>=4); "
-        "domain role = age band under_25 / 25_34 / 35_plus (also a feature); no histories"
+        "domain role = age band under_25 / 25_to_34 / 35_plus (also a feature); no histories"
     )
     #: (domain, fraction, seed) of the thinned training rows, or None
     thin: tuple[str, float, int] | None = None
