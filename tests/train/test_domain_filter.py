@@ -95,3 +95,27 @@ def test_a_domain_filter_read_as_a_number_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"domain_filter must be a domain name.*2534"):
         _config("dnn").with_overrides(["train.domain_filter=25_34"])  # YAML: the int 2534
     assert _config("dnn").with_overrides(["train.domain_filter=25_to_34"]).train.domain_filter
+
+
+@pytest.mark.integration
+def test_star_smoke_on_the_ali_ccp_samples_scenario_field(data_dir: Path, tmp_path: Path) -> None:
+    """Smoke test only (100/50/50 rows): Ali-CCP's field ``301`` (the scenario, as in
+    Scenario-Wise-Rec) as the domain of STAR, on the click task."""
+    import dataclasses
+
+    from adrank.data.datasets import get_dataset
+    from adrank.data.schema import Task
+
+    builder = get_dataset("ali_ccp")
+    if builder.missing_files(data_dir):
+        pytest.skip("ali_ccp sample files are absent")
+    base = builder.schema()
+    schema = dataclasses.replace(base, tasks=(Task("click", "click"),), labels=("click",),
+                                 roles={"domain": "301"}, name="ali_ccp_scenarios")  # fmt: skip
+    splits = {k: v.drop("purchase") for k, v in builder.build_splits(data_dir).items()}
+    data = prepare_frames(schema, splits, tmp_path / "prepared")
+    train_run(_config("star"), tmp_path / "star", prepared=data)
+    metrics = json.loads((tmp_path / "star" / "metrics.json").read_text())
+    scenarios = {str(v) for v in splits["test"]["301"].unique().to_list()}
+    assert set(metrics["test_by_domain"]) <= scenarios | {"unknown"}
+    assert sum(m["rows"] for m in metrics["test_by_domain"].values()) == splits["test"].height
