@@ -122,7 +122,7 @@ class TrainConfig:
     #: the temperature T of the soft labels (1: the teacher's probabilities as they are)
     distill_temperature: float = 1.0
     #: trilateral KD: Adam learning rate of the ratio network's outer (validation) steps
-    distill_meta_lr: float = 1e-3
+    distill_meta_lr: float = 1e-2
     #: trilateral KD: one outer step of the ratio network every this many training steps
     distill_meta_every: int = 1
     #: train, validate and test on the rows of this one ``domain`` role value only (a

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,41 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
     path = RESULTS_DIR / f"{name}.md"
     path.write_text(header + markdown)
     return path
+
+
+def seeds_methods_parser(
+    doc: str | None, methods: Sequence[str], seeds: Sequence[int], work: Path, out: Path
+) -> argparse.ArgumentParser:
+    """The arguments of a resumable (method, seed) benchmark: ``--seeds``, ``--methods``,
+    ``--work`` (its run directories), ``--out`` (its results) and ``--report-only``."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=methods)
+    parser.add_argument("--work", type=Path, default=work)
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--report-only", action="store_true")
+    return parser
+
+
+def run_pending(
+    lines: Path,
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    run: Callable[[str, int], dict[str, Any]],
+    after: Callable[[], None],
+) -> None:
+    """Run every (method, seed) that has no line in the JSON-lines file ``lines`` yet, seed
+    by seed, appending each result as one line and calling ``after`` (e.g. the report)."""
+    done = set()
+    if lines.exists():
+        rows = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
+        done = {(r["method"], r["seed"]) for r in rows}
+    for seed in seeds:
+        for method in methods:
+            if (method, seed) in done:
+                continue
+            row = run(method, seed)
+            with open(lines, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row.get(k) for k in ("method", "seed", "test_auc")}))
+            after()

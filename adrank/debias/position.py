@@ -202,6 +202,10 @@ class PositionMethod(nn.Module):
         """Child modules trained at the model's learning rate (e.g. a KD teacher)."""
         return [m for name, m in self.named_children() if name != "tower"]
 
+    def attach_validation(self, valid: Any) -> None:
+        """Called by :meth:`Trainer.fit` with its validation data (unused by default; the
+        trilateral KD of :mod:`adrank.debias.distill` learns from it)."""
+
     def role(self, batch: Batch, role: str) -> torch.Tensor:
         value = batch.roles.get(role)
         if value is None:

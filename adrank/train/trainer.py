@@ -149,6 +149,10 @@ class Trainer:
         self.position = position
         if position is None and config.position_method != "none":
             self.position = build_position_method(config, model, model_name=registered_name(model))
+        elif position is None and config.distill != "none":  # adrank.debias.distill
+            from adrank.debias.distill import build_distill_method
+
+            self.position = build_distill_method(config, model)
         trainable: torch.nn.Module = self.model
         towers: list[torch.nn.Parameter] = []
         if self.position is not None:
@@ -175,8 +179,11 @@ class Trainer:
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
         if self.position is not None and len(self.objectives) != 1:
+            strategy = f"position_method={config.position_method!r}"
+            if config.distill != "none":
+                strategy = f"distill={config.distill!r}"
             raise ValueError(
-                f"position_method={config.position_method!r} trains one click output; "
+                f"{strategy} trains one click output; "
                 f"this model trains {[o.output for o in self.objectives]} (set train.task)"
             )
         self.outputs = model_outputs(model, model.feature_map, config.task)
@@ -488,6 +495,8 @@ class Trainer:
         tf32 = _Tf32(cfg.tf32 and self.device.type == "cuda")
         train = self._train_loader(train)
         valid_loader = None if valid is None else self._eval_loader(valid)
+        if self.position is not None and valid is not None:
+            self.position.attach_validation(valid)
         if resume:
             if self.run_dir is None:
                 raise ValueError("resume=True needs a run_dir to find checkpoint.pt in")
