@@ -2,7 +2,7 @@
 with per-domain test AUC / logloss / gAUC, 3 seeds.
 
 ``python -m benchmarks.multidomain [--datasets frappe_domains,movielens_100k_domains,
-movielens_100k_domains_thin] [--seeds 2021,2022,2023] [--report-only]``
+movielens_100k_domains_thin,movielens_100k_cross] [--seeds 2021,2022,2023] [--report-only]``
 
 For each dataset (BARS protocol: each model's config in ``configs/models/<dataset>/``,
 early stopping on validation AUC, ``train.num_threads=1``):
@@ -11,6 +11,10 @@ early stopping on validation AUC, ``train.num_threads=1``):
 * **pooled baselines** ``dnn``, ``deepfm``: the same rows, the domain one more feature;
 * **per-domain baselines** ``dnn``, ``deepfm`` with ``train.domain_filter=<domain>``: one
   run per domain, trained, early-stopped and tested on that domain's rows only.
+
+The cross-domain setting ``movielens_100k_cross`` (:data:`PLANS`) runs ``daca`` against
+``din`` on the same source-domain histories, ``dnn`` and ``deepfm`` pooled, and ``dnn`` and
+``deepfm`` trained on the (thinned) target domain alone.
 
 Runs go through ``adrank.bench.runner.run_benchmark`` into
 ``benchmarks/results/multidomain/<dataset>/pooled/`` and ``.../only_<domain>/``
@@ -30,16 +34,35 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from adrank.bench.domains import DOMAIN_METRICS, cell, domain_names, mean_std
 from adrank.bench.runner import BenchmarkRun, read_results, run_benchmark
 from adrank.data.datasets import get_dataset
 
 RESULTS = Path(__file__).parent / "results" / "multidomain"
-DATASETS = ("frappe_domains", "movielens_100k_domains", "movielens_100k_domains_thin")
-MULTI_DOMAIN = ("star", "pepnet", "adaptdhm")
-BASELINES = ("dnn", "deepfm")
+DATASETS = (
+    "frappe_domains", "movielens_100k_domains", "movielens_100k_domains_thin",
+    "movielens_100k_cross",
+)  # fmt: skip
+MULTI_DOMAIN = ("star", "pepnet", "adaptdhm", "daca")
+BASELINES = ("dnn", "deepfm", "din")
+
+
+class Plan(NamedTuple):
+    """What one dataset runs: multi-domain models and baselines on all domains pooled,
+    and the baselines trained per domain on ``alone`` (``None``: every domain)."""
+
+    multi_domain: tuple[str, ...]
+    baselines: tuple[str, ...]
+    alone: tuple[str, ...] | None = None
+
+
+#: the cross-domain setting: DACA against pooled models (DIN on the same source-domain
+#: histories) and target-only baselines
+PLANS: dict[str, Plan] = {"movielens_100k_cross": Plan(("daca",), ("din", "dnn", "deepfm"),
+                                                      ("target",))}  # fmt: skip
+DEFAULT_PLAN = Plan(("star", "pepnet", "adaptdhm"), ("dnn", "deepfm"))
 SEEDS = (2021, 2022, 2023)
 OVERRIDES = ["train.num_threads=1", "train.progress=false"]
 
@@ -56,10 +79,12 @@ def run(dataset: str, seeds: Sequence[int], root: Path, extra: Sequence[str] = (
     """Train every missing (model, seed) of ``dataset``; recorded ones are skipped.
     ``extra``: more ``--set`` overrides (a smoke run's ``train.max_epochs=1``)."""
     overrides = [*OVERRIDES, *extra]
-    run_benchmark(dataset, [*MULTI_DOMAIN, *BASELINES], list(seeds), root / "pooled",
+    plan = PLANS.get(dataset, DEFAULT_PLAN)
+    run_benchmark(dataset, [*plan.multi_domain, *plan.baselines], list(seeds), root / "pooled",
                   overrides=overrides, keep_going=True)  # fmt: skip
-    for domain in domains_of(dataset, root):
-        run_benchmark(dataset, list(BASELINES), list(seeds), root / f"only_{domain}",
+    alone = [b for b in plan.baselines if b in ("dnn", "deepfm")]
+    for domain in plan.alone or domains_of(dataset, root):
+        run_benchmark(dataset, alone, list(seeds), root / f"only_{domain}",
                       overrides=[*overrides, f"train.domain_filter={domain}"],
                       keep_going=True)  # fmt: skip
 

@@ -86,3 +86,33 @@ def test_movielens_100k_domains_real(data_dir: Path) -> None:
         n_full = domains["train"].filter(pl.col("age_band") == d).height
         n_thin = thin["train"].filter(pl.col("age_band") == d).height
         assert n_thin == (n_full // 10 if d == THIN_DOMAIN else n_full), d
+
+
+def test_source_histories_hold_only_earlier_source_items() -> None:
+    from adrank.data.datasets.domains import source_histories
+
+    users = np.array([0, 0, 0, 0, 1, 1])
+    times = np.array([1, 2, 2, 3, 1, 5])
+    is_source = np.array([True, False, True, True, True, True])
+    items = np.array(["a", "T", "b", "c", "x", "y"])
+    got = source_histories(users, times, is_source, {"h": items}, max_len=1)["h"]
+    # row 2 shares row 1's time and so sees only "a"; max_len 1 keeps the newest
+    assert got == ["", "a", "a", "b", "", "x"]
+    full = source_histories(users, times, is_source, {"h": items}, max_len=50)["h"]
+    assert full[3] == "a|b"
+
+
+@pytest.mark.integration
+def test_movielens_100k_cross_real(data_dir: Path) -> None:
+    from adrank.data.datasets.domains import TARGET_GENRES
+
+    cross = _build(data_dir, "movielens_100k_cross")
+    base = get_dataset("movielens_100k").build_splits(data_dir)
+    for split in ("valid", "test"):
+        assert cross[split]["item_id"].equals(base[split]["item_id"])
+    train = cross["train"]
+    n_target = base["train"].filter(pl.col("genre").is_in(sorted(TARGET_GENRES))).height
+    assert train.filter(pl.col("domain") == "target").height == n_target // 10
+    assert set(train["domain"].unique()) == {"source", "target"}
+    genres = {g for h in cross["test"]["hist_genre"].to_list() for g in h.split("|") if g}
+    assert genres and not genres & TARGET_GENRES  # histories are source-domain only

@@ -38,7 +38,7 @@ FRAPPE_CARDINALITIES = {
 MODELS = available_models()
 BATCH = 64
 #: behaviour-sequence models: built on a feature map with a history (and its target)
-SEQUENCE_MODELS = ["din", "dien", "bst", "dmin", "sim", "eta", "sdim", "twin", "qin"]
+SEQUENCE_MODELS = ["din", "dien", "bst", "dmin", "sim", "eta", "sdim", "twin", "qin", "daca"]
 HISTORY_LEN = 5
 #: every tiny feature map declares ``c0`` (frappe: ``homework``) as the domain role, so the
 #: multi-domain models (STAR, PEPNet) build on it; the other models ignore it

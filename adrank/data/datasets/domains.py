@@ -21,6 +21,13 @@ see it as one more feature, and per-domain metrics slice by the role
   ``under_25`` thinned to 10 % (``floor(0.1 n)`` rows drawn without replacement by
   ``numpy.random.default_rng(THIN_SEED)``, kept in their order); valid and test are
   untouched. This fixed variant is the small-domain case multi-domain models are for.
+* ``movielens_100k_cross``: a **cross-domain** split of ``movielens_100k`` v2 (same rows and
+  split, task ``like``): a movie's domain is the group of its first listed genre,
+  ``target`` (:data:`TARGET_GENRES`: action, adventure, crime, thriller, ...) or ``source``
+  (drama, comedy, romance, children's, ...); the target's **training** rows are thinned to
+  10 % as above (seed 17). The histories ``hist_item_id`` / ``hist_genre`` hold only the
+  user's strictly earlier **source-domain** items (the most recent 50): what a
+  cross-domain model carries to the target domain.
 """
 
 from __future__ import annotations
@@ -32,8 +39,13 @@ import polars as pl
 
 from adrank.data.datasets.base import register_dataset
 from adrank.data.datasets.frappe import FRAPPE_FIELDS, FrappeBuilder
-from adrank.data.datasets.movielens import ITEM_FEATURES, USER_FEATURES, MovieLens100KBuilder
-from adrank.data.schema import CategoricalFeature, Schema, Task
+from adrank.data.datasets.movielens import (
+    HISTORY_LEN,
+    ITEM_FEATURES,
+    USER_FEATURES,
+    MovieLens100KBuilder,
+)
+from adrank.data.schema import CategoricalFeature, Schema, SequenceFeature, Task
 
 #: MovieLens age bands: (name, lowest age in the band), ascending (no name reads as a number
 #: in YAML, so ``--set train.domain_filter=25_to_34`` stays a string)
@@ -136,3 +148,84 @@ class MovieLens100KDomainsThinBuilder(MovieLens100KDomainsBuilder):
         f"(fixed: seed {THIN_SEED}); valid/test untouched: the small-domain case"
     )
     thin = (THIN_DOMAIN, THIN_FRACTION, THIN_SEED)
+
+
+#: first genres whose movies form the cross-domain ``target`` group; every other is ``source``
+TARGET_GENRES: frozenset[str] = frozenset(
+    {"Action", "Adventure", "Crime", "Film-Noir", "Horror", "Mystery", "Sci-Fi", "Thriller",
+     "War", "Western"}
+)  # fmt: skip
+
+
+def source_histories(
+    users: np.ndarray, times: np.ndarray, is_source: np.ndarray, values: dict[str, np.ndarray],
+    max_len: int, delimiter: str = "|",
+) -> dict[str, list[str]]:  # fmt: skip
+    """Per row, the ``values`` of the same user's **source** rows with a strictly smaller
+    time, oldest first, the most recent ``max_len``, joined by ``delimiter``. Rows must be
+    sorted by ``(user, time)``; ``users`` are integer codes."""
+    key = users.astype(np.int64) * (1 << 33) + times.astype(np.int64)
+    source_keys = key[is_source]
+    end = np.searchsorted(source_keys, key, side="left")  # source rows strictly earlier
+    start = np.searchsorted(source_keys, users.astype(np.int64) * (1 << 33), side="left")
+    lo = np.maximum(start, end - max_len)
+    out = {}
+    for name, column in values.items():
+        source = column[is_source].astype(str).tolist()
+        out[name] = [delimiter.join(source[a:b]) for a, b in zip(lo.tolist(), end.tolist(),
+                                                                  strict=True)]  # fmt: skip
+    return out
+
+
+@register_dataset
+class MovieLens100KCrossBuilder(MovieLens100KBuilder):
+    """``movielens_100k`` split by genre group into a source and a thinned target domain,
+    with source-domain histories (cross-domain recommendation)."""
+
+    name = "movielens_100k_cross"
+    version = 1
+    description = (
+        "movielens_100k v2 rows and split, task like; domain role = the movie's genre group "
+        "(target: action/adventure/crime/thriller/... first genre; source: the rest), target "
+        f"training rows thinned to 10% (seed {THIN_SEED}); histories of earlier source items"
+    )
+
+    def schema(self) -> Schema:
+        return Schema(
+            tasks=(Task("like", "like"),),
+            features=(
+                *(CategoricalFeature(c) for c in
+                  ("user_id", "item_id", *USER_FEATURES, *ITEM_FEATURES, "domain")),
+                SequenceFeature("hist_item_id", max_len=HISTORY_LEN, share_vocab_with="item_id",
+                                target="item_id"),
+                SequenceFeature("hist_genre", max_len=HISTORY_LEN, share_vocab_with="genre",
+                                aligned_with="hist_item_id"),
+            ),
+            roles={"group": "user_id", "time": "timestamp", "domain": "domain"},
+            name=self.name,
+        )  # fmt: skip
+
+    def read(self, data_dir: Path, bad_rows: str = "error") -> pl.DataFrame:
+        frame = super().read(data_dir, bad_rows)  # sorted by (user_id, timestamp, _row)
+        target = frame.get_column("genre").is_in(sorted(TARGET_GENRES))
+        frame = frame.with_columns(
+            pl.when(target).then(pl.lit("target")).otherwise(pl.lit("source")).alias("domain")
+        )
+        _, user_codes = np.unique(frame.get_column("user_id").to_numpy(), return_inverse=True)
+        hist = source_histories(
+            user_codes,
+            frame.get_column("timestamp").to_numpy(),
+            ~target.to_numpy(),
+            {"hist_item_id": frame.get_column("item_id").to_numpy(),
+             "hist_genre": frame.get_column("genre").to_numpy()},
+            HISTORY_LEN,
+        )  # fmt: skip
+        return frame.with_columns(pl.Series(k, v, dtype=pl.String) for k, v in hist.items())
+
+    def build_splits(
+        self, data_dir: Path, seed: int | None = None, bad_rows: str = "error"
+    ) -> dict[str, pl.DataFrame]:
+        splits = super().build_splits(data_dir, seed, bad_rows)
+        splits["train"] = thin_domain(splits["train"], "domain", "target", THIN_FRACTION,
+                                      THIN_SEED)  # fmt: skip
+        return splits
