@@ -158,7 +158,7 @@ class Trainer:
         if self.position is not None:
             if self.world_size > 1 or config.sparse_embeddings:
                 raise ValueError(
-                    f"position_method={config.position_method!r} is single-process only and "
+                    f"{_strategy(config)} is single-process only and "
                     "does not support sparse_embeddings"
                 )
             self.position.to(self.device)
@@ -179,11 +179,8 @@ class Trainer:
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
         if self.position is not None and len(self.objectives) != 1:
-            strategy = f"position_method={config.position_method!r}"
-            if config.distill != "none":
-                strategy = f"distill={config.distill!r}"
             raise ValueError(
-                f"{strategy} trains one click output; "
+                f"{_strategy(config)} trains one click output; "
                 f"this model trains {[o.output for o in self.objectives]} (set train.task)"
             )
         self.outputs = model_outputs(model, model.feature_map, config.task)
@@ -544,6 +541,13 @@ class Trainer:
             train_samples_per_s=sum(h["train_samples"] for h in history) / max(train_time, 1e-12),
             history=history,
         )
+
+
+def _strategy(config: TrainConfig) -> str:
+    """The training strategy's setting, for error messages."""
+    if config.distill != "none":
+        return f"distill={config.distill!r}"
+    return f"position_method={config.position_method!r}"
 
 
 class _TrainingForward(torch.nn.Module):
