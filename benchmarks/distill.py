@@ -28,7 +28,10 @@ from typing import Any
 import polars as pl
 import torch
 
+from adrank.artifact import load_artifact, load_split
 from adrank.config import RunConfig, resolve_run_config
+from adrank.data.prepare import prepare_dataset
+from adrank.debias.distill import build_distill_method
 from adrank.pipeline import RunResult, train_run
 from benchmarks.common import run_pending, seeds_methods_parser
 from benchmarks.debias import _mean_std, read_rows
@@ -107,7 +110,33 @@ def run_one(method: str, seed: int, work: Path) -> dict[str, Any]:
     }
 
 
-def report(rows: list[dict[str, Any]], out: Path) -> None:
+def ratio_summary(work: Path, seed: int) -> dict[str, float] | None:
+    """The trilateral run's learned ratios on frappe's test split: the ratio network of its
+    last checkpoint (the last epoch) with the best epoch's student; ``None`` if not run."""
+    run_dir = work / f"student-trilateral-seed{seed}"
+    if not (run_dir / "manifest.json").exists():
+        return None
+    student = load_artifact(run_dir).model
+    config = RunConfig.load(run_dir / "config.yaml").train
+    method = build_distill_method(config, student)
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    method.load_state_dict(state["position"])
+    test = load_split(prepare_dataset("frappe"), "test").data
+    with torch.no_grad():
+        target = test.labels[:, 0].float()
+        alpha = method.alpha(student(test.features), method.teacher_logits(test), target)
+    q10, q50, q90 = torch.quantile(alpha, torch.tensor([0.1, 0.5, 0.9])).tolist()
+    return {
+        "mean": float(alpha.mean()),
+        "q10": q10,
+        "median": q50,
+        "q90": q90,
+        "mean_click": float(alpha[target == 1].mean()),
+        "mean_no_click": float(alpha[target == 0].mean()),
+    }
+
+
+def report(rows: list[dict[str, Any]], out: Path, work: Path | None = None) -> None:
     """distill.md (mean ± sample std over seeds) and distill.csv (one row per run)."""
     if not rows:
         return
@@ -147,6 +176,24 @@ def report(rows: list[dict[str, Any]], out: Path) -> None:
         f"{sorted(teachers)}). Load average during the runs {min(loads):.1f}-{max(loads):.1f} "
         f"on {rows[0]['cpus']} CPUs: the seconds in distill.csv are not timings.",
     ]
+    summaries = {s: ratio_summary(work, s) for s in sorted(teachers)} if work else {}
+    summaries = {s: v for s, v in summaries.items() if v is not None}
+    if summaries:
+        lines += [
+            "",
+            "Learned trilateral ratios alpha_i on the test rows (the ratio network of the last "
+            "epoch, the student of the best): the share of the teacher's soft label per sample "
+            f"(vanilla KD: {DISTILL['distill_alpha']} everywhere).",
+            "",
+            "| seed | mean | 10% | median | 90% | mean, clicks | mean, non-clicks |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for seed, v in summaries.items():
+            cells = " | ".join(
+                f"{v[k]:.3f}"
+                for k in ("mean", "q10", "median", "q90", "mean_click", "mean_no_click")
+            )
+            lines.append(f"| {seed} | {cells} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "distill.md").write_text("\n".join(lines) + "\n")
     keys = [k for k in rows[0] if k != "overrides"]
@@ -169,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             lambda method, seed: run_one(method, seed, args.work),
             lambda: report(read_rows(lines), args.out),
         )
-    report(read_rows(lines), args.out)
+    report(read_rows(lines), args.out, args.work)
 
 
 if __name__ == "__main__":

@@ -239,3 +239,10 @@ def test_teacher_on_other_data_is_a_clear_error(prepared, teacher_run, tmp_path)
     assert isinstance(
         build_distill_method(kd_config("vanilla", teacher_run), student(prepared)), VanillaKD
     )
+
+
+def test_trilateral_without_validation_data_is_a_clear_error(prepared, teacher_run):
+    train, _ = splits(prepared)
+    trainer = Trainer(student(prepared), kd_config("trilateral", teacher_run))
+    with pytest.raises(DistillError, match="needs validation data"):
+        trainer.fit(train)
