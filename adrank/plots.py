@@ -151,8 +151,10 @@ def field_calibration(
     calibration error ``sum_v n_v / N * |mean_pred_v - mean_obs_v|`` over the values kept.
     ``by``/``values``/``min_rows`` are those of :func:`slice_metrics`; ``task`` names the
     task (default: the first one the predictions cover) and is scored on all rows."""
-    from adrank.train.evaluation import slice_metrics
+    from adrank.train.evaluation import role_value_names, slice_metrics
 
+    if values is None and isinstance(by, str):  # a vocab role's slices carry its values' names
+        values = role_value_names(feature_map, by)
     slices = slice_metrics(predictions, feature_map, by, values=values, min_rows=min_rows)
     keys = predictions.roles[by] if isinstance(by, str) else np.asarray(by).reshape(-1)
     outputs = predictions.by_output()

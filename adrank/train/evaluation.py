@@ -356,6 +356,15 @@ def _legacy_metrics(
     return out
 
 
+def role_value_names(feature_map: FeatureMap, role: str) -> dict[int, str] | None:
+    """Display names of a ``vocab`` role's ids (``0`` is ``"unknown"``), or None for a
+    role without fitted values."""
+    info = feature_map.roles.get(role)
+    if info is None or not info.values:
+        return None
+    return {0: "unknown"} | {i + 1: v for i, v in enumerate(info.values)}
+
+
 def slice_metrics(
     predictions: Predictions,
     feature_map: FeatureMap,
@@ -376,9 +385,8 @@ def slice_metrics(
         if by not in predictions.roles:
             raise KeyError(f"no role {by!r} in the predictions; roles: {sorted(predictions.roles)}")
         keys = predictions.roles[by]
-        role = feature_map.roles.get(by)
-        if values is None and role is not None and role.values:
-            values = {0: "unknown"} | {i + 1: v for i, v in enumerate(role.values)}
+        if values is None:
+            values = role_value_names(feature_map, by)
     else:
         keys = np.asarray(by).reshape(-1)
         if len(keys) != len(predictions.labels):

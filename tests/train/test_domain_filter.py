@@ -52,6 +52,8 @@ def test_pooled_run_reports_every_domain_and_the_benchmark_reads_them(
     assert res.exit_code == 0, res.output
     header = next(line for line in res.output.splitlines() if "slice" in line)
     assert all(col in header for col in ("auc", "logloss", "gauc"))
+    error = next(line for line in res.output.splitlines() if "field-level calibration" in line)
+    assert "nan" not in error  # the role's slices are matched by their names
     for domain in ("all", "feed", "search", "detail"):
         assert any(line.split("│")[1].strip() == domain for line in res.output.splitlines()
                    if "│" in line), domain  # fmt: skip
