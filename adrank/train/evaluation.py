@@ -357,12 +357,14 @@ def _legacy_metrics(
 
 
 def role_value_names(feature_map: FeatureMap, role: str) -> dict[int, str] | None:
-    """Display names of a ``vocab`` role's ids (``0`` is ``"unknown"``), or None for a
-    role without fitted values."""
+    """Display names of a ``vocab`` role's ids (``0``, unseen in training, is ``"unknown"``,
+    or ``"(unseen)"`` when a value is itself called ``unknown``, as frappe's ``homework``
+    context is), or None for a role without fitted values."""
     info = feature_map.roles.get(role)
     if info is None or not info.values:
         return None
-    return {0: "unknown"} | {i + 1: v for i, v in enumerate(info.values)}
+    unseen = "(unseen)" if "unknown" in info.values else "unknown"
+    return {0: unseen} | {i + 1: v for i, v in enumerate(info.values)}
 
 
 def slice_metrics(

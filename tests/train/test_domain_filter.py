@@ -121,3 +121,15 @@ def test_star_smoke_on_the_ali_ccp_samples_scenario_field(data_dir: Path, tmp_pa
     scenarios = {str(v) for v in splits["test"]["301"].unique().to_list()}
     assert set(metrics["test_by_domain"]) <= scenarios | {"unknown"}
     assert sum(m["rows"] for m in metrics["test_by_domain"].values()) == splits["test"].height
+
+
+def test_a_domain_called_unknown_keeps_its_own_slice() -> None:
+    from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo
+    from adrank.train.evaluation import role_value_names
+
+    roles = {"domain": RoleInfo("domain", "__domain__", "vocab", "homework",
+                                ("unknown", "home", "work"))}  # fmt: skip
+    fmap = FeatureMap((FieldInfo("homework", "categorical", 5),), ("click",), roles=roles)
+    assert role_value_names(fmap, "domain") == {0: "(unseen)", 1: "unknown", 2: "home",
+                                                3: "work"}  # fmt: skip
+    assert role_value_names(fmap, "group") is None
