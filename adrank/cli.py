@@ -1058,11 +1058,11 @@ def models_cmd() -> None:
 
 
 # Command families defined in adrank/commands/ register themselves on `app` when imported.
-# One import line per module, e.g. `from adrank.commands import ope as _ope  # noqa: E402,F401`
-# (the modules import `app`, `console` and `fail` from this module).
+# One import line per module, as below (the modules import `app`, `console` and `fail` from
+# this module, so they are imported last).
 from adrank.commands import ope as _ope  # noqa: E402,F401
-from adrank.commands import stream as _stream  # noqa: E402,F401
 from adrank.commands import store as _store  # noqa: E402,F401
+from adrank.commands import stream as _stream  # noqa: E402,F401
 
 
 def run() -> None:  # pragma: no cover - console entry point helper
