@@ -221,11 +221,21 @@ class StreamContext:
         valid = max(1, round(chunk.height * self.settings.holdout))
         return chunk.head(chunk.height - valid), chunk.tail(valid)
 
-    def training_data(self, first: int, t: int) -> tuple[TensorData, TensorData]:
+    def training_data(
+        self, first: int, t: int, replay: float = 0.0
+    ) -> tuple[TensorData, TensorData]:
         """Chunks ``first .. t-1`` plus chunk t's head for training, chunk t's tail for
-        early stopping (both encoded now)."""
+        early stopping (both encoded now). ``replay`` appends, after those rows, a uniform
+        sample (without replacement, seeded) of ``replay`` x the head's rows from the
+        chunks before ``first``."""
         head, tail = self.split(t)
         train = pl.concat([*self.chunks[first:t], head]) if t > first else head
+        if replay > 0 and first > 0:
+            past = pl.concat(self.chunks[:first])
+            n = min(past.height, round(replay * head.height))
+            rng = np.random.default_rng([self.seed, t, 31_337])
+            rows = np.sort(rng.choice(past.height, size=n, replace=False))
+            train = pl.concat([train, past[rows]])
         return self.encode(train), self.encode(tail)
 
     # ----------------------------------------------------------------- models ------

@@ -127,16 +127,23 @@ class SlidingWindow(_SingleModel):
 
 @register_strategy
 class FineTune(_SingleModel):
-    """One model trained further on each new chunk only."""
+    """One model trained further on each new chunk (plus, with ``replay`` > 0, a seeded
+    uniform sample of ``replay`` x its rows from the earlier chunks)."""
 
     name = "fine_tune"
+    options: ClassVar[dict[str, Any]] = {"replay": 0.0}
+
+    def __init__(self, replay: float = 0.0) -> None:
+        if replay < 0:
+            raise ValueError(f"fine_tune: replay must be >= 0, got {replay}")
+        self.replay = replay
 
     def update(self, ctx: StreamContext, t: int) -> UpdateStats:
         if self.model is None:
             self.model = ctx.new_model(ctx.seed)
         else:
             ctx.follow(self.model)
-        return ctx.fit(self.model, *ctx.training_data(t, t))
+        return ctx.fit(self.model, *ctx.training_data(t, t, self.replay))
 
 
 @register_strategy
@@ -149,11 +156,18 @@ class DataDrivenPrior(_SingleModel):
     off."""
 
     name = "data_driven_prior"
-    options: ClassVar[dict[str, Any]] = {"prior_weight": 0.5, "strength": 20.0, "feature_prior": 1}
+    options: ClassVar[dict[str, Any]] = {
+        "prior_weight": 0.5, "strength": 20.0, "feature_prior": 1, "replay": 0.0,
+    }  # fmt: skip
 
     def __init__(
-        self, prior_weight: float = 0.5, strength: float = 20.0, feature_prior: int = 1
+        self,
+        prior_weight: float = 0.5,
+        strength: float = 20.0,
+        feature_prior: int = 1,
+        replay: float = 0.0,
     ) -> None:
+        self.replay = replay
         self.prior_weight = prior_weight
         self.strength = strength
         self.feature_prior = feature_prior
@@ -168,14 +182,15 @@ class DataDrivenPrior(_SingleModel):
         return self.counts.offsets(rows)
 
     def update(self, ctx: StreamContext, t: int) -> UpdateStats:
-        train, valid = ctx.training_data(t, t)
+        train, valid = ctx.training_data(t, t, self.replay)
         previous = None
         if self.model is None:
             self.model = ctx.new_model(ctx.seed)
         else:
             ctx.follow(self.model)
             previous = frozen_copy(self.model.model)
-        self.counts.add(train, ctx.feature_map, ctx.label_index)
+        fresh = ctx.split(t)[0].height  # replayed rows were counted when they arrived
+        self.counts.add(train, ctx.feature_map, ctx.label_index, rows=fresh)
         wrapper = UpdateWrapper(self.model.model, previous, self._offsets(ctx), self.prior_weight)
         stats = ctx.fit(self.model, train, valid, model=wrapper)
         self.counts.add(valid, ctx.feature_map, ctx.label_index)

@@ -58,13 +58,15 @@ class FeaturePrior:
         self.shows: dict[str, np.ndarray] = {}
         self.total = np.zeros(2)  # clicks, impressions
 
-    def add(self, data: TensorData, feature_map: FeatureMap, label: int) -> None:
-        """Count ``data`` (label column ``label``) into the tables."""
+    def add(
+        self, data: TensorData, feature_map: FeatureMap, label: int, rows: int | None = None
+    ) -> None:
+        """Count ``data`` (its first ``rows`` rows; label column ``label``) into the tables."""
         batch = data.data
-        y = batch.labels[:, label].double().numpy()
+        y = batch.labels[:rows, label].double().numpy()
         self.total += (y.sum(), len(y))
         for f in feature_map.of_kind("categorical"):
-            ids = batch.features[f.name].numpy()
+            ids = batch.features[f.name][:rows].numpy()
             size = max(int(ids.max()) + 1, len(self.shows.get(f.name, ())))
             for table in (self.clicks, self.shows):
                 old = table.get(f.name, np.zeros(0))

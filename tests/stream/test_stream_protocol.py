@@ -85,6 +85,9 @@ def test_strategies_run_and_cost_what_they_train_on(stream, model: str, tmp_path
     assert results["sliding_window"][1]["compute"] == 1_800
     assert results["fine_tune"][1]["compute"] == 1_800
     assert results["fine_tune"][1]["admitted"] > 0
+    replayed = run_stream(schema, chunks, model, SMALL[model], TRAIN, "fine_tune",
+                          {"replay": "0.5"}, settings, 0)  # fmt: skip
+    assert replayed[1]["compute"] == 1_800 + 900  # half as many rows again, from chunk 0
 
 
 def test_unknown_strategy_and_option_are_named() -> None:
