@@ -212,23 +212,35 @@ def markdown(dataset: str, rows: list[dict[str, Any]], chunks: int) -> str:
 
 
 def plot(dataset: str, rows: list[dict[str, Any]], path: Path) -> None:
+    """AUC per scored chunk (top) and its difference from full retraining (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    full = {r["model"]: r["per_chunk_auc"] for r in rows if r["strategy"] == "full_retrain"}
     for r in rows:
         aucs = r["per_chunk_auc"]
-        ax.plot(range(1, len(aucs) + 1), aucs, marker="o", markersize=3,
-                label=f"{r['model']} {r['strategy']} ({r['seeds']} seeds)")  # fmt: skip
-    ax.set_xlabel("scored chunk (trained on the chunks before it)")
-    ax.set_ylabel("next-chunk AUC (like), mean over seeds")
-    ax.set_title(f"{dataset}: AUC over time by update strategy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        x = range(1, len(aucs) + 1)
+        label = f"{r['model']} {r['strategy']} ({r['seeds']} seeds)"
+        (line,) = top.plot(x, aucs, marker="o", markersize=3, label=label)
+        reference = full.get(r["model"])
+        if reference is not None and r["strategy"] != "full_retrain":
+            n = min(len(aucs), len(reference))
+            diff = [a - b for a, b in zip(aucs[:n], reference[:n], strict=True)]
+            bottom.plot(range(1, n + 1), diff, marker="o", markersize=3, color=line.get_color())
+    top.set_ylabel("next-chunk AUC (like), mean over seeds")
+    top.set_title(f"{dataset}: AUC over time by update strategy")
+    bottom.axhline(0.0, color="black", linewidth=0.8)
+    bottom.set_ylabel("AUC minus full_retrain's")
+    bottom.set_xlabel("scored chunk (trained on the chunks before it)")
+    bottom.set_xticks(range(1, max(len(r["per_chunk_auc"]) for r in rows) + 1))
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
