@@ -253,7 +253,10 @@ def report(dataset: str, results: Path = RESULTS) -> None:
     chunks = max(r["chunk"] for records in runs.values() for r in records) + 1
     rows = summarize(runs)
     (out / "summary.json").write_text(json.dumps(rows, indent=2))
-    (out / "summary.md").write_text(markdown(dataset, rows, chunks))
+    text = markdown(dataset, rows, chunks)
+    if (out / "NOTES.md").exists():  # hand-written caveats about how the runs were chosen
+        text += "\n" + (out / "NOTES.md").read_text()
+    (out / "summary.md").write_text(text)
     plot(dataset, rows, out / "auc_over_time.png")
     print((out / "summary.md").read_text())
 
