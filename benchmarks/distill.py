@@ -180,6 +180,18 @@ def report(rows: list[dict[str, Any]], out: Path, work: Path | None = None) -> N
         f"{sorted(teachers)}). Load average during the runs {min(loads):.1f}-{max(loads):.1f} "
         f"on {rows[0]['cpus']} CPUs: the seconds in distill.csv are not timings.",
     ]
+    auc = {(r["method"], r["seed"]): r["test_auc"] for r in rows}
+    pairs = [("trilateral", "vanilla"), ("trilateral", "none"), ("vanilla", "none")]
+    diffs = {
+        (a, b): [auc[a, s] - auc[b, s] for s in sorted(teachers) if (a, s) in auc and (b, s) in auc]
+        for a, b in pairs
+    }
+    diffs = {k: v for k, v in diffs.items() if v}
+    if diffs:
+        lines += ["", "Paired test AUC differences (same seed, same teacher):", ""]
+        for (a, b), values in diffs.items():
+            per_seed = ", ".join(f"{v:+.4f}" for v in values)
+            lines.append(f"- {a} − {b}: {_mean_std(values)} (per seed {per_seed})")
     early = read_rows(out / "distill_cap8.jsonl")  # the first attempt, all capped at 8 epochs
     if early:
         teacher_auc = {r["seed"]: r["teacher_test_auc"] for r in early}
