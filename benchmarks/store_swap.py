@@ -258,11 +258,13 @@ def analyse(
     bad = {e["version"] for e in plan if not e["good"]}
     back = next((p for p in publishes if p.get("rollback")), None)
     cut = back["at"] if back else float("inf")
-    per_connection: dict[int, list[int]] = {}
+    # per (connection, worker): a client connection that is re-opened (a keep-alive
+    # timeout under load) may land on the other worker, which can still be a version behind
+    per_connection: dict[tuple[int, int], list[int]] = {}
     first_seen: dict[int, dict[int, float]] = {}
     for conn, pid, version, t0, _ in load.responses:
         if t0 < cut:
-            per_connection.setdefault(conn, []).append(version)
+            per_connection.setdefault((conn, pid), []).append(version)
             first_seen.setdefault(pid, {}).setdefault(version, t0)
     monitor: dict[int, list[int]] = {}
     for t, pid, serving, _, _ in load.health:
