@@ -154,6 +154,13 @@ def _run_files(run_dir: Path) -> list[Path]:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise StoreError(f"{manifest_path} is not readable JSON: {exc}") from exc
+    stream = manifest.get("stream") or {}
+    if stream.get("servable") is False:
+        raise StoreError(
+            f"{run_dir} holds one part of a {stream.get('strategy')!r} stream model (its "
+            "scores also need parts a run directory does not hold); servers would refuse it, "
+            "so it is not published"
+        )
     listed = [*manifest.get("files", REQUIRED_FILES), MANIFEST]
     missing = sorted(f for f in listed if not (run_dir / f).is_file())
     if missing:

@@ -179,6 +179,15 @@ class Predictor:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        stream = artifact.manifest.get("stream") or {}
+        if stream.get("servable") is False:  # no train/serve skew: refuse, don't guess
+            raise ArtifactError(
+                f"{artifact.directory}: this run directory holds one part of a "
+                f"{stream.get('strategy')!r} stream model (its scores also need parts a run "
+                "directory does not hold), so serving it would not give the scores the "
+                "stream measured; serve a full_retrain, sliding_window, fine_tune or "
+                "confidence_ranking stream run, or a run from adrank train"
+            )
         self.artifact = artifact
         self.batch_size = batch_size
         self.backend = backend

@@ -64,6 +64,7 @@ def _softmax_weights(errors: np.ndarray, temperature: float) -> np.ndarray:
 
 
 class _Ensemble(Strategy):
+    scores_as_saved = False  # predictions combine members; a run holds the newest
     members: list[GrowingModel]
     weights: np.ndarray
 

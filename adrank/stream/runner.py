@@ -129,16 +129,26 @@ def run_stream(
                 config = RunConfig(
                     model=model_name, dataset="", params=params, train=ctx.train_config
                 )
-                write_chunk_run(root / f"chunk_{t:03d}", ctx, runner.current(), config, record)
+                write_chunk_run(
+                    root / f"chunk_{t:03d}", ctx, runner.current(), config, record,
+                    servable=runner.scores_as_saved,
+                )  # fmt: skip
         if on_record is not None:
             on_record(record)
     return records
 
 
 def write_chunk_run(
-    run_dir: Path, ctx: StreamContext, grown: Any, config: RunConfig, record: dict[str, Any]
+    run_dir: Path,
+    ctx: StreamContext,
+    grown: Any,
+    config: RunConfig,
+    record: dict[str, Any],
+    servable: bool = True,
 ) -> Path:
-    """A complete run directory of the model after an update (see the module docstring)."""
+    """A complete run directory of the model after an update (see the module docstring).
+    ``servable`` False (a strategy whose scores need more than this model) is recorded in
+    the manifest, and :class:`~adrank.serve.predictor.Predictor` then refuses the run."""
     from adrank.artifact import write_artifact
 
     run_dir = claim_dir(run_dir, "run")
@@ -156,6 +166,7 @@ def write_chunk_run(
                 "chunk": ctx.t,
                 "strategy": record["strategy"],
                 "seed": record["seed"],
+                "servable": servable,
             }
         },
     )

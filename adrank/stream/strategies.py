@@ -65,6 +65,10 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     options: ClassVar[dict[str, Any]] = {}
+    #: Whether the model of :meth:`current` alone gives the predictions the stream scored.
+    #: False when scoring adds parts a run directory does not hold (an ensemble's other
+    #: members, feature-prior offsets): such a run directory must not be served.
+    scores_as_saved: ClassVar[bool] = True
 
     @abstractmethod
     def update(self, ctx: StreamContext, t: int) -> UpdateStats:
@@ -154,6 +158,8 @@ class DataDrivenPrior(_SingleModel):
     the update, ``prior_weight * BCE(p_new, p_previous)``); see
     :mod:`adrank.stream.wrappers`. ``feature_prior=0`` or ``prior_weight=0`` turn a part
     off."""
+
+    scores_as_saved = False  # the served wrapper adds the feature-prior offsets
 
     name = "data_driven_prior"
     options: ClassVar[dict[str, Any]] = {

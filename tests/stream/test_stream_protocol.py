@@ -77,7 +77,8 @@ def test_strategies_run_and_cost_what_they_train_on(stream, model: str, tmp_path
         art = load_artifact(out / "chunk_001")  # a complete run directory
         assert art.config.model == model and (out / "chunk_001" / "growth.json").exists()
         assert art.manifest["stream"] == {"dataset": "movielens_100k", "chunk": 1,
-                                          "strategy": strategy, "seed": 0}  # fmt: skip
+                                          "strategy": strategy, "seed": 0,
+                                          "servable": True}  # fmt: skip
         assert not art.config.dataset  # never re-scored on differently encoded splits
         results[strategy] = records
     # one epoch each: full retraining on chunk 1 trains on chunk 0 and 90 % of chunk 1
@@ -111,3 +112,28 @@ def test_stream_command(data_dir: Path, tmp_path: Path) -> None:
     records = [json.loads(x) for x in (tmp_path / "s" / "records.jsonl").read_text().splitlines()]
     assert len(records) == 19 and not list((tmp_path / "s").glob("chunk_*"))
     assert np.isfinite([r["auc"] for r in records]).all()
+
+
+@pytest.mark.parametrize("strategy", ["data_driven_prior", "drift_ensemble"])
+def test_runs_that_score_with_parts_they_do_not_hold_are_not_served(
+    stream, strategy: str, tmp_path: Path
+) -> None:
+    """A data_driven_prior chunk lacks its feature-prior offsets and an ensemble chunk holds
+    one member: the Predictor refuses them instead of serving other scores than measured."""
+    from adrank.artifact import ArtifactError
+    from adrank.serve.predictor import Predictor
+
+    schema, chunks = stream
+    out = tmp_path / strategy
+    run_stream(
+        schema, chunks, "deepfm", SMALL["deepfm"], TRAIN, strategy, None,
+        StreamSettings(max_epochs=1), 0, dataset="movielens_100k", out=out, save="last",
+    )  # fmt: skip
+    art = load_artifact(out / "chunk_001")
+    assert art.manifest["stream"]["servable"] is False
+    with pytest.raises(ArtifactError, match=f"'{strategy}' stream model"):
+        Predictor(art)
+    from adrank.serve.model_store import StoreError, publish
+
+    with pytest.raises(StoreError, match="not published"):
+        publish(out / "chunk_001", tmp_path / "store")
