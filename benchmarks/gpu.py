@@ -113,17 +113,17 @@ CELLS = {
         Cell("finalmlp-frappe-4096", "finalmlp", "frappe", 4096),
     )
 }
-#: adrank settings toggled one at a time by --ablation (DeepFM, batch 65,536)
+#: adrank settings toggled one at a time by --ablation (DeepFM, batch 65,536), against
+#: adrank's CUDA defaults (tf32=auto and compile=auto: both on). The first session's
+#: ablation from fp32 eager defaults is in benchmarks/results/gpu_session1/.
 ABLATION: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "adam foreach": {"adam_implementation": "foreach"},
-    "adam single_tensor": {"adam_implementation": "single_tensor"},
-    "tf32": {"tf32": True},
+    "defaults (tf32 + compile)": {},
+    "fp32 eager (the defaults before)": {"tf32": False, "compile": False},
+    "no compile": {"compile": False},
+    "no tf32": {"tf32": False},
     "bf16 amp": {"amp": True},
-    "sparse embeddings (lazy Adam)": {"sparse_embeddings": True},
     "no gradient clipping": {"grad_clip_norm": None},
-    "split in pinned host memory": {"device_data_fraction": 0.0},
-    "torch.compile": {"compile": True},  # last: compiling takes the longest
+    "compile reduce-overhead (CUDA graphs)": {"compile": "reduce-overhead"},
 }
 
 
@@ -186,12 +186,40 @@ def adrank_run(
 
 
 def loop_run(
-    split: Split, model: str, batch_size: int, epochs: int, seed: int, device: torch.device
+    split: Split,
+    model: str,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    tuned: bool = False,
 ) -> dict[str, Any]:
-    """The hand-written loop (see the module docstring), on the same network."""
+    """The hand-written loop (see the module docstring), on the same network; ``tuned``:
+    with adrank's CUDA settings too (TF32 matmuls, the forward ``torch.compile``d)."""
     seed_everything(seed)
     net = build_model(model, split.feature_map, **split.params).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, fused=True)
+    saved_tf32 = torch.backends.cuda.matmul.allow_tf32
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor] = net
+    if tuned and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        forward = torch.compile(net)  # type: ignore[assignment]
+    try:
+        return _loop(net, forward, optimizer, split, batch_size, epochs, seed, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved_tf32
+
+
+def _loop(
+    net: torch.nn.Module,
+    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
     batch = split.data.data
     by_dtype: dict[torch.dtype, list[str]] = {}
     for name, t in batch.features.items():
@@ -218,14 +246,14 @@ def loop_run(
             for dtype, names in by_dtype.items():
                 block = matrices[dtype][idx]
                 features.update({n: block[:, j] for j, n in enumerate(names)})
-            loss = F.binary_cross_entropy_with_logits(net(features), labels[idx])
+            loss = F.binary_cross_entropy_with_logits(forward(features), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
         losses.append(float(loss_sum) / stop)  # the epoch's only sync
         times.append(time.perf_counter() - start)
-    del net, optimizer, matrices
+    del matrices
     return {
         "seed": seed,
         "epoch_train_s": times,
@@ -247,16 +275,7 @@ def run_cells(
     cell with as many runs as possible); ``on_update`` gets the results after each run."""
     device = torch.device(args.device)
     cells = [CELLS[c] for c in args.cells]
-    criteo: Split | None = None
-    splits: dict[str, Split] = {}
-    for cell in cells:
-        if cell.data == "criteo":
-            criteo = criteo or criteo_split(args.rows, args.max_cardinality)
-            splits[cell.name] = Split(
-                criteo.feature_map, criteo.data, criteo.source, CRITEO_PARAMS[cell.model]
-            )
-        else:
-            splits[cell.name] = frappe_split(args.frappe, cell.model)
+    splits = {cell.name: _cell_split(cell, args) for cell in cells}
     results: dict[str, Any] = {
         cell.name: {
             "model": cell.model,
@@ -292,14 +311,51 @@ def run_cells(
     return results
 
 
+def run_tuned(
+    args: argparse.Namespace,
+    budget: Budget,
+    results: dict[str, Any],
+    on_update: Callable[[dict[str, Any]], None],
+) -> None:
+    """The loop with adrank's CUDA settings (TF32, compiled forward), ``--tuned-repeats``
+    runs per cell, added to ``results`` as ``loop_tuned``: how adrank's defaults compare
+    with a loop tuned the same way."""
+    device = torch.device(args.device)
+    for r in range(args.tuned_repeats):
+        for name, out in results.items():
+            if budget.left() < args.min_left_s:
+                out["tuned_skipped"] = "time budget"
+                continue
+            cell = CELLS[name]
+            split = _cell_split(cell, args)
+            run = loop_run(split, cell.model, cell.batch_size, args.epochs, args.seed + r, device,
+                           tuned=True)  # fmt: skip
+            out.setdefault("loop_tuned", []).append(run)
+            _free_device(device)
+            print(
+                f"{name} seed {args.seed + r}: tuned loop {run['samples_per_s']:,.0f}", flush=True
+            )
+            _summarize(out, cell, args, device)
+            on_update(results)
+
+
+def _cell_split(cell: Cell, args: argparse.Namespace) -> Split:
+    if cell.data == "criteo":
+        criteo = criteo_split(args.rows, args.max_cardinality)
+        return Split(criteo.feature_map, criteo.data, criteo.source, CRITEO_PARAMS[cell.model])
+    return frappe_split(args.frappe, cell.model)
+
+
 def _summarize(
     out: dict[str, Any], cell: Cell, args: argparse.Namespace, device: torch.device
 ) -> None:
-    for side in ("loop", "adrank"):
-        rates = [r["samples_per_s"] for r in out[side]]
+    for side in ("loop", "adrank", "loop_tuned"):
+        rates = [r["samples_per_s"] for r in out.get(side, [])]
         out[f"{side}_samples_per_s"] = statistics.median(rates) if rates else None
     loop, ours = out["loop_samples_per_s"], out["adrank_samples_per_s"]
     out["ratio"] = ours / loop if loop and ours else None
+    tuned = out["loop_tuned_samples_per_s"]
+    out["ratio_tuned"] = ours / tuned if tuned and ours else None
     ref = REFERENCE_LOOP.get((cell.model, cell.batch_size))
     if ref is not None and loop is not None:
         name = device_name(device)
@@ -505,7 +561,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="runs.jsonl with recorded CPU runs of deepfm on frappe (else train them)",
     )
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--session", action="store_true", help="cells, ablation, accuracy, profile")
+    p.add_argument(
+        "--tuned-loop", action="store_true", help="also time the loop with TF32 + compile"
+    )
+    p.add_argument("--tuned-repeats", type=int, default=1)
+    p.add_argument(
+        "--session", action="store_true", help="cells, accuracy, tuned loop, profile, ablation"
+    )
     p.add_argument("--budget-s", type=float, default=None)
     p.add_argument("--min-left-s", type=float, default=45.0, help="start no run with less left")
     args = p.parse_args(argv)
@@ -524,27 +586,40 @@ def main(argv: list[str] | None = None) -> None:
     info = machine(device)
     budget = Budget(args.budget_s)
     plain = not (args.ablation or args.accuracy or args.profile)
-    steps: list[tuple[bool, Callable[[], None]]] = [
-        (plain or args.session, lambda: _cells(args, budget, info)),
-        (args.profile or args.session, lambda: _profile(args, budget)),
-        (args.accuracy or args.session, lambda: _accuracy(args, budget, info)),
-        (args.ablation or args.session, lambda: _ablation(args, budget, info)),
-    ]
-    for wanted, step in steps:
-        if wanted:
-            step()
+    cells: dict[str, Any] = {}
+    if plain or args.session:
+        cells = _cells(args, budget, info)
+    if args.accuracy or args.session:
+        _accuracy(args, budget, info)
+    if cells and (args.tuned_loop or args.session):
+        _tuned(args, budget, info, cells)
+    if args.profile or args.session:
+        _profile(args, budget)
+    if args.ablation or args.session:
+        _ablation(args, budget, info)
     print(f"results in {args.results_dir}", flush=True)
 
 
-def _cells(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> None:
-    config = {k: getattr(args, k) for k in ("rows", "max_cardinality", "repeats", "epochs", "seed")}
+def _save_cells(args: argparse.Namespace, info: dict[str, Any], results: dict[str, Any]) -> None:
+    """Write gpu.{json,md}; called after every run, so a killed session keeps them."""
+    keys = ("rows", "max_cardinality", "repeats", "epochs", "seed", "tuned_repeats")
+    config = {k: getattr(args, k) for k in keys}
+    payload = {"machine": info, "config": config, "criteo_params": CRITEO_PARAMS}
+    payload["cells"] = results
+    write(args.results_dir, "gpu", payload, cells_markdown(results, info, args))
 
-    def save(results: dict[str, Any]) -> None:  # after every run: a killed session keeps them
-        payload = {"machine": info, "config": config, "criteo_params": CRITEO_PARAMS}
-        payload["cells"] = results
-        write(args.results_dir, "gpu", payload, cells_markdown(results, info, args))
 
-    save(run_cells(args, budget, save))
+def _cells(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> dict[str, Any]:
+    results = run_cells(args, budget, lambda r: _save_cells(args, info, r))
+    _save_cells(args, info, results)
+    return results
+
+
+def _tuned(
+    args: argparse.Namespace, budget: Budget, info: dict[str, Any], results: dict[str, Any]
+) -> None:
+    run_tuned(args, budget, results, lambda r: _save_cells(args, info, r))
+    _save_cells(args, info, results)
 
 
 def _ablation(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> None:

@@ -53,6 +53,22 @@ def cells_markdown(results: dict[str, Any], info: dict[str, Any], args: argparse
             f"| {name} | {r['data']} | {num(r.get('loop_samples_per_s'))} | "
             f"{num(r.get('adrank_samples_per_s'))} | {ratio} | {note} |"
         )
+    tuned = {n: r for n, r in results.items() if r.get("loop_tuned")}
+    if tuned:
+        lines += [
+            "",
+            "The loop tuned like adrank's CUDA defaults (on CUDA: TF32 matmuls, the forward "
+            "`torch.compile`d; median of the runs shown, seeds from the first):",
+            "",
+            "| cell | runs | tuned loop, samples/s | adrank, samples/s | adrank / tuned loop |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in tuned.items():
+            ratio = "-" if r.get("ratio_tuned") is None else f"{r['ratio_tuned']:.2f}"
+            lines.append(
+                f"| {name} | {len(r['loop_tuned'])} | {num(r.get('loop_tuned_samples_per_s'))} | "
+                f"{num(r.get('adrank_samples_per_s'))} | {ratio} |"
+            )
     return "\n".join(lines) + "\n"
 
 

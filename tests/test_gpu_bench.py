@@ -101,7 +101,7 @@ def test_ablation_accuracy_and_profile_modes(tmp_path: Path) -> None:
     assert set(ablation["variants"]) == set(gpu.ABLATION)
     for name, variant in ablation["variants"].items():
         assert variant["samples_per_s"] > 0, (name, variant.get("error"))
-    assert "| tf32 |" in (results / "gpu_ablation.md").read_text()
+    assert "| no tf32 |" in (results / "gpu_ablation.md").read_text()
     accuracy = json.loads((results / "gpu_accuracy.json").read_text())
     assert [len(accuracy["devices"][side]["runs"]) for side in ("device", "cpu")] == [2, 2]
     assert isinstance(accuracy["within_2_pooled_std"], bool)
@@ -137,3 +137,16 @@ def test_unknown_cell_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         gpu.parse_args(["--cells", "deepfm-1"])
     assert "unknown cell(s) ['deepfm-1']" in capsys.readouterr().err
+
+
+def test_tuned_loop_adds_its_runs_and_ratio_to_the_cells(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    fake_frappe(tmp_path / "frappe.pt")
+    gpu.main(tiny(tmp_path, "--cells", "deepfm-8192", "--tuned-loop"))
+    cell = json.loads((tmp_path / "results" / "gpu.json").read_text())["cells"]["deepfm-8192"]
+    assert len(cell["loop_tuned"]) == 1 and cell["loop_tuned"][0]["samples_per_s"] > 0
+    assert cell["ratio_tuned"] == pytest.approx(
+        cell["adrank_samples_per_s"] / cell["loop_tuned_samples_per_s"]
+    )
+    markdown = (tmp_path / "results" / "gpu.md").read_text()
+    assert "| deepfm-8192 | 1 |" in markdown and "adrank / tuned loop" in markdown

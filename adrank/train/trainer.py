@@ -138,7 +138,7 @@ class Trainer:
         if config.amp and self.device.type != "cuda":
             logger.warning("amp=True is ignored on %s: mixed precision is CUDA-only", self.device)
         self.amp = config.amp and self.device.type == "cuda"
-        if config.tf32 and self.device.type != "cuda":
+        if config.tf32 is True and self.device.type != "cuda":
             logger.warning("tf32=True is ignored on %s: TF32 matmuls are CUDA-only", self.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = get_rank(), get_world_size()
@@ -489,7 +489,7 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        tf32 = _Tf32(cfg.tf32 and self.device.type == "cuda")
+        tf32 = _Tf32(cfg.resolved_tf32(self.device.type))
         train = self._train_loader(train)
         valid_loader = None if valid is None else self._eval_loader(valid)
         if self.position is not None and valid is not None:
@@ -589,13 +589,16 @@ def _training_forward(
     ddp: torch.nn.parallel.DistributedDataParallel | None,
 ) -> Any:
     """``model.training_outputs``, compiled with ``torch.compile`` when ``config.compile``
-    asks for it on a single CUDA device (elsewhere a warning says it is ignored)."""
-    mode = config.compile_mode
+    asks for it on a single CUDA device (``auto``: there, and with an eager fallback;
+    elsewhere an explicit mode is ignored with a warning)."""
+    mode = config.resolved_compile_mode(device.type, ddp is not None)
     if mode is None:
         return model.training_outputs
-    if device.type != "cuda" or ddp is not None:
+    if device.type != "cuda" or ddp is not None:  # an explicit mode: say it is ignored
         where = "in distributed runs" if ddp is not None else f"on {device}"
-        logger.warning("compile=%r is ignored %s: it applies to one CUDA device", mode, where)
+        logger.warning(
+            "compile=%r is ignored %s: it applies to one CUDA device", config.compile, where
+        )
         return model.training_outputs
 
     def forward(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -603,7 +606,30 @@ def _training_forward(
         return outputs.logits, outputs.aux
 
     compiled = torch.compile(forward, mode=mode)
-    return lambda features: ModelOutput(*compiled(features))
+    if config.compile != "auto":
+        return lambda features: ModelOutput(*compiled(features))
+    return eager_fallback(compiled, forward, registered_name(model))
+
+
+def eager_fallback(compiled: Any, eager: Any, name: str) -> Any:
+    """``compiled`` until it raises, then ``eager`` for good (one warning): ``compile=auto``
+    must never stop a training run that eager mode can do. Both return (logits, aux)."""
+    state = {"fn": compiled}
+
+    def call(features: dict[str, torch.Tensor]) -> ModelOutput:
+        if state["fn"] is compiled:
+            try:
+                return ModelOutput(*compiled(features))
+            except Exception as exc:  # any compiler failure: eager is exact
+                logger.warning(
+                    "torch.compile failed on %s (%s: %s); training eagerly from here "
+                    "(set train.compile=false to skip compiling)",
+                    name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+                )  # fmt: skip
+                state["fn"] = eager
+        return ModelOutput(*state["fn"](features))
+
+    return call
 
 
 class _Tf32:
