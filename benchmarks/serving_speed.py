@@ -197,7 +197,28 @@ def main(argv: list[str] | None = None) -> None:
     write_report(args, results, started)
 
 
+def server_stack() -> dict[str, str]:
+    """What uvicorn serves with: its HTTP parser and event loop ("auto" picks httptools and
+    uvloop when they are installed, as the ``serve`` extra does)."""
+    import importlib.metadata as md
+    import importlib.util
+
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "uvicorn": version("uvicorn"),
+        "fastapi": version("fastapi"),
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    }
+
+
 def write_report(args: argparse.Namespace, results: list[dict[str, Any]], started: float) -> None:
+    stack = server_stack()
     header = (
         "| model | backend | concurrency | requests | errors | p50 ms | p90 ms | p99 ms | "
         "requests/s | server CPU ms/request | load avg |\n"
@@ -214,7 +235,9 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], starte
         f"# /v1/rank serving speed ({args.candidates} candidates, wrk)\n\n"
         "One uvicorn worker (1 torch thread, 1 scoring thread) pinned to core "
         f"{args.cores.split(',')[0]}, `wrk -t1` pinned to core {args.cores.split(',')[1]}, "
-        f"{args.seconds:g} s per level after a 3 s warm-up; 64 distinct bodies from frappe "
+        f"(uvicorn {stack['uvicorn']}, {stack['http']} parser, {stack['loop']} loop, FastAPI "
+        f"{stack['fastapi']}), {args.seconds:g} s per level after a 3 s warm-up; 64 distinct "
+        "bodies from frappe "
         "test rows. Server CPU ms/request = the server process's user + system CPU over the "
         "level / requests completed. `load avg` is the 1-minute load average before each "
         "level (a quiet 2-core machine reads about 1 while the server and wrk run). "
@@ -225,6 +248,7 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]], starte
         "client": "wrk",
         "candidates": args.candidates,
         "seconds_per_level": args.seconds,
+        "server": stack,
         "started": started,
         "note": args.note,
         "rows": results,

@@ -449,6 +449,11 @@ def _top_eligible(
         if ocpc.any():
             ok &= ~ocpc | ((chosen.pctr > 0) & (chosen.pcvr is not None))
         ok &= bid >= reserve_price if reserve_price > 0 else score >= reserve_ecpm
-    eligible = np.flatnonzero(ok).tolist()
-    top = sorted(eligible, key=lambda i: (-score[i], str(ads[i].ad_id)))[:k]
+    eligible = np.flatnonzero(ok)
+    keep = eligible
+    if len(eligible) > k:  # only ads scoring at least the k-th best can be in the top k
+        kth_best = -np.partition(-score[eligible], k - 1)[k - 1]
+        keep = eligible[score[eligible] >= kth_best]
+    scores = score.tolist()
+    top = sorted(keep.tolist(), key=lambda i: (-scores[i], str(ads[i].ad_id)))[:k]
     return top, len(eligible)

@@ -187,3 +187,22 @@ def test_rank_ads_equals_the_auction_over_every_scored_ad() -> None:
         assert result.slots == expected
         eligible = sum(is_eligible(a, legacy, reserve.get("reserve_ecpm", 0)) for a in everyone)
         assert result.eligible_ads == eligible and result.scored_pairs == pairs
+
+
+def test_top_eligible_preselection_matches_a_full_sort_with_ties() -> None:
+    """The k-th-best pre-selection gives the full sort's top k, ties broken by ad id."""
+    from adrank.serve.ranking import ChosenPairs, _top_eligible
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 40))
+        bids = rng.choice([0.5, 1.0, 2.0], size=n)  # few values: many tied scores
+        pctr = rng.choice([0.0, 0.25, 0.5], size=n)
+        ads = [AdCandidate(f"ad{rng.integers(0, 1000)}-{i}", float(b)) for i, b in enumerate(bids)]
+        chosen = ChosenPairs(np.arange(n), pctr.astype(np.float64), None, None)
+        k = int(rng.integers(1, 6))
+        top, eligible = _top_eligible(ads, chosen, k, 0.0, 0.0)
+        score = bids * pctr * 1000.0
+        ok = [i for i in range(n) if pctr[i] > 0]
+        expected = sorted(ok, key=lambda i: (-score[i], str(ads[i].ad_id)))[:k]
+        assert (top, eligible) == (expected, len(ok)), trial
