@@ -8,11 +8,17 @@ still a sequence of the merged records, for any scorer that wants those), and
 :func:`encode_pairs` encodes a field that no candidate sets once and broadcasts it.
 
 The fast path covers the common request: every value of a plain type for its field
-(strings and integers for categorical fields, numbers for numeric ones) and vocabulary
-lookups for the fields that vary by candidate. Anything else (an unknown or missing field,
-a value needing conversion, a list-valued history, a derived feature's input) returns None
-and the caller takes the record-by-record path, which raises the usual, located errors.
-The ids are exactly those of :meth:`Predictor.encode_records` (tested).
+(strings and integers for categorical fields, numbers for numeric ones); vocabulary
+lookups, or the processor's own encoder for hashed and numeric fields, for the fields that
+vary by candidate. A user's history in the context (a
+delimited string, or a list of string/integer ids) is encoded once, by the processor's own
+sequence encoder, and broadcast to every pair as a stride-0 view, which the sequence
+scorer (:func:`adrank.serve.history.score_rows`) recognises as one user: so a request with
+a history of L items costs O(L) in encoding, not O(L x candidates). Anything else (an
+unknown or missing field, a value needing conversion, a history set by a candidate, a
+derived feature's input) returns None and the caller takes the record-by-record path,
+which raises the usual, located errors. The ids are exactly those of
+:meth:`Predictor.encode_records` (tested).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
-from adrank.data.schema import OOV_ID
+from adrank.data.schema import OOV_ID, SequenceFeature
 
 if TYPE_CHECKING:
     from adrank.serve.predictor import Predictor
@@ -62,16 +68,34 @@ class PairRecords(Sequence[Mapping[str, Any]]):
         return ({**context, **row} for row in self.rows)
 
 
-def _plain(predictor: Predictor, record: Mapping[str, Any]) -> bool:
+def _plain(predictor: Predictor, record: Mapping[str, Any], histories: bool = False) -> bool:
+    """Every value of ``record`` of a plain type for its field; with ``histories`` (the
+    context), a sequence field may also hold a list of plain ids (no delimiter inside)."""
     kinds = predictor.field_kinds
     if not predictor.allow_unknown and not record.keys() <= predictor.allowed_fields:
         return False
     for name, value in record.items():
         kind = kinds.get(name)
         # bool, a subclass of int, is not plain: its type is checked exactly
-        if kind is not None and value is not None and type(value) not in _PLAIN[kind]:
+        if kind is None or value is None or type(value) in _PLAIN[kind]:
+            continue
+        if not (histories and kind == "sequence" and type(value) is list):
+            return False
+        delimiter = predictor.delimiters.get(name, "|")
+        if not all(type(x) is int or (type(x) is str and delimiter not in x) for x in value):
             return False
     return True
+
+
+def _once(predictor: Predictor, feature: Any, value: Any, n: int) -> torch.Tensor:
+    """The context's ``value`` of ``feature`` (a history, a hashed or numeric field) encoded
+    once by the processor's encoder, as an (n,) or (n, L) stride-0 view: every pair shares
+    the one row."""
+    src = feature.source or feature.name
+    if type(value) is list:  # a history as a list of plain ids (checked by _plain)
+        value = predictor.delimiters.get(src, "|").join(str(x) for x in value)
+    encoded = predictor._encode_other([{src: value}], [feature])[feature.name]
+    return encoded.expand(n, *encoded.shape[1:])
 
 
 def encode_pairs(predictor: Predictor, pairs: PairRecords) -> dict[str, torch.Tensor] | None:
@@ -79,7 +103,7 @@ def encode_pairs(predictor: Predictor, pairs: PairRecords) -> dict[str, torch.Te
     request needs the record-by-record path (see the module docstring)."""
     context, rows = pairs.context, pairs.rows
     n = len(rows)
-    if n == 0 or not _plain(predictor, context):
+    if n == 0 or not _plain(predictor, context, histories=True):
         return None
     varying: set[str] = set()
     for row in rows:
@@ -93,17 +117,26 @@ def encode_pairs(predictor: Predictor, pairs: PairRecords) -> dict[str, torch.Te
     for f in predictor.processor.schema.features:
         lookup = predictor._lookups.get(f.name)
         src = f.source or f.name
-        if lookup is None or src in predictor.derived:
-            return None  # numeric, hashed or derived features: the record path encodes them
-        if src in varying:
+        if src in predictor.derived:
+            return None  # derived features: the record path encodes them
+        if src not in varying:  # the same for every pair: encoded once
+            if lookup is None:  # a history, a hashed or numeric field: the processor's encoder
+                out[f.name] = _once(predictor, f, context.get(src), n)
+                continue
+            v = context.get(src)
+            value = OOV_ID if v is None else lookup.get(str(v), OOV_ID)
+            out[f.name] = torch.full((n,), value, dtype=torch.int64)
+        elif isinstance(f, SequenceFeature):
+            return None  # a candidate's own history: the record path
+        elif lookup is None:  # hashed or numeric, per pair: one column through the encoder
+            default = context.get(src)
+            column = [{src: row.get(src, default)} for row in rows]
+            out[f.name] = predictor._encode_other(column, [f])[f.name]
+        else:
             default = context.get(src)
             ids = [
                 OOV_ID if (v := row.get(src, default)) is None else lookup.get(str(v), OOV_ID)
                 for row in rows
             ]
             out[f.name] = torch.tensor(ids, dtype=torch.int64)
-        else:
-            v = context.get(src)
-            value = OOV_ID if v is None else lookup.get(str(v), OOV_ID)
-            out[f.name] = torch.full((n,), value, dtype=torch.int64)
     return out

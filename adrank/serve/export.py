@@ -169,7 +169,8 @@ def load_exported(
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def score_onnx(features: dict[str, torch.Tensor]) -> torch.Tensor:
-        feeds = {n: features[n].cpu().numpy() for n in names}
+        # contiguous: a context history arrives as a stride-0 view (serve/columnar.py)
+        feeds = {n: np.ascontiguousarray(features[n].cpu().numpy()) for n in names}
         return torch.from_numpy(session.run(None, feeds)[0]).float()
 
     return score_onnx

@@ -23,6 +23,7 @@ import torch
 
 from adrank.data.schema import Schema, SequenceFeature
 from adrank.models.sequence_base import SequenceModel
+from adrank.serve.columnar import PairRecords
 
 #: beyond this many distinct histories per batch, one batched forward is cheaper than a
 #: Python loop over users
@@ -76,12 +77,14 @@ class HistoryClipper:
         context: Mapping[str, Any],
         records: Sequence[Mapping[str, Any]],
         limits: Mapping[str, tuple[int, str]],
-    ) -> list[Mapping[str, Any]]:
-        """``{**context, **record}`` per record, the context's histories cut once and each
-        record's own cut (a record's value wins over the context's)."""
+    ) -> Sequence[Mapping[str, Any]]:
+        """``{**context, **record}`` per record (a :class:`PairRecords`), the context's
+        histories cut once and each record's own cut (a record's value wins over the
+        context's)."""
         context = self.clip(context, limits)
         clipped = [self.clip(r, limits) for r in records]
-        return [{**context, **r} for r in clipped] if context else clipped
+        # kept apart, so the predictor encodes the context (a history) once for all records
+        return PairRecords(context, clipped) if context else clipped
 
     def _count(self, name: str, dropped: int) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from adrank.config import RunConfig, TrainConfig
 from adrank.data.prepare import prepare_dataset, prepare_frames
@@ -196,3 +197,44 @@ def test_movielens_din_ranks_a_real_history(
     for s in slots:
         assert abs(s["pctr"] - each[s["ad_id"]]) <= 1e-6
     assert [s["ad_id"] for s in slots] == sorted(each, key=lambda a: -each[a])[:3]
+
+
+@pytest.mark.parametrize(
+    "history",
+    [HISTORY[-MAX_LEN:], "|".join(HISTORY[-MAX_LEN:]), [3, 7, "i11"], [], None],
+    ids=["list", "delimited", "ints", "empty", "missing"],
+)
+def test_columnar_encode_gives_the_record_path_ids_with_the_history_encoded_once(
+    din_run: Path, history: Any
+) -> None:
+    from adrank.serve.columnar import PairRecords, encode_pairs
+
+    predictor = Predictor.load(din_run)
+    context: dict[str, Any] = {"user": "u1"}
+    if history is not None:
+        context |= {"hist_item": history, "hist_genre": history}
+    rows = [{"item": i, "genre": genre_of(i)} for i in ("i3", "i4", "never-seen")]
+    pairs = PairRecords(context, rows)
+    fast = encode_pairs(predictor, pairs)
+    assert fast is not None
+    slow = predictor.encode_records(predictor.check_records(list(pairs)))
+    assert fast.keys() == slow.keys()
+    for name in slow:
+        assert torch.equal(fast[name], slow[name]), name
+    assert fast["hist_item"].stride(0) == 0  # one row, broadcast to every pair
+    np.testing.assert_allclose(
+        predictor.predict_outputs(pairs)["pctr"], predictor.predict_outputs(list(pairs))["pctr"],
+        rtol=0, atol=1e-6,
+    )  # fmt: skip
+
+
+def test_columnar_encode_leaves_odd_histories_to_the_record_path(din_run: Path) -> None:
+    from adrank.serve.columnar import PairRecords, encode_pairs
+
+    predictor = Predictor.load(din_run)
+    rows = [{"item": "i3", "genre": "g3"}]
+    for history in (["i1|i2"], [1.5], [True], [{"x": 1}]):  # a delimiter inside, non-ids
+        assert encode_pairs(predictor, PairRecords({"hist_item": history}, rows)) is None
+    # a candidate's own history: per-pair encoding
+    own = [{"item": "i3", "genre": "g3", "hist_item": ["i1"]}]
+    assert encode_pairs(predictor, PairRecords({"hist_item": ["i2"]}, own)) is None
