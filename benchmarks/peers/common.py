@@ -13,7 +13,9 @@ validation AUC after every epoch, LR x 0.1 after each epoch that does not improv
 split with the best epoch's weights (:func:`fit_epochs`).
 
 Data (``.npz``): ``fields`` (F names), ``vocab_sizes`` (F,), and for each split
-``<split>_x`` int64 (N, F) ids and ``<split>_y`` float32 (N,) labels.
+``<split>_x`` int64 (N, F) ids and ``<split>_y`` float32 (N,) labels. The sequence peer
+(``din_run.py``) reads one ``.npz`` per split instead, written by
+``benchmarks/sequence_peer.py`` (layout there), and scores gAUC with :func:`gauc`.
 
 Output: one JSON line ``{"framework", "model", "runs": [{"seed", "epoch_train_s": [...],
 "train_rows", "test_auc", "test_logloss", "best_epoch", "valid_auc"}], "versions": {...}}``
@@ -156,6 +158,39 @@ def fit_epochs(
     }
 
 
+def fit_deepctr(
+    spec: dict[str, Any],
+    model: Any,
+    x: dict[str, np.ndarray],
+    y: np.ndarray,
+    x_valid: dict[str, np.ndarray],
+    valid_y: np.ndarray,
+    eval_batch_size: int = 65536,
+) -> dict[str, Any]:
+    """Compile a DeepCTR-Torch model with :class:`ClippedAdam` and train it under
+    :func:`fit_epochs`, one ``fit(epochs=1)`` call (its own shuffling loop) per epoch.
+
+    DeepCTR's loss is the batch **sum**, whose gradient is ``batch_size`` x the mean's, so
+    the clip norm is ``grad_clip_norm * batch_size``."""
+    batch = spec["batch_size"]
+    clip = spec.get("grad_clip_norm")
+    model.compile(
+        ClippedAdam(
+            model.parameters(), max_norm=clip * batch if clip else None, lr=spec["learning_rate"]
+        ),
+        "binary_crossentropy",
+        metrics=[],
+    )
+    return fit_epochs(
+        spec,
+        model,
+        model.optim,
+        lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True),
+        lambda: model.predict(x_valid, batch_size=eval_batch_size),
+        valid_y,
+    )
+
+
 class Timer:
     def __enter__(self) -> Timer:
         self.t0 = time.perf_counter()
@@ -181,3 +216,23 @@ def emit(framework: str, model: str, runs: list[dict[str, Any]], **extra: Any) -
         **extra,
     }
     print("RESULT " + json.dumps(payload), flush=True)
+
+
+def gauc(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> float:
+    """Group AUC as adrank defines it (``adrank.metrics.gauc``): the AUC of each group (tied
+    scores at their average rank) averaged with weights = the group's rows (impressions),
+    over the groups that have both classes."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    g = np.asarray(groups).reshape(-1)
+    order = np.argsort(g, kind="stable")
+    bounds = np.flatnonzero(np.diff(g[order])) + 1
+    total, weight = 0.0, 0.0
+    for rows in np.split(order, bounds):
+        positives = y[rows].sum()
+        if 0 < positives < len(rows):
+            total += auc_logloss(y[rows], p[rows])[0] * len(rows)
+            weight += len(rows)
+    if weight == 0:
+        raise ValueError("gAUC is undefined: no group has both classes")
+    return total / weight

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 from common import (
-    ClippedAdam,
     auc_logloss,
     bars_init,
     emit,
-    fit_epochs,
+    fit_deepctr,
     load_data,
     load_spec,
     setup,
@@ -92,28 +91,7 @@ def main() -> None:
                 seed=seed,
             )
         bars_init(model)
-        clip = spec.get("grad_clip_norm")
-        model.compile(
-            # DeepCTR's loss is the batch sum: its gradient is batch_size x the mean's
-            ClippedAdam(
-                model.parameters(),
-                max_norm=clip * spec["batch_size"] if clip else None,
-                lr=spec["learning_rate"],
-            ),
-            "binary_crossentropy",
-            metrics=[],
-        )
-        fit = fit_epochs(
-            spec,
-            model,
-            model.optim,
-            # the lambdas run inside fit_epochs, within this iteration (defaults bind them)
-            lambda m=model: m.fit(
-                x, y, batch_size=spec["batch_size"], epochs=1, verbose=0, shuffle=True
-            ),
-            lambda m=model: m.predict(xv, batch_size=65536),
-            data["valid_y"],
-        )
+        fit = fit_deepctr(spec, model, x, y, xv, data["valid_y"])
         probs = model.predict(xt, batch_size=65536)
         auc, ll = auc_logloss(data["test_y"], probs)
         runs.append(
