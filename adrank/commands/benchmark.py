@@ -1,0 +1,161 @@
+"""``adrank benchmark``: the BARS protocol over several models and seeds, with a
+leaderboard, and ``--verify`` to re-train one recorded row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adrank.cli import CacheDirOpt, DataDirOpt, app, console, fail
+
+
+def models_for_dataset(dataset: str) -> list[str]:
+    """``--models all``: every registered model that can train on ``dataset`` (multi-task
+    models need a dataset with several tasks, sequence models a history with a target)."""
+    from adrank.data.datasets import get_dataset
+    from adrank.data.schema import SequenceFeature
+    from adrank.models import available_models, get_model_class
+    from adrank.models.multitask import MultiTaskModel
+    from adrank.models.sequence_base import SequenceModel
+
+    try:
+        schema = get_dataset(dataset).schema()
+    except KeyError:
+        return available_models()
+    tasks = len(schema.tasks)
+    history = any(isinstance(f, SequenceFeature) and f.target for f in schema.features)
+    return [
+        m
+        for m in available_models()
+        if (tasks > 1 or not issubclass(get_model_class(m), MultiTaskModel))
+        and (history or not issubclass(get_model_class(m), SequenceModel))
+    ]
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "frappe",
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated model names, or 'all'. On a multi-task dataset a single-task "
+            "model runs once per task (MODEL@TASK runs one task only) and is scored as a pair."
+        ),
+    ] = "deepfm,dcnv2,finalmlp,finalnet",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (2021, 2022, ...).")] = 3,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output directory [default: runs/benchmark; with --verify: "
+            "benchmarks/results/DATASET]."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override applied to every run.")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option(help="Only rebuild the leaderboard from OUTPUT/runs.jsonl.")
+    ] = False,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            help="Re-train the row of MODEL and --seed recorded in OUTPUT/runs.jsonl in a "
+            "temporary directory and compare test AUC and logloss (exit 1 unless equal to 1e-6).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The seed of the row to --verify.")] = 2021,
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """BARS protocol: tuned config per model, N seeds; writes leaderboard.md/.csv/.png.
+
+    Finished runs in OUTPUT are reused, so an interrupted benchmark continues where it
+    stopped. With --verify MODEL --seed S, re-trains that one recorded row instead."""
+    from adrank.bench.report import to_markdown, write_report
+    from adrank.bench.runner import base_model, run_benchmark
+    from adrank.models import available_models
+
+    if verify is not None:
+        from adrank.bench.verify import verify_run
+
+        results = (output or Path("benchmarks/results") / dataset) / "runs.jsonl"
+        console.print(f"verify: {verify} seed {seed} from {results}")
+        try:
+            checked = verify_run(
+                dataset,
+                verify.strip().lower(),
+                seed,
+                results,
+                overrides=set_ or [],
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                force_progress=True,
+            )
+        except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+            fail(str(exc).strip("'\""))
+            return
+        for line in checked.report():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if not checked.reproduced:
+            raise typer.Exit(1)
+        return
+    output = output or Path("runs/benchmark")
+
+    names = (
+        models_for_dataset(dataset)
+        if models == "all"
+        else [m.strip().lower() for m in models.split(",")]
+    )
+    unknown = [m for m in names if base_model(m) not in available_models()]
+    if unknown:
+        fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")
+    seed_list = [2021 + i for i in range(seeds)]
+
+    def on_run(row) -> None:
+        console.print(
+            f"[green]done[/] {row.model} seed {row.seed}: test AUC {row.test_auc:.4f}, "
+            f"logloss {row.test_logloss:.4f}, {row.epochs} epochs, {row.train_time_s:.0f}s"
+        )
+
+    if report_only:
+        from adrank.bench.runner import read_results
+
+        recorded = read_results(output / "runs.jsonl")
+        wanted = {base_model(n) for n in names}
+        runs = [r for (m, _), r in recorded.items() if models == "all" or base_model(m) in wanted]
+        if not runs:
+            fail(f"no recorded runs in {output / 'runs.jsonl'}")
+        from adrank.bench.runner import claim_benchmark_dir
+        from adrank.outputs import OutputDirError
+
+        try:
+            claim_benchmark_dir(output)
+        except OutputDirError as exc:
+            fail(str(exc))
+        rows = write_report(runs, dataset, output)
+        console.print(to_markdown(rows, dataset))
+        return
+    try:
+        runs = run_benchmark(
+            dataset,
+            names,
+            seed_list,
+            output,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            overrides=set_ or [],
+            on_run=on_run,
+            force_progress=True,
+        )
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""))
+        return
+    rows = write_report(runs, dataset, output)
+    console.print(to_markdown(rows, dataset))
+    console.print(
+        f"leaderboard: {output / 'leaderboard.md'}, {output / 'leaderboard.csv'}, "
+        f"{output / 'leaderboard.png'}"
+    )
