@@ -34,12 +34,29 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adrank.data.schema import NumericFeature, Schema
-from adrank.data.text_scan import (
-    DataFormatError,
-    gather_records,
-    text_records,
+from adrank.data.readers_base import (
+    MAX_EXAMPLES,
+    Piece,
+    ReadOptions,
+    check_unique,
+    empty_to_null,
+    resolve_bad_rows,
 )
+from adrank.data.readers_text import csv_pieces, drop_unit_values, libfm_pieces, looks_like_header
+from adrank.data.schema import NumericFeature, Schema
+from adrank.data.text_scan import DataFormatError
+
+__all__ = [
+    "FORMATS",
+    "DataFormatError",
+    "Format",
+    "ReadResult",
+    "detect_format",
+    "iter_raw_batches",
+    "looks_like_header",
+    "read_raw",
+    "validate_frame",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +72,6 @@ _SUFFIXES: dict[str, Format] = {
     ".libsvm": "libfm",
 }
 _CHUNK_BYTES = 64 << 20  # text is scanned and parsed in pieces of about this size
-_MAX_EXAMPLES = 5
 
 
 @dataclass
@@ -74,26 +90,6 @@ class ReadResult:
     source: Path
     skipped_rows: int = 0
     skipped_examples: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Piece:
-    """A parsed, validated slice of a file; ``examples`` are ``(line, text)`` pairs."""
-
-    frame: pl.DataFrame
-    skipped: int = 0
-    examples: list[tuple[int, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Options:
-    fmt: str
-    separator: str
-    has_header: bool | Literal["auto"]
-    column_names: list[str] | None
-    schema: Schema | None
-    bad_rows: str
-    n_rows: int | None
 
 
 def detect_format(path: str | Path) -> Format:
@@ -225,7 +221,7 @@ def _prepare(
     schema: Schema | None,
     bad_rows: str,
     n_rows: int | None,
-) -> tuple[Path, _Options]:
+) -> tuple[Path, ReadOptions]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
@@ -246,9 +242,9 @@ def _prepare(
                 f"{path}: a file without a header needs its column names (--columns a,b,...)"
             )
     if column_names is not None:
-        _check_unique(list(column_names), path, "column_names")
+        check_unique(list(column_names), path, "column_names")
     names = list(column_names) if column_names is not None else None
-    return path, _Options(fmt, sep, has_header, names, schema, bad_rows, n_rows)
+    return path, ReadOptions(fmt, sep, has_header, names, schema, bad_rows, n_rows)
 
 
 def _check_bad_rows(bad_rows: str) -> None:
@@ -256,39 +252,33 @@ def _check_bad_rows(bad_rows: str) -> None:
         raise ValueError(f"bad_rows must be 'error' or 'skip', got {bad_rows!r}")
 
 
-def _check_unique(names: list[str], path: Path, what: str) -> None:
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataFormatError(f"{path}: duplicate column names in {what}: {dupes}")
-
-
 def _pieces(
-    path: Path, opts: _Options, batch_rows: int | None, chunk_bytes: int
-) -> Iterator[_Piece]:
+    path: Path, opts: ReadOptions, batch_rows: int | None, chunk_bytes: int
+) -> Iterator[Piece]:
     """Parsed pieces of the file, each validated against the schema when one is given."""
     if opts.fmt == "parquet":
         raw = _parquet_pieces(path, opts, batch_rows)
     elif opts.fmt == "libfm":
-        raw = _libfm_pieces(path, opts, chunk_bytes)
+        raw = libfm_pieces(path, opts, chunk_bytes)
     else:
-        raw = _csv_pieces(path, opts, chunk_bytes)
+        raw = csv_pieces(path, opts, chunk_bytes)
     for piece, lines, unit in raw:
         if opts.schema is not None:
             checked = _check_schema(piece.frame, opts.schema, str(path), opts.bad_rows, lines, unit)
             examples = sorted(piece.examples + checked.examples)
-            piece = _Piece(checked.frame, piece.skipped + checked.skipped, examples)
+            piece = Piece(checked.frame, piece.skipped + checked.skipped, examples)
         if piece.skipped:
             logger.warning("%s: skipped %d bad rows", path, piece.skipped)
         yield piece
 
 
 def _result(
-    parts: list[pl.DataFrame], path: Path, opts: _Options, skipped: int, examples: list
+    parts: list[pl.DataFrame], path: Path, opts: ReadOptions, skipped: int, examples: list
 ) -> ReadResult:
     frame = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=True)
     if opts.fmt == "libfm":
-        frame = _drop_unit_values(frame)
-    shown = [text for _, text in sorted(examples)[:_MAX_EXAMPLES]]
+        frame = drop_unit_values(frame)
+    shown = [text for _, text in sorted(examples)[:MAX_EXAMPLES]]
     if skipped:
         logger.warning(
             "%s: skipped %d bad row(s) (bad_rows='skip'), e.g. %s", path, skipped, "; ".join(shown)
@@ -296,56 +286,12 @@ def _result(
     return ReadResult(frame, path, skipped, shown)
 
 
-def _empty_to_null(frame: pl.DataFrame) -> pl.DataFrame:
-    exprs = [
-        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
-        for c, dtype in frame.schema.items()
-        if dtype == pl.String
-    ]
-    return frame.with_columns(exprs) if exprs else frame
-
-
-def _resolve(
-    frame: pl.DataFrame,
-    checks: list[tuple[str, Callable[[dict[str, Any]], str]]],
-    lines: np.ndarray,
-    unit: str,
-    source: str,
-    bad_rows: str,
-) -> tuple[np.ndarray | None, int, list[tuple[int, str]]]:
-    """Find rows where any boolean check column is true.
-
-    Returns ``(keep_mask or None, n_bad, examples)``; raises in ``"error"`` mode.
-    ``checks`` pairs a mask column with a function describing the row's problem.
-    """
-    if not checks:
-        return None, 0, []
-    any_bad = pl.any_horizontal([pl.col(c).fill_null(False) for c, _ in checks])
-    bad = frame.select(any_bad.alias("bad")).to_series().to_numpy()
-    n_bad = int(bad.sum())
-    if n_bad == 0:
-        return None, 0, []
-    first = np.flatnonzero(bad)[: _MAX_EXAMPLES if bad_rows == "skip" else 1]
-    examples = []
-    for i in first:
-        row = frame.row(int(i), named=True)
-        text = next(describe(row) for c, describe in checks if row[c])
-        examples.append((int(lines[i]), f"{unit} {int(lines[i])}: {text}"))
-    if bad_rows == "error":
-        raise DataFormatError(f"{source}: {examples[0][1]}{_total(n_bad)}")
-    return ~bad, n_bad, examples
-
-
-def _total(n_bad: int) -> str:
-    return f" ({n_bad} bad row(s) in total; --bad-rows skip (bad_rows='skip') drops them)"
-
-
 # ---- schema checks ---------------------------------------------------------------------
 
 
 def _check_schema(
     frame: pl.DataFrame, schema: Schema, source: str, bad_rows: str, lines: np.ndarray, unit: str
-) -> _Piece:
+) -> Piece:
     missing = [c for c in schema.source_columns() if c not in frame.columns]
     if missing:
         raise DataFormatError(
@@ -385,11 +331,11 @@ def _check_schema(
         if dtype != pl.String and not isinstance(dtype, (pl.List, pl.Array)):
             casts.append(pl.col(col).cast(pl.String))
     probe = frame.with_columns(masks) if masks else frame
-    keep, n_bad, examples = _resolve(probe, checks, lines, unit, source, bad_rows)
+    keep, n_bad, examples = resolve_bad_rows(probe, checks, lines, unit, source, bad_rows)
     out = frame.with_columns(casts) if casts else frame
     if keep is not None:
         out = out.filter(pl.Series(keep))
-    return _Piece(out, n_bad, examples)
+    return Piece(out, n_bad, examples)
 
 
 def _as_float(frame: pl.DataFrame, col: str, source: str) -> tuple[pl.Expr, pl.Expr]:
@@ -419,264 +365,18 @@ def _describe_bad(col: str, expected: str) -> Callable[[dict[str, Any]], str]:
     return lambda row: f"column {col!r}: expected {expected}, got {row[col]!r}"
 
 
-# ---- CSV / TSV -------------------------------------------------------------------------
-
-
-def _csv_pieces(
-    path: Path, opts: _Options, chunk_bytes: int
-) -> Iterator[tuple[_Piece, np.ndarray, str]]:
-    quote = opts.fmt == "csv"
-    quote_char = '"' if quote else None
-    names: list[str] | None = None
-    remaining = opts.n_rows
-    n_data = 0
-    for buf, rec, base in text_records(path, opts.separator, quote, chunk_bytes):
-        idx = np.flatnonzero(rec.ends > rec.starts)  # blank lines are ignored
-        if names is None and len(idx):
-            h = int(idx[0])
-            first = _parse(buf[rec.starts[h] : rec.ends[h]], path, opts, quote_char, None)
-            cells = [v or "" for v in first.row(0)]
-            if _first_line_is_header(cells, path, opts):
-                names = [v if v else f"column_{i + 1}" for i, v in enumerate(cells)]
-                _check_unique(names, path, "the header")
-                idx = idx[1:]
-                if opts.column_names is not None:
-                    if len(opts.column_names) != len(names):
-                        raise DataFormatError(
-                            f"{path}: column_names has {len(opts.column_names)} names but the"
-                            f" header has {len(names)} columns: {names}"
-                        )
-                    names = opts.column_names
-            else:
-                names = opts.column_names
-        if names is None:
-            continue
-        n_data += len(idx)
-        if remaining is not None:
-            idx, remaining = idx[:remaining], remaining - min(remaining, len(idx))
-        lines = rec.lines[idx] + base + 1
-        fields = rec.fields[idx] if rec.fields is not None else np.ones(len(idx), np.int64)
-        wrong = fields != len(names)
-        examples: list[tuple[int, str]] = []
-        if wrong.any():
-            pos = np.flatnonzero(wrong)
-            shown = pos[: _MAX_EXAMPLES if opts.bad_rows == "skip" else 1]
-            examples = [
-                (int(lines[i]), f"line {lines[i]}: expected {len(names)} fields, got {fields[i]}")
-                for i in shown
-            ]
-            if opts.bad_rows == "error":
-                raise DataFormatError(
-                    f"{path}: {examples[0][1]} (separator {opts.separator!r}){_total(len(pos))}"
-                )
-            idx, lines = idx[~wrong], lines[~wrong]
-        if len(idx):
-            frame = _parse(gather_records(buf, rec, idx), path, opts, quote_char, names)
-            if frame.height != len(idx):
-                raise DataFormatError(
-                    f"{path}: parsed {frame.height} rows where {len(idx)} records were found"
-                    f" between lines {int(lines[0])} and {int(lines[-1])}; check the quoting"
-                )
-        else:
-            frame = pl.DataFrame(schema=dict.fromkeys(names, pl.String))
-        yield _Piece(_empty_to_null(frame), int(wrong.sum()), examples), lines, "line"
-        if remaining == 0:
-            break
-    if names is None:
-        raise DataFormatError(f"{path}: file is empty")
-    if n_data == 0 and opts.has_header is True:
-        raise DataFormatError(f"{path}: file has a header but no rows")
-
-
-def looks_like_header(cells: list[str], expected: list[str] | None = None) -> bool:
-    """Whether a first line names columns: it holds every ``expected`` name (the schema's or
-    the given column names) when those are known; otherwise its cells are distinct, none is
-    empty, and fewer than half of them are numbers."""
-    if expected:
-        return set(expected) <= set(cells)
-    if not cells or len(set(cells)) != len(cells) or not all(c.strip() for c in cells):
-        return False
-    return sum(_is_number(c) for c in cells) * 2 < len(cells)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _first_line_is_header(cells: list[str], path: Path, opts: _Options) -> bool:
-    """Decide (``auto``) or check (``True``) that the first line is a header."""
-    shown = ", ".join(repr(c) for c in cells[:4]) + (", ..." if len(cells) > 4 else "")
-    if opts.has_header == "auto":
-        expected = list(opts.column_names or ())
-        if not expected and opts.schema is not None:
-            expected = opts.schema.source_columns()
-        header = looks_like_header(cells, expected or None)
-        if not header and opts.column_names is None and expected:
-            # a header that lacks some schema columns is still a header (the missing columns
-            # are named by the schema check); data rarely looks like distinct names
-            header = looks_like_header(cells)
-        if not header and opts.column_names is None:
-            raise DataFormatError(
-                f"{path}: the first line ({shown}) looks like data, not a header, and no column "
-                "names were given: pass them (--columns a,b,... / column_names=)"
-            )
-        logger.info("%s: first line (%s) %s", path, shown, "is a header" if header else "is data")
-        return header
-    if opts.has_header and len(set(cells)) != len(cells):
-        dupes = sorted({c for c in cells if cells.count(c) > 1})[:5]
-        raise DataFormatError(
-            f"{path}: duplicate column names in the header {dupes} (first line: {shown}); if "
-            "that line is data, the file has no header: say so (--no-header / "
-            "has_header=False, or 'auto') and give the column names (--columns)"
-        )
-    if opts.has_header and opts.column_names is None and opts.schema is not None:
-        expected = opts.schema.source_columns()
-        if not looks_like_header(cells, expected) and not looks_like_header(cells):
-            raise DataFormatError(
-                f"{path}: the first line ({shown}) looks like data, not a header with the "
-                f"schema's columns {expected[:5]}; if the file has no header, say so "
-                "(--no-header / has_header=False, or 'auto') and give the column names (--columns)"
-            )
-    return bool(opts.has_header)
-
-
-def _parse(
-    data: bytes, path: Path, opts: _Options, quote_char: str | None, names: list[str] | None
-) -> pl.DataFrame:
-    try:
-        return pl.read_csv(
-            data,
-            has_header=False,
-            new_columns=names,
-            separator=opts.separator,
-            quote_char=quote_char,
-            infer_schema=False,
-            raise_if_empty=False,
-        )
-    except pl.exceptions.PolarsError as exc:
-        raise DataFormatError(f"{path}: cannot parse as {opts.fmt}: {exc}") from exc
-
-
-# ---- libFM -----------------------------------------------------------------------------
-
-
-def _libfm_pieces(
-    path: Path, opts: _Options, chunk_bytes: int
-) -> Iterator[tuple[_Piece, np.ndarray, str]]:
-    names = opts.column_names
-    remaining = opts.n_rows
-    seen_any = False
-    for buf, rec, base in text_records(path, None, False, chunk_bytes):
-        offsets = np.concatenate([rec.starts, rec.spans[-1:]]).astype(np.int64)
-        arr = pa.LargeStringArray.from_buffers(
-            len(rec.starts), pa.py_buffer(offsets), pa.py_buffer(buf)
-        )
-        try:
-            arr.validate(full=True)
-        except pa.ArrowInvalid as exc:
-            raise DataFormatError(f"{path}: not valid UTF-8 text: {exc}") from exc
-        text = pl.DataFrame(
-            {"_line": pl.Series(arr), "_no": rec.lines + base + 1},
-        ).with_columns(pl.col("_line").str.strip_chars())
-        text = text.filter(pl.col("_line") != "")
-        seen_any = seen_any or text.height > 0
-        if names is None and text.height:
-            n_fields = len(text["_line"][0].split())
-            names = ["label"] + [f"field_{k}" for k in range(1, n_fields)]
-        if names is None:
-            continue
-        if remaining is not None:
-            text, remaining = text.head(remaining), remaining - min(remaining, text.height)
-        if text.height and text["_line"].str.contains(r"\s\s|[^ \S]").any():
-            text = text.with_columns(pl.col("_line").str.replace_all(r"\s+", " "))
-        yield _libfm_frame(text, names, path, opts.bad_rows)
-        if remaining == 0:
-            break
-    if not seen_any:
-        raise DataFormatError(f"{path}: file is empty")
-
-
-def _libfm_frame(
-    text: pl.DataFrame, names: list[str], path: Path, bad_rows: str
-) -> tuple[_Piece, np.ndarray, str]:
-    label, fields = names[0], names[1:]
-    raw = [f"__raw:{n}" for n in names]
-    tok = pl.col("_line").str.split(" ")
-    frame = text.select(tok.list.len().alias("__n"), tok.list.to_struct(raw).alias("_s"))
-    frame = frame.unnest("_s")
-    # fast path: a field whose tokens all end in ":1" (one-hot data) needs no float parsing
-    ones = (
-        frame.select(pl.col(c).str.ends_with(":1").all() for c in raw[1:]).row(0) if fields else ()
-    )
-    exprs = [
-        (pl.col("__n") != len(names)).alias("__count"),
-        pl.col(raw[0]).cast(pl.Float64, strict=False).alias(label),
-    ]
-    for name, col, one in zip(fields, raw[1:], ones, strict=True):
-        if one:
-            idx, val = pl.col(col).str.strip_suffix(":1"), pl.lit(1.0)
-        else:
-            parts = pl.col(col).str.split_exact(":", 1)
-            idx = parts.struct.field("field_0")
-            val = parts.struct.field("field_1").cast(pl.Float64, strict=False)
-        exprs += [idx.alias(name), val.alias(f"{name}__value")]
-    frame = frame.with_columns(exprs)
-    masks = [(pl.col(label).is_null() | pl.col(label).is_nan()).alias(f"__bad:{label}")]
-    masks += [
-        (
-            pl.col(f"{n}__value").is_null()
-            | (pl.col(n) == "")
-            | pl.col(n).str.contains(":", literal=True)
-        ).alias(f"__bad:{n}")
-        for n in fields
-    ]
-    n_names = len(names)
-    checks: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-        ("__count", lambda r: f"expected {n_names} tokens (label + {n_names - 1} fields), "
-         f"got {r['__n']}"),
-        (f"__bad:{label}", _describe_token(label, "a number")),
-    ]  # fmt: skip
-    checks += [(f"__bad:{n}", _describe_token(n, "a token 'idx:val'")) for n in fields]
-    lines = text["_no"].to_numpy()
-    keep, n_bad, examples = _resolve(
-        frame.with_columns(masks), checks, lines, "line", str(path), bad_rows
-    )
-    if keep is not None:
-        frame, lines = frame.filter(pl.Series(keep)), lines[keep]
-    out = [pl.when(pl.col(label) == -1).then(0.0).otherwise(pl.col(label)).alias(label)]
-    out += [pl.col(n) for n in fields] + [pl.col(f"{n}__value") for n in fields]
-    return _Piece(frame.select(out), n_bad, examples), lines, "line"
-
-
-def _describe_token(name: str, expected: str) -> Callable[[dict[str, Any]], str]:
-    return lambda r: f"column {name!r}: expected {expected}, got {r[f'__raw:{name}']!r}"
-
-
-def _drop_unit_values(frame: pl.DataFrame) -> pl.DataFrame:
-    """Drop ``<field>__value`` columns whose values are all 1."""
-    cols = [c for c in frame.columns if c.endswith("__value")]
-    if not cols or not frame.height:
-        return frame.drop(cols)
-    all_one = frame.select((pl.col(c) == 1.0).all() for c in cols).row(0)
-    return frame.drop([c for c, one in zip(cols, all_one, strict=True) if one])
-
-
 # ---- Parquet ---------------------------------------------------------------------------
 
 
 def _parquet_pieces(
-    path: Path, opts: _Options, batch_rows: int | None
-) -> Iterator[tuple[_Piece, np.ndarray, str]]:
+    path: Path, opts: ReadOptions, batch_rows: int | None
+) -> Iterator[tuple[Piece, np.ndarray, str]]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise DataFormatError(f"{path}: not a readable Parquet file: {exc}") from exc
     names = pf.schema_arrow.names
-    _check_unique(names, path, "the Parquet schema")
+    check_unique(names, path, "the Parquet schema")
     if pf.metadata.num_rows == 0:
         raise DataFormatError(f"{path}: file is empty (0 rows)")
     rename = None
@@ -701,6 +401,6 @@ def _parquet_pieces(
             frame = frame.rename(rename)
         rows = np.arange(row, row + frame.height, dtype=np.int64) + 1
         row += frame.height
-        yield _Piece(_empty_to_null(frame)), rows, "row"
+        yield Piece(empty_to_null(frame)), rows, "row"
         if remaining <= 0:
             break
