@@ -138,6 +138,29 @@ def split_table(title: str) -> Table:
     return table
 
 
+def models_for_dataset(dataset: str) -> list[str]:
+    """``--models all``: every registered model that can train on ``dataset`` (multi-task
+    models need a dataset with several tasks, sequence models a history with a target)."""
+    from adrank.data.datasets import get_dataset
+    from adrank.data.schema import SequenceFeature
+    from adrank.models import available_models, get_model_class
+    from adrank.models.multitask import MultiTaskModel
+    from adrank.models.sequence_base import SequenceModel
+
+    try:
+        schema = get_dataset(dataset).schema()
+    except KeyError:
+        return available_models()
+    tasks = len(schema.tasks)
+    history = any(isinstance(f, SequenceFeature) and f.target for f in schema.features)
+    return [
+        m
+        for m in available_models()
+        if (tasks > 1 or not issubclass(get_model_class(m), MultiTaskModel))
+        and (history or not issubclass(get_model_class(m), SequenceModel))
+    ]
+
+
 # ------------------------------------------------------------------------ prepare ----
 @app.command("prepare")
 def prepare_files_cmd(
@@ -384,7 +407,6 @@ from adrank.commands import ope as _ope  # noqa: E402,F401
 from adrank.commands import store as _store  # noqa: E402,F401
 from adrank.commands import stream as _stream  # noqa: E402,F401
 from adrank.commands import datasets as _datasets  # noqa: E402,F401
-from adrank.commands.benchmark import models_for_dataset  # noqa: E402,F401 (public here too)
 
 
 def run() -> None:  # pragma: no cover - console entry point helper

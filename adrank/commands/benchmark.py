@@ -8,30 +8,7 @@ from typing import Annotated
 
 import typer
 
-from adrank.cli import CacheDirOpt, DataDirOpt, app, console, fail
-
-
-def models_for_dataset(dataset: str) -> list[str]:
-    """``--models all``: every registered model that can train on ``dataset`` (multi-task
-    models need a dataset with several tasks, sequence models a history with a target)."""
-    from adrank.data.datasets import get_dataset
-    from adrank.data.schema import SequenceFeature
-    from adrank.models import available_models, get_model_class
-    from adrank.models.multitask import MultiTaskModel
-    from adrank.models.sequence_base import SequenceModel
-
-    try:
-        schema = get_dataset(dataset).schema()
-    except KeyError:
-        return available_models()
-    tasks = len(schema.tasks)
-    history = any(isinstance(f, SequenceFeature) and f.target for f in schema.features)
-    return [
-        m
-        for m in available_models()
-        if (tasks > 1 or not issubclass(get_model_class(m), MultiTaskModel))
-        and (history or not issubclass(get_model_class(m), SequenceModel))
-    ]
+from adrank.cli import CacheDirOpt, DataDirOpt, app, console, fail, models_for_dataset
 
 
 @app.command("benchmark")
