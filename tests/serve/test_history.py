@@ -140,7 +140,8 @@ def test_histories_keep_their_newest_items_and_cuts_are_counted() -> None:
     merged = clipper.with_context(
         {"hist": "1|2|3|4|5|6", "tags": "u"}, [{"item": "a"}, {"item": "b", "tags": "v"}], limits
     )
-    assert merged == [{"hist": "2|3|4|5|6", "tags": "u", "item": "a"},
+    assert merged.context == {"hist": "2|3|4|5|6", "tags": "u"}  # cut once, kept apart
+    assert list(merged) == [{"hist": "2|3|4|5|6", "tags": "u", "item": "a"},
                       {"hist": "2|3|4|5|6", "tags": "v", "item": "b"}]  # fmt: skip
     counters = clipper.metric_values()
     assert counters["adrank_history_truncated_total"][2] == {"hist": 2, "hist_genre": 1}
