@@ -349,7 +349,10 @@ def report(results: dict, lengths: list[int], meta: dict) -> str:
     ]
     for model, cells in results.items():
         for n in lengths:
-            c = cells[str(n)]
+            c = cells.get(str(n))
+            if c is None:
+                lines.append(f"| {model} | {n:,} | not run (stopped first) | – | – | – | – |")
+                continue
             if "skipped" in c:
                 lines.append(f"| {model} | {n:,} | skipped: {c['skipped']} | – | – | – | – |")
                 continue
@@ -395,8 +398,21 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure_cell(args.cell[0], int(args.cell[1]), args, args.run_dir)))
         return
     lengths = [int(x) for x in args.lengths.split(",")]
-    results = {m: {str(n): run_cell(m, n, args) for n in lengths} for m in args.models.split(",")}
+    results: dict[str, dict[str, dict]] = {}
+    for m in args.models.split(","):
+        for n in lengths:  # the files are rewritten after each cell: a stopped run keeps them
+            results.setdefault(m, {})[str(n)] = run_cell(m, n, args)
+            _write(args, lengths, results)
+    print(_write(args, lengths, results))
+
+
+def _write(args: argparse.Namespace, lengths: list[int], results: dict) -> str:
+    """Write ``sequences.{json,md}`` (cells not run yet are absent); returns the report."""
     import platform
+
+    import torch
+
+    from adrank.utils import atomic_write_text
 
     meta = {
         "batch": args.batch,
@@ -406,12 +422,11 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": round(os.getloadavg()[0], 2),
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    from adrank.utils import atomic_write_text
-
     payload = {"meta": meta, "lengths": lengths, "results": results, "synthetic": True}
     atomic_write_text(args.output / "sequences.json", json.dumps(payload, indent=2))
-    atomic_write_text(args.output / "sequences.md", report(results, lengths, meta))
-    print(report(results, lengths, meta))
+    text = report(results, lengths, meta)
+    atomic_write_text(args.output / "sequences.md", text)
+    return text
 
 
 if __name__ == "__main__":

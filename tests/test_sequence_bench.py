@@ -70,3 +70,14 @@ def test_report_gives_both_columns_and_both_ratios() -> None:
     assert "| bst | – | – |" in text
     assert "skipped: failed: HTTP 500: boom" in text
     assert "| bst | 5,000 | skipped: over the 300 s cell time limit |" in text
+
+
+def test_report_of_a_stopped_run_marks_the_cells_not_run() -> None:
+    from benchmarks.sequences import report
+
+    meta = {"batch": 2, "repeats": 1, "machine": "test", "load_average": 0.0}
+    cell = {"train_samples_per_s": 10.0, "peak_rss_mib": 100.0, "latency_ms": 2.0,
+            "http": {"latency_ms": 5.0, "server_peak_rss_mib": 200.0}}  # fmt: skip
+    text = report({"sdim": {"50": cell}}, [50, 5000], meta)
+    assert "| sdim | 50 | 10 | 100 | 2.0 | 5.0 | 200 |" in text
+    assert "| sdim | 5,000 | not run (stopped first) |" in text
