@@ -307,8 +307,13 @@ def run_cell(model_name: str, length: int, args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             return {"skipped": f"over the {args.cell_timeout} s cell time limit"}
         if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-            why = "out of memory" if "memory" in tail.lower() else tail[:200]
+            lines = done.stderr.strip().splitlines()
+            if not lines and done.returncode == -9:  # SIGKILL, silent: the kernel's OOM killer
+                why = "killed (SIGKILL, most likely out of memory)"
+            elif not lines:
+                why = f"exit status {done.returncode}, no message"
+            else:
+                why = "out of memory" if "memory" in lines[-1].lower() else lines[-1][:200]
             return {"skipped": f"failed: {why}"}
         cell = json.loads(done.stdout.strip().splitlines()[-1])
         if args.http:
