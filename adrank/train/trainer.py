@@ -62,6 +62,13 @@ from adrank.train.evaluation import (
 from adrank.train.losses import net_regularized_parameters, training_loss
 from adrank.train.optim import build_optimizer, clip_grad_norm
 from adrank.train.sampling import correct_predictions
+from adrank.train.step import (  # noqa: F401  (eager_fallback: re-exported)
+    Tf32,
+    check_sparse_embeddings,
+    eager_fallback,
+    training_forward,
+    wrap_ddp,
+)
 from adrank.utils import atomic_write, seed_everything
 
 __all__ = ["TrainResult", "TrainState", "Trainer", "fit"]
@@ -142,10 +149,10 @@ class Trainer:
             logger.warning("tf32=True is ignored on %s: TF32 matmuls are CUDA-only", self.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = get_rank(), get_world_size()
-        self._ddp = _wrap_ddp(model, self.device) if self.world_size > 1 else None
+        self._ddp = wrap_ddp(model, self.device) if self.world_size > 1 else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if config.sparse_embeddings:
-            _check_sparse_embeddings(config, self.world_size, self.amp)
+            check_sparse_embeddings(config, self.world_size, self.amp)
         self.position = position
         if position is None and config.position_method != "none":
             self.position = build_position_method(config, model, model_name=registered_name(model))
@@ -174,7 +181,7 @@ class Trainer:
         if towers:  # examination towers learn faster (TrainConfig.position_lr_scale)
             lr = config.learning_rate * config.position_lr_scale
             self.optimizer.add_param_group({"params": towers, "lr": lr})
-        self._training_forward = _training_forward(self.model, config, self.device, self._ddp)
+        self._training_forward = training_forward(self.model, config, self.device, self._ddp)
         self._params = [p for p in trainable.parameters() if p.requires_grad] + towers
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
@@ -489,7 +496,7 @@ class Trainer:
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        tf32 = _Tf32(cfg.resolved_tf32(self.device.type))
+        tf32 = Tf32(cfg.resolved_tf32(self.device.type))
         train = self._train_loader(train)
         valid_loader = None if valid is None else self._eval_loader(valid)
         if self.position is not None and valid is not None:
@@ -548,117 +555,6 @@ def _strategy(config: TrainConfig) -> str:
     if config.distill != "none":
         return f"distill={config.distill!r}"
     return f"position_method={config.position_method!r}"
-
-
-class _TrainingForward(torch.nn.Module):
-    """``model.training_outputs`` as a plain forward returning ``(logits, aux)``, so
-    ``DistributedDataParallel`` sees every output tensor that the loss uses."""
-
-    def __init__(self, model: CTRModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, features: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        outputs = self.model.training_outputs(features)
-        return outputs.logits, outputs.aux
-
-
-def _wrap_ddp(model: CTRModel, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
-    """DDP around the training forward (a collective: every rank must call it).
-
-    ``static_graph``: our models run the same graph every step, so DDP learns from the first
-    step which parameters (if any) the loss does not reach, without the per-step graph
-    search of ``find_unused_parameters``. ``gradient_as_bucket_view`` keeps one copy of the
-    gradients instead of two (they matter for large embedding tables).
-    """
-    return torch.nn.parallel.DistributedDataParallel(
-        _TrainingForward(model),
-        device_ids=[device] if device.type == "cuda" else None,
-        broadcast_buffers=False,  # averaged per epoch by Trainer._sync_buffers instead
-        static_graph=True,
-        gradient_as_bucket_view=True,
-    )
-
-
-def _training_forward(
-    model: CTRModel,
-    config: TrainConfig,
-    device: torch.device,
-    ddp: torch.nn.parallel.DistributedDataParallel | None,
-) -> Any:
-    """``model.training_outputs``, compiled with ``torch.compile`` when ``config.compile``
-    asks for it on a single CUDA device (``auto``: there, and with an eager fallback;
-    elsewhere an explicit mode is ignored with a warning)."""
-    mode = config.resolved_compile_mode(device.type, ddp is not None)
-    if mode is None:
-        return model.training_outputs
-    if device.type != "cuda" or ddp is not None:  # an explicit mode: say it is ignored
-        where = "in distributed runs" if ddp is not None else f"on {device}"
-        logger.warning(
-            "compile=%r is ignored %s: it applies to one CUDA device", config.compile, where
-        )
-        return model.training_outputs
-
-    def forward(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        outputs = model.training_outputs(features)
-        return outputs.logits, outputs.aux
-
-    compiled = torch.compile(forward, mode=mode)
-    if config.compile != "auto":
-        return lambda features: ModelOutput(*compiled(features))
-    return eager_fallback(compiled, forward, registered_name(model))
-
-
-def eager_fallback(compiled: Any, eager: Any, name: str) -> Any:
-    """``compiled`` until it raises, then ``eager`` for good (one warning): ``compile=auto``
-    must never stop a training run that eager mode can do. Both return (logits, aux)."""
-    state = {"fn": compiled}
-
-    def call(features: dict[str, torch.Tensor]) -> ModelOutput:
-        if state["fn"] is compiled:
-            try:
-                return ModelOutput(*compiled(features))
-            except Exception as exc:  # any compiler failure: eager is exact
-                logger.warning(
-                    "torch.compile failed on %s (%s: %s); training eagerly from here "
-                    "(set train.compile=false to skip compiling)",
-                    name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
-                )  # fmt: skip
-                state["fn"] = eager
-        return ModelOutput(*state["fn"](features))
-
-    return call
-
-
-class _Tf32:
-    """Turn TF32 matmuls on (when ``on``) until :meth:`restore` (torch's flags are global)."""
-
-    def __init__(self, on: bool) -> None:
-        self.saved = None
-        if on:
-            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-
-    def restore(self) -> None:
-        if self.saved is not None:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
-            self.saved = None
-
-
-def _check_sparse_embeddings(config: TrainConfig, world_size: int, amp: bool) -> None:
-    """``sparse_embeddings`` works with the batch-scope regularizer, one process, no AMP."""
-    if config.embedding_regularizer > 0 and config.embedding_regularizer_scope == "table":
-        raise ValueError(
-            "sparse_embeddings needs embedding_regularizer_scope='batch' (the 'table' scope "
-            "penalizes every row each step, which makes the gradient dense) or "
-            "embedding_regularizer=0"
-        )
-    if world_size > 1:
-        raise ValueError("sparse_embeddings is single-process only; DDP needs dense gradients")
-    if amp:
-        raise ValueError("sparse_embeddings does not support amp; set amp=false")
 
 
 def fit(

@@ -1,0 +1,130 @@
+"""How the trainer's step runs on its device: the model's training forward (compiled with
+``torch.compile`` on one CUDA device, with an eager fallback for ``compile=auto``), the
+``DistributedDataParallel`` wrapper, TF32 matmuls turned on for a run and restored, and the
+checks of sparse embedding updates. Used by :class:`adrank.train.trainer.Trainer`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from adrank.config import TrainConfig
+from adrank.debias.position import registered_name
+from adrank.models.base import CTRModel, ModelOutput
+
+__all__ = ["Tf32", "check_sparse_embeddings", "eager_fallback", "training_forward", "wrap_ddp"]
+
+logger = logging.getLogger("adrank.train.trainer")  # the trainer's messages, as before
+
+
+class _TrainingForward(torch.nn.Module):
+    """``model.training_outputs`` as a plain forward returning ``(logits, aux)``, so
+    ``DistributedDataParallel`` sees every output tensor that the loss uses."""
+
+    def __init__(self, model: CTRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, features: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outputs = self.model.training_outputs(features)
+        return outputs.logits, outputs.aux
+
+
+def wrap_ddp(model: CTRModel, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    """DDP around the training forward (a collective: every rank must call it).
+
+    ``static_graph``: our models run the same graph every step, so DDP learns from the first
+    step which parameters (if any) the loss does not reach, without the per-step graph
+    search of ``find_unused_parameters``. ``gradient_as_bucket_view`` keeps one copy of the
+    gradients instead of two (they matter for large embedding tables).
+    """
+    return torch.nn.parallel.DistributedDataParallel(
+        _TrainingForward(model),
+        device_ids=[device] if device.type == "cuda" else None,
+        broadcast_buffers=False,  # averaged per epoch by Trainer._sync_buffers instead
+        static_graph=True,
+        gradient_as_bucket_view=True,
+    )
+
+
+def training_forward(
+    model: CTRModel,
+    config: TrainConfig,
+    device: torch.device,
+    ddp: torch.nn.parallel.DistributedDataParallel | None,
+) -> Any:
+    """``model.training_outputs``, compiled with ``torch.compile`` when ``config.compile``
+    asks for it on a single CUDA device (``auto``: there, and with an eager fallback;
+    elsewhere an explicit mode is ignored with a warning)."""
+    mode = config.resolved_compile_mode(device.type, ddp is not None)
+    if mode is None:
+        return model.training_outputs
+    if device.type != "cuda" or ddp is not None:  # an explicit mode: say it is ignored
+        where = "in distributed runs" if ddp is not None else f"on {device}"
+        logger.warning(
+            "compile=%r is ignored %s: it applies to one CUDA device", config.compile, where
+        )
+        return model.training_outputs
+
+    def forward(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        outputs = model.training_outputs(features)
+        return outputs.logits, outputs.aux
+
+    compiled = torch.compile(forward, mode=mode)
+    if config.compile != "auto":
+        return lambda features: ModelOutput(*compiled(features))
+    return eager_fallback(compiled, forward, registered_name(model))
+
+
+def eager_fallback(compiled: Any, eager: Any, name: str) -> Any:
+    """``compiled`` until it raises, then ``eager`` for good (one warning): ``compile=auto``
+    must never stop a training run that eager mode can do. Both return (logits, aux)."""
+    state = {"fn": compiled}
+
+    def call(features: dict[str, torch.Tensor]) -> ModelOutput:
+        if state["fn"] is compiled:
+            try:
+                return ModelOutput(*compiled(features))
+            except Exception as exc:  # any compiler failure: eager is exact
+                logger.warning(
+                    "torch.compile failed on %s (%s: %s); training eagerly from here "
+                    "(set train.compile=false to skip compiling)",
+                    name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+                )  # fmt: skip
+                state["fn"] = eager
+        return ModelOutput(*state["fn"](features))
+
+    return call
+
+
+class Tf32:
+    """Turn TF32 matmuls on (when ``on``) until :meth:`restore` (torch's flags are global)."""
+
+    def __init__(self, on: bool) -> None:
+        self.saved = None
+        if on:
+            self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+            self.saved = None
+
+
+def check_sparse_embeddings(config: TrainConfig, world_size: int, amp: bool) -> None:
+    """``sparse_embeddings`` works with the batch-scope regularizer, one process, no AMP."""
+    if config.embedding_regularizer > 0 and config.embedding_regularizer_scope == "table":
+        raise ValueError(
+            "sparse_embeddings needs embedding_regularizer_scope='batch' (the 'table' scope "
+            "penalizes every row each step, which makes the gradient dense) or "
+            "embedding_regularizer=0"
+        )
+    if world_size > 1:
+        raise ValueError("sparse_embeddings is single-process only; DDP needs dense gradients")
+    if amp:
+        raise ValueError("sparse_embeddings does not support amp; set amp=false")
