@@ -116,6 +116,8 @@ def accuracy_markdown(out: dict[str, Any]) -> str:
 
 
 def write(results_dir: Path, name: str, payload: dict[str, Any], markdown: str) -> None:
+    from adrank.utils import atomic_write_text  # temp file renamed into place
+
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
-    (results_dir / f"{name}.md").write_text(markdown)
+    atomic_write_text(results_dir / f"{name}.json", json.dumps(payload, indent=2, default=str))
+    atomic_write_text(results_dir / f"{name}.md", markdown)

@@ -162,9 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{model} seed {seed}: {results[model][seed]['all']}", flush=True)
     if not results:
         raise SystemExit("no finished like runs under " + ", ".join(map(str, args.roots)))
+    from adrank.utils import atomic_write_text  # temp file renamed into place
+
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
-    args.output.with_suffix(".md").write_text(markdown(results, args.short))
+    atomic_write_text(args.output.with_suffix(".json"), json.dumps(results, indent=2, default=str))
+    atomic_write_text(args.output.with_suffix(".md"), markdown(results, args.short))
     print(f"wrote {args.output}.md")
 
 
