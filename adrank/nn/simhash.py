@@ -44,6 +44,10 @@ from adrank.nn.pooling import (
 )
 from adrank.nn.target_attention import MultiHeadTargetAttention
 
+#: SDIM sums a history into its buckets with a dense one-hot matmul up to this many buckets
+#: per hash (hash_bits <= 4), and with ``scatter_add`` above (the one-hot would be too wide).
+ONE_HOT_MAX_BUCKETS = 16
+
 
 class SimHash(nn.Module):
     """Sign bits of a fixed Gaussian random projection. Shapes: (..., D) -> (..., num_bits)
@@ -116,12 +120,18 @@ class SDIM(nn.Module):
         self.num_buckets = 1 << hash_bits
         self.normalize = normalize
         self.hash = SimHash(dim, num_hashes * hash_bits, seed)
-        self.register_buffer("powers", 2 ** torch.arange(hash_bits), persistent=False)
+        # First one-hot column / state row of each hash's buckets.
+        offsets = torch.arange(num_hashes) * self.num_buckets
+        self.register_buffer("offsets", offsets, persistent=False)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Bucket id of each hash: (..., D) -> (..., m) long in [0, 2^tau)."""
-        bits = self.hash(x).unflatten(-1, (self.num_hashes, self.hash_bits)).long()
-        return (bits * self.powers).sum(-1)
+        bits = self.hash(x).unflatten(-1, (self.num_hashes, self.hash_bits))  # (..., m, tau)
+        small = torch.uint8 if self.hash_bits <= 8 else torch.int32
+        code = bits[..., 0].to(small)
+        for j in range(1, self.hash_bits):  # bit j is worth 2^j (out of place: ONNX)
+            code = code + bits[..., j].to(small) * (1 << j)
+        return code.long()
 
     def encode_history(self, history: torch.Tensor, mask: torch.Tensor) -> SDIMState:
         """Sum the real behaviours into their buckets, once per user. O(B L m D)."""
@@ -129,25 +139,34 @@ class SDIM(nn.Module):
         b, length, d = history.shape
         hist = mask_padding(history, mask)
         codes = self.codes(hist)  # (B, L, m)
-        # Padding goes to an extra bucket that is dropped: it never shares a target's bucket.
-        codes = codes.masked_fill(~mask.unsqueeze(-1), self.num_buckets)
-        index = codes.transpose(1, 2).unsqueeze(-1).expand(b, self.num_hashes, length, d)
-        src = hist.unsqueeze(1).expand(b, self.num_hashes, length, d)
-        buckets = hist.new_zeros(b, self.num_hashes, self.num_buckets + 1, d)
-        buckets = buckets.scatter_add(2, index, src)  # (B, m, 2^tau + 1, D)
-        return SDIMState(buckets[:, :, : self.num_buckets])
+        m, c = self.num_hashes, self.num_buckets
+        # Padded positions are exact zeros after mask_padding: whichever bucket they fall
+        # into, they add nothing to it (and get no gradient).
+        if c <= ONE_HOT_MAX_BUCKETS:
+            # Dense: a (B, L, m·C) one-hot of the buckets, then one batched matmul; on CPU
+            # about 3x faster than scatter_add, forward and backward.
+            one_hot = hist.new_zeros(b, length, m, c).scatter_(3, codes.unsqueeze(-1), 1.0)
+            buckets = one_hot.view(b, length, m * c).transpose(1, 2) @ hist  # (B, m·C, D)
+            return SDIMState(buckets.view(b, m, c, d))
+        # Sparse (many buckets per hash): scatter the behaviours into their buckets.
+        index = codes.transpose(1, 2).unsqueeze(-1).expand(b, m, length, d)
+        src = hist.unsqueeze(1).expand(b, m, length, d)
+        return SDIMState(hist.new_zeros(b, m, c, d).scatter_add(2, index, src))
 
     def attend(self, state: SDIMState, target: torch.Tensor) -> torch.Tensor:
         """Read each candidate's buckets from the user state. O(m D) per candidate."""
-        buckets = state.buckets  # (B, m, C, D)
+        buckets = state.buckets  # (B_s, m, C, D), B_s = B or 1
         t, kind = _candidates_for(target, buckets.shape[0])  # (B, K, D)
-        b, _, d = t.shape
-        codes = self.codes(t)  # (B, K, m)
-        index = codes.transpose(1, 2).unsqueeze(-1).expand(-1, -1, -1, d)  # (B, m, K, D)
-        picked = buckets.expand(b, -1, -1, -1).gather(2, index)  # (B, m, K, D)
+        b, k, d = t.shape
+        m, c = self.num_hashes, self.num_buckets
+        row = self.codes(t) + self.offsets  # (B, K, m): row of each bucket in one user's state
+        if buckets.shape[0] > 1:
+            row = row + (torch.arange(b, device=row.device) * (m * c)).view(b, 1, 1)
+        flat = buckets.reshape(-1, buckets.shape[-1])  # (B_s·m·C, D)
+        picked = flat.index_select(0, row.reshape(-1)).view(b, k, m, d)
         if self.normalize:
             picked = nn.functional.normalize(picked, dim=-1)
-        return _restore(picked.mean(1), kind)  # (B, K, D)
+        return _restore(picked.mean(2), kind)  # (B, K, D)
 
     def forward(
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor

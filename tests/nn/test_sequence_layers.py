@@ -184,6 +184,44 @@ def test_sdim_equals_brute_force_collisions() -> None:
     assert state.buckets.shape == (3, 3, 4, D)  # (B, m, 2^tau, D): no L left in the state
 
 
+def test_sdim_codes_are_the_hash_bits_read_as_binary_numbers() -> None:
+    sdim = SDIM(D, num_hashes=5, hash_bits=3, seed=1)
+    x = torch.randn(2, 9, D)
+    bits = sdim.hash(x).unflatten(-1, (5, 3)).long()  # (B, L, m, tau), bit j worth 2^j
+    expected = (bits * (2 ** torch.arange(3))).sum(-1)
+    assert torch.equal(sdim.codes(x), expected)
+    assert sdim.codes(x).dtype == torch.long
+
+
+# the dense one-hot path up to 4 bits, the sparse one above
+@pytest.mark.parametrize("hash_bits", [1, 4, 5])
+def test_sdim_bucket_sums_match_brute_force_on_both_paths(
+    hash_bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import adrank.nn.simhash as simhash
+
+    torch.manual_seed(1)
+    sdim = SDIM(D, num_hashes=6, hash_bits=hash_bits, seed=2)
+    hist, target = torch.randn(4, 11, D), torch.randn(4, 3, D)
+    mask = left_mask([11, 6, 1, 0], 11)
+    dense = sdim(target, hist, mask)
+    reference = torch.stack(
+        [sdim_reference(sdim, hist, mask, target[:, k]) for k in range(3)], dim=1
+    )
+    torch.testing.assert_close(dense, reference, rtol=0, atol=1e-6)
+    monkeypatch.setattr(simhash, "ONE_HOT_MAX_BUCKETS", 0)  # force scatter_add
+    torch.testing.assert_close(sdim(target, hist, mask), dense, rtol=0, atol=1e-6)
+    # gradients reach the history the same way on both paths
+    grads = []
+    for limit in (0, 1 << 16):
+        monkeypatch.setattr(simhash, "ONE_HOT_MAX_BUCKETS", limit)
+        h = hist.clone().requires_grad_(True)
+        sdim(target, h, mask).square().sum().backward()
+        grads.append(h.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-5)
+    assert torch.equal(grads[0][3], torch.zeros_like(grads[0][3]))  # empty history: no gradient
+
+
 def test_sdim_user_state_is_shared_by_all_candidates() -> None:
     """One user, K candidates: hashing/aggregating the history once and reading K candidates
     from the state equals scoring every candidate with its own full pass."""
