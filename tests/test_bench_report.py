@@ -106,7 +106,10 @@ def test_committed_frappe_leaderboard_renders_unchanged() -> None:
     from adrank.bench.runner import read_results
 
     results = Path(__file__).parent.parent / "benchmarks" / "results" / "frappe"
-    rows = aggregate(list(read_results(results / "runs.jsonl").values()), "frappe")
+    from adrank.bench.provenance import read_verifications
+
+    runs = list(read_results(results / "runs.jsonl").values())
+    rows = aggregate(runs, "frappe", read_verifications(results))
     table = [line for line in to_markdown(rows, "frappe").splitlines() if line.startswith("|")]
     committed = (results / "leaderboard.md").read_text().splitlines()
     assert table == [line for line in committed if line.startswith("|")]

@@ -154,3 +154,54 @@ def test_unknown_row_names_what_is_recorded(recorded: tuple[Path, BenchmarkRun])
         app, ["benchmark", "--output", str(out / "nowhere"), "--verify", "deepfm"]
     )
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_rows_record_their_machine_and_record_puts_verifications_in_the_code_column(
+    recorded: tuple[Path, BenchmarkRun],
+) -> None:
+    from adrank.bench.provenance import VERIFIED_MARK, read_verifications, short_code
+    from adrank.bench.report import aggregate, to_csv, to_markdown, write_report
+
+    out, row = recorded
+    assert f"({torch.get_num_threads()} threads)" in row.machine and "torch" in row.machine
+    _rewrite(out, code="")  # a row recorded before rows carried a code version
+    runs = list(read_results(out / "runs.jsonl").values())
+    (unverified,) = aggregate(runs, "tiny", read_verifications(out))
+    assert unverified.code == "–"
+    assert "–: recorded without a code version" in to_markdown([unverified], "tiny")
+
+    args = ["benchmark", "--dataset", "tiny", "--output", str(out), "--verify", "deepfm"]
+    args += ["--record", *[x for o in OVERRIDES for x in ("--set", o)]]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"recorded in {out / 'verified.jsonl'}" in res.output
+    (entry,) = read_verifications(out)
+    assert entry.reproduced and entry.model == "deepfm" and entry.seed == 2021
+    assert entry.recorded_code == "" and entry.code == runner.code_version()
+    assert entry.machine == row.machine and abs(entry.auc_diff) <= 1e-6 and entry.date
+
+    (lb_row,) = write_report(runs, "tiny", out)
+    assert lb_row.code == f"{short_code(entry.code)} {VERIFIED_MARK}"
+    md = (out / "leaderboard.md").read_text()
+    assert f"| {lb_row.code} |" in md and "re-trained one of them bit for bit" in md
+    assert f"Machine (recorded by the runs): {row.machine}" in md
+    assert to_csv([lb_row]).splitlines()[1].endswith(lb_row.code)
+
+    # a failed verification does not vouch for the row
+    _rewrite(out, test_auc=row.test_auc + 1e-3)
+    assert CliRunner().invoke(app, args).exit_code == 1
+    assert [v.reproduced for v in read_verifications(out)] == [True, False]
+    (fresh, *_) = aggregate(runs, "tiny", [v for v in read_verifications(out) if not v.reproduced])
+    assert fresh.code == "–"
+
+
+def test_code_cells_prefer_the_rows_own_versions() -> None:
+    from adrank.bench.provenance import Verification, code_cells
+
+    good = Verification("a", 2021, True, "0.1.0+gfeed", "", "m", 0.9, 0.0, 0.0)
+    cells = code_cells(
+        [("a", ""), ("a", ""), ("b", "0.1.0+g111"), ("b", "0.1.0+g222"), ("b", "0.1.0+g111"),
+         ("c", "")],
+        [good, dataclasses.replace(good, model="b", code="0.1.0+g999")],
+    )  # fmt: skip
+    assert cells == {"a": "gfeed ‡", "b": "g111, g222", "c": "–"}

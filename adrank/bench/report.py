@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from adrank.bench.domains import domain_tables
+from adrank.bench.provenance import (
+    VERIFIED_MARK,
+    Verification,
+    code_cells,
+    machine_line,
+    read_verifications,
+)
 from adrank.bench.reference import REFERENCE_LABEL, REFERENCES
 from adrank.bench.runner import BenchmarkRun
 from adrank.data.feature_map import TaskInfo
@@ -50,6 +55,10 @@ class LeaderboardRow:
     parts: tuple[str, ...] = ()
     #: some seed was trained while the machine was busy: its time is not comparable
     loaded: bool = False
+    #: the code version(s) that trained the seeds (:func:`adrank.bench.provenance.code_cells`)
+    code: str = "–"
+    #: the machines the seeds recorded (empty for rows recorded before runs named theirs)
+    machines: tuple[str, ...] = ()
 
     @property
     def time_cell(self) -> str:
@@ -60,9 +69,13 @@ class LeaderboardRow:
         return None if self.reference_auc is None else self.auc_mean - self.reference_auc
 
 
-def aggregate(runs: list[BenchmarkRun], dataset: str) -> list[LeaderboardRow]:
-    """One row per model (mean ± sample std over seeds), sorted by mean test AUC."""
+def aggregate(
+    runs: list[BenchmarkRun], dataset: str, verifications: Sequence[Verification] = ()
+) -> list[LeaderboardRow]:
+    """One row per model (mean ± sample std over seeds), sorted by mean test AUC; the code
+    column from the runs' versions, or from ``verifications`` for rows without one."""
     refs = REFERENCES.get(dataset, {})
+    codes = code_cells([(r.model, r.code) for r in runs], verifications)
     out: list[LeaderboardRow] = []
     for model in dict.fromkeys(r.model for r in runs):
         rs = [r for r in runs if r.model == model]
@@ -94,6 +107,8 @@ def aggregate(runs: list[BenchmarkRun], dataset: str) -> list[LeaderboardRow]:
                 embedding_dim=dims.pop() if len(dims) == 1 else None,
                 parts=tuple(rs[0].parts),
                 loaded=any(r.timed_under_load for r in rs),
+                code=codes[model],
+                machines=tuple(dict.fromkeys(r.machine for r in rs if r.machine)),
             )
         )
     return sorted(out, key=lambda r: -r.auc_mean)
@@ -171,23 +186,6 @@ def _sort_key(headlines: list[Headline]):
     return key
 
 
-def machine_line() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
-
-
 def to_markdown(
     rows: list[LeaderboardRow],
     dataset: str,
@@ -204,19 +202,20 @@ def to_markdown(
         headlines = headline_metrics(rows, dataset=dataset)
     buf = io.StringIO()
     buf.write(f"# {title or f'Leaderboard: {dataset}'}\n\n")
-    buf.write(f"Machine: {machine_line()}\n\n")
+    _write_machines(buf, rows)
     if headlines:
         rows = _shown(rows)
         buf.write(multitask_table(rows, headlines))
         buf.write(domain_tables(rows))
         _write_load_note(buf, rows)
+        _write_code_note(buf, rows)
         _write_notes(buf, rows, notes)
         return buf.getvalue()
     buf.write(
         f"| model | seeds | test AUC (mean ± std) | test logloss | {REFERENCE_LABEL} AUC / "
-        "logloss | Δ AUC | params | epochs | train time (s) | train samples/s |\n"
+        "logloss | Δ AUC | params | epochs | train time (s) | train samples/s | code |\n"
     )
-    buf.write("|---|---|---|---|---|---|---|---|---|---|\n")
+    buf.write("|---|---|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         ref = (
             f"{fmt(r.reference_auc)} / {fmt(r.reference_logloss)}"
@@ -228,12 +227,43 @@ def to_markdown(
             f"| {r.model} | {r.seeds} | {r.auc_mean:.4f} ± {r.auc_std:.4f} | "
             f"{r.logloss_mean:.4f} ± {r.logloss_std:.4f} | {ref} | {delta} | "
             f"{r.num_parameters:,} | {r.epochs_mean:.1f} | {r.time_cell} | "
-            f"{r.train_samples_per_s:,.0f}{' †' if r.loaded else ''} |\n"
+            f"{r.train_samples_per_s:,.0f}{' †' if r.loaded else ''} | {r.code} |\n"
         )
     buf.write(domain_tables(rows))
     _write_load_note(buf, rows)
+    _write_code_note(buf, rows)
     _write_notes(buf, rows, notes)
     return buf.getvalue()
+
+
+def _write_machines(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
+    recorded = list(dict.fromkeys(m for r in rows for m in r.machines))
+    if not recorded:
+        buf.write(f"Machine: {machine_line()} (this report's; the runs record none)\n\n")
+    elif len(recorded) == 1:
+        buf.write(f"Machine (recorded by the runs): {recorded[0]}\n\n")
+    else:
+        buf.write("Machines (recorded by the runs):\n\n")
+        buf.writelines(f"- {m}\n" for m in recorded)
+        buf.write("\n")
+    if any(not r.machines for r in rows) and recorded:
+        buf.write("Some rows were recorded before runs named their machine.\n\n")
+
+
+def _write_code_note(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
+    buf.write("\nCode: the adrank commit that trained the row's seeds (`runs.jsonl` `code`).")
+    if any(r.code.endswith(VERIFIED_MARK) for r in rows):
+        buf.write(
+            f" {VERIFIED_MARK}: the seeds record no version; this commit re-trained one of them "
+            "bit for bit (`adrank benchmark --verify MODEL --seed S --record`, "
+            "`verified.jsonl`), so the row is what that code produces."
+        )
+    if any(r.code == "–" for r in rows):
+        buf.write(
+            " –: recorded without a code version and not verified since: it may come from "
+            "older training code; re-run or verify it before quoting it."
+        )
+    buf.write("\n")
 
 
 def _write_load_note(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
@@ -277,7 +307,7 @@ def multitask_table(rows: list[LeaderboardRow], headlines: list[Headline]) -> st
     for h in headlines:
         cols += [h.title, f"{h.short} logloss"]
     cols += [f"{h.short} gAUC" for h in gauc]
-    cols += ["params", "embedding dim", "epochs", "train time (s)"]
+    cols += ["params", "embedding dim", "epochs", "train time (s)", "code"]
     buf.write("| " + " | ".join(cols) + " |\n")
     buf.write("|" + "---|" * len(cols) + "\n")
     for r in rows:
@@ -286,7 +316,7 @@ def multitask_table(rows: list[LeaderboardRow], headlines: list[Headline]) -> st
             cells += [_mean_std(r, f"{h.key}_auc"), _mean_std(r, f"{h.key}_logloss")]
         cells += [_mean_std(r, f"{h.key}_gauc") for h in gauc]
         dim = "–" if r.embedding_dim is None else str(r.embedding_dim)
-        cells += [f"{r.num_parameters:,}", dim, f"{r.epochs_mean:.1f}", r.time_cell]
+        cells += [f"{r.num_parameters:,}", dim, f"{r.epochs_mean:.1f}", r.time_cell, r.code]
         buf.write("| " + " | ".join(cells) + " |\n")
     return buf.getvalue()
 
@@ -355,6 +385,7 @@ def to_csv(rows: list[LeaderboardRow], headlines: list[Headline] | None = None) 
             "reference_auc",
             "reference_logloss",
             "delta_auc",
+            "code",
         ]
     )
     for r in rows:
@@ -373,6 +404,7 @@ def to_csv(rows: list[LeaderboardRow], headlines: list[Headline] | None = None) 
                 "" if r.reference_auc is None else r.reference_auc,
                 "" if r.reference_logloss is None else r.reference_logloss,
                 "" if r.delta is None else f"{r.delta:.6f}",
+                r.code,
             ]
         )
     return buf.getvalue()
@@ -388,7 +420,7 @@ def multitask_csv(rows: list[LeaderboardRow], headlines: list[Headline]) -> str:
     w.writerow(
         ["model", "seeds"]
         + [f"{k}_{s}" for k in keys for s in ("mean", "std")]
-        + ["num_parameters", "embedding_dim", "epochs_mean", "train_time_s", "parts"]
+        + ["num_parameters", "embedding_dim", "epochs_mean", "train_time_s", "parts", "code"]
     )
     for r in rows:
         values = []
@@ -397,7 +429,7 @@ def multitask_csv(rows: list[LeaderboardRow], headlines: list[Headline]) -> str:
             values += [f"{mean:.6f}", f"{std:.6f}"]
         dim = "" if r.embedding_dim is None else r.embedding_dim
         stats = [r.num_parameters, dim, f"{r.epochs_mean:.2f}", f"{r.train_time_s:.1f}"]
-        w.writerow([r.model, r.seeds, *values, *stats, " ".join(r.parts)])
+        w.writerow([r.model, r.seeds, *values, *stats, " ".join(r.parts), r.code])
     return buf.getvalue()
 
 
@@ -432,8 +464,9 @@ def write_report(
     tasks: Sequence[TaskInfo] | None = None,
 ) -> list[LeaderboardRow]:
     """Write ``leaderboard.md``, ``.csv`` and ``.png``; ``tasks`` (a feature map's) names
-    the headline columns of a multi-task dataset (default: the registered dataset's)."""
-    rows = aggregate(runs, dataset)
+    the headline columns of a multi-task dataset (default: the registered dataset's). The
+    code column reads ``output_dir/verified.jsonl`` for rows without a version."""
+    rows = aggregate(runs, dataset, read_verifications(output_dir))
     headlines = headline_metrics(runs, tasks, dataset)
     output_dir.mkdir(parents=True, exist_ok=True)
     notes = config_notes(dataset, [r.model for r in rows])

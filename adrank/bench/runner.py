@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from adrank.artifact import ArtifactError, load_split, read_manifest
+from adrank.bench.provenance import machine_line
 from adrank.config import ConfigError, RunConfig, resolve_run_config
 from adrank.data.feature_map import FeatureMap, TaskInfo
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -82,6 +83,9 @@ class BenchmarkRun:
     #: the ``--set`` overrides the benchmark applied on top of the shipped config (so a row
     #: can be re-trained exactly, e.g. ``train.num_threads=1``)
     overrides: list[str] = field(default_factory=list)
+    #: the machine that trained the run (:func:`adrank.bench.provenance.machine_line`: CPU,
+    #: cores, torch version and threads, Python); empty for rows recorded before runs named it
+    machine: str = ""
 
     @property
     def timed_under_load(self) -> bool:
@@ -458,6 +462,7 @@ class _BenchmarkState:
             row = _read_finished(run_dir, spec, seed, code, task=task)
             if row is None:
                 raise RuntimeError(f"run {run_dir} finished without a manifest")
+            row.machine = machine_line()  # after training: with the run's thread count
         row.overrides = list(self.overrides)
         return self._record(row)
 
@@ -482,4 +487,6 @@ class _BenchmarkState:
             self._test,
             codes.pop() if len(codes) == 1 else "",
         )
+        machines = {p.machine for p in parts}
+        row.machine = machines.pop() if len(machines) == 1 else ""
         return self._record(row)

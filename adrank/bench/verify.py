@@ -3,6 +3,7 @@
 CPU runs are deterministic per seed, so a row trained by the current code must reproduce its
 test AUC and logloss to within :data:`TOLERANCE`. The re-run goes to a fresh temporary
 directory (removed afterwards); the recorded run directory and ``runs.jsonl`` are only read.
+:func:`record` appends the outcome to ``verified.jsonl`` (``--verify ... --record``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from adrank.bench.provenance import Verification, machine_line, record_verification
 from adrank.bench.runner import BenchmarkRun, _git, _read_finished, code_version, read_results
 from adrank.config import ConfigError, RunConfig
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -43,6 +45,8 @@ class VerifyResult:
     #: depends on it; rows do not record theirs)
     num_threads: int
     tolerance: float = TOLERANCE
+    #: the machine of the re-run (:func:`adrank.bench.provenance.machine_line`)
+    machine: str = ""
 
     @property
     def auc_diff(self) -> float:
@@ -186,4 +190,26 @@ def verify_run(
         new = _read_finished(run_dir, model, seed)
     if new is None:
         raise RuntimeError(f"the re-run of {model} seed {seed} finished without a manifest")
-    return VerifyResult(row, new.test_auc, new.test_logloss, code, source, threads)
+    return VerifyResult(
+        row, new.test_auc, new.test_logloss, code, source, threads, machine=machine_line()
+    )
+
+
+def record(result: VerifyResult, results_path: str | Path) -> Path:
+    """Append ``result`` to ``verified.jsonl`` beside ``results_path`` (see
+    :mod:`adrank.bench.provenance`); its path."""
+    row = result.recorded
+    return record_verification(
+        Path(results_path),
+        Verification(
+            model=row.model,
+            seed=row.seed,
+            reproduced=result.reproduced,
+            code=result.code,
+            recorded_code=row.code,
+            machine=result.machine,
+            test_auc=result.test_auc,
+            auc_diff=result.auc_diff,
+            logloss_diff=result.logloss_diff,
+        ),
+    )

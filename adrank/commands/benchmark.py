@@ -44,6 +44,14 @@ def benchmark_cmd(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="The seed of the row to --verify.")] = 2021,
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="With --verify: append the outcome to OUTPUT/verified.jsonl, whose "
+            "reproductions the leaderboard's code column names for rows recorded without a "
+            "code version."
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
@@ -76,6 +84,11 @@ def benchmark_cmd(
             return
         for line in checked.report():
             console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if record:
+            from adrank.bench.verify import record as record_result
+
+            path = record_result(checked, results)
+            console.print(f"recorded in {path}", markup=False, highlight=False, soft_wrap=True)
         if not checked.reproduced:
             raise typer.Exit(1)
         return

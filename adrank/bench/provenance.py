@@ -1,0 +1,121 @@
+"""Where a leaderboard row came from: the machine that trained it, and re-trainings that
+reproduced it.
+
+Every benchmark row records the code version that trained it (``BenchmarkRun.code``) and
+the machine (:func:`machine_line`). ``adrank benchmark --verify MODEL --seed S --record``
+appends its outcome to ``verified.jsonl`` next to ``runs.jsonl``; the leaderboard's code
+column then names, for a model whose rows carry no code version, the version that
+re-trained one of them bit for bit (:func:`code_cells`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Verification records, one JSON object per line, next to a benchmark's ``runs.jsonl``.
+VERIFIED_FILE = "verified.jsonl"
+#: Marks a code cell taken from a verification (the rows themselves record no version).
+VERIFIED_MARK = "‡"
+
+
+def machine_line() -> str:
+    """CPU model, core count, torch version and the current torch thread count, Python."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+
+
+@dataclass
+class Verification:
+    """One ``--verify --record`` outcome."""
+
+    model: str
+    seed: int
+    reproduced: bool
+    #: code version of the re-training, and of the row (empty: the row records none)
+    code: str
+    recorded_code: str
+    machine: str
+    test_auc: float
+    auc_diff: float
+    logloss_diff: float
+    date: str = ""
+
+
+def record_verification(results_path: Path, verification: Verification) -> Path:
+    """Append ``verification`` to ``verified.jsonl`` beside ``results_path``; its path."""
+    if not verification.date:
+        verification.date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    path = results_path.parent / VERIFIED_FILE
+    with open(path, "a") as fh:
+        fh.write(json.dumps(asdict(verification)) + "\n")
+    return path
+
+
+def read_verifications(results_dir: Path) -> list[Verification]:
+    """The records of ``results_dir/verified.jsonl`` (none when it is missing); a malformed
+    line is skipped with a warning."""
+    path = results_dir / VERIFIED_FILE
+    out: list[Verification] = []
+    if not path.exists():
+        return out
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Verification(**json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            logger.warning(
+                "%s line %d is not a verification record (%s): skipped", path, number, exc
+            )
+    return out
+
+
+def short_code(code: str) -> str:
+    """``0.1.0+g17ddaba1234`` -> ``g17ddaba123``; a bare version stays as it is."""
+    return code.rpartition("+")[2] if "+" in code else code
+
+
+def code_cells(
+    runs: Iterable[tuple[str, str]], verifications: Iterable[Verification] = ()
+) -> dict[str, str]:
+    """Model -> the code column of its leaderboard row, from (model, code) of its runs.
+
+    The distinct versions of its runs, oldest first as recorded; for a model none of whose
+    runs records a version, the latest version that re-trained one of them bit for bit,
+    marked :data:`VERIFIED_MARK`; ``–`` when there is neither."""
+    versions: dict[str, dict[str, None]] = {}
+    for model, code in runs:
+        versions.setdefault(model, {})
+        if code:
+            versions[model][short_code(code)] = None
+    verified = {v.model: v for v in verifications if v.reproduced and v.code}
+    out = {}
+    for model, codes in versions.items():
+        if codes:
+            out[model] = ", ".join(codes)
+        elif model in verified:
+            out[model] = f"{short_code(verified[model].code)} {VERIFIED_MARK}"
+        else:
+            out[model] = "–"
+    return out
