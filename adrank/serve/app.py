@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -69,6 +68,7 @@ from adrank.serve.admin import AdminAuth, warn_if_exposed
 from adrank.serve.domains import DomainFallbacks
 from adrank.serve.fastpath import RankInput, fast_body_route, json_response, parse_rank_body
 from adrank.serve.history import HistoryClipper
+from adrank.serve.holder import ModelHolder
 from adrank.serve.http_metrics import Metrics, ObserveAndLimit
 from adrank.serve.impressions import ImpressionLog, rank_record
 from adrank.serve.model_root import (
@@ -95,71 +95,9 @@ from adrank.serve.ranking import (
     rank_ads,
 )
 from adrank.serve.store_follower import DEFAULT_POLL_INTERVAL, StoreFollower, start_version
-from adrank.serve.swap_gate import SwapRefused, load_checked
+from adrank.serve.swap_gate import SwapRefused
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------- model ------
-class ModelHolder:
-    """The current Predictor and its reference in the model root. :meth:`reload` resolves a
-    reference, loads the model fully, passes it through the swap gate, then swaps the
-    reference under a lock (readers take a reference once per request and keep it)."""
-
-    def __init__(
-        self,
-        root: ModelRoot,
-        reference: str,
-        *,
-        predictor: Predictor | None = None,
-        **predictor_kwargs: Any,
-    ) -> None:
-        self._kwargs = predictor_kwargs
-        self._swap = threading.Lock()
-        self._reloading = threading.Lock()
-        self.root = root
-        self.reference = reference
-        self.run_dir = root.resolve(reference)
-        if predictor is not None:  # already loaded and checked (a store follower's start)
-            self.predictor = predictor
-        else:
-            try:
-                self.predictor = load_checked(
-                    self.run_dir, None, label=reference, **predictor_kwargs
-                )
-            except SwapRefused as exc:  # at start there is nothing to keep serving
-                raise ValueError(str(exc)) from exc
-        self.reloads = 0
-        self.refused = 0
-
-    def current(self) -> tuple[Predictor, Path]:
-        with self._swap:
-            return self.predictor, self.run_dir
-
-    def serving(self) -> tuple[Predictor, str]:
-        """The predictor and its reference, taken together (a swap changes both)."""
-        with self._swap:
-            return self.predictor, self.reference
-
-    def reload(self, reference: str | None = None) -> tuple[str, str]:
-        """Load ``reference`` (default: the serving one, resolved again, so a versioned
-        model moves to its ``latest``) and swap it in -> (old, new) version. Raises
-        :class:`~adrank.serve.model_root.ModelRootError` or :class:`SwapRefused`."""
-        with self._reloading:  # one reload at a time; scoring never waits on this lock
-            reference = self.reference if reference is None else reference
-            try:
-                target = self.root.resolve(reference)
-                serving = self.current()[0]
-                fresh = load_checked(target, serving, label=reference, **self._kwargs)
-            except (SwapRefused, ModelNotFound, BadModelReference, OutsideModelRoot):
-                self.refused += 1
-                raise
-            with self._swap:
-                old = self.predictor
-                self.predictor, self.run_dir, self.reference = fresh, target, reference
-                self.reloads += 1
-        logger.info("reloaded %s: %s -> %s", reference, old.version, fresh.version)
-        return old.version, fresh.version
 
 
 # ---------------------------------------------------------------------------- app -----

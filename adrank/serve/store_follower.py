@@ -35,7 +35,7 @@ from adrank.serve.model_store import StoreError, latest_version, model_dir, vers
 from adrank.serve.swap_gate import SwapRefused, load_checked
 
 if TYPE_CHECKING:
-    from adrank.serve.app import ModelHolder
+    from adrank.serve.holder import ModelHolder
     from adrank.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
