@@ -9,11 +9,11 @@ import math
 
 import pytest
 import torch
-from benchmarks.dropout_ab import kernel_dropout
 from torch import nn
 
 from adrank.nn import Dropout, MLPBlock
 from adrank.nn.dropout import dropout
+from benchmarks.dropout_ab import kernel_dropout
 
 IMPLEMENTATIONS = {"adrank": dropout, "d50cf18_kernel": kernel_dropout}
 
@@ -197,3 +197,16 @@ def test_random_int64_words_have_63_uniform_bits() -> None:
     assert words.min().item() >= 0
     ones = torch.stack([(words >> b) & 1 for b in range(63)]).double().mean(1)
     assert torch.all((ones - 0.5).abs() < 5 * 0.5 / math.sqrt(n)), ones
+
+
+def test_ab_report_statistics_are_those_of_independent_keeps() -> None:
+    """The statistics section of ``dropout_ab.md`` (benchmarks.dropout_ab.mask_statistics)."""
+    from benchmarks.dropout_ab import ARMS, mask_statistics
+
+    bound = 5 / math.sqrt(4096 * 400)
+    for arm in ARMS:
+        s = mask_statistics(arm, p=0.2)
+        assert abs(s["keep_rate_z"]) < 5 and abs(s["keep_rate"] - 0.8) < 0.002
+        for key in ("corr_lag1", "corr_lag4", "corr_rows", "corr_steps"):
+            assert abs(s[key]) < bound, (arm, key, s[key])
+        assert s["chi2_patterns"] < 50.0
