@@ -413,16 +413,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def _write(args: argparse.Namespace, lengths: list[int], results: dict) -> str:
     """Write ``sequences.{json,md}`` (cells not run yet are absent); returns the report."""
-    import platform
-
     import torch
 
+    from adrank.bench.provenance import cpu_model
     from adrank.utils import atomic_write_text
 
     meta = {
         "batch": args.batch,
         "repeats": args.repeats,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({args.threads} threads)",
         "load_average": round(os.getloadavg()[0], 2),
     }
