@@ -114,3 +114,20 @@ def test_committed_frappe_leaderboard_renders_unchanged() -> None:
     committed = (results / "leaderboard.md").read_text().splitlines()
     assert table == [line for line in committed if line.startswith("|")]
     assert to_csv(rows).splitlines() == (results / "leaderboard.csv").read_text().splitlines()
+
+
+def test_single_task_runs_of_a_multi_task_dataset_get_only_their_columns(tmp_path: Path) -> None:
+    """A board of ``model@like`` runs on movielens_100k (tasks like, love) shows the like
+    columns only, not empty love and CTCVR ones."""
+    from dataclasses import replace
+
+    runs = [
+        replace(r, model=f"{r.model}@like", task="like",
+                metrics={"like_auc": r.test_auc, "like_logloss": r.test_logloss})
+        for r in RUNS
+    ]  # fmt: skip
+    write_report(runs, "movielens_100k", tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "like AUC" in header and "love" not in header and "CTCVR" not in header
+    assert "like_auc_mean" in (tmp_path / "leaderboard.csv").read_text().splitlines()[0]

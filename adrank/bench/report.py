@@ -162,6 +162,13 @@ def headline_metrics(
     return [Headline(k, "CTCVR AUC (pctcvr)" if k == "pctcvr" else f"{k} AUC") for k in keys]
 
 
+def recorded_headlines(headlines: list[Headline], rows: Sequence[LeaderboardRow]) -> list[Headline]:
+    """``headlines`` without those no row recorded (a board of ``model@like`` runs only has
+    no ``love`` or CTCVR column); all of them when none was recorded at all."""
+    kept = [h for h in headlines if any(f"{h.key}_auc" in r.metrics for r in rows)]
+    return kept or headlines
+
+
 def _task_title(task: TaskInfo) -> str:
     if task.given:
         return f"{task.name} AUC (CVR on {task.given}=1 rows)"
@@ -467,7 +474,7 @@ def write_report(
     the headline columns of a multi-task dataset (default: the registered dataset's). The
     code column reads ``output_dir/verified.jsonl`` for rows without a version."""
     rows = aggregate(runs, dataset, read_verifications(output_dir))
-    headlines = headline_metrics(runs, tasks, dataset)
+    headlines = recorded_headlines(headline_metrics(runs, tasks, dataset), rows)
     output_dir.mkdir(parents=True, exist_ok=True)
     notes = config_notes(dataset, [r.model for r in rows])
     md = to_markdown(rows, dataset, notes=notes, headlines=headlines)
