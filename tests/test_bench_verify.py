@@ -159,7 +159,7 @@ def test_unknown_row_names_what_is_recorded(recorded: tuple[Path, BenchmarkRun])
 def test_rows_record_their_machine_and_record_puts_verifications_in_the_code_column(
     recorded: tuple[Path, BenchmarkRun],
 ) -> None:
-    from adrank.bench.provenance import VERIFIED_MARK, read_verifications, short_code
+    from adrank.bench.provenance import STALE, VERIFIED_MARK, read_verifications, short_code
     from adrank.bench.report import aggregate, to_csv, to_markdown, write_report
 
     out, row = recorded
@@ -187,12 +187,12 @@ def test_rows_record_their_machine_and_record_puts_verifications_in_the_code_col
     assert f"Machine (recorded by the runs): {row.machine}" in md
     assert to_csv([lb_row]).splitlines()[1].endswith(lb_row.code)
 
-    # a failed verification does not vouch for the row
+    # a failed verification, the latest one, marks the row stale
     _rewrite(out, test_auc=row.test_auc + 1e-3)
     assert CliRunner().invoke(app, args).exit_code == 1
     assert [v.reproduced for v in read_verifications(out)] == [True, False]
-    (fresh, *_) = aggregate(runs, "tiny", [v for v in read_verifications(out) if not v.reproduced])
-    assert fresh.code == "–"
+    (stale,) = aggregate(runs, "tiny", read_verifications(out))
+    assert stale.code == STALE and "did not reproduce the row" in to_markdown([stale], "tiny")
 
 
 def test_code_cells_prefer_the_rows_own_versions() -> None:
@@ -205,3 +205,6 @@ def test_code_cells_prefer_the_rows_own_versions() -> None:
         [good, dataclasses.replace(good, model="b", code="0.1.0+g999")],
     )  # fmt: skip
     assert cells == {"a": "gfeed ‡", "b": "g111, g222", "c": "–"}
+    failed = dataclasses.replace(good, reproduced=False, code="0.1.0+gbad")
+    assert code_cells([("a", "")], [good, failed]) == {"a": "stale ✗"}
+    assert code_cells([("a", "")], [failed, good]) == {"a": "gfeed ‡"}

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 VERIFIED_FILE = "verified.jsonl"
 #: Marks a code cell taken from a verification (the rows themselves record no version).
 VERIFIED_MARK = "‡"
+#: The code cell of rows without a version whose latest re-training did not reproduce them.
+STALE = "stale ✗"
 
 
 def cpu_model() -> str:
@@ -105,20 +107,22 @@ def code_cells(
     """Model -> the code column of its leaderboard row, from (model, code) of its runs.
 
     The distinct versions of its runs, oldest first as recorded; for a model none of whose
-    runs records a version, the latest version that re-trained one of them bit for bit,
-    marked :data:`VERIFIED_MARK`; ``–`` when there is neither."""
+    runs records a version, its latest verification: the version that re-trained one of
+    them bit for bit, marked :data:`VERIFIED_MARK`, or :data:`STALE` when that re-training
+    differed; ``–`` when there is neither."""
     versions: dict[str, dict[str, None]] = {}
     for model, code in runs:
         versions.setdefault(model, {})
         if code:
             versions[model][short_code(code)] = None
-    verified = {v.model: v for v in verifications if v.reproduced and v.code}
+    latest = {v.model: v for v in verifications if v.code}  # the last record wins
     out = {}
     for model, codes in versions.items():
         if codes:
             out[model] = ", ".join(codes)
-        elif model in verified:
-            out[model] = f"{short_code(verified[model].code)} {VERIFIED_MARK}"
+        elif model in latest:
+            v = latest[model]
+            out[model] = f"{short_code(v.code)} {VERIFIED_MARK}" if v.reproduced else STALE
         else:
             out[model] = "–"
     return out

@@ -20,6 +20,7 @@ import numpy as np
 
 from adrank.bench.domains import domain_tables
 from adrank.bench.provenance import (
+    STALE,
     VERIFIED_MARK,
     Verification,
     code_cells,
@@ -264,6 +265,11 @@ def _write_code_note(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
             f" {VERIFIED_MARK}: the seeds record no version; this commit re-trained one of them "
             "bit for bit (`adrank benchmark --verify MODEL --seed S --record`, "
             "`verified.jsonl`), so the row is what that code produces."
+        )
+    if any(r.code == STALE for r in rows):
+        buf.write(
+            f" {STALE}: re-training a seed with the current code did not reproduce the row "
+            "(`verified.jsonl`): the row is stale; re-run it before quoting it."
         )
     if any(r.code == "–" for r in rows):
         buf.write(
