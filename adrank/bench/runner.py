@@ -323,7 +323,8 @@ def combine_runs(
 #: markers existed that holds nothing else is adopted as a benchmark output
 BENCHMARK_ENTRIES: tuple[str, ...] = (
     "runs.jsonl", "runs", "leaderboard.md", "leaderboard.csv", "leaderboard.png",
-    "tuning_*.jsonl", "dropout_ab.*",
+    "verified.jsonl", "tuning_*.jsonl", "dropout_ab.*", "peer_*.json", "peer_*.md",
+    "slices.json", "slices.md",
 )  # fmt: skip
 
 
