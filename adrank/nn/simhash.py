@@ -18,9 +18,10 @@ per request (O(L)), :meth:`attend` scores any number of candidates against that 
 SDIM ``attend`` costs O(num_hashes · D) per candidate, independent of L.
 
 Notation: B batch, L history length, K candidates, D width, m hashes, tau bits per hash.
-``mask`` is (B, L) bool (``True`` = real behaviour). Padding is never hashed into a bucket
-nor retrieved as a real item; an empty history gives zeros (SDIM) or the attention's
-empty-history output (ETA: zeros).
+``mask`` is (B, L) bool (``True`` = real behaviour). Padded positions are zeroed first, so
+they add nothing to any SDIM bucket (and get no gradient), and ETA never retrieves them as
+real items; an empty history gives zeros (SDIM) or the attention's empty-history output
+(ETA: zeros).
 
 The projections are fixed random buffers drawn from ``seed`` (not trained, saved with the
 model so serving hashes exactly like training); the hashed vectors are trained through
