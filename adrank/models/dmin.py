@@ -16,6 +16,10 @@ from adrank.nn.embedding import History
 from adrank.nn.pooling import mask_padding, recency_positions
 from adrank.nn.target_attention import DINAttention, attend, head_width
 
+#: the user side DMIN keeps: extractor heads (B, H, L, D·A), mask (B, L), recency rank
+#: (B, L) and the sum of the raw behaviours (B, D·A)
+DMINState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention over the behaviours, each attending to itself and the
@@ -59,11 +63,20 @@ class BehaviorRefiner(nn.Module):
 @register("dmin")
 class DMIN(SequenceModel):
     """DMIN: a behaviour refiner (multi-head self-attention) refines the behaviours; the
-    multi-interest extractor runs multi-head self-attention again (with recency position
-    embeddings) and keeps its H heads apart: head ``h`` is projected back to D·A, added to
-    its input, normalised and passed through its own FFN, then its own DIN-style target
-    attention (softmax over the real behaviours, as in the paper) pools it into the
-    interest ``u_h``; an MLP scores ``[fields, u_1, ..., u_H]``.
+    multi-interest extractor runs multi-head self-attention again and keeps its H heads
+    apart: head ``h`` is projected back to D·A, added to its input, normalised and passed
+    through its own FFN, then its own DIN-style target attention (softmax over the real
+    behaviours, as in the paper) pools it into the interest ``u_h``; an MLP scores
+    ``[fields, u_1, ..., u_H]``.
+
+    Positions enter the target attention, as in the paper's activation unit
+    ``g(z_l, p_l, t)`` and FuxiCTR: per head, behaviour ``l`` is scored against
+    ``W_h [t; p_l]`` with ``p_l`` a learned embedding (``position_dim`` wide) of its recency
+    rank. ``W_h`` also rescales the raw target embedding to the layer-normalised heads; a
+    raw target (``position_dim=0`` still keeps ``W_h``) against them learned far slower
+    (benchmarks/results/sequences_sweep/README.md). ``sum_pooling`` adds the sum of the raw
+    behaviours ``s`` and ``t * s`` to the MLP's input, as the paper's released code does
+    (FuxiCTR: ``enable_sum_pooling``).
 
     Auxiliary loss (weight ``aux_loss_weight``, as DIEN's): the refined behaviour ``z_t``
     should score the next behaviour ``e_{t+1}`` above an in-batch negative (sampled as in
@@ -72,7 +85,8 @@ class DMIN(SequenceModel):
 
     Shapes: history (B, L, D·A), mask (B, L), target (B, D·A) -> heads (B, H, L, D·A) ->
     interest (B, H·D·A) -> logit (B,). User side: refiner and extractor heads, once per
-    user (they do not depend on the target); per candidate H target attentions, O(H L).
+    user (they do not depend on the target); per candidate H projections and target
+    attentions, O(H L).
     """
 
     def __init__(
@@ -82,6 +96,8 @@ class DMIN(SequenceModel):
         num_heads: int = 2,
         attention_hidden_units: Sequence[int] = (36,),
         attention_activation: str = "relu",
+        position_dim: int = 8,
+        sum_pooling: bool = False,
         use_behavior_refiner: bool = True,
         aux_loss_weight: float = 1.0,
         hidden_units: Sequence[int] = (200, 80),
@@ -92,12 +108,18 @@ class DMIN(SequenceModel):
         super().__init__(feature_map, embedding_dim)
         if aux_loss_weight < 0:
             raise ValueError(f"aux_loss_weight must be >= 0, got {aux_loss_weight}")
+        if position_dim < 0:
+            raise ValueError(f"position_dim must be >= 0, got {position_dim}")
         dim = self.history_dim
         self.aux_loss_weight = aux_loss_weight if use_behavior_refiner else 0.0
         self.num_heads = num_heads
+        self.sum_pooling = sum_pooling
         self.max_len = feature_map.field(self.history_field).max_len or 50
         self.refiner = BehaviorRefiner(dim, num_heads) if use_behavior_refiner else None
-        self.positions = nn.Embedding(self.max_len + 1, dim)
+        self.positions = nn.Embedding(self.max_len + 1, position_dim) if position_dim else None
+        self.target_projection = nn.ModuleList(
+            nn.Linear(dim + position_dim, dim) for _ in range(num_heads)
+        )
         self.extractor = CausalSelfAttention(dim, num_heads)
         self.head_output = nn.ModuleList(
             nn.Linear(dim // num_heads, dim, bias=False) for _ in range(num_heads)
@@ -111,40 +133,52 @@ class DMIN(SequenceModel):
             DINAttention(dim, attention_hidden_units, attention_activation, softmax=True)
             for _ in range(num_heads)
         )
-        self.build_head(num_heads * dim, hidden_units, hidden_activations, net_dropout, batch_norm)
+        width = (num_heads + 2 * sum_pooling) * dim
+        self.build_head(width, hidden_units, hidden_activations, net_dropout, batch_norm)
 
     def reset_custom_parameters(self) -> None:
-        nn.init.normal_(self.positions.weight, std=1e-4)
+        if self.positions is not None:
+            nn.init.normal_(self.positions.weight, std=1e-4)
 
     def refine(self, history: History) -> torch.Tensor:
         if self.refiner is None:
             return mask_padding(history.values, history.mask)
         return self.refiner(history.values, history.mask)  # (B, L, D·A)
 
-    def extract(
-        self, refined: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        rank = recency_positions(mask).clamp_max(self.max_len)
-        x = mask_padding(refined + self.positions(rank), mask)
+    def extract(self, refined: torch.Tensor, history: History) -> DMINState:
+        mask = history.mask
+        x = mask_padding(refined, mask)
         heads = self.extractor(x, mask)  # (B, H, L, Dh)
         outs = []
         for h in range(self.num_heads):
             s = self.head_norm[h](x + self.head_output[h](heads[:, h]))
             outs.append(mask_padding(s + self.head_ffn[h](s), mask))
-        return torch.stack(outs, dim=1), mask  # (B, H, L, D·A)
+        rank = recency_positions(mask).clamp_max(self.max_len)
+        pooled = mask_padding(history.values, mask).sum(dim=1)  # (B, D·A)
+        return torch.stack(outs, dim=1), mask, rank, pooled  # heads (B, H, L, D·A)
 
-    def encode_history(self, history: History) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.extract(self.refine(history), history.mask)
+    def encode_history(self, history: History) -> DMINState:
+        return self.extract(self.refine(history), history)
 
-    def attend(
-        self, state: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor
-    ) -> torch.Tensor:
-        heads, mask = state
-        interests = [att(target, heads[:, h], mask) for h, att in enumerate(self.target_attention)]
-        return torch.cat(interests, dim=-1)  # (B, K, H·D·A)
+    def attend(self, state: DMINState, target: torch.Tensor) -> torch.Tensor:
+        heads, mask, rank, pooled = state
+        t = target.unsqueeze(2).expand(-1, -1, mask.shape[1], -1)  # (B, K, L, D·A)
+        if self.positions is not None:
+            p = self.positions(rank).unsqueeze(1).expand(-1, t.shape[1], -1, -1)
+            t = torch.cat([t, p], dim=-1)  # (B, K, L, D·A + P)
+        interests = [
+            att(proj(t), heads[:, h], mask)
+            for h, (proj, att) in enumerate(
+                zip(self.target_projection, self.target_attention, strict=True)
+            )
+        ]
+        if self.sum_pooling:
+            s = pooled.unsqueeze(1).expand_as(target)  # (B, K, D·A)
+            interests += [s, target * s]
+        return torch.cat(interests, dim=-1)  # (B, K, (H [+ 2])·D·A)
 
     def training_outputs(self, features: dict[str, torch.Tensor]) -> ModelOutput:
         history = self.embed_history(features)
         refined = self.refine(history)
-        logits = self.logits(features, self.extract(refined, history.mask))
+        logits = self.logits(features, self.extract(refined, history))
         return self.next_behaviour_outputs(logits, features, history, refined)

@@ -84,6 +84,7 @@ class DINAttention(nn.Module):
         softmax: normalise the weights over the history.
 
     Shapes: target (B, D) or (B, K, D), history (B, L, D), mask (B, L) -> (B, D) or (B, K, D).
+    A target (B, K, L, D) (one vector per candidate and behaviour) gives (B, K, D).
     """
 
     def __init__(
@@ -109,9 +110,13 @@ class DINAttention(nn.Module):
     def scores(
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """Raw activation-unit scores (B, K, L) for candidates (B, K, D); 0 at padding."""
+        """Raw activation-unit scores (B, K, L) for candidates (B, K, D), or for targets
+        that differ along the history (B, K, L, D) (DMIN's position-aware target); 0 at
+        padding."""
         hist = mask_padding(history, mask).unsqueeze(1)  # (B, 1, L, D)
-        t = target.unsqueeze(2).expand(-1, -1, hist.shape[2], -1)  # (B, K, L, D)
+        if target.dim() == 3:
+            target = target.unsqueeze(2).expand(-1, -1, hist.shape[2], -1)
+        t = target  # (B, K, L, D)
         hist = hist.expand_as(t)
         x = torch.cat([hist, t, hist - t, hist * t], dim=-1)  # (B, K, L, 4D)
         row_mask = mask.unsqueeze(1).expand(t.shape[:3])  # (B, K, L)
@@ -124,7 +129,16 @@ class DINAttention(nn.Module):
         self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         check_history(history, mask)
-        t, single = as_candidates(target)
+        if target.dim() == 4:
+            b, length, d = history.shape
+            if target.shape[0] != b or target.shape[2:] != (length, d):
+                raise ValueError(
+                    f"target must be (B, D), (B, K, D) or (B, K, L, D) = ({b}, K, {length}, "
+                    f"{d}) for history {tuple(history.shape)}, got {tuple(target.shape)}"
+                )
+            t, single = target, False
+        else:
+            t, single = as_candidates(target)
         score = self.scores(t, history, mask)  # (B, K, L)
         weights = masked_softmax(score, mask.unsqueeze(1)) if self.softmax else score
         out = weights @ mask_padding(history, mask)  # (B, K, L) @ (B, L, D) -> (B, K, D)

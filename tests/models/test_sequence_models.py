@@ -34,10 +34,10 @@ L = FMAP.field("hist_item").max_len
 CANDIDATE_FIELDS = ("item", "c0")
 
 
-def make_model(name: str, seed: int = 0) -> SequenceModel:
+def make_model(name: str, seed: int = 0, **params: object) -> SequenceModel:
     """A model with weights moved off their init, so every part shapes the output."""
     torch.manual_seed(seed)
-    model = build_model(name, FMAP)
+    model = build_model(name, FMAP, **params)
     assert isinstance(model, SequenceModel)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -99,6 +99,24 @@ def test_user_once_scoring_equals_per_candidate_forward(name: str, length: int) 
             torch.testing.assert_close(
                 model.score_candidates(typed, cands), model.score(state, cands), rtol=0, atol=0
             )
+
+
+@pytest.mark.parametrize(
+    "params", [{"sum_pooling": True}, {"position_dim": 0}], ids=["sum_pooling", "no_positions"]
+)
+def test_dmin_options_keep_user_once_scoring_exact(params: dict) -> None:
+    """DMIN's non-default options (the raw-behaviour sum of the paper's code, no position
+    embeddings) still score K candidates from one user state as per-candidate rows do."""
+    model = make_model("dmin", **params).eval()
+    user, cands = user_features(3), candidates()
+    with torch.no_grad():
+        expected = model(one_row_per_candidate(user, cands))
+        torch.testing.assert_close(
+            model.score(model.encode_user(user), cands), expected, rtol=0, atol=1e-5
+        )
+    heads = model.num_heads + 2 * bool(params.get("sum_pooling"))  # [u_1..u_H, s, t * s]
+    first = next(m for m in model.head.modules() if isinstance(m, torch.nn.Linear))
+    assert first.in_features == model.context_dim + heads * model.history_dim
 
 
 def test_score_rejects_missing_fields_and_several_users() -> None:

@@ -84,6 +84,24 @@ def test_din_attention_is_an_unnormalised_weighted_sum() -> None:
     )
 
 
+def test_din_attention_takes_a_target_per_behaviour() -> None:
+    """A (B, K, L, D) target scores behaviour l against its own vector t_l (DMIN's
+    position-aware target); repeating one target along L is the (B, K, D) case."""
+    torch.manual_seed(0)
+    din = DINAttention(D, hidden_units=(), softmax=True)
+    hist = torch.randn(2, 4, D)
+    mask = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    target = torch.randn(2, 3, D)  # K = 3 candidates
+    per_behaviour = target.unsqueeze(2).expand(-1, -1, 4, -1)
+    torch.testing.assert_close(din(per_behaviour, hist, mask), din(target, hist, mask))
+    varying = torch.randn(2, 3, 4, D)
+    out = din(varying, hist, mask)
+    b, k = 1, 2
+    pairs = zip(hist[b], varying[b, k], strict=True)
+    scores = torch.cat([din.score(torch.cat([h, t, h - t, h * t])) for h, t in pairs])
+    torch.testing.assert_close(out[b, k], torch.softmax(scores, 0) @ hist[b])
+
+
 def test_target_attention_matches_torch_multihead_attention() -> None:
     torch.manual_seed(0)
     ours = MultiHeadTargetAttention(D, attention_dim=D, num_heads=2)
@@ -308,5 +326,7 @@ def test_layers_name_bad_shapes() -> None:
         din(torch.randn(2, D), torch.randn(2, 3, D), torch.ones(2, 3))
     with pytest.raises(ValueError, match="target must be"):
         din(torch.randn(2, 1, 1, D), torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="target must be"):
+        din(torch.randn(2, 1, 1, 1, D), torch.randn(2, 3, D), torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="not divisible by num_heads=3"):
         MultiHeadTargetAttention(D, num_heads=3)
