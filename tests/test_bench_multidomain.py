@@ -38,9 +38,13 @@ def test_summary_compares_multi_domain_models_with_both_baselines(tmp_path: Path
     assert (a["multi_domain"], a["baseline"], a["beats_by_more_than_std"]) == ("star", "dnn", True)
     assert round(a["auc_gap"], 6) == 0.11
     assert (b["baseline"], b["beats_by_more_than_std"]) == ("dnn (per domain)", False)
+    # against pooled training alone, b's verdict compares star with the pooled dnn
+    assert (b["pooled_baseline"], b["pooled_beats_by_more_than_std"]) == ("dnn", False)
+    assert round(b["pooled_auc_gap"], 6) == -0.01
     md = to_markdown(summary)
     assert "| dnn (per domain) | – | 0.6100 ± 0.0141 | 0.7500 ± 0.0000 |" in md
     assert "- **a**: best multi-domain star vs best baseline dnn: AUC +0.1100" in md
+    assert "; vs pooled dnn: AUC -0.0100 (larger seed std 0.0000): no." in md
 
 
 def test_one_seed_gives_no_verdict(tmp_path: Path) -> None:
