@@ -72,11 +72,10 @@ class DMIN(SequenceModel):
     Positions enter the target attention, as in the paper's activation unit
     ``g(z_l, p_l, t)`` and FuxiCTR: per head, behaviour ``l`` is scored against
     ``W_h [t; p_l]`` with ``p_l`` a learned embedding (``position_dim`` wide) of its recency
-    rank. ``W_h`` also rescales the raw target embedding to the layer-normalised heads; a
-    raw target (``position_dim=0`` still keeps ``W_h``) against them learned far slower
-    (benchmarks/results/sequences_sweep/README.md). ``sum_pooling`` adds the sum of the raw
-    behaviours ``s`` and ``t * s`` to the MLP's input, as the paper's released code does
-    (FuxiCTR: ``enable_sum_pooling``).
+    rank. ``W_h`` also maps the raw target embedding to the layer-normalised heads' scale
+    (``position_dim=0`` keeps ``W_h`` without positions). ``sum_pooling`` adds the sum of
+    the raw behaviours ``s`` and ``t * s`` to the MLP's input, as the paper's released code
+    does (FuxiCTR: ``enable_sum_pooling``).
 
     Auxiliary loss (weight ``aux_loss_weight``, as DIEN's): the refined behaviour ``z_t``
     should score the next behaviour ``e_{t+1}`` above an in-batch negative (sampled as in
