@@ -21,8 +21,9 @@ Runs go through ``adrank.bench.runner.run_benchmark`` into
 (``runs.jsonl`` + run directories): a re-run skips every recorded (model, seed), so an
 interrupted benchmark resumes where it stopped. ``summary.md`` / ``summary.json`` in
 ``benchmarks/results/multidomain/<dataset>/`` put the three kinds side by side (a row per
-model, a column per domain) and say, per domain, whether the best multi-domain model beats
-the best baseline by more than the larger of the two seed stds. Every run records the load
+model, a column per domain; ``summary.png`` the per-domain AUCs as grouped bars) and say,
+per domain, whether the best multi-domain model beats the best baseline, and the best
+pooled one, by more than the larger of the two seed stds. Every run records the load
 average at its start and end (``metrics.json`` ``machine_load``); times are not reported
 here (accuracy only).
 """
@@ -181,12 +182,42 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def plot_domains(summary: dict[str, Any], path: Path) -> Path:
+    """Grouped bars: per domain, each row's test AUC (mean, seed std as error bar); the
+    multi-domain models hatched. The y axis starts near the lowest bar so gaps show."""
+    from adrank.plots import pyplot, save_png
+
+    plt = pyplot()
+    domains, rows = summary["domains"], summary["rows"]
+    names = [n for n in rows if any(f"auc@{d}" in rows[n] for d in domains)]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(domains) * max(len(names), 1) / 3, 4))
+    width = 0.8 / max(len(names), 1)
+    lows = []
+    for i, name in enumerate(names):
+        cells = [rows[name].get(f"auc@{d}", (float("nan"), 0.0)) for d in domains]
+        means = [c[0] for c in cells]
+        lows += [m for m in means if m == m]
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(domains))]
+        ax.bar(xs, means, width, yerr=[c[1] for c in cells], capsize=2, label=name,
+               hatch="//" if name in MULTI_DOMAIN else None)  # fmt: skip
+    if lows:
+        ax.set_ylim(min(lows) - 0.01, max(lows) + 0.01)
+    ax.set_xticks(range(len(domains)), domains)
+    ax.set_ylabel("test AUC (mean ± seed std)")
+    ax.set_title(f"Per-domain test AUC: {summary['dataset']}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 def write_summary(dataset: str, root: Path) -> Path:
     from adrank.utils import atomic_write_text
 
     summary = summarize(dataset, root)
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "summary.md", to_markdown(summary))
+    if summary["rows"] and summary["domains"]:
+        plot_domains(summary, root / "summary.png")
     return root / "summary.md"
 
 

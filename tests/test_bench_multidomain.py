@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from adrank.bench.runner import BenchmarkRun
-from benchmarks.multidomain import summarize, to_markdown
+from benchmarks.multidomain import summarize, to_markdown, write_summary
 
 
 def _write(path: Path, rows: list[tuple[str, int, dict[str, float]]]) -> None:
@@ -52,3 +52,16 @@ def test_one_seed_gives_no_verdict(tmp_path: Path) -> None:
     summary = summarize("movielens_100k_domains", tmp_path)
     assert summary["verdicts"]["a"]["beats_by_more_than_std"] is None
     assert "n/a (one seed)" in to_markdown(summary)
+
+
+def test_write_summary_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
+    _write(tmp_path / "pooled", [
+        ("star", 1, {"auc": 0.8, "auc@a": 0.8}), ("star", 2, {"auc": 0.81, "auc@a": 0.81}),
+        ("dnn", 1, {"auc": 0.7, "auc@a": 0.7}), ("dnn", 2, {"auc": 0.72, "auc@a": 0.72}),
+    ])  # fmt: skip
+    md = write_summary("movielens_100k_domains", tmp_path)
+    assert md.read_text() == to_markdown(summarize("movielens_100k_domains", tmp_path))
+    assert json.loads((tmp_path / "summary.json").read_text())["domains"] == ["a"]
+    png = (tmp_path / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
