@@ -102,11 +102,14 @@ def test_user_once_scoring_equals_per_candidate_forward(name: str, length: int) 
 
 
 @pytest.mark.parametrize(
-    "params", [{"sum_pooling": True}, {"position_dim": 0}], ids=["sum_pooling", "no_positions"]
+    "params",
+    [{"sum_pooling": True}, {"positions": "attention"}, {"positions": "none"}],
+    ids=["sum_pooling", "positions_in_attention", "no_positions"],
 )
 def test_dmin_options_keep_user_once_scoring_exact(params: dict) -> None:
-    """DMIN's non-default options (the raw-behaviour sum of the paper's code, no position
-    embeddings) still score K candidates from one user state as per-candidate rows do."""
+    """DMIN's non-default options (the raw-behaviour sum of the paper's code, positions in
+    the target attention or none) still score K candidates from one user state as
+    per-candidate rows do."""
     model = make_model("dmin", **params).eval()
     user, cands = user_features(3), candidates()
     with torch.no_grad():
@@ -117,6 +120,13 @@ def test_dmin_options_keep_user_once_scoring_exact(params: dict) -> None:
     heads = model.num_heads + 2 * bool(params.get("sum_pooling"))  # [u_1..u_H, s, t * s]
     first = next(m for m in model.head.modules() if isinstance(m, torch.nn.Linear))
     assert first.in_features == model.context_dim + heads * model.history_dim
+
+
+def test_dmin_rejects_unknown_position_modes() -> None:
+    with pytest.raises(ValueError, match="positions must be one of"):
+        build_model("dmin", FMAP, positions="both")
+    with pytest.raises(ValueError, match="position_dim must be >= 1"):
+        build_model("dmin", FMAP, positions="attention", position_dim=0)
 
 
 def test_score_rejects_missing_fields_and_several_users() -> None:
