@@ -100,9 +100,11 @@ def summarize(dataset: str, root: Path) -> dict[str, Any]:
     pooled = list(read_results(root / "pooled" / "runs.jsonl").values())
     domains = domains_of(dataset, root)
     rows: dict[str, dict[str, tuple[float, float]]] = {}
+    seed_counts: dict[str, list[int]] = {}  # per row: how many seeds each of its cells averages
     for model in [*MULTI_DOMAIN, *BASELINES]:
         runs = [r for r in pooled if r.model == model]
         if runs:
+            seed_counts[model] = [len(runs)]
             rows[model] = {
                 k: mean_std(_values(runs, k))
                 for metric, _ in DOMAIN_METRICS
@@ -110,14 +112,17 @@ def summarize(dataset: str, root: Path) -> dict[str, Any]:
             }
     for model in BASELINES:
         cells: dict[str, tuple[float, float]] = {}
+        counts = []
         for d in domains:
             only = read_results(root / f"only_{d}" / "runs.jsonl").values()
             runs = [r for r in only if r.model == model]
+            counts.append(len(runs))
             for metric, _ in DOMAIN_METRICS:
                 if runs:
                     cells[f"{metric}@{d}"] = mean_std(_values(runs, f"{metric}@{d}"))
         if cells:
             rows[f"{model} (per domain)"] = cells
+            seed_counts[f"{model} (per domain)"] = counts
     verdicts = {}
     for d in domains:
         key = f"auc@{d}"
@@ -143,7 +148,8 @@ def summarize(dataset: str, root: Path) -> dict[str, Any]:
                 f"{name}baseline": base[0], f"{name}auc_gap": gap, f"{name}larger_std": noise,
                 f"{name}beats_by_more_than_std": beats,
             })  # fmt: skip
-    return {"dataset": dataset, "domains": domains, "rows": rows, "verdicts": verdicts}
+    return {"dataset": dataset, "domains": domains, "rows": rows, "seeds": seed_counts,
+            "verdicts": verdicts}  # fmt: skip
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
@@ -153,12 +159,18 @@ def to_markdown(summary: dict[str, Any]) -> str:
            "Test metrics, mean ± std over seeds. `model (per domain)`: one run per domain, "
            "trained and tested on that domain alone (no overall figure). Produced by "
            "`python -m benchmarks.multidomain`; one thread per run.\n"]  # fmt: skip
+    counts = summary.get("seeds", {})
+
+    def seeds(name: str) -> str:  # "3", or "0–3" while a per-domain row is partial
+        n = counts.get(name, [])
+        return "?" if not n else str(n[0]) if min(n) == max(n) else f"{min(n)}–{max(n)}"
+
     for metric, title in DOMAIN_METRICS:
-        cols = ["model", f"all {title}", *(f"{d} {title}" for d in domains)]
+        cols = ["model", "seeds", f"all {title}", *(f"{d} {title}" for d in domains)]
         out.append("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
         for name, m in rows.items():
             cells = [cell(m.get(metric)), *(cell(m.get(f"{metric}@{d}")) for d in domains)]
-            out.append("| " + " | ".join([name, *cells]) + " |")
+            out.append("| " + " | ".join([name, seeds(name), *cells]) + " |")
         out.append("")
     out.append("## Does a multi-domain model beat the baselines?\n")
     out.append("Per domain, the best multi-domain model's AUC against the best baseline of "

@@ -42,16 +42,20 @@ def test_summary_compares_multi_domain_models_with_both_baselines(tmp_path: Path
     assert (b["pooled_baseline"], b["pooled_beats_by_more_than_std"]) == ("dnn", False)
     assert round(b["pooled_auc_gap"], 6) == -0.01
     md = to_markdown(summary)
-    assert "| dnn (per domain) | – | 0.6100 ± 0.0141 | 0.7500 ± 0.0000 |" in md
+    assert "| dnn (per domain) | 2 | – | 0.6100 ± 0.0141 | 0.7500 ± 0.0000 |" in md
+    assert "| star | 2 | 0.7550 ± 0.0071 |" in md
     assert "- **a**: best multi-domain star vs best baseline dnn: AUC +0.1100" in md
     assert "; vs pooled dnn: AUC -0.0100 (larger seed std 0.0000): no." in md
 
 
 def test_one_seed_gives_no_verdict(tmp_path: Path) -> None:
     _write(tmp_path / "pooled", [("star", 1, {"auc@a": 0.9}), ("dnn", 1, {"auc@a": 0.5})])
+    _write(tmp_path / "only_a", [("dnn", 1, {"auc@a": 0.6})])
     summary = summarize("movielens_100k_domains", tmp_path)
     assert summary["verdicts"]["a"]["beats_by_more_than_std"] is None
-    assert "n/a (one seed)" in to_markdown(summary)
+    md = to_markdown(summary)
+    assert "n/a (one seed)" in md
+    assert "| star | 1 |" in md and "| dnn (per domain) | 1 |" in md
 
 
 def test_write_summary_writes_markdown_json_and_a_png(tmp_path: Path) -> None:
