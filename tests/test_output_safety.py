@@ -219,8 +219,12 @@ def test_benchmark_dir_claims_adopts_legacy_results_and_refuses_foreign(tmp_path
 
 
 @pytest.mark.parametrize(
-    "name", ["frappe", "frappe_funnel", "movielens_100k", "movielens_100k_nohist", "sequences"]
-)
+    "name",
+    [
+        "frappe", "frappe_funnel", "movielens_100k", "movielens_100k_nohist", "sequences",
+        "multidomain/movielens_100k_domains_thin/pooled",
+    ],
+)  # fmt: skip
 def test_committed_leaderboards_resume_from_a_fresh_clone(tmp_path: Path, name: str) -> None:
     """A clean clone has no markers: `adrank benchmark --output benchmarks/results/NAME`
     (the README's reproduce command) must still accept every file committed there."""
