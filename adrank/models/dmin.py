@@ -72,18 +72,19 @@ class DMIN(SequenceModel):
 
     ``positions`` places a learned embedding of each behaviour's recency rank:
 
-    * ``"input"`` (default): added to the refined behaviours before the extractor;
-    * ``"attention"``: in the target attention, as in the paper's activation unit
-      ``g(z_l, p_l, t)`` and FuxiCTR: per head, behaviour ``l`` is scored against
+    * ``"attention"`` (default): in the target attention, as in the paper's activation
+      unit ``g(z_l, p_l, t)`` and FuxiCTR: per head, behaviour ``l`` is scored against
       ``W_h [t; p_l]`` (``p_l`` ``position_dim`` wide; ``W_h`` also maps the raw target to
       the layer-normalised heads);
+    * ``"input"``: added to the refined behaviours before the extractor;
     * ``"none"``: no position embedding (the self-attention is causal, so order still
       shapes the heads).
 
-    On ``movielens_100k`` ``"input"`` validated higher than ``"attention"`` over 3 seeds
-    (benchmarks/results/sequences_sweep/README.md). ``sum_pooling`` adds the sum of the
-    raw behaviours ``s`` and ``t * s`` to the MLP's input, as the paper's released code
-    does (FuxiCTR: ``enable_sum_pooling``).
+    On ``movielens_100k``, over 3 seeds, ``"attention"`` validated higher and steadier
+    than ``"input"``, one of whose seeds stalled (benchmarks/results/sequences_sweep/).
+
+    ``sum_pooling`` adds the sum of the raw behaviours ``s`` and ``t * s`` to the MLP's
+    input, as the paper's released code does (FuxiCTR: ``enable_sum_pooling``).
 
     Auxiliary loss (weight ``aux_loss_weight``, as DIEN's): the refined behaviour ``z_t``
     should score the next behaviour ``e_{t+1}`` above an in-batch negative (sampled as in
@@ -102,7 +103,7 @@ class DMIN(SequenceModel):
         num_heads: int = 2,
         attention_hidden_units: Sequence[int] = (36,),
         attention_activation: str = "relu",
-        positions: str = "input",
+        positions: str = "attention",
         position_dim: int = 8,
         sum_pooling: bool = False,
         use_behavior_refiner: bool = True,
