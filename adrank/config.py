@@ -92,6 +92,11 @@ class TrainConfig:
     #: ``reduce-overhead`` (CUDA graphs) or ``max-autotune``; an explicit mode is ignored
     #: (with a warning) on CPU and in distributed runs. Measured on an H200: 1.71x.
     compile: bool | str = "auto"
+    #: the dropout mask on CPU: ``torch`` (``F.dropout``, what the published leaderboards
+    #: were trained with) or ``fast`` (15-bit slices of int64 random words, a different
+    #: random stream; faster, A/B-tested in ``benchmarks/results/frappe/dropout_ab.md``;
+    #: see :mod:`adrank.nn.dropout`). On CUDA both are ``F.dropout``.
+    dropout_kernel: Literal["torch", "fast"] = "torch"
     # ---- position bias (issue 15; adrank.debias.position, docs/debiasing.md) ----
     #: how clicks logged at display positions are learned: ``none`` (position-blind),
     #: ``feature`` (position as an input field, fixed at ``position_serving`` when scoring),
@@ -163,6 +168,11 @@ class TrainConfig:
                 f"adam_implementation must be one of {list(ADAM_IMPLEMENTATIONS)}, got "
                 f"{self.adam_implementation!r}"
             )
+        if self.dropout_kernel not in DROPOUT_KERNELS:
+            raise ConfigError(
+                f"dropout_kernel must be one of {list(DROPOUT_KERNELS)}, got "
+                f"{self.dropout_kernel!r}"
+            )
         if self.position_method not in POSITION_METHOD_NAMES:
             raise ConfigError(
                 f"position_method must be one of {list(POSITION_METHOD_NAMES)}, got "
@@ -229,6 +239,8 @@ POSITION_METHOD_NAMES = ("none", "feature", "pal", "kd", "ips", "dla")
 DISTILL_NAMES = ("none", "vanilla", "trilateral")
 #: values of :attr:`TrainConfig.adam_implementation`
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "single_tensor")
+#: as adrank.nn.dropout.DROPOUT_KERNELS (config does not import torch)
+DROPOUT_KERNELS = ("torch", "fast")
 #: string values of :attr:`TrainConfig.compile` (``off`` = false)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

@@ -36,43 +36,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from adrank.nn.dropout import sliced_mask_dropout
 from benchmarks.common import RESULTS_DIR
 
 DATASET = "frappe"
 MODELS = ("deepfm", "dcnv2", "finalnet")
 SEEDS = (2021, 2022, 2023)
 ARMS = ("kernel", "torch")
-_BITS = 15
-_LEVELS = 1 << _BITS
-
-
-class _SlicedMaskDropout(torch.autograd.Function):
-    """d50cf18's kernel: keep where a 15-bit slice of an int64 random word >= round(p * 32768)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
-        threshold = round(p * _LEVELS)
-        n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
-        slices = words.view(torch.int16)[:n].bitwise_and_(_LEVELS - 1)
-        mask = (slices >= threshold).view(x.shape)
-        ctx.save_for_backward(mask)
-        ctx.scale = _LEVELS / (_LEVELS - threshold)
-        return x * mask * ctx.scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        return grad * mask * ctx.scale, None
 
 
 def kernel_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """The ``kernel`` arm (CPU only; elsewhere ``F.dropout``)."""
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or round(p * _LEVELS) == 0:
-        return F.dropout(x, p, training=True)
-    return _SlicedMaskDropout.apply(x, p)
+    """The ``kernel`` arm: ``train.dropout_kernel: fast`` (CPU only; elsewhere ``F.dropout``)."""
+    return sliced_mask_dropout(x, p, training)
 
 
 def torch_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

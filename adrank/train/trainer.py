@@ -34,6 +34,7 @@ from adrank.data.batches import Batch, InMemoryLoader, TensorData
 from adrank.data.device_loader import feed_device
 from adrank.debias.position import PositionMethod, build_position_method, registered_name
 from adrank.models.base import CTRModel, ModelOutput
+from adrank.nn.dropout import dropout_kernel
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
 from adrank.train.checkpoint import (
@@ -306,7 +307,7 @@ class Trainer:
         """One optimizer step on ``batch``; returns the detached loss (no device sync)."""
         if self.device.type != "cpu" and batch.labels.device != self._batch_device:
             batch = batch.to(self.device, non_blocking=True)  # a device loader's are there
-        with self._autocast():
+        with self._autocast(), dropout_kernel(self.config.dropout_kernel):
             if self._ddp is not None:  # the forward must go through DDP to sync gradients
                 logits, aux = self._ddp(batch.features)
                 outputs = ModelOutput(logits, aux)

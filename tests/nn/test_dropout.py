@@ -1,7 +1,6 @@
-"""adrank.nn.Dropout is nn.Dropout; the mask statistics of it and of d50cf18's CPU kernel.
-
-The kernel (15-bit slices of int64 random words, issue 19) lives on in
-``benchmarks/dropout_ab.py`` for the A/B; the statistics tests run on both."""
+"""adrank.nn.Dropout is nn.Dropout by default; the mask statistics of it and of d50cf18's CPU
+kernel (15-bit slices of int64 random words, issue 19), which ``train.dropout_kernel: fast``
+opts into (``adrank.nn.dropout.dropout_kernel``); the statistics tests run on both."""
 
 from __future__ import annotations
 
@@ -12,10 +11,9 @@ import torch
 from torch import nn
 
 from adrank.nn import Dropout, MLPBlock
-from adrank.nn.dropout import dropout
-from benchmarks.dropout_ab import kernel_dropout
+from adrank.nn.dropout import dropout, dropout_kernel, sliced_mask_dropout
 
-IMPLEMENTATIONS = {"adrank": dropout, "d50cf18_kernel": kernel_dropout}
+IMPLEMENTATIONS = {"adrank": dropout, "d50cf18_kernel": sliced_mask_dropout}
 
 
 def test_eval_mode_and_zero_p_are_identity() -> None:
@@ -210,3 +208,36 @@ def test_ab_report_statistics_are_those_of_independent_keeps() -> None:
         for key in ("corr_lag1", "corr_lag4", "corr_rows", "corr_steps"):
             assert abs(s[key]) < bound, (arm, key, s[key])
         assert s["chi2_patterns"] < 50.0
+
+
+def test_fast_kernel_is_used_only_inside_its_block() -> None:
+    """``dropout_kernel("fast")`` routes every Dropout to the sliced-mask kernel, forward and
+    backward; outside the block (and after it) the masks are F.dropout's again."""
+    x = torch.randn(256, 40, requires_grad=True)
+    layer = Dropout(0.3).train()
+
+    def run(fn) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(9)
+        out = fn(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+        return out, grad
+
+    with dropout_kernel("fast"):
+        fast = run(layer)
+    kernel = run(lambda t: sliced_mask_dropout(t, 0.3))
+    after = run(layer)
+    reference = run(lambda t: nn.functional.dropout(t, 0.3, training=True))
+    assert torch.equal(fast[0], kernel[0]) and torch.equal(fast[1], kernel[1])
+    assert torch.equal(after[0], reference[0]) and torch.equal(after[1], reference[1])
+    assert not torch.equal(fast[0], reference[0])
+    # the kernel's gradient is its mask times the scale, the same mask as the forward
+    assert torch.equal((fast[1] != 0), (fast[0] != 0))
+
+
+def test_fast_kernel_keeps_eval_mode_identity_and_rejects_unknown_names() -> None:
+    x = torch.randn(8, 4)
+    with dropout_kernel("fast"):
+        assert Dropout(0.5).eval()(x) is x
+        assert Dropout(0.0).train()(x) is x
+    with pytest.raises(ValueError, match="dropout kernel must be one of"), dropout_kernel("bern"):
+        pass
