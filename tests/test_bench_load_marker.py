@@ -25,3 +25,21 @@ def test_loaded_rows_are_marked_and_explained() -> None:
     assert "Trained while the machine was busy" in text
     quiet = to_markdown(aggregate(runs[:1], "frappe"), "frappe")
     assert "†" not in quiet
+
+
+def test_a_run_filling_every_cpu_may_exceed_it_by_its_own_threads() -> None:
+    """Quiet 2-thread runs on 2 CPUs end near load 2.1 (their own Python/data threads): not
+    marked up to half a core above the CPU count; 1-thread runs and rows that predate the
+    threads field keep the plain rule."""
+
+    def with_threads(load: float, threads: int | None) -> BenchmarkRun:
+        r = run("deepfm", 2021, load)
+        r.threads = threads
+        return r
+
+    assert not with_threads(2.12, 2).timed_under_load
+    assert not with_threads(2.5, 2).timed_under_load
+    assert with_threads(2.6, 2).timed_under_load
+    assert with_threads(2.12, 1).timed_under_load
+    assert with_threads(2.12, None).timed_under_load
+    assert not with_threads(1.9, None).timed_under_load

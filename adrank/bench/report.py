@@ -283,7 +283,8 @@ def _write_load_note(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
     if any(r.loaded for r in rows):
         buf.write(
             "\n† Trained while the machine was busy (the 1-minute load average exceeded its CPU "
-            "count at the start or end of training): accuracy is unaffected, but the time is "
+            "count at the start or end of training, by more than half a core for a run whose "
+            "threads fill every CPU): accuracy is unaffected, but the time is "
             "not comparable with quiet rows; re-time it on a quiet machine before quoting it.\n"
         )
 
