@@ -45,9 +45,8 @@ SEEDS = (2021, 2022, 2023)
 ARMS = ("kernel", "torch")
 
 
-def kernel_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """The ``kernel`` arm: ``train.dropout_kernel: fast`` (CPU only; elsewhere ``F.dropout``)."""
-    return sliced_mask_dropout(x, p, training)
+#: the ``kernel`` arm: ``train.dropout_kernel: fast`` (CPU only; elsewhere ``F.dropout``)
+kernel_dropout = sliced_mask_dropout
 
 
 def torch_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

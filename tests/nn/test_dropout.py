@@ -241,3 +241,11 @@ def test_fast_kernel_keeps_eval_mode_identity_and_rejects_unknown_names() -> Non
         assert Dropout(0.0).train()(x) is x
     with pytest.raises(ValueError, match="dropout kernel must be one of"), dropout_kernel("bern"):
         pass
+
+
+def test_config_names_the_same_kernels_as_the_layer() -> None:
+    """adrank.config keeps its own copy (it does not import torch); they must agree."""
+    from adrank import config
+    from adrank.nn import dropout as layer
+
+    assert config.DROPOUT_KERNELS == layer.DROPOUT_KERNELS
