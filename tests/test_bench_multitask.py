@@ -109,6 +109,9 @@ def test_per_task_baseline_pair_scores_ctcvr_as_the_product(
     assert (click.task, engaged.task, pair.task) == ("click", "engaged", None)
     assert pair.parts == ["dnn@click", "dnn@engaged"] and pair.embedding_dim == 4
     assert pair.num_parameters == click.num_parameters + engaged.num_parameters
+    # the pair keeps its parts' threads and the slowest pace either part trained at
+    assert pair.threads == click.threads and pair.threads is not None
+    assert pair.speed_index == min(click.speed_index or 0.0, engaged.speed_index or 0.0) > 0
 
     labels = load_split(prepared, "test").data.labels.numpy()
     pctr = np.load(Path(click.run_dir) / "test_predictions.npy")

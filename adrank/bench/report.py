@@ -60,6 +60,8 @@ class LeaderboardRow:
     code: str = "–"
     #: the machines the seeds recorded (empty for rows recorded before runs named theirs)
     machines: tuple[str, ...] = ()
+    #: mean :func:`~adrank.bench.provenance.speed_index` of the seeds that timed one
+    speed_index: float | None = None
 
     @property
     def time_cell(self) -> str:
@@ -110,9 +112,15 @@ def aggregate(
                 loaded=any(r.timed_under_load for r in rs),
                 code=codes[model],
                 machines=tuple(dict.fromkeys(r.machine for r in rs if r.machine)),
+                speed_index=_mean_index(rs),
             )
         )
     return sorted(out, key=lambda r: -r.auc_mean)
+
+
+def _mean_index(runs: Sequence[BenchmarkRun]) -> float | None:
+    values = [r.speed_index for r in runs if r.speed_index]
+    return float(np.mean(values)) if values else None
 
 
 @dataclass(frozen=True)
@@ -256,6 +264,22 @@ def _write_machines(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
         buf.write("\n")
     if any(not r.machines for r in rows) and recorded:
         buf.write("Some rows were recorded before runs named their machine.\n\n")
+    timed = [r for r in rows if r.speed_index]
+    if timed:
+        low = min(timed, key=lambda r: r.speed_index or 0.0)
+        high = max(timed, key=lambda r: r.speed_index or 0.0)
+        buf.write(
+            "Speed index (reference MLP steps/s at the run's threads, timed just before each "
+            "run; `runs.jsonl` `speed_index`): "
+            + (
+                f"{low.speed_index:,.1f} for every timed row"
+                if low.speed_index == high.speed_index
+                else f"{low.speed_index:,.1f} ({low.model}) to {high.speed_index:,.1f} "
+                f"({high.model})"
+            )
+            + f", {len(timed)} of {len(rows)} rows timed. Train times compare across machines "
+            "once scaled by it (a row at half the index took about twice as long).\n\n"
+        )
 
 
 def _write_code_note(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
@@ -400,6 +424,7 @@ def to_csv(rows: list[LeaderboardRow], headlines: list[Headline] | None = None) 
             "reference_logloss",
             "delta_auc",
             "code",
+            "speed_index",
         ]
     )
     for r in rows:
@@ -419,6 +444,7 @@ def to_csv(rows: list[LeaderboardRow], headlines: list[Headline] | None = None) 
                 "" if r.reference_logloss is None else r.reference_logloss,
                 "" if r.delta is None else f"{r.delta:.6f}",
                 r.code,
+                "" if r.speed_index is None else f"{r.speed_index:.1f}",
             ]
         )
     return buf.getvalue()
@@ -435,6 +461,7 @@ def multitask_csv(rows: list[LeaderboardRow], headlines: list[Headline]) -> str:
         ["model", "seeds"]
         + [f"{k}_{s}" for k in keys for s in ("mean", "std")]
         + ["num_parameters", "embedding_dim", "epochs_mean", "train_time_s", "parts", "code"]
+        + ["speed_index"]
     )
     for r in rows:
         values = []
@@ -443,7 +470,8 @@ def multitask_csv(rows: list[LeaderboardRow], headlines: list[Headline]) -> str:
             values += [f"{mean:.6f}", f"{std:.6f}"]
         dim = "" if r.embedding_dim is None else r.embedding_dim
         stats = [r.num_parameters, dim, f"{r.epochs_mean:.2f}", f"{r.train_time_s:.1f}"]
-        w.writerow([r.model, r.seeds, *values, *stats, " ".join(r.parts), r.code])
+        index = "" if r.speed_index is None else f"{r.speed_index:.1f}"
+        w.writerow([r.model, r.seeds, *values, *stats, " ".join(r.parts), r.code, index])
     return buf.getvalue()
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from adrank.artifact import ArtifactError, load_split, read_manifest
-from adrank.bench.provenance import machine_line
+from adrank.bench.provenance import machine_line, speed_index
 from adrank.config import ConfigError, RunConfig, resolve_run_config
 from adrank.data.feature_map import FeatureMap, TaskInfo
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -93,6 +93,9 @@ class BenchmarkRun:
     #: the machine that trained the run (:func:`adrank.bench.provenance.machine_line`: CPU,
     #: cores, torch version and threads, Python); empty for rows recorded before runs named it
     machine: str = ""
+    #: :func:`adrank.bench.provenance.speed_index` (reference MLP steps/s at the run's
+    #: threads), timed just before training; ``None`` for rows recorded before runs timed it
+    speed_index: float | None = None
 
     @property
     def timed_under_load(self) -> bool:
@@ -330,6 +333,9 @@ def combine_runs(
         parts=[p.model for p in parts],
         load_average=max((p.load_average for p in parts if p.load_average), default=None),
         cpus=next((p.cpus for p in parts if p.cpus), None),
+        threads=next((p.threads for p in parts if p.threads), None),
+        # the slowest pace any part trained at
+        speed_index=min((p.speed_index for p in parts if p.speed_index), default=None),
     )
 
 
@@ -471,6 +477,7 @@ class _BenchmarkState:
             cfg = spec_config(self.dataset, spec, [*self.overrides, f"train.seed={seed}"])
             logger.info("benchmark: %s seed %d -> %s", spec, seed, run_dir)
             code = code_version()  # at the start: the code that trains the run
+            index = speed_index(cfg.train.num_threads)  # the machine's pace, just before
             train_run(
                 cfg, run_dir, prepared=prepared, resume=True, force_progress=self.force_progress
             )
@@ -478,6 +485,7 @@ class _BenchmarkState:
             if row is None:
                 raise RuntimeError(f"run {run_dir} finished without a manifest")
             row.machine = machine_line()  # after training: with the run's thread count
+            row.speed_index = index
         row.overrides = list(self.overrides)
         return self._record(row)
 
