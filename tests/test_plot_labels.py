@@ -36,8 +36,8 @@ def check_labels(fig, labels) -> None:
 
 def test_frappe_leaderboard_plot_labels_do_not_overlap() -> None:
     rows = aggregate(list(read_results(FRAPPE_RUNS).values()), "frappe")
-    # a crowded board: 19 models, two withheld until their re-runs finish (issue 19)
-    assert len(rows) >= 17
+    # a crowded board: all 19 models
+    assert len(rows) >= 19
     fig, labels = draw(leaderboard_panels(rows, []), "frappe")
     ax = fig.axes[0]
     best = max(r.auc_mean for r in rows)
