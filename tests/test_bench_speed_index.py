@@ -65,3 +65,10 @@ def test_leaderboard_states_the_range_and_the_csv_carries_the_mean() -> None:
                                                              "lr": ""}  # fmt: skip
     untimed = to_markdown(aggregate([run("lr", 2021, None)], "frappe"), "frappe")
     assert "Speed index" not in untimed
+
+
+def test_empty_workload_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="repeats and steps >= 1"):
+        speed_index(1, repeats=0)

@@ -58,6 +58,8 @@ def speed_index(threads: int | None = None, *, repeats: int = 5, steps: int = 10
 
     import torch
 
+    if repeats < 1 or steps < 1:
+        raise ValueError(f"speed_index needs repeats and steps >= 1, got {repeats}, {steps}")
     rows, width, hidden = SPEED_INDEX_SHAPE
     before = torch.get_num_threads()
     if threads:
@@ -78,14 +80,14 @@ def speed_index(threads: int | None = None, *, repeats: int = 5, steps: int = 10
 
             step()  # warm-up: allocator and kernels
             best = float("inf")
-            for _ in range(max(repeats, 1)):
+            for _ in range(repeats):
                 start = time.perf_counter()
-                for _ in range(max(steps, 1)):
+                for _ in range(steps):
                     step()
                 best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
-    return round(max(steps, 1) / best, 1)
+    return round(steps / best, 1)
 
 
 def machine_line() -> str:

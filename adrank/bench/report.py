@@ -264,18 +264,16 @@ def _write_machines(buf: io.StringIO, rows: list[LeaderboardRow]) -> None:
         buf.write("\n")
     if any(not r.machines for r in rows) and recorded:
         buf.write("Some rows were recorded before runs named their machine.\n\n")
-    timed = [r for r in rows if r.speed_index]
+    timed = sorted((r.speed_index, r.model) for r in rows if r.speed_index)
     if timed:
-        low = min(timed, key=lambda r: r.speed_index or 0.0)
-        high = max(timed, key=lambda r: r.speed_index or 0.0)
+        (low, slow), (high, fast) = timed[0], timed[-1]
         buf.write(
             "Speed index (reference MLP steps/s at the run's threads, timed just before each "
             "run; `runs.jsonl` `speed_index`): "
             + (
-                f"{low.speed_index:,.1f} for every timed row"
-                if low.speed_index == high.speed_index
-                else f"{low.speed_index:,.1f} ({low.model}) to {high.speed_index:,.1f} "
-                f"({high.model})"
+                f"{low:,.1f} for every timed row"
+                if low == high
+                else f"{low:,.1f} ({slow}) to {high:,.1f} ({fast})"
             )
             + f", {len(timed)} of {len(rows)} rows timed. Train times compare across machines "
             "once scaled by it (a row at half the index took about twice as long).\n\n"
