@@ -23,16 +23,21 @@ Protocol (identical for every framework):
   +-0.003 between seeds (DCNv2), so equal accuracy is judged on converged AUCs;
 * with DeepCTR-Torch in the run, ``peers/parity.py`` checks that its DeepFM and DCN networks
   compute the floor's function (same weights -> same probabilities and gradients);
-* every framework runs in its own subprocess with the same ``torch.set_num_threads``
-  (and ``OMP_NUM_THREADS``); peers run in ``benchmarks/.peers-venv`` (created on first use:
-  torch==2.13.0 CPU first, then deepctr-torch==0.3.0 and torch-rechub==0.9.0).
+* every run (one framework, one seed) is its own subprocess with the same
+  ``torch.set_num_threads`` (and ``OMP_NUM_THREADS``); ``--order interleaved`` (default)
+  runs them round-robin over the frameworks per seed, and "adrank ÷ this" is the median of
+  the per-seed ratios, because these 2-core VMs drift by 10-20 % over minutes (two
+  back-to-back runs of the grouped order put FinalMLP's adrank/floor ratio at 1.00 and
+  0.82); ``--order grouped`` runs each framework's seeds back to back; peers run in
+  ``benchmarks/.peers-venv`` (created on first use: torch==2.13.0 CPU first, then
+  deepctr-torch==0.3.0 and torch-rechub==0.9.0).
 
 Floor = ``benchmarks/peers/floor.py`` (hand-written networks and loop, no adrank import).
 Results: ``benchmarks/results/train_speed.{json,md}`` (``train_speed_converged`` with
 --converge, ``_quick`` appended with --quick).
-Finished (framework, model) cells are kept in ``<scratch>/train_speed/cells/``; ``--resume``
-reuses the ones whose spec is unchanged and, given more ``--repeats``, runs only the
-missing seeds.
+Finished runs are kept per (framework, model) cell in ``<scratch>/train_speed/cells/``,
+written after every run; ``--resume`` reuses the runs of cells whose spec is unchanged and
+runs only the missing seeds.
 """
 
 from __future__ import annotations
@@ -230,16 +235,54 @@ def cell_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
+ORDERS = ("interleaved", "grouped")
+
+
+def run_order(frameworks: list[str], seeds: list[int], order: str) -> list[tuple[str, int]]:
+    """The (framework, seed) runs of one model, in the order they run.
+
+    ``interleaved`` (the default): every framework's seed-2021 run, then every framework's
+    seed-2022 run, ... The 2-core VMs this runs on drift by 10-20 % over minutes, so runs of
+    one framework back to back can all land in a slow spell; round-robin puts each seed's
+    runs of all frameworks minutes apart, and the paired per-seed ratios cancel the drift.
+    ``grouped``: all of one framework's seeds, then the next framework's (the old order).
+    """
+    if order == "interleaved":
+        return [(fw, seed) for seed in seeds for fw in frameworks]
+    if order == "grouped":
+        return [(fw, seed) for fw in frameworks for seed in seeds]
+    raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+
+
+def rate(run: dict[str, Any]) -> float:
+    """A run's training samples/s over epochs 2..E (epoch 1 is warm-up)."""
+    times = run["epoch_train_s"]
+    timed = times[1:] if len(times) > 1 else times
+    return run["train_rows"] * len(timed) / sum(timed)
+
+
+def paired_ratios(
+    summaries: dict[str, dict[str, Any]], cells: dict[str, dict[str, Any]], model: str
+) -> None:
+    """Add, to each non-adrank framework's summary, adrank's samples/s over its own for
+    every seed both ran (``paired_ratios``) and their median (``paired_ratio``)."""
+    base = {r["seed"]: rate(r) for r in cells.get(f"adrank/{model}", {}).get("runs") or []}
+    for fw, summary in summaries.items():
+        if fw == "adrank" or not summary.get("available"):
+            continue
+        runs = cells.get(f"{fw}/{model}", {}).get("runs") or []
+        ratios = [base[r["seed"]] / rate(r) for r in runs if r["seed"] in base]
+        if ratios:
+            summary["paired_ratios"] = ratios
+            summary["paired_ratio"] = statistics.median(ratios)
+
+
 def summarize(cell: dict[str, Any]) -> dict[str, Any]:
     """Median samples/s over runs (epochs 2..E of each run), test AUC mean/std."""
     runs = cell.get("runs") or []
     if not runs:
         return {"available": False, "reason": cell.get("unavailable") or cell.get("error", "")}
-    rates = []
-    for r in runs:
-        times = r["epoch_train_s"]
-        timed = times[1:] if len(times) > 1 else times
-        rates.append(r["train_rows"] * len(timed) / sum(timed))
+    rates = [rate(r) for r in runs]
     aucs = [r["test_auc"] for r in runs if r["test_auc"] is not None]
     sps = statistics.median(rates)
     return {
@@ -254,6 +297,20 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
         "epochs_mean": statistics.fmean([len(r["epoch_train_s"]) for r in runs]),
         "runs": len(runs),
     }
+
+
+def order_text(order: str) -> str:
+    if order == "interleaved":
+        return (
+            "each in its own process, round-robin over the frameworks per seed (every "
+            "framework's first seed, then every framework's second, ...), so that the "
+            "machine's drift hits all alike. adrank ÷ this is the median over seeds of "
+            "adrank's samples/s over this framework's in the same round (range in brackets)."
+        )
+    return (
+        "each framework's runs back to back, one framework after another; adrank ÷ this is "
+        "the ratio of the median samples/s."
+    )
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -274,6 +331,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Training throughput on frappe ({cfg['train_rows']:,} train rows), batch "
         f"{cfg['batch_size']}, emb 10, {cfg['threads']} threads, {schedule} (mean ± std over "
         "the runs' seeds).\n",
+        f"Runs: {order_text(cfg.get('order', 'grouped'))}\n",
         "| model | framework | samples/s | epoch s | epochs | test AUC | adrank ÷ this "
         "| ΔAUC (adrank − this) |",
         "|---|---|---|---|---|---|---|---|",
@@ -288,6 +346,9 @@ def markdown(results: dict[str, Any]) -> str:
             ratio = dauc = ""
             if base.get("available") and fw != "adrank":
                 ratio = f"{base['samples_per_s'] / s['samples_per_s']:.2f}×"
+                if s.get("paired_ratios"):
+                    lo, hi = min(s["paired_ratios"]), max(s["paired_ratios"])
+                    ratio = f"{s['paired_ratio']:.2f}× ({lo:.2f}–{hi:.2f})"
                 if base["test_auc_mean"] is not None and s["test_auc_mean"] is not None:
                     dauc = f"{base['test_auc_mean'] - s['test_auc_mean']:+.4f}"
             auc = (
@@ -342,6 +403,13 @@ def main(argv: list[str] | None = None) -> None:
         help="train every run to convergence (BARS protocol) and compare converged test AUCs",
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="interleaved",
+        help="interleaved: round-robin over frameworks per seed (default); grouped: one "
+        "framework's seeds back to back",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--scratch", type=Path, default=DEFAULT_SCRATCH)
@@ -396,26 +464,38 @@ def main(argv: list[str] | None = None) -> None:
         if args.converge:
             spec.update(converge=True, patience=run_cfg.train.patience)
         key = cell_key(spec)
-        results["models"][model] = {}
-        wanted = range(args.seed, args.seed + args.repeats)
+        wanted = list(range(args.seed, args.seed + args.repeats))
+        cells: dict[str, dict[str, Any] | None] = {}
         for fw in frameworks:
             done = work / "cells" / f"{fw}-{model}-{key}.json"
-            cell = json.loads(done.read_text()) if args.resume and done.exists() else None
-            have = {r["seed"] for r in (cell or {}).get("runs", [])}
-            missing = [seed for seed in wanted if seed not in have]
-            if cell is not None and (not missing or cell.get("unavailable")):
-                print(f"{model}/{fw}: reused {done.name}", flush=True)
+            cells[fw] = json.loads(done.read_text()) if args.resume and done.exists() else None
+        for fw, seed in run_order(frameworks, wanted, args.order):
+            cell = cells[fw]
+            if cell is not None and (
+                cell.get("unavailable")
+                or cell.get("error")
+                or any(r["seed"] == seed for r in cell.get("runs") or [])
+            ):
+                continue  # finished (or this framework cannot run the model)
+            print(f"{model}/{fw}: seed {seed}", flush=True)
+            one = {**spec, "seed": seed, "repeats": 1}
+            new = run_cell(fw, one, work / "cells", args.peers_venv)
+            runs = [*(cell or {}).get("runs", []), *new.get("runs", [])]
+            cell = {**new, "runs": runs}
+            cells[fw] = cell
+            if runs or cell.get("unavailable"):
+                atomic_write_text(
+                    work / "cells" / f"{fw}-{model}-{key}.json", json.dumps(cell, indent=2)
+                )
+            if new.get("runs"):
+                r = new["runs"][-1]
+                print(f"  {rate(r):,.0f} samples/s, test AUC {r['test_auc']}", flush=True)
             else:
-                todo = spec
-                if cell is not None:  # run only the missing seeds, keep the finished ones
-                    todo = {**spec, "seed": missing[0], "repeats": missing[-1] - missing[0] + 1}
-                print(f"{model}/{fw}: running seeds {todo['seed']}..", flush=True)
-                new = run_cell(fw, todo, work / "cells", args.peers_venv)
-                if cell is not None and new.get("runs"):
-                    new["runs"] = cell["runs"] + [r for r in new["runs"] if r["seed"] not in have]
-                cell = new
-                if cell.get("runs") or cell.get("unavailable"):
-                    atomic_write_text(done, json.dumps(cell, indent=2))
+                reason = new.get("unavailable") or str(new.get("error", "")).strip()[-400:]
+                print(f"  unavailable: {reason}", flush=True)
+        results["models"][model] = {}
+        for fw in frameworks:
+            cell = cells[fw] or {"runs": [], "error": "not run"}
             cell = {
                 **cell,
                 "runs": sorted(
@@ -423,17 +503,9 @@ def main(argv: list[str] | None = None) -> None:
                     key=lambda r: r["seed"],
                 ),
             }
-            summary = summarize(cell)
-            results["models"][model][fw] = summary
+            results["models"][model][fw] = summarize(cell)
             results["cells"][f"{fw}/{model}"] = cell
-            if summary["available"]:
-                print(
-                    f"  {summary['samples_per_s']:,.0f} samples/s, test AUC "
-                    f"{summary['test_auc_mean']}",
-                    flush=True,
-                )
-            else:
-                print(f"  unavailable: {str(summary['reason'])[-400:]}", flush=True)
+        paired_ratios(results["models"][model], results["cells"], model)
         if "deepctr_torch" in frameworks and model in PARITY_MODELS:
             parity = run_cell("parity", spec, work / "cells", args.peers_venv)
             results.setdefault("parity", {})[model] = parity
@@ -447,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         "quick": args.quick,
         "seed": args.seed,
         "converge": args.converge,
+        "order": args.order,
         "patience": "/".join(sorted({str(p) for p in patience.values()})),
     }
     md = markdown(results)

@@ -96,3 +96,58 @@ def test_cell_key_ignores_repeats_only() -> None:
     assert cell_key(spec) == cell_key({**spec, "repeats": 3})
     assert cell_key(spec) != cell_key({**spec, "seed": 2022})
     assert cell_key(spec) != cell_key({**spec, "converge": False})
+
+
+def test_run_order_interleaves_frameworks_per_seed() -> None:
+    from benchmarks.train_speed import run_order
+
+    fws, seeds = ["adrank", "floor"], [2021, 2022]
+    assert run_order(fws, seeds, "interleaved") == [
+        ("adrank", 2021),
+        ("floor", 2021),
+        ("adrank", 2022),
+        ("floor", 2022),
+    ]
+    assert run_order(fws, seeds, "grouped") == [
+        ("adrank", 2021),
+        ("adrank", 2022),
+        ("floor", 2021),
+        ("floor", 2022),
+    ]
+    with pytest.raises(ValueError, match="order must be one of"):
+        run_order(fws, seeds, "random")
+
+
+def test_paired_ratios_pair_runs_by_seed() -> None:
+    """adrank ÷ floor is the median of per-seed ratios, each from the same round."""
+    from benchmarks.train_speed import paired_ratios
+
+    def runs(per_seed_s: dict[int, float]) -> dict:
+        return {
+            "runs": [
+                {"seed": s, "epoch_train_s": [9.0, t], "train_rows": 1000, "test_auc": 0.97,
+                 "test_logloss": 0.2}
+                for s, t in per_seed_s.items()
+            ]
+        }  # fmt: skip
+
+    # a slow spell in round 2022 hits both frameworks: the paired ratios stay 2.0 there
+    cells = {
+        "adrank/deepfm": runs({2021: 0.5, 2022: 1.0, 2023: 0.5}),
+        "floor/deepfm": runs({2021: 1.0, 2022: 2.0, 2023: 0.8}),
+        "fm_only/deepfm": {"runs": [], "unavailable": "no such model"},
+    }
+    summaries = {name.split("/")[0]: summarize(c) for name, c in cells.items()}
+    paired_ratios(summaries, cells, "deepfm")
+    assert summaries["floor"]["paired_ratios"] == [2.0, 2.0, 1.6]
+    assert summaries["floor"]["paired_ratio"] == 2.0
+    assert "paired_ratio" not in summaries["adrank"] and "paired_ratio" not in summaries["fm_only"]
+    md = markdown(
+        {
+            "config": {"train_rows": 1000, "batch_size": 4096, "threads": 2, "epochs": 2,
+                       "repeats": 3, "order": "interleaved"},
+            "models": {"deepfm": {k: summaries[k] for k in ("adrank", "floor")}},
+        }
+    )  # fmt: skip
+    assert "| 2.00× (1.60–2.00) |" in md
+    assert "round-robin over the frameworks per seed" in md
