@@ -484,8 +484,11 @@ def main(argv: list[str] | None = None) -> None:
             cell = {**new, "runs": runs}
             cells[fw] = cell
             if runs or cell.get("unavailable"):
+                # a failed run's error stays in memory (this invocation skips the
+                # framework's other seeds) but not on disk, so --resume retries it
+                kept = {k: v for k, v in cell.items() if k != "error"}
                 atomic_write_text(
-                    work / "cells" / f"{fw}-{model}-{key}.json", json.dumps(cell, indent=2)
+                    work / "cells" / f"{fw}-{model}-{key}.json", json.dumps(kept, indent=2)
                 )
             if new.get("runs"):
                 r = new["runs"][-1]
