@@ -33,15 +33,20 @@ trains a fresh model for ``--epochs`` epochs; epoch 1 is warm-up, the run's rate
 reach 0.9x the issue's reference rates (DeepFM at 8M rows: 2.06M samples/s at batch 8,192,
 4.03M at 65,536); on another GPU the results say so and quote the loop's rates.
 
-Modes: ``--ablation`` trains adrank on DeepFM at batch 65,536 with each GPU setting
+Variants: ``--variants reduce-overhead`` times adrank with other settings (:data:`VARIANTS`)
+beside its defaults in every cell, same seeds: candidates for a CUDA default.
+
+Modes: ``--ablation`` trains adrank on DeepFM at ``--ablation-batch`` with each GPU setting
 toggled one at a time (``gpu_ablation``); ``--accuracy`` trains DeepFM on frappe (committed
 config, validation early stopping) on ``--device`` and on the CPU, ``--accuracy-seeds`` seeds
-each, and checks |mean test AUC difference| <= 2 x pooled std (``gpu_accuracy``);
-``--profile`` counts host syncs and device-to-host copies in 20 adrank steps with
-``torch.profiler`` (``gpu_profile.md``); ``--session`` runs the cells, the profile, the
-accuracy check and the ablation in that order within ``--budget-s`` seconds, skipping what
-no longer fits (``--cpu-reference runs.jsonl`` takes the CPU side of the accuracy check
-from recorded runs instead of training it). Results go to ``<results-dir>/gpu*.{json,md}``.
+each, and checks |mean test AUC difference| <= 2 x pooled std (``gpu_accuracy``;
+``--accuracy-variant auto`` trains the device side with the variant that beat the defaults
+in the cells, if one did; ``--cpu-reference runs.jsonl`` takes the CPU side from recorded
+runs); ``--profile`` times and profiles DeepFM steps of adrank, its variants and the loop
+(:mod:`benchmarks.gpu_profile`, ``gpu_profile.md``). ``--session`` runs the cells (for at
+most ``--cells-budget-s``), the profile, the accuracy check, the ablation and the tuned loop
+in that order within ``--budget-s`` seconds, skipping what no longer fits. Results go to
+``<results-dir>/gpu*.{json,md}``.
 
 Imports neither polars nor the serving extras (the GPU machine has neither).
 """
@@ -62,12 +67,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from adrank.config import RunConfig, TrainConfig
+from adrank.config import TrainConfig
 from adrank.data.batches import InMemoryLoader
 from adrank.models.registry import build_model
 from adrank.train.trainer import Trainer
 from adrank.utils import seed_everything
-from benchmarks.gpu_data import Split, criteo_split, export_frappe, frappe_split, load_frappe
+from benchmarks.gpu_accuracy import accuracy_variant, run_accuracy
+from benchmarks.gpu_data import Split, criteo_split, export_frappe, frappe_split
 from benchmarks.gpu_report import (
     ablation_markdown,
     accuracy_markdown,
@@ -126,6 +132,12 @@ ABLATION: dict[str, dict[str, Any]] = {
     "compile reduce-overhead (CUDA graphs)": {"compile": "reduce-overhead"},
 }
 
+#: adrank settings the cells time beside adrank's defaults (``--variants``): candidates for a
+#: CUDA default, each one more side per cell (a failing variant is recorded, not fatal).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "reduce-overhead": {"compile": "reduce-overhead"},
+}
+
 
 class Budget:
     """Seconds left for ``--session`` (``None``: unlimited)."""
@@ -135,6 +147,15 @@ class Budget:
 
     def left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def part(self, seconds: float | None) -> Budget:
+        """A budget that ends after ``seconds`` or with this one, whichever is first."""
+        if seconds is None:
+            return self
+        part = Budget(seconds)
+        if self.deadline is not None:
+            part.deadline = min(self.deadline, part.deadline)  # type: ignore[type-var]
+        return part
 
 
 # ------------------------------------------------------------------------- the two sides ----
@@ -173,6 +194,7 @@ def adrank_run(
         **settings,
     )
     loader = InMemoryLoader(split.data, batch_size, shuffle=True, seed=seed)
+    skips = _cudagraph_skips()
     result = Trainer(net, config).fit(loader)
     times = [h["train_time_s"] for h in result.history]
     losses = [h["train_loss"] for h in result.history]
@@ -182,7 +204,14 @@ def adrank_run(
         "epoch_train_s": times,
         "train_loss": losses,
         "samples_per_s": _rate(len(split.data), times),
+        "cudagraph_skips": _cudagraph_skips() - skips,  # graphs inductor chose not to record
     }
+
+
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def loop_run(
@@ -210,6 +239,42 @@ def loop_run(
         torch.backends.cuda.matmul.allow_tf32 = saved_tf32
 
 
+class LoopSide:
+    """The hand-written loop's state: the split resident on ``device`` (one (N, C) matrix
+    per dtype, labels (N,)), the network, its fused Adam and forward; :meth:`step` trains
+    on the rows ``idx`` (a device tensor) and returns the detached loss."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        split: Split,
+        device: torch.device,
+    ) -> None:
+        batch = split.data.data
+        self.net, self.forward, self.optimizer = net, forward, optimizer
+        self.by_dtype: dict[torch.dtype, list[str]] = {}
+        for name, t in batch.features.items():
+            self.by_dtype.setdefault(t.dtype, []).append(name)
+        self.matrices = {
+            dtype: torch.stack([batch.features[n].to(device) for n in names], dim=1)
+            for dtype, names in self.by_dtype.items()
+        }
+        self.labels = batch.labels[:, 0].contiguous().to(device)
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        features = {}
+        for dtype, names in self.by_dtype.items():
+            block = self.matrices[dtype][idx]
+            features.update({n: block[:, j] for j, n in enumerate(names)})
+        loss = F.binary_cross_entropy_with_logits(self.forward(features), self.labels[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
 def _loop(
     net: torch.nn.Module,
     forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
@@ -220,17 +285,8 @@ def _loop(
     seed: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    batch = split.data.data
-    by_dtype: dict[torch.dtype, list[str]] = {}
-    for name, t in batch.features.items():
-        by_dtype.setdefault(t.dtype, []).append(name)
-    # the split resident on the device: one (N, C) matrix per dtype, labels (N,)
-    matrices = {
-        dtype: torch.stack([batch.features[n].to(device) for n in names], dim=1)
-        for dtype, names in by_dtype.items()
-    }
-    labels = batch.labels[:, 0].contiguous().to(device)
-    rows = len(labels)
+    side = LoopSide(net, forward, optimizer, split, device)
+    rows = len(side.labels)
     stop = rows - 1 if rows > 1 and rows % batch_size == 1 else rows  # adrank's 1-row rule
     gen = torch.Generator(device=device).manual_seed(seed)
     times, losses = [], []
@@ -242,18 +298,10 @@ def _loop(
         perm = torch.randperm(rows, generator=gen, device=device)
         for first in range(0, stop, batch_size):
             idx = perm[first : min(first + batch_size, stop)]
-            features = {}
-            for dtype, names in by_dtype.items():
-                block = matrices[dtype][idx]
-                features.update({n: block[:, j] for j, n in enumerate(names)})
-            loss = F.binary_cross_entropy_with_logits(forward(features), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum += side.step(idx) * len(idx)
         losses.append(float(loss_sum) / stop)  # the epoch's only sync
         times.append(time.perf_counter() - start)
-    del matrices
+    del side
     return {
         "seed": seed,
         "epoch_train_s": times,
@@ -284,6 +332,7 @@ def run_cells(
             "rows": len(splits[cell.name].data),
             "adrank": [],
             "loop": [],
+            "variants": {v: {"settings": VARIANTS[v], "runs": []} for v in args.variants},
         }
         for cell in cells
     }
@@ -294,16 +343,24 @@ def run_cells(
             if budget.left() < args.min_left_s:
                 out["skipped"] = f"time budget: {len(out['adrank'])} of {args.repeats} runs"
                 continue
+            split = splits[cell.name]
             for side, run in (("loop", loop_run), ("adrank", adrank_run)):
-                split = splits[cell.name]
                 out[side].append(run(split, cell.model, cell.batch_size, args.epochs, seed, device))
                 _free_device(device)
-            print(
-                f"{cell.name} seed {seed}: samples/s loop "
-                f"{out['loop'][-1]['samples_per_s']:,.0f}, adrank "
-                f"{out['adrank'][-1]['samples_per_s']:,.0f}",
-                flush=True,
+            line = (
+                f"{cell.name} seed {seed}: samples/s loop {out['loop'][-1]['samples_per_s']:,.0f}"
+                f", adrank {out['adrank'][-1]['samples_per_s']:,.0f}"
             )
+            for v in args.variants:
+                try:
+                    r = adrank_run(split, cell.model, cell.batch_size, args.epochs, seed, device,
+                                   **VARIANTS[v])  # fmt: skip
+                except Exception as exc:  # a variant that fails is a result too
+                    r = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                _free_device(device)
+                out["variants"][v]["runs"].append(r)
+                line += f", {v} {r.get('samples_per_s', r.get('error'))}"
+            print(line, flush=True)
             _summarize(out, cell, args, device)
             on_update(results)
     for cell in cells:
@@ -356,6 +413,13 @@ def _summarize(
     out["ratio"] = ours / loop if loop and ours else None
     tuned = out["loop_tuned_samples_per_s"]
     out["ratio_tuned"] = ours / tuned if tuned and ours else None
+    for v in out.get("variants", {}).values():
+        rates = [r["samples_per_s"] for r in v["runs"] if "samples_per_s" in r]
+        v["samples_per_s"] = statistics.median(rates) if rates else None
+        rate = v["samples_per_s"]
+        v["ratio"] = rate / loop if loop and rate else None
+        v["vs_defaults"] = rate / ours if ours and rate else None
+        v["errors"] = [r["error"] for r in v["runs"] if "error" in r]
     ref = REFERENCE_LOOP.get((cell.model, cell.batch_size))
     if ref is not None and loop is not None:
         name = device_name(device)
@@ -409,131 +473,6 @@ def run_ablation(
     return out
 
 
-# --------------------------------------------------------------------------- accuracy ----
-def run_accuracy(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
-    fm, splits = load_frappe(args.frappe)
-    cfg = RunConfig.load(ROOT / "configs" / "models" / "frappe" / "deepfm.yaml")
-    out: dict[str, Any] = {"model": "deepfm", "data": "frappe", "config": cfg.to_dict()}
-    out["devices"] = {}
-    for side, device in (("device", args.device), ("cpu", "cpu")):
-        if side == "cpu" and args.cpu_reference is not None:
-            out["devices"][side] = _recorded_runs(args.cpu_reference, args)
-            continue
-        runs = []
-        for r in range(args.accuracy_seeds):
-            if budget.left() < args.min_left_s:
-                break
-            seed = args.seed + r
-            seed_everything(seed)
-            net = build_model("deepfm", fm, **cfg.params)
-            settings = {
-                **vars(cfg.train),
-                "device": device,
-                "seed": seed,
-                "progress": False,
-                "max_epochs": min(cfg.train.max_epochs, args.accuracy_epochs),
-            }
-            if device == "cpu":
-                settings["num_threads"] = args.cpu_threads
-            result = Trainer(net, TrainConfig(**settings)).fit(
-                splits["train"], splits["valid"], splits["test"]
-            )
-            runs.append(
-                {
-                    "seed": seed,
-                    "test_auc": (result.test or {}).get("auc"),
-                    "best_epoch": result.best_epoch,
-                }
-            )
-            print(f"accuracy {device} seed {seed}: {runs[-1]}", flush=True)
-        out["devices"][side] = _auc_summary(device, runs)
-    a, b = out["devices"]["device"], out["devices"]["cpu"]
-    if a["std"] is not None and b["std"] is not None:
-        pooled = math.sqrt((a["std"] ** 2 + b["std"] ** 2) / 2)
-        out["delta_mean_auc"] = a["mean"] - b["mean"]
-        out["pooled_std"] = pooled
-        out["within_2_pooled_std"] = abs(out["delta_mean_auc"]) <= 2 * pooled
-    return out
-
-
-def _auc_summary(device: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    aucs = [r["test_auc"] for r in runs]
-    return {
-        "device": device,
-        "runs": runs,
-        "mean": statistics.fmean(aucs) if aucs else None,
-        "std": statistics.stdev(aucs) if len(aucs) > 1 else None,
-    }
-
-
-def _recorded_runs(path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """CPU runs of DeepFM on frappe recorded by ``adrank benchmark`` (``runs.jsonl``), for
-    the accuracy seeds, instead of training them again on the GPU machine's CPU."""
-    seeds = [args.seed + r for r in range(args.accuracy_seeds)]
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    runs = [
-        {"seed": r["seed"], "test_auc": r["test_auc"], "best_epoch": r.get("best_epoch")}
-        for r in rows
-        if r.get("model") == "deepfm" and r.get("seed") in seeds
-    ]
-    if sorted(r["seed"] for r in runs) != seeds:
-        raise ValueError(f"{path}: expected one deepfm row for each seed {seeds}")
-    summary = _auc_summary("cpu", runs)
-    summary["source"] = f"recorded in {path}"
-    return summary
-
-
-# ---------------------------------------------------------------------------- profile ----
-def run_profile(args: argparse.Namespace) -> str:
-    """Host syncs and device-to-host copies in 20 adrank steps (DeepFM, ablation batch)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    device = torch.device(args.device)
-    split = criteo_split(min(args.rows, 21 * args.ablation_batch), args.max_cardinality)
-    seed_everything(args.seed)
-    net = build_model("deepfm", split.feature_map, **CRITEO_PARAMS["deepfm"])
-    trainer = Trainer(
-        net, TrainConfig(device=str(device), batch_size=args.ablation_batch, progress=False)
-    )
-    loader = trainer._train_loader(InMemoryLoader(split.data, args.ablation_batch, shuffle=True))
-    batches = iter(loader)
-    trainer.train_step(next(batches))  # warm-up outside the profile
-    _sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _, batch in zip(range(20), batches, strict=False):
-            trainer.train_step(batch)
-        _sync(device)
-    names = (
-        "cudaStreamSynchronize",
-        "cudaDeviceSynchronize",
-        "cudaEventSynchronize",
-        "aten::item",
-        "aten::_local_scalar_dense",
-        "Memcpy DtoH",
-        "Memcpy HtoD",
-        "cudaMemcpyAsync",
-    )
-    counts = {n: 0 for n in names}
-    for event in prof.events():
-        for n in names:
-            if n in event.name:
-                counts[n] += 1
-    lines = [
-        f"# adrank step loop profile ({device_name(device)}, torch {torch.__version__})",
-        "",
-        f"{type(loader).__name__}, DeepFM, batch {args.ablation_batch}, 20 steps after one "
-        "warm-up step.",
-        "",
-        "| event | count |",
-        "|---|---|",
-    ]
-    lines += [f"| {n} | {c} |" for n, c in counts.items()]
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    lines += ["", "```", prof.key_averages().table(sort_by=sort, row_limit=25), "```", ""]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------- main ----
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks gpu", description=__doc__.split("\n")[0])
@@ -561,6 +500,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="runs.jsonl with recorded CPU runs of deepfm on frappe (else train them)",
     )
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--profile-steps", type=int, default=20, help="steps timed, then profiled")
     p.add_argument(
         "--tuned-loop", action="store_true", help="also time the loop with TF32 + compile"
     )
@@ -569,11 +509,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--session", action="store_true", help="cells, accuracy, tuned loop, profile, ablation"
     )
     p.add_argument("--budget-s", type=float, default=None)
+    p.add_argument(
+        "--cells-budget-s",
+        type=float,
+        default=None,
+        help="start no cell run after this many seconds (the rest is for the other parts)",
+    )
+    p.add_argument(
+        "--variants",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=[],
+        help=f"adrank settings to time beside its defaults in every cell: {sorted(VARIANTS)}",
+    )
+    p.add_argument(
+        "--accuracy-variant",
+        default="none",
+        help="train the accuracy check's device side with a variant: none, auto or a name",
+    )
     p.add_argument("--min-left-s", type=float, default=45.0, help="start no run with less left")
     args = p.parse_args(argv)
     unknown = sorted(set(args.cells) - set(CELLS))
     if unknown:
         p.error(f"unknown cell(s) {unknown}; choose from {sorted(CELLS)}")
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+    if args.accuracy_variant not in ("none", "auto", *VARIANTS):
+        p.error(f"--accuracy-variant: none, auto or one of {sorted(VARIANTS)}")
     return args
 
 
@@ -588,15 +550,15 @@ def main(argv: list[str] | None = None) -> None:
     plain = not (args.ablation or args.accuracy or args.profile)
     cells: dict[str, Any] = {}
     if plain or args.session:
-        cells = _cells(args, budget, info)
-    if args.accuracy or args.session:
-        _accuracy(args, budget, info)
-    if cells and (args.tuned_loop or args.session):
-        _tuned(args, budget, info, cells)
-    if args.profile or args.session:
+        cells = _cells(args, budget.part(args.cells_budget_s), info)
+    if args.profile or args.session:  # cheap (seconds), and says where a step's time goes
         _profile(args, budget)
+    if args.accuracy or args.session:
+        _accuracy(args, budget, info, accuracy_variant(args.accuracy_variant, cells, VARIANTS))
     if args.ablation or args.session:
         _ablation(args, budget, info)
+    if cells and (args.tuned_loop or args.session):
+        _tuned(args, budget, info, cells)
     print(f"results in {args.results_dir}", flush=True)
 
 
@@ -632,18 +594,27 @@ def _ablation(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) ->
     save(run_ablation(args, budget, save))
 
 
-def _accuracy(args: argparse.Namespace, budget: Budget, info: dict[str, Any]) -> None:
+def _accuracy(
+    args: argparse.Namespace,
+    budget: Budget,
+    info: dict[str, Any],
+    variant: tuple[str, str] | None = None,
+) -> None:
     if budget.left() < args.min_left_s:
         return
-    out = run_accuracy(args, budget)
+    out = run_accuracy(args, budget, VARIANTS, variant)
     write(args.results_dir, "gpu_accuracy", {"machine": info, **out}, accuracy_markdown(out))
 
 
 def _profile(args: argparse.Namespace, budget: Budget) -> None:
     if budget.left() < args.min_left_s:
         return
+    from adrank.utils import atomic_write_text
+    from benchmarks.gpu_profile import run_profile
+
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "gpu_profile.md").write_text(run_profile(args))
+    markdown = run_profile(args, {v: VARIANTS[v] for v in args.variants})
+    atomic_write_text(args.results_dir / "gpu_profile.md", markdown)
 
 
 if __name__ == "__main__":

@@ -43,16 +43,38 @@ def cells_markdown(results: dict[str, Any], info: dict[str, Any], args: argparse
         "samples/s over training steps only. Same network on both sides (the adrank model "
         "module); see benchmarks/gpu.py for the two loops. Criteo cells are synthetic data.",
         "",
-        "| cell | data | loop, samples/s | adrank, samples/s | adrank / loop | honesty check |",
-        "|---|---|---|---|---|---|",
     ]
+    variants = list(dict.fromkeys(v for r in results.values() for v in r.get("variants", {})))
+    head = "| cell | data | loop, samples/s | adrank, samples/s | adrank / loop |"
+    head += "".join(f" adrank {v}, samples/s | {v} / loop |" for v in variants)
+    lines += [head + " honesty check |", "|---" * (6 + 2 * len(variants)) + "|"]
+    notes = []
     for name, r in results.items():
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
         note = r.get("honesty", "") + (f" ({r['skipped']})" if r.get("skipped") else "")
-        lines.append(
+        row = (
             f"| {name} | {r['data']} | {num(r.get('loop_samples_per_s'))} | "
-            f"{num(r.get('adrank_samples_per_s'))} | {ratio} | {note} |"
+            f"{num(r.get('adrank_samples_per_s'))} | {ratio} |"
         )
+        for v in variants:
+            got = r.get("variants", {}).get(v, {})
+            row += f" {num(got.get('samples_per_s'))} | {num(got.get('ratio'), '.2f')} |"
+            for run in got.get("runs", []):
+                if run.get("error"):
+                    notes.append(f"{name}, {v}, seed {run['seed']}: {run['error']}")
+                elif run.get("cudagraph_skips"):
+                    notes.append(
+                        f"{name}, {v}, seed {run['seed']}: inductor skipped CUDA graphs for "
+                        f"{run['cudagraph_skips']} compiled graph(s)"
+                    )
+        lines.append(row + f" {note} |")
+    if variants:
+        lines += [
+            "",
+            "Variants: adrank with these settings instead of its defaults, same runs and "
+            "seeds: " + "; ".join(f"{v} = `{results_settings(results, v)}`" for v in variants),
+        ]
+    lines += [f"* {n}" for n in notes] if not notes else ["", *[f"* {n}" for n in notes]]
     tuned = {n: r for n, r in results.items() if r.get("loop_tuned")}
     if tuned:
         lines += [
@@ -70,6 +92,13 @@ def cells_markdown(results: dict[str, Any], info: dict[str, Any], args: argparse
                 f"{num(r.get('adrank_samples_per_s'))} | {ratio} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def results_settings(results: dict[str, Any], variant: str) -> dict[str, Any]:
+    for r in results.values():
+        if variant in r.get("variants", {}):
+            return r["variants"][variant]["settings"]
+    return {}
 
 
 def ablation_markdown(out: dict[str, Any]) -> str:
@@ -96,6 +125,9 @@ def accuracy_markdown(out: dict[str, Any]) -> str:
     lines = [
         "# DeepFM on frappe: accelerator vs CPU test AUC",
         "",
+        "Accelerator side: adrank's "
+        + _settings_text(out.get("device_settings", {"variant": "defaults"})),
+        "",
         "| device | seeds | mean test AUC | std | source |",
         "|---|---|---|---|---|",
     ]
@@ -113,6 +145,13 @@ def accuracy_markdown(out: dict[str, Any]) -> str:
             f"{2 * out['pooled_std']:.5f}: {verdict}.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    if settings.get("variant", "defaults") == "defaults":
+        return "defaults."
+    extra = {k: v for k, v in settings.items() if k not in ("variant", "why")}
+    return f"defaults with {extra} (variant {settings['variant']}: {settings.get('why', '')})."
 
 
 def write(results_dir: Path, name: str, payload: dict[str, Any], markdown: str) -> None:

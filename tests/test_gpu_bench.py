@@ -12,6 +12,7 @@ import torch
 from adrank.data.batches import Batch, TensorData
 from adrank.data.feature_map import FeatureMap, FieldInfo
 from benchmarks import gpu
+from benchmarks.gpu_accuracy import accuracy_variant
 from benchmarks.gpu_data import _pack_split, load_frappe, save_frappe
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "country")
@@ -93,7 +94,8 @@ def test_ablation_accuracy_and_profile_modes(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     fake_frappe(tmp_path / "frappe.pt")
     argv = tiny(tmp_path, "--ablation", "--ablation-batch", "64", "--accuracy")
-    gpu.main([*argv, "--accuracy-seeds", "2", "--accuracy-epochs", "1", "--profile"])
+    gpu.main([*argv, "--accuracy-seeds", "2", "--accuracy-epochs", "1", "--profile",
+              "--variants", "reduce-overhead", "--profile-steps", "2"])  # fmt: skip
     results = tmp_path / "results"
     assert not (results / "gpu.json").exists()  # modes alone do not run the cells
     ablation = json.loads((results / "gpu_ablation.json").read_text())
@@ -107,7 +109,11 @@ def test_ablation_accuracy_and_profile_modes(tmp_path: Path) -> None:
     assert isinstance(accuracy["within_2_pooled_std"], bool)
     assert "2 x pooled std" in (results / "gpu_accuracy.md").read_text()
     profile = (results / "gpu_profile.md").read_text()
-    assert "| aten::item |" in profile and "InMemoryLoader" in profile
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in profile.splitlines()
+            if line.startswith("| adrank") or line.startswith("| loop")}  # fmt: skip
+    assert set(rows) == {"adrank (defaults)", "adrank (reduce-overhead)", "loop"}
+    assert all(float(cells[1]) > 0 for cells in rows.values())  # wall ms per step, measured
+    assert "adrank (defaults), the profiled steps" in profile  # torch's table of operations
 
 
 def test_accuracy_takes_the_cpu_side_from_recorded_runs(tmp_path: Path) -> None:
@@ -150,3 +156,68 @@ def test_tuned_loop_adds_its_runs_and_ratio_to_the_cells(tmp_path: Path) -> None
     )
     markdown = (tmp_path / "results" / "gpu.md").read_text()
     assert "| deepfm-8192 | 1 |" in markdown and "adrank / tuned loop" in markdown
+
+
+def test_variants_are_timed_beside_the_defaults_in_every_cell(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    fake_frappe(tmp_path / "frappe.pt")
+    gpu.main(tiny(tmp_path, "--cells", "deepfm-8192,dcnv2-65536", "--variants", "reduce-overhead"))
+    cells = json.loads((tmp_path / "results" / "gpu.json").read_text())["cells"]
+    for cell in cells.values():
+        variant = cell["variants"]["reduce-overhead"]
+        assert variant["settings"] == {"compile": "reduce-overhead"}
+        assert len(variant["runs"]) == 1 and variant["errors"] == []
+        assert variant["runs"][0]["seed"] == cell["adrank"][0]["seed"]  # same seeds
+        assert variant["ratio"] == pytest.approx(
+            variant["samples_per_s"] / cell["loop_samples_per_s"]
+        )
+        assert variant["vs_defaults"] == pytest.approx(
+            variant["samples_per_s"] / cell["adrank_samples_per_s"]
+        )
+    markdown = (tmp_path / "results" / "gpu.md").read_text()
+    assert "adrank reduce-overhead, samples/s | reduce-overhead / loop |" in markdown
+    assert "reduce-overhead = `{'compile': 'reduce-overhead'}`" in markdown
+
+
+def _cells_with(gains: list[float | None], errors: bool = False) -> dict[str, dict]:
+    return {
+        f"c{i}": {"variants": {"reduce-overhead": {"vs_defaults": g, "errors": ["x"] * errors}}}
+        for i, g in enumerate(gains)
+    }
+
+
+def test_accuracy_variant_auto_takes_a_variant_only_when_it_pays_everywhere_on_average() -> None:
+    variants = gpu.VARIANTS
+    assert accuracy_variant("none", _cells_with([2.0]), variants) is None
+    assert accuracy_variant("reduce-overhead", {}, variants) == ("reduce-overhead", "asked for")
+    chosen = accuracy_variant("auto", _cells_with([3.0, 0.98]), variants)
+    assert chosen is not None and chosen[0] == "reduce-overhead" and "1.71x" in chosen[1]
+    assert accuracy_variant("auto", _cells_with([1.2, 0.5]), variants) is None  # mean < 1
+    assert accuracy_variant("auto", _cells_with([3.0], errors=True), variants) is None
+    assert accuracy_variant("auto", _cells_with([3.0, None]), variants) is None
+    assert accuracy_variant("auto", {}, variants) is None  # no cells ran
+
+
+def test_cells_budget_leaves_time_for_the_accuracy_check(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    fake_frappe(tmp_path / "frappe.pt")
+    argv = tiny(tmp_path, "--session", "--cells", "deepfm-8192", "--cells-budget-s", "0",
+                "--accuracy-seeds", "2", "--accuracy-epochs", "1", "--budget-s", "600",
+                "--min-left-s", "0.001", "--ablation-batch", "64",
+                "--profile-steps", "2")  # fmt: skip
+    gpu.main(argv)
+    results = tmp_path / "results"
+    cell = json.loads((results / "gpu.json").read_text())["cells"]["deepfm-8192"]
+    assert cell["adrank"] == [] and "time budget" in cell["skipped"]
+    accuracy = json.loads((results / "gpu_accuracy.json").read_text())
+    assert accuracy["device_settings"] == {"variant": "defaults"}
+    assert len(accuracy["devices"]["device"]["runs"]) == 2
+    assert "Accelerator side: adrank's defaults." in (results / "gpu_accuracy.md").read_text()
+
+
+def test_unknown_variant_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--variants", "max-autotune"])
+    assert "unknown variant(s) ['max-autotune']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--accuracy-variant", "fastest"])

@@ -21,6 +21,8 @@ TRAINING_PATH = (
     "adrank.train",
     "adrank.train.trainer",
     "benchmarks.gpu",
+    "benchmarks.gpu_accuracy",
+    "benchmarks.gpu_profile",
 )
 
 SCRIPT = textwrap.dedent(
@@ -43,7 +45,10 @@ SCRIPT = textwrap.dedent(
         importlib.import_module(module)
     from benchmarks import gpu
     gpu.main(["--cells", "deepfm-8192", "--rows", "200", "--max-cardinality", "30",
-              "--repeats", "1", "--epochs", "1", "--device", "cpu", "--results-dir", {out!r}])
+              "--repeats", "1", "--epochs", "1", "--device", "cpu", "--results-dir", {out!r},
+              "--variants", "reduce-overhead"])
+    gpu.main(["--profile", "--profile-steps", "1", "--ablation-batch", "16", "--rows", "200",
+              "--max-cardinality", "30", "--device", "cpu", "--results-dir", {out!r}])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print("LOADED", loaded)
     """
@@ -57,7 +62,7 @@ def test_gpu_benchmark_and_training_path_need_neither_polars_nor_serving(tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOADED []" in proc.stdout
-    assert (tmp_path / "gpu.json").exists()
+    assert (tmp_path / "gpu.json").exists() and (tmp_path / "gpu_profile.md").exists()
 
 
 def test_the_blocker_does_block(tmp_path: Path) -> None:

@@ -122,17 +122,17 @@ class _Packed:
 
     def unpack(self, parts: list[torch.Tensor]) -> Batch:
         """A :class:`Batch` of ``parts`` (rows in batch order); columns become contiguous."""
+        # one transposed copy and one unbind per packed matrix (not one select per column)
         columns = [
-            p.t().contiguous() if matrix else p
+            p.t().contiguous().unbind(0) if matrix else p
             for p, matrix in zip(parts, self.matrix, strict=True)
         ]
         features: dict[str, torch.Tensor] = {}
         roles: dict[str, torch.Tensor] = {}
         labels = torch.empty(0)
         for slot in self.slots:
-            t = columns[slot.part]
-            if slot.column is not None:
-                t = t[slot.column]
+            part = columns[slot.part]
+            t = part if slot.column is None else part[slot.column]
             if slot.section == "features":
                 features[slot.name] = t
             elif slot.section == "roles":
