@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adrank.utils import atomic_write_text
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -72,7 +74,7 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **results,
     }
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    atomic_write_text(RESULTS_DIR / f"{name}.json", json.dumps(payload, indent=2))
     info = payload["machine"]
     header = (
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
@@ -80,7 +82,7 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
         f"{payload['timestamp']}\n\n"
     )
     path = RESULTS_DIR / f"{name}.md"
-    path.write_text(header + markdown)
+    atomic_write_text(path, header + markdown)
     return path
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from adrank.data.prepare import prepare_dataset
 from adrank.train.launch import launch_cli
+from adrank.utils import atomic_write_text
 
 
 def run_once(
@@ -97,7 +98,7 @@ def main() -> None:
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+        atomic_write_text(args.output, text + "\n")
 
 
 if __name__ == "__main__":

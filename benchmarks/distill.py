@@ -34,6 +34,7 @@ from adrank.config import RunConfig, resolve_run_config
 from adrank.data.prepare import prepare_dataset
 from adrank.debias.distill import build_distill_method
 from adrank.pipeline import RunResult, train_run
+from adrank.utils import atomic_write_text
 from benchmarks.common import run_pending, seeds_methods_parser
 from benchmarks.debias import _mean_std, read_rows
 
@@ -225,7 +226,7 @@ def report(rows: list[dict[str, Any]], out: Path, work: Path | None = None) -> N
             )
             lines.append(f"| {seed} | {cells} |")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "distill.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "distill.md", "\n".join(lines) + "\n")
     keys = [k for k in rows[0] if k != "overrides"]
     pl.DataFrame([{k: r.get(k) for k in keys} for r in rows]).write_csv(out / "distill.csv")
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from adrank.nn.dropout import sliced_mask_dropout
+from adrank.utils import atomic_write_text
 from benchmarks.common import RESULTS_DIR
 
 DATASET = "frappe"
@@ -321,10 +322,10 @@ def main(argv: list[str] | None = None) -> None:
                         f"dropout_ab: {model} seed {seed} {arm}: test AUC {row['test_auc']:.6f}",
                         flush=True,
                     )
-                    report.write_text(markdown(read_rows(jsonl)))
+                    atomic_write_text(report, markdown(read_rows(jsonl)))
     rows = read_rows(jsonl)
     if rows:
-        report.write_text(markdown(rows))
+        atomic_write_text(report, markdown(rows))
         print(markdown(rows))
 
 

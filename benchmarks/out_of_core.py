@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adrank.utils import atomic_write_text
 from benchmarks.common import peak_rss_mb, write_results
 from benchmarks.train_speed import DEFAULT_SCRATCH, ROOT
 
@@ -191,7 +192,7 @@ def run_stage(stage: str, work: Path, argv: list[str]) -> dict[str, Any]:
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"stage {stage} failed:\n{proc.stderr[-4000:]}")
     result = json.loads(lines[-1][len("RESULT ") :])
-    marker.write_text(json.dumps(result, indent=2))
+    atomic_write_text(marker, json.dumps(result, indent=2))
     return result
 
 

@@ -45,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from adrank.utils import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 DEFAULT_SCRATCH = Path(__file__).resolve().parent / ".scratch"
@@ -185,7 +187,7 @@ def run_seed(spec: dict[str, Any], cells: Path, venv: Path) -> dict[str, Any]:
         raise RuntimeError(f"din_run.py seed {spec['seed']} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(lines[-1][len("RESULT ") :])
     out["spec"] = spec
-    done.write_text(json.dumps(out, indent=2))
+    atomic_write_text(done, json.dumps(out, indent=2))
     return out
 
 
@@ -355,9 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         "differences": outs[0]["differences"],
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "peer_din.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(args.output / "peer_din.json", json.dumps(payload, indent=2) + "\n")
     text = markdown(payload)
-    (args.output / "peer_din.md").write_text(text)
+    atomic_write_text(args.output / "peer_din.md", text)
     print(text)
 
 

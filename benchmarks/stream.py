@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from adrank.utils import atomic_write_text
+
 RESULTS = Path(__file__).parent / "results" / "stream"
 STRATEGIES = ("full_retrain", "sliding_window", "fine_tune")
 #: training settings of every stream run (the model configs' hyperparameters otherwise)
@@ -252,11 +254,11 @@ def report(dataset: str, results: Path = RESULTS) -> None:
         return
     chunks = max(r["chunk"] for records in runs.values() for r in records) + 1
     rows = summarize(runs)
-    (out / "summary.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(rows, indent=2))
     text = markdown(dataset, rows, chunks)
     if (out / "NOTES.md").exists():  # hand-written caveats about how the runs were chosen
         text += "\n" + (out / "NOTES.md").read_text()
-    (out / "summary.md").write_text(text)
+    atomic_write_text(out / "summary.md", text)
     plot(dataset, rows, out / "auc_over_time.png")
     print((out / "summary.md").read_text())
 

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from adrank.utils import atomic_write_text
+
 RESULTS = Path(__file__).parent / "results" / "stream" / "synthetic_drift"
 PARAMS = {"embedding_dim": 8, "hidden_units": [64], "net_dropout": 0.0, "batch_norm": False}
 WINDOW = 5  # chunks after a drift's end in which a detection still counts as that drift's
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
         "auc": {s: [r["auc"] for r in recs] for s, recs in records.items()},
         "load_average": [r["load_average"] for r in records["fine_tune"]],
     }
-    (RESULTS / "detections.json").write_text(json.dumps(payload, indent=2))
+    atomic_write_text(RESULTS / "detections.json", json.dumps(payload, indent=2))
     script = Path(__file__).parent / "peers" / "river_drift.py"
     try:
         subprocess.run([*RIVER_PYTHON.split(), str(script), str(RESULTS)], check=True)
@@ -142,7 +144,7 @@ def report() -> None:
             f"{', '.join(map(str, sorted(set(chunks)))) or '-'} |"
         )
     lines += ["", "![AUC over time on the synthetic stream](auc_over_time.png)", ""]
-    (RESULTS / "summary.md").write_text("\n".join(lines))
+    atomic_write_text(RESULTS / "summary.md", "\n".join(lines))
     _plot(payload)
     print((RESULTS / "summary.md").read_text())
 

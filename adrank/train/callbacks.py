@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from adrank.config import monitor_direction, monitor_value
 from adrank.train.distributed import barrier, is_main_process
+from adrank.utils import atomic_write_text
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -158,7 +159,7 @@ class MetricsLogger(Callback):
         if not is_main_process():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(_json_line(h) for h in trainer.state.history))
+        atomic_write_text(self.path, "".join(_json_line(h) for h in trainer.state.history))
 
     def _append(self, record: dict[str, Any]) -> None:
         if is_main_process():
