@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from adrank.config import TrainConfig
 from adrank.data.batches import InMemoryLoader
 from adrank.models.registry import build_model
+from adrank.train.step import cudagraph_skips
 from adrank.train.trainer import Trainer
 from adrank.utils import seed_everything
 from benchmarks.gpu_accuracy import accuracy_variant, run_accuracy
@@ -194,7 +195,7 @@ def adrank_run(
         **settings,
     )
     loader = InMemoryLoader(split.data, batch_size, shuffle=True, seed=seed)
-    skips = _cudagraph_skips()
+    skips = cudagraph_skips()
     result = Trainer(net, config).fit(loader)
     times = [h["train_time_s"] for h in result.history]
     losses = [h["train_loss"] for h in result.history]
@@ -204,14 +205,8 @@ def adrank_run(
         "epoch_train_s": times,
         "train_loss": losses,
         "samples_per_s": _rate(len(split.data), times),
-        "cudagraph_skips": _cudagraph_skips() - skips,  # graphs inductor chose not to record
+        "cudagraph_skips": cudagraph_skips() - skips,  # graphs inductor chose not to record
     }
-
-
-def _cudagraph_skips() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def loop_run(

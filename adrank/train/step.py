@@ -14,7 +14,15 @@ from adrank.config import TrainConfig
 from adrank.debias.position import registered_name
 from adrank.models.base import CTRModel, ModelOutput
 
-__all__ = ["Tf32", "check_sparse_embeddings", "eager_fallback", "training_forward", "wrap_ddp"]
+__all__ = [
+    "Tf32",
+    "check_sparse_embeddings",
+    "cudagraph_skips",
+    "eager_fallback",
+    "training_forward",
+    "watch_cudagraphs",
+    "wrap_ddp",
+]
 
 logger = logging.getLogger("adrank.train.trainer")  # the trainer's messages, as before
 
@@ -76,8 +84,39 @@ def training_forward(
 
     compiled = torch.compile(forward, mode=mode)
     if config.compile != "auto":
-        return lambda features: ModelOutput(*compiled(features))
+        call = lambda features: ModelOutput(*compiled(features))  # noqa: E731
+        return watch_cudagraphs(call) if mode == "reduce-overhead" else call
     return eager_fallback(compiled, forward, registered_name(model))
+
+
+def cudagraph_skips() -> int:
+    """How many compiled graphs inductor has declined to record as CUDA graphs so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
+def watch_cudagraphs(call: Any, after: int = 3) -> Any:
+    """``call``, with one warning if inductor skipped CUDA graphs for any graph compiled in
+    the first ``after`` calls (the forward compiles in call 1, its backward right after):
+    ``compile=reduce-overhead`` then runs those graphs without CUDA graphs, i.e. like the
+    default mode, and the user should know why it is not faster."""
+    state = {"calls": 0, "base": 0}
+
+    def watched(features: dict[str, torch.Tensor]) -> ModelOutput:
+        n = state["calls"]
+        if n == 0:
+            state["base"] = cudagraph_skips()
+        elif n == after and (skipped := cudagraph_skips() - state["base"]):
+            logger.warning(
+                "compile='reduce-overhead': inductor did not record CUDA graphs for %d "
+                "compiled graph(s), which run without them; TORCH_LOGS=cudagraphs says why",
+                skipped,
+            )
+        state["calls"] = n + 1
+        return call(features)
+
+    return watched
 
 
 def eager_fallback(compiled: Any, eager: Any, name: str) -> Any:

@@ -225,6 +225,34 @@ def test_auto_gpu_settings_are_silent_and_eager_on_cpu(caplog: pytest.LogCapture
     assert trainer._training_forward == model.training_outputs
 
 
+@pytest.mark.parametrize("skipped", [0, 2])
+def test_reduce_overhead_warns_once_when_inductor_skips_cuda_graphs(
+    skipped: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher reads inductor's skip counter before the first call and after the third
+    (forward and backward both compiled by then): one warning naming the count, or none."""
+    from torch._dynamo.utils import counters
+
+    from adrank.train.step import watch_cudagraphs
+
+    calls = []
+
+    def forward(features: dict[str, torch.Tensor]) -> str:
+        if not calls:  # "compiling" in the first call declines `skipped` graphs
+            counters["inductor"]["cudagraph_skips"] += skipped
+        calls.append(features)
+        return "out"
+
+    watched = watch_cudagraphs(forward)
+    with caplog.at_level("WARNING", logger="adrank.train.trainer"):
+        assert [watched({}) for _ in range(6)] == ["out"] * 6
+    warned = [r.getMessage() for r in caplog.records if "CUDA graphs" in r.getMessage()]
+    assert len(calls) == 6
+    assert warned == ([] if not skipped else [warned[0]])
+    if skipped:
+        assert f"for {skipped} compiled graph(s)" in warned[0]
+
+
 def test_eager_fallback_switches_for_good_after_a_compile_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
