@@ -66,22 +66,26 @@ def median_time(
     return statistics.median(times), times
 
 
-def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` (with machine info)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_results(
+    name: str, results: dict[str, Any], markdown: str, results_dir: Path | None = None
+) -> Path:
+    """Write ``<results_dir>/<name>.json`` and ``.md`` (with machine info); the directory
+    defaults to ``benchmarks/results``."""
+    out = RESULTS_DIR if results_dir is None else Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": machine_info(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **results,
     }
-    atomic_write_text(RESULTS_DIR / f"{name}.json", json.dumps(payload, indent=2))
+    atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=2))
     info = payload["machine"]
     header = (
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
         f"({info['torch_threads']} threads), polars {info['polars']}, pyarrow {info['pyarrow']}; "
         f"{payload['timestamp']}\n\n"
     )
-    path = RESULTS_DIR / f"{name}.md"
+    path = out / f"{name}.md"
     atomic_write_text(path, header + markdown)
     return path
 

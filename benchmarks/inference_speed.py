@@ -1,7 +1,8 @@
 """Inference throughput and peak RSS: batch scoring and the in-process Predictor.
 
     python -m benchmarks inference [--run-dir RUN] [--repeats 3] [--threads N]
-        [--rows 100000] [--scratch benchmarks/.scratch]
+        [--rows 100000] [--scratch benchmarks/.scratch] [--backends torch,torchscript,onnx]
+        [--batch-sizes 1,100,10000] [--no-file] [--results-dir DIR]
 
 Modes, each measured in a fresh subprocess so peak RSS is per mode:
 
@@ -12,10 +13,13 @@ Modes, each measured in a fresh subprocess so peak RSS is per mode:
 * ``predictor_b1`` / ``predictor_b100`` / ``predictor_b10000``: ``Predictor.predict`` on
   lists of raw record dicts of 1, 100 and 10,000 records (what a serving process gets),
   over a fixed number of records per measurement; median of ``--repeats`` measurements.
+  With ``--backends``, each batch size is measured for each backend in turn
+  (``predictor_b1_torchscript``, ``predictor_b1_onnx``: ``Predictor.load(run,
+  backend=...)`` on the run's exported model, made with ``adrank export`` if missing).
 
 Without ``--run-dir`` a frappe DeepFM (BARS config, 1 epoch) is trained once into
 ``<scratch>/inference/run_deepfm`` and reused. Results:
-``benchmarks/results/inference_speed.{json,md}``.
+``<results-dir>/inference_speed.{json,md}`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,32 @@ def ensure_input(scratch: Path, data_dir: str | None, rows: int) -> Path:
     return path
 
 
+BACKENDS = ("torch", "torchscript", "onnx")
+
+
+def mode_name(batch: int, backend: str) -> str:
+    return f"predictor_b{batch}" + ("" if backend == "torch" else f"_{backend}")
+
+
+def parse_mode(mode: str) -> tuple[int, str]:
+    """``predictor_b100_onnx`` -> (100, "onnx"); ``predictor_b1`` -> (1, "torch")."""
+    batch, _, backend = mode.removeprefix("predictor_b").partition("_")
+    return int(batch), backend or "torch"
+
+
+def ensure_exports(run_dir: Path, backends: list[str]) -> None:
+    """Export the run's model for every non-torch backend it lacks (``adrank export``)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for backend in backends:
+        if backend == "torch" or backend in (manifest.get("exports") or {}):
+            continue
+        print(f"exporting {run_dir} as {backend} ...", flush=True)
+        cmd = [sys.executable, "-m", "adrank", "export", str(run_dir), "--format", backend]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"export to {backend} failed:\n{proc.stderr[-4000:]}")
+
+
 def worker(mode: str, run_dir: str, input_path: str, repeats: int, threads: int) -> None:
     import polars as pl
     import torch
@@ -98,8 +128,8 @@ def worker(mode: str, run_dir: str, input_path: str, repeats: int, threads: int)
             runs=runs,
         )
     else:
-        batch = int(mode.removeprefix("predictor_b"))
-        predictor = Predictor.load(run_dir)
+        batch, backend = parse_mode(mode)
+        predictor = Predictor.load(run_dir, backend=backend)
         records = pl.read_parquet(input_path).head(RECORDS_PER_MEASURE[batch]).to_dicts()
         chunks = [records[i : i + batch] for i in range(0, len(records), batch)]
         predictor.predict(chunks[0])  # warm-up
@@ -114,6 +144,7 @@ def worker(mode: str, run_dir: str, input_path: str, repeats: int, threads: int)
         latencies.sort()
         out.update(
             batch_size=batch,
+            backend=backend,
             rows=len(records),
             samples_per_s=len(records) / statistics.median(times),
             latency_p50_ms=1e3 * latencies[len(latencies) // 2],
@@ -134,13 +165,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows for predict_file")
     parser.add_argument("--scratch", type=Path, default=DEFAULT_SCRATCH)
     parser.add_argument("--data-dir", default=default_data_dir())
+    parser.add_argument(
+        "--backends", type=_names, default=["torch"], help=f"Predictor backends: {BACKENDS}"
+    )
+    parser.add_argument("--batch-sizes", type=_sizes, default=list(BATCH_SIZES))
+    parser.add_argument("--no-file", action="store_true", help="skip the predict_file mode")
+    parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker[0], args.worker[1], args.input, args.repeats, args.threads)
         return
+    unknown = sorted(set(args.backends) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
     run_dir = ensure_run(args.run_dir, args.scratch, args.data_dir)
+    ensure_exports(run_dir, args.backends)
     input_path = ensure_input(args.scratch, args.data_dir, max(args.rows, 10_000))
-    modes = ["predict_file", *[f"predictor_b{b}" for b in BATCH_SIZES]]
+    modes = [] if args.no_file else ["predict_file"]
+    modes += [mode_name(b, backend) for b in args.batch_sizes for backend in args.backends]
     results: dict[str, Any] = {"run_dir": str(run_dir), "modes": {}}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for mode in modes:
@@ -172,12 +214,26 @@ def main(argv: list[str] | None = None) -> None:
     lines_md.append(
         f"\nfrappe DeepFM (`{run_dir}`), {args.threads} threads, median of {args.repeats}; "
         "each mode in a fresh process (peak RSS per mode). predict_file = the `adrank "
-        "predict` path (scoring time; end-to-end includes load, read and write).\n"
+        "predict` path (scoring time; end-to-end includes load, read and write). "
+        "predictor_bN_<backend>: `Predictor.load(run, backend=...)` on the exported model "
+        "(`adrank export`); predictor_bN alone is the torch backend.\n"
     )
     md = "\n".join(lines_md)
-    path = write_results("inference_speed", results, md)
+    path = write_results("inference_speed", results, md, args.results_dir)
     print(md)
     print(f"written: {path}")
+
+
+def _names(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(t) for t in _names(text)]
+    unknown = sorted(set(sizes) - set(RECORDS_PER_MEASURE))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"batch sizes must be among {sorted(RECORDS_PER_MEASURE)}")
+    return sizes
 
 
 if __name__ == "__main__":
