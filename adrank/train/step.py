@@ -5,7 +5,9 @@ checks of sparse embedding updates. Used by :class:`adrank.train.trainer.Trainer
 
 from __future__ import annotations
 
+import itertools
 import logging
+import types
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ __all__ = [
     "check_sparse_embeddings",
     "cudagraph_skips",
     "eager_fallback",
+    "own_code",
     "training_forward",
     "watch_cudagraphs",
     "wrap_ddp",
@@ -82,11 +85,26 @@ def training_forward(
         outputs = model.training_outputs(features)
         return outputs.logits, outputs.aux
 
-    compiled = torch.compile(forward, mode=mode)
+    compiled = torch.compile(own_code(forward), mode=mode)
     if config.compile != "auto":
         call = lambda features: ModelOutput(*compiled(features))  # noqa: E731
         return watch_cudagraphs(call) if mode == "reduce-overhead" else call
     return eager_fallback(compiled, forward, registered_name(model))
+
+
+_compiled_forwards = itertools.count()
+
+
+def own_code(fn: Any) -> Any:
+    """``fn`` with a code object of its own (a unique name, the same body and closure).
+
+    torch.compile keeps compiled graphs, and its limit of 8 per function
+    (``torch._dynamo.config.recompile_limit``), on the code object. Every trainer's
+    forward closure shares one code object, so in a process that trains several models
+    (``adrank benchmark``, a sweep) the ninth distinct model or setting would silently run
+    eagerly. With its own code object each trainer compiles for itself."""
+    code = fn.__code__.replace(co_name=f"{fn.__code__.co_name}_{next(_compiled_forwards)}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
 
 
 def cudagraph_skips() -> int:

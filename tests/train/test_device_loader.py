@@ -253,6 +253,34 @@ def test_reduce_overhead_warns_once_when_inductor_skips_cuda_graphs(
         assert f"for {skipped} compiled graph(s)" in warned[0]
 
 
+def test_each_trainer_forward_compiles_under_its_own_recompile_limit() -> None:
+    """Closures of one function share its code object, and torch.compile's recompile limit
+    is per code object: the third model below (limit 2) would run eagerly without
+    ``own_code``. With it, every one is compiled (the eager backend keeps this fast)."""
+    import torch._dynamo
+    import torch._dynamo.utils as dynamo_utils
+
+    from adrank.train.step import own_code
+
+    def make(scale: float, wrap: bool) -> Any:
+        layer = torch.nn.Linear(3, 3)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return layer(x) * scale  # a different constant: a guard that fails per model
+
+        return torch.compile(own_code(forward) if wrap else forward, backend="eager")
+
+    x = torch.randn(2, 3)
+    for wrap, compiled in ((False, 2), (True, 4)):
+        torch._dynamo.reset()
+        dynamo_utils.counters.clear()
+        with torch._dynamo.config.patch(recompile_limit=2):
+            outputs = [make(float(i), wrap)(x) for i in range(4)]
+        assert all(o.shape == (2, 3) for o in outputs)  # eager or not, the results come
+        assert dynamo_utils.counters["frames"]["ok"] == compiled
+    torch._dynamo.reset()
+
+
 def test_eager_fallback_switches_for_good_after_a_compile_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
