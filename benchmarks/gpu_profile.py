@@ -25,11 +25,12 @@ from typing import Any
 import torch
 
 from adrank.config import TrainConfig
-from adrank.data.batches import InMemoryLoader
+from adrank.data.batches import InMemoryLoader, TensorData, _slice
 from adrank.models.registry import build_model
 from adrank.train.callbacks import Callback
 from adrank.train.trainer import Trainer
 from adrank.utils import seed_everything
+from benchmarks.gpu import CRITEO_PARAMS, LEARNING_RATE, LoopSide, _free_device, _sync
 from benchmarks.gpu_data import Split, criteo_split
 from benchmarks.gpu_report import device_name
 
@@ -37,11 +38,6 @@ WARMUP = 10  # steps before the timed window: compilation and CUDA-graph recordi
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 COUNTED = (*SYNCS, "aten::item", "aten::_local_scalar_dense", "Memcpy DtoH", "cudaMemcpyAsync")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _Windows:
@@ -101,8 +97,6 @@ def profile_adrank(
 
 
 def profile_loop(split: Split, batch: int, device: torch.device, steps: int) -> _Windows:
-    from benchmarks.gpu import LEARNING_RATE, LoopSide
-
     seed_everything(0)
     net = build_model("deepfm", split.feature_map, **split.params).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, fused=True)
@@ -148,13 +142,13 @@ def summarize(windows: _Windows) -> dict[str, Any]:
 
 def run_profile(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -> str:
     """The markdown of ``gpu_profile.md``: one row per side, then adrank's top operations."""
-    from benchmarks.gpu import CRITEO_PARAMS
-
     device = torch.device(args.device)
     batch, steps = args.ablation_batch, args.profile_steps
     rows = (WARMUP + 2 * steps + 1) * batch  # full batches only
     criteo = criteo_split(max(args.rows, rows), args.max_cardinality)  # the cells' if it is
-    data = criteo.data if rows == len(criteo.data) else _head(criteo.data, rows)
+    data = criteo.data
+    if len(data) > rows:
+        data = TensorData(_slice(data.data, 0, rows))
     split = Split(criteo.feature_map, data, criteo.source, CRITEO_PARAMS["deepfm"])
     sides: dict[str, Callable[[], _Windows]] = {
         "adrank (defaults)": lambda: profile_adrank(split, batch, device, steps)
@@ -193,16 +187,5 @@ def run_profile(args: argparse.Namespace, variants: dict[str, dict[str, Any]]) -
             sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
             table = windows.prof.key_averages().table(sort_by=sort, row_limit=25)
             detail = f"\nadrank (defaults), the profiled steps:\n\n```\n{table}\n```\n"
-        _free(device)
+        _free_device(device)
     return "\n".join(lines) + "\n" + detail
-
-
-def _head(data: Any, rows: int) -> Any:
-    from adrank.data.batches import TensorData
-
-    return TensorData(data.data.map(lambda t: t[:rows]))
-
-
-def _free(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

@@ -90,17 +90,17 @@ def parse_mode(mode: str) -> tuple[int, str]:
     return int(batch), backend or "torch"
 
 
-def ensure_exports(run_dir: Path, backends: list[str]) -> None:
-    """Export the run's model for every non-torch backend it lacks (``adrank export``)."""
+def ensure_exports(run_dir: Path, backends: list[str], data_dir: str | None) -> None:
+    """Export the run's model for every non-torch backend it lacks, with the parity check
+    of ``adrank export`` (:func:`adrank.serve.export.export`)."""
+    from adrank.serve.export import export
+
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for backend in backends:
         if backend == "torch" or backend in (manifest.get("exports") or {}):
             continue
         print(f"exporting {run_dir} as {backend} ...", flush=True)
-        cmd = [sys.executable, "-m", "adrank", "export", str(run_dir), "--format", backend]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"export to {backend} failed:\n{proc.stderr[-4000:]}")
+        export(run_dir, backend, data_dir=data_dir)
 
 
 def worker(mode: str, run_dir: str, input_path: str, repeats: int, threads: int) -> None:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
     run_dir = ensure_run(args.run_dir, args.scratch, args.data_dir)
-    ensure_exports(run_dir, args.backends)
+    ensure_exports(run_dir, args.backends, args.data_dir)
     input_path = ensure_input(args.scratch, args.data_dir, max(args.rows, 10_000))
     modes = [] if args.no_file else ["predict_file"]
     modes += [mode_name(b, backend) for b in args.batch_sizes for backend in args.backends]

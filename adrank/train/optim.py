@@ -172,17 +172,16 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
     grads: list[torch.Tensor] = [p.grad for p in params]  # type: ignore[misc]
     if not grads:
         return torch.zeros(())
-    first = grads[0]
-    device, dtype = first.device, first.dtype
-    if all(not g.is_sparse and g.device == device and g.dtype == dtype for g in grads):
-        if device.type in ("cpu", "cuda"):
-            with torch.no_grad():
-                norms = torch._foreach_norm(grads, 2.0)
-                total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
-                coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-                torch._foreach_mul_(grads, coef)
-            return total
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    device, dtype = grads[0].device, grads[0].dtype
+    if device.type in ("cpu", "cuda") and all(
+        not g.is_sparse and g.device == device and g.dtype == dtype for g in grads
+    ):
+        with torch.no_grad():
+            norms = torch._foreach_norm(grads, 2.0)
+            total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+            coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+            torch._foreach_mul_(grads, coef)
+        return total
     if not any(g.is_sparse for g in grads):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     return _clip_with_sparse(params, max_norm)
