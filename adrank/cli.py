@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -126,8 +127,10 @@ def main(
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print a clear error (no traceback) and exit."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print a clear error (no traceback) and exit. The message is printed as it is: not
+    read as rich markup (paths may hold brackets) and not wrapped at the console's width
+    (a wrapped path cannot be copied)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 

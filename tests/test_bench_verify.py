@@ -212,3 +212,27 @@ def test_code_cells_prefer_the_rows_own_versions() -> None:
     failed = dataclasses.replace(good, reproduced=False, code="0.1.0+gbad")
     assert code_cells([("a", "")], [good, failed]) == {"a": "stale ✗"}
     assert code_cells([("a", "")], [failed, good]) == {"a": "gfeed ‡"}
+
+
+def test_a_row_from_another_cpu_is_named_and_judged_against_the_seed_spread(
+    recorded: tuple[Path, BenchmarkRun],
+) -> None:
+    out, row = recorded
+    assert not verify.verify_run(
+        "tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES
+    ).other_cpu  # the row's machine is this one
+    _rewrite(out, machine="Other CPU 9000, 2 cores, torch 2.13.0+cpu (2 threads), Python 3.11",
+             test_auc=row.test_auc + 2e-3)  # fmt: skip
+    with open(out / "runs.jsonl", "a") as fh:  # a second seed: a spread of 1e-3
+        other_seed = dataclasses.replace(
+            row, seed=2022, test_auc=row.test_auc + 2e-3 - 2**0.5 * 1e-3
+        )
+        fh.write(json.dumps(dataclasses.asdict(other_seed)) + "\n")
+    result = verify.verify_run("tiny", "deepfm", 2021, out / "runs.jsonl", overrides=OVERRIDES)
+    assert result.other_cpu and result.recorded_cpu == "Other CPU 9000"
+    assert not result.reproduced and result.seed_std == pytest.approx(1e-3, rel=1e-6)
+    text = "\n".join(result.report())
+    assert "CPU: the row was trained on Other CPU 9000, this re-run on " in text
+    assert "test AUC std over its seeds: 0.001000" in text
+    assert text.splitlines()[-2].startswith("CPU: ")
+    assert "NOT reproduced bit for bit on this CPU" in text and "2x the seed spread" in text

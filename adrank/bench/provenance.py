@@ -18,6 +18,7 @@ import platform
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,36 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_kind() -> str:
+    """The CPU's vendor and the vector instruction set torch's kernels use on it, e.g.
+    ``GenuineIntel/AVX512`` or ``AuthenticAMD/AVX2``.
+
+    CPU training is bit-for-bit reproducible between machines of one kind, not across kinds:
+    MKL and torch pick other kernels on other CPUs, which sum in another order, and a few
+    optimizer steps amplify the last-bit differences (on frappe, 2 epochs of DeepFM moved
+    the test AUC by 2e-3 between an AMD EPYC and an Intel Xeon). Pinned numbers are kept
+    per kind."""
+    import torch
+
+    vendor = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{vendor or platform.machine()}/{torch.backends.cpu.get_cpu_capability()}"
+
+
+def pinned_for(pins: dict[str, Any], kind: str) -> Any:
+    """``pins[kind]``, else the pins of the kind's vendor alone (``pins["AuthenticAMD"]``:
+    numbers recorded before kinds named the instruction set), else ``None``."""
+    if kind in pins:
+        return pins[kind]
+    return pins.get(kind.split("/", 1)[0])
 
 
 #: The reference workload of :func:`speed_index`: a 3-layer MLP's forward and backward on a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +18,12 @@ from pathlib import Path
 
 import torch
 
-from adrank.bench.provenance import Verification, machine_line, record_verification
+from adrank.bench.provenance import (
+    Verification,
+    machine_line,
+    read_verifications,
+    record_verification,
+)
 from adrank.bench.runner import BenchmarkRun, _git, _read_finished, code_version, read_results
 from adrank.config import ConfigError, RunConfig
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -47,6 +53,12 @@ class VerifyResult:
     tolerance: float = TOLERANCE
     #: the machine of the re-run (:func:`adrank.bench.provenance.machine_line`)
     machine: str = ""
+    #: the CPU that trained the row: its machine's, else that of a verification that
+    #: re-trained it bit for bit (``verified.jsonl``); empty when unknown
+    recorded_cpu: str = ""
+    #: the standard deviation of the model's test AUC over its recorded seeds (``None``:
+    #: fewer than two), the scale of a difference that is not a change
+    seed_std: float | None = None
 
     @property
     def auc_diff(self) -> float:
@@ -76,9 +88,18 @@ class VerifyResult:
             f"{'test logloss':14}{row.test_logloss:12.6f}{self.test_logloss:12.6f}"
             f"{self.logloss_diff:+14.2e}",
             *self._code_lines(),
+            *self._cpu_lines(),
         ]
         if self.reproduced:
             lines.append(f"reproduced: both differences are within {self.tolerance:g}")
+        elif self.other_cpu:
+            noise = ""
+            if self.seed_std:
+                noise = f" ({abs(self.auc_diff) / self.seed_std:.2g}x the seed spread of AUC)"
+            lines.append(
+                f"NOT reproduced bit for bit on this CPU (difference above {self.tolerance:g}"
+                f"{noise}): re-run it on a {self.recorded_cpu} to check the row itself"
+            )
         elif self.same_code:
             lines.append(
                 f"NOT reproduced: same code version, yet a difference above {self.tolerance:g}; "
@@ -90,6 +111,28 @@ class VerifyResult:
                 "the current code (or was trained with another thread count); re-run it"
             )
         return lines
+
+    @property
+    def this_cpu(self) -> str:
+        return self.machine.split(",", 1)[0].strip()
+
+    @property
+    def other_cpu(self) -> bool:
+        """The row was trained on another CPU model than this re-run (as far as known)."""
+        return bool(self.recorded_cpu and self.this_cpu) and self.recorded_cpu != self.this_cpu
+
+    def _cpu_lines(self) -> list[str]:
+        if not self.other_cpu:
+            return []
+        spread = ""
+        if self.seed_std is not None:
+            spread = f" (test AUC std over its seeds: {self.seed_std:.6f})"
+        return [
+            f"CPU: the row was trained on {self.recorded_cpu}, this re-run on {self.this_cpu}. "
+            "CPU training repeats bit for bit on one kind of CPU only (other kernels sum in "
+            "another order and training amplifies the last bits), so expect a difference "
+            f"of the size of the model's spread over seeds{spread}"
+        ]
 
     def _code_lines(self) -> list[str]:
         recorded = self.recorded.code
@@ -191,8 +234,31 @@ def verify_run(
     if new is None:
         raise RuntimeError(f"the re-run of {model} seed {seed} finished without a manifest")
     return VerifyResult(
-        row, new.test_auc, new.test_logloss, code, source, threads, machine=machine_line()
+        row,
+        new.test_auc,
+        new.test_logloss,
+        code,
+        source,
+        threads,
+        machine=machine_line(),
+        recorded_cpu=_recorded_cpu(row, Path(results_path)),
+        seed_std=_seed_std(Path(results_path), model),
     )
+
+
+def _recorded_cpu(row: BenchmarkRun, results_path: Path) -> str:
+    """The CPU model that trained ``row`` (see :attr:`VerifyResult.recorded_cpu`)."""
+    if row.machine:
+        return row.machine.split(",", 1)[0].strip()
+    for v in reversed(read_verifications(results_path.parent)):
+        if (v.model, v.seed, v.reproduced) == (row.model, row.seed, True) and v.machine:
+            return v.machine.split(",", 1)[0].strip()
+    return ""
+
+
+def _seed_std(results_path: Path, model: str) -> float | None:
+    aucs = [r.test_auc for (m, _), r in read_results(results_path).items() if m == model]
+    return statistics.stdev(aucs) if len(aucs) > 1 else None
 
 
 def record(result: VerifyResult, results_path: str | Path) -> Path:
