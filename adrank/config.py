@@ -92,6 +92,13 @@ class TrainConfig:
     #: ``reduce-overhead`` (CUDA graphs) or ``max-autotune``; an explicit mode is ignored
     #: (with a warning) on CPU and in distributed runs. Measured on an H200: 1.71x.
     compile: bool | str = "auto"
+    #: record the whole training step (forward, backward, clipping, Adam) once as a CUDA
+    #: graph and replay it for every batch of the same size: one launch per step instead
+    #: of hundreds, for small batches where the host bounds the step
+    #: (:mod:`adrank.train.graph_step`). One CUDA device, no fp16 AMP, position methods,
+    #: distillation or sparse embeddings (ignored there, with a warning). Not yet measured
+    #: on a GPU: off by default.
+    cuda_graph: bool = False
     #: the dropout mask on CPU: ``torch`` (``F.dropout``, what the published leaderboards
     #: were trained with) or ``fast`` (15-bit slices of int64 random words, a different
     #: random stream; faster, A/B-tested in ``benchmarks/results/frappe/dropout_ab.md``;
@@ -210,6 +217,8 @@ class TrainConfig:
                 f"compile must be true, false, 'auto' or one of {list(COMPILE_MODES)}, got "
                 f"{self.compile!r}"
             )
+        if not isinstance(self.cuda_graph, bool):
+            raise ConfigError(f"cuda_graph must be true or false, got {self.cuda_graph!r}")
         if self.tf32 not in (True, False, "auto"):
             raise ConfigError(f"tf32 must be true, false or 'auto', got {self.tf32!r}")
 

@@ -33,8 +33,10 @@ trains a fresh model for ``--epochs`` epochs; epoch 1 is warm-up, the run's rate
 reach 0.9x the issue's reference rates (DeepFM at 8M rows: 2.06M samples/s at batch 8,192,
 4.03M at 65,536); on another GPU the results say so and quote the loop's rates.
 
-Variants: ``--variants reduce-overhead`` times adrank with other settings (:data:`VARIANTS`)
-beside its defaults in every cell, same seeds: candidates for a CUDA default.
+Variants: ``--variants reduce-overhead,cuda-graph`` times adrank with other settings
+(:data:`VARIANTS`) beside its defaults in every cell, same seeds: candidates for a CUDA
+default (``cuda-graph``: the whole step recorded as one CUDA graph, ``TrainConfig.cuda_graph``;
+a run whose recording failed is recorded as an error, not as its eager speed).
 
 Modes: ``--ablation`` trains adrank on DeepFM at ``--ablation-batch`` with each GPU setting
 toggled one at a time (``gpu_ablation``); ``--accuracy`` trains DeepFM on frappe (committed
@@ -131,12 +133,14 @@ ABLATION: dict[str, dict[str, Any]] = {
     "bf16 amp": {"amp": True},
     "no gradient clipping": {"grad_clip_norm": None},
     "compile reduce-overhead (CUDA graphs)": {"compile": "reduce-overhead"},
+    "whole step as one CUDA graph": {"cuda_graph": True},
 }
 
 #: adrank settings the cells time beside adrank's defaults (``--variants``): candidates for a
 #: CUDA default, each one more side per cell (a failing variant is recorded, not fatal).
 VARIANTS: dict[str, dict[str, Any]] = {
     "reduce-overhead": {"compile": "reduce-overhead"},
+    "cuda-graph": {"cuda_graph": True},
 }
 
 
@@ -196,16 +200,21 @@ def adrank_run(
     )
     loader = InMemoryLoader(split.data, batch_size, shuffle=True, seed=seed)
     skips = cudagraph_skips()
-    result = Trainer(net, config).fit(loader)
+    trainer = Trainer(net, config)
+    result = trainer.fit(loader)
+    graph = trainer._graph  # cuda_graph=True: the recorded step (adrank.train.graph_step)
+    if graph is not None and graph.failed:  # it trained eagerly: not the variant's speed
+        raise RuntimeError(f"cuda_graph: recording the step failed ({graph.failure})")
     times = [h["train_time_s"] for h in result.history]
     losses = [h["train_loss"] for h in result.history]
-    del net, result
+    del net, result, trainer
     return {
         "seed": seed,
         "epoch_train_s": times,
         "train_loss": losses,
         "samples_per_s": _rate(len(split.data), times),
         "cudagraph_skips": cudagraph_skips() - skips,  # graphs inductor chose not to record
+        **({} if graph is None else {"cuda_graph_counts": dict(graph.counts)}),
     }
 
 

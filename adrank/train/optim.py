@@ -31,32 +31,38 @@ __all__ = ["SparseDenseAdam", "build_optimizer", "clip_grad_norm", "enable_spars
 
 
 def _adam(
-    params: list[nn.Parameter], lr: float, device: torch.device, implementation: str = "auto"
+    params: list[nn.Parameter],
+    lr: float,
+    device: torch.device,
+    implementation: str = "auto",
+    capturable: bool = False,
 ) -> torch.optim.Adam:
     """Adam with the chosen kernel (``TrainConfig.adam_implementation``).
 
     ``auto``: the fused kernel where torch has one (a few % faster on CPU and CUDA), else the
     default; ``fused``: the fused kernel or a clear error; ``foreach``: one multi-tensor
     kernel per operation; ``single_tensor``: a loop over the parameters (slowest, for
-    comparisons).
+    comparisons). ``capturable``: the step count stays on the device, so the step can be
+    recorded in a CUDA graph (``TrainConfig.cuda_graph``).
     """
     if implementation == "auto":
         if device.type in ("cpu", "cuda"):
             try:
-                return torch.optim.Adam(params, lr=lr, fused=True)
+                return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
             except (RuntimeError, TypeError) as exc:  # e.g. dtypes the fused kernel lacks
                 logger.debug("fused Adam unavailable (%s); using the default implementation", exc)
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, capturable=capturable)
     if implementation == "fused":
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            return torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(
                 f"adam_implementation='fused' is not available on {device} with these "
                 f"parameters ({exc}); use 'auto' or 'foreach'"
             ) from exc
     if implementation in ("foreach", "single_tensor"):
-        return torch.optim.Adam(params, lr=lr, foreach=implementation == "foreach")
+        foreach = implementation == "foreach"
+        return torch.optim.Adam(params, lr=lr, foreach=foreach, capturable=capturable)
     raise ValueError(
         f"adam_implementation must be 'auto', 'fused', 'foreach' or 'single_tensor', got "
         f"{implementation!r}"
@@ -140,12 +146,14 @@ def build_optimizer(
     sparse_embeddings: bool = False,
     implementation: str = "auto",
     row_steps: bool = False,
+    *,
+    capturable: bool = False,
 ) -> torch.optim.Optimizer | SparseDenseAdam:
-    """Adam over ``model``'s trainable parameters (``implementation``: see :func:`_adam`);
-    see the module docstring (``row_steps`` needs ``sparse_embeddings``)."""
+    """Adam over ``model``'s trainable parameters (``implementation``, ``capturable``: see
+    :func:`_adam`); see the module docstring (``row_steps`` needs ``sparse_embeddings``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not sparse_embeddings:
-        return _adam(params, lr, device, implementation)
+        return _adam(params, lr, device, implementation, capturable)
     sparse = enable_sparse_embeddings(model)
     if not sparse:
         raise ValueError("sparse_embeddings=True but the model has no nn.Embedding tables")

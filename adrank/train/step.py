@@ -67,11 +67,21 @@ def training_forward(
     config: TrainConfig,
     device: torch.device,
     ddp: torch.nn.parallel.DistributedDataParallel | None,
+    *,
+    graphed: bool = False,
 ) -> Any:
     """``model.training_outputs``, compiled with ``torch.compile`` when ``config.compile``
     asks for it on a single CUDA device (``auto``: there, and with an eager fallback;
-    elsewhere an explicit mode is ignored with a warning)."""
+    elsewhere an explicit mode is ignored with a warning). ``graphed``: the whole step is
+    recorded as a CUDA graph (``cuda_graph``), so ``reduce-overhead``'s own CUDA graphs
+    would nest inside it: the forward compiles in ``default`` mode instead."""
     mode = config.resolved_compile_mode(device.type, ddp is not None)
+    if graphed and mode == "reduce-overhead":
+        logger.warning(
+            "compile='reduce-overhead' with cuda_graph=True: the whole step is one CUDA "
+            "graph, so the forward compiles in 'default' mode"
+        )
+        mode = "default"
     if mode is None:
         return model.training_outputs
     if device.type != "cuda" or ddp is not None:  # an explicit mode: say it is ignored

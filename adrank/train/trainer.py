@@ -60,6 +60,7 @@ from adrank.train.evaluation import (
     compute_metrics,
     gather_predictions,
 )
+from adrank.train.graph_step import CudaGraphs, StepGraph, cuda_graph_unsupported
 from adrank.train.losses import net_regularized_parameters, training_loss
 from adrank.train.optim import build_optimizer, clip_grad_norm
 from adrank.train.sampling import correct_predictions
@@ -79,6 +80,7 @@ logger = logging.getLogger(__name__)
 # Settings that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {
     "max_epochs", "progress", "device", "num_threads", "eval_batch_size", "device_data_fraction",
+    "cuda_graph",
 }  # fmt: skip
 
 
@@ -172,17 +174,21 @@ class Trainer:
             self.position.to(self.device)
             towers = self.position.tower_parameters()
             trainable = torch.nn.ModuleList([self.model, *self.position.base_modules()])
+        graphed = config.cuda_graph and self._cuda_graph_supported(config)
         self.optimizer = build_optimizer(
             trainable,
             config.learning_rate,
             self.device,
             config.sparse_embeddings,
             config.adam_implementation,
+            capturable=graphed,  # Adam's step count on the device, for CUDA graphs
         )
         if towers:  # examination towers learn faster (TrainConfig.position_lr_scale)
             lr = config.learning_rate * config.position_lr_scale
             self.optimizer.add_param_group({"params": towers, "lr": lr})
-        self._training_forward = training_forward(self.model, config, self.device, self._ddp)
+        self._training_forward = training_forward(
+            self.model, config, self.device, self._ddp, graphed=graphed
+        )
         self._params = [p for p in trainable.parameters() if p.requires_grad] + towers
         # Which outputs are trained against which labels: checked before any training.
         self.objectives = resolve_objectives(model, model.feature_map, config.task)
@@ -199,8 +205,13 @@ class Trainer:
             bf16 = torch.cuda.is_bf16_supported()
             self._amp_dtype = torch.bfloat16 if bf16 else torch.float16
             self._scaler = None if bf16 else torch.amp.GradScaler("cuda")
+        self._graph: StepGraph | None = None
+        if graphed:
+            self._graph = StepGraph(self._step, self.optimizer, CudaGraphs(self.device))
         self.state = TrainState()
         self.steps_per_epoch: int | None = None
+        #: the gradient norm before clipping of the last step (``None`` before the first
+        #: clipped step), updated in place so a recorded CUDA graph updates it too
         self.last_grad_norm: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=self.device)
         self._seen = 0
@@ -223,6 +234,17 @@ class Trainer:
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir, so it has no checkpoint path")
         return self.run_dir / "checkpoint.pt"
+
+    def _cuda_graph_supported(self, config: TrainConfig) -> bool:
+        """Whether ``cuda_graph=True`` can apply to this run (else one warning)."""
+        fp16 = self.amp and not torch.cuda.is_bf16_supported()
+        strategy = None if self.position is None else _strategy(config)
+        reason = cuda_graph_unsupported(
+            self.device, self._ddp is not None, strategy, config.sparse_embeddings, fp16
+        )
+        if reason is not None:
+            logger.warning("cuda_graph=True is ignored: %s", reason)
+        return reason is None
 
     @property
     def lr(self) -> float:
@@ -281,6 +303,10 @@ class Trainer:
         if self.position is not None and ckpt.get("position") is not None:
             self.position.load_state_dict(ckpt["position"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self._graph is not None:  # new state tensors, maybe saved without capturable
+            for group in self.optimizer.param_groups:
+                group["capturable"] = True
+            self._graph.invalidate()
         if self._scaler is not None and ckpt.get("scaler"):
             self._scaler.load_state_dict(ckpt["scaler"])
         best_state = ckpt["best_state"]
@@ -299,14 +325,23 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp:
-            return torch.autocast("cuda", dtype=self._amp_dtype)
+        if self.amp:  # no cast cache when the step is a CUDA graph (torch's advice)
+            return torch.autocast("cuda", self._amp_dtype, cache_enabled=self._graph is None)
         return contextlib.nullcontext()
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step on ``batch``; returns the detached loss (no device sync)."""
         if self.device.type != "cpu" and batch.labels.device != self._batch_device:
             batch = batch.to(self.device, non_blocking=True)  # a device loader's are there
+        # cuda_graph=True: the step recorded as a CUDA graph (adrank.train.graph_step)
+        loss = self._step(batch, "none") if self._graph is None else self._graph(batch)
+        self._seen += len(batch)
+        return loss
+
+    def _step(self, batch: Batch, grads: str) -> torch.Tensor:
+        """Forward, loss, backward, clipping and the optimizer's step; ``grads``: what
+        happens to the gradients first (``none``: set to None, ``zero``: zeroed in place,
+        ``keep``: nothing, see :mod:`adrank.train.graph_step`)."""
         with self._autocast(), dropout_kernel(self.config.dropout_kernel):
             if self._ddp is not None:  # the forward must go through DDP to sync gradients
                 logits, aux = self._ddp(batch.features)
@@ -325,24 +360,29 @@ class Trainer:
                 self.objectives,
                 self.position,
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        if grads != "keep":
+            self.optimizer.zero_grad(set_to_none=grads == "none")
         clip = self.config.grad_clip_norm
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
             if clip is not None:
                 self._scaler.unscale_(self.optimizer)
-                self.last_grad_norm = clip_grad_norm(self._params, clip)
+                self._record_grad_norm(clip_grad_norm(self._params, clip))
             self._scaler.step(self.optimizer)
             self._scaler.update()
         else:
             loss.backward()
             if clip is not None:
-                self.last_grad_norm = clip_grad_norm(self._params, clip)
+                self._record_grad_norm(clip_grad_norm(self._params, clip))
             self.optimizer.step()
         loss = loss.detach()
         self._loss_sum.add_(loss, alpha=len(batch))
-        self._seen += len(batch)
         return loss
+
+    def _record_grad_norm(self, norm: torch.Tensor) -> None:
+        if self.last_grad_norm is None:
+            self.last_grad_norm = torch.zeros((), dtype=norm.dtype, device=norm.device)
+        self.last_grad_norm.copy_(norm)
 
     def _run_epoch(
         self, epoch: int, train: Iterable[Batch], valid: Iterable[Batch] | None
