@@ -183,6 +183,22 @@ class StepGraph:
         self._recorded = None
         self._warmed = min(self._warmed, self.warmup - 1)
 
+    def report(self) -> None:
+        """Log how the steps ran; warn when most of them could not replay the recording
+        (batches whose shapes vary, e.g. sequences padded per batch)."""
+        c = self.counts
+        logger.info(
+            "cuda_graph: %d step(s) replayed, %d eager (other batch shapes), %d recording(s)",
+            c["replayed"], c["eager"], c["recorded"],
+        )  # fmt: skip
+        if not self.failed and c["eager"] > c["replayed"]:
+            logger.warning(
+                "cuda_graph: %d of %d steps ran without the recorded graph because their "
+                "batches had other shapes than the recorded %s; CUDA graphs need batches of "
+                "one shape (pad sequences to a fixed length)",
+                c["eager"], c["eager"] + c["replayed"], list(self._shapes),
+            )  # fmt: skip
+
     def _learning_rates(self) -> tuple[float, ...]:
         return tuple(float(g["lr"]) for g in self.optimizer.param_groups)
 

@@ -560,6 +560,8 @@ class Trainer:
                 self.state.history.append(logs)
                 for c in self.callbacks:
                     c.on_epoch_end(self, epoch, logs)
+            if self._graph is not None:
+                self._graph.report()
             if self.state.best_state is not None:
                 self.model.load_state_dict(self.state.best_state)
             self.model.eval()

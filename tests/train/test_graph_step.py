@@ -231,3 +231,25 @@ def test_cuda_graph_replays_without_host_sync() -> None:
     assert trainer._graph is not None and trainer._graph.counts["replayed"] > 1
     assert syncs == []
     assert math.isfinite(trainer.running_loss())
+
+
+def test_a_run_whose_batches_keep_changing_shape_is_told_it_gains_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every batch a new size: each one trains eagerly, and fit says why at the end."""
+    trainer = graphed(Trainer(new_model(), train_config(max_epochs=1)))
+    data = ctr_data(600).data
+    sizes = [64, 63, 62, 61, 60, 59, 58, 57, 56]
+    batches, start = [], 0
+    for n in sizes:
+        batches.append(data.map(lambda t, s=start, n=n: t[s : s + n]))
+        start += n
+    with caplog.at_level(logging.INFO, logger="adrank.train.trainer"):
+        trainer.fit(batches)
+    step = trainer._graph
+    assert step is not None and step.counts == {"replayed": 0, "eager": 8, "recorded": 0}
+    messages = [r.getMessage() for r in caplog.records]
+    assert "cuda_graph: 0 step(s) replayed, 8 eager (other batch shapes), 0 recording(s)" in (
+        messages
+    )
+    assert any("8 of 8 steps ran without the recorded graph" in m for m in messages)
