@@ -93,12 +93,15 @@ class VerifyResult:
         if self.reproduced:
             lines.append(f"reproduced: both differences are within {self.tolerance:g}")
         elif self.other_cpu:
-            noise = ""
+            noise = f"a difference above {self.tolerance:g}"
             if self.seed_std:
-                noise = f" ({abs(self.auc_diff) / self.seed_std:.2g}x the seed spread of AUC)"
+                noise = (
+                    f"the AUC difference is {abs(self.auc_diff) / self.seed_std:.2g}x the "
+                    "model's spread over seeds"
+                )
             lines.append(
-                f"NOT reproduced bit for bit on this CPU (difference above {self.tolerance:g}"
-                f"{noise}): re-run it on a {self.recorded_cpu} to check the row itself"
+                f"NOT reproduced bit for bit on this CPU: {noise}; to check the row itself, "
+                f"re-run it on its CPU ({self.recorded_cpu})"
             )
         elif self.same_code:
             lines.append(
