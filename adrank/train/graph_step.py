@@ -164,8 +164,9 @@ class StepGraph:
         self._warmed = 0
         #: why recording failed (``None``: it did not), e.g. for a benchmark's report
         self.failure: str | None = None
-        #: steps replayed, eager steps of other shapes, and recordings, so far
-        self.counts = {"replayed": 0, "eager": 0, "recorded": 0}
+        #: steps replayed, warm-up steps, eager steps (other shapes, or after a failed
+        #: recording), and recordings, so far
+        self.counts = {"replayed": 0, "warm": 0, "eager": 0, "recorded": 0}
 
     @property
     def failed(self) -> bool:
@@ -188,15 +189,16 @@ class StepGraph:
         (batches whose shapes vary, e.g. sequences padded per batch)."""
         c = self.counts
         logger.info(
-            "cuda_graph: %d step(s) replayed, %d eager (other batch shapes), %d recording(s)",
-            c["replayed"], c["eager"], c["recorded"],
+            "cuda_graph: %d step(s) replayed, %d warm-up, %d eager (other batch shapes), "
+            "%d recording(s)",
+            c["replayed"], c["warm"], c["eager"], c["recorded"],
         )  # fmt: skip
         if not self.failed and c["eager"] > c["replayed"]:
             logger.warning(
                 "cuda_graph: %d of %d steps ran without the recorded graph because their "
                 "batches had other shapes than the recorded %s; CUDA graphs need batches of "
                 "one shape (pad sequences to a fixed length)",
-                c["eager"], c["eager"] + c["replayed"], list(self._shapes),
+                c["eager"], sum(c.values()) - c["recorded"], list(self._shapes),
             )  # fmt: skip
 
     def _learning_rates(self) -> tuple[float, ...]:
@@ -219,6 +221,7 @@ class StepGraph:
         if self._recorded is None:
             if self._warmed < self.warmup:
                 self._warmed += 1
+                self.counts["warm"] += 1
                 with self.backend.warm():
                     return self.step_fn(self._static, "none")
             if not self._record(batch):

@@ -105,7 +105,7 @@ def test_a_graphed_run_is_the_eager_run_step_for_step() -> None:
     assert torch.equal(graph.last_grad_norm, eager.last_grad_norm)  # the last (short) step's
     step = graph._graph
     assert step is not None and not step.failed
-    assert step.counts == {"replayed": 3 * 9 - 5, "eager": 3, "recorded": 3}
+    assert step.counts == {"replayed": 3 * 9 - 5, "warm": 5, "eager": 3, "recorded": 3}
     assert step.backend.warm_calls == 5  # type: ignore[attr-defined]
 
 
@@ -247,9 +247,11 @@ def test_a_run_whose_batches_keep_changing_shape_is_told_it_gains_nothing(
     with caplog.at_level(logging.INFO, logger="adrank.train.trainer"):
         trainer.fit(batches)
     step = trainer._graph
-    assert step is not None and step.counts == {"replayed": 0, "eager": 8, "recorded": 0}
+    assert step is not None
+    assert step.counts == {"replayed": 0, "warm": 1, "eager": 8, "recorded": 0}
     messages = [r.getMessage() for r in caplog.records]
-    assert "cuda_graph: 0 step(s) replayed, 8 eager (other batch shapes), 0 recording(s)" in (
-        messages
+    assert (
+        "cuda_graph: 0 step(s) replayed, 1 warm-up, 8 eager (other batch shapes), 0 recording(s)"
+        in messages
     )
-    assert any("8 of 8 steps ran without the recorded graph" in m for m in messages)
+    assert any("8 of 9 steps ran without the recorded graph" in m for m in messages)
