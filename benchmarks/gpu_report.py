@@ -109,15 +109,16 @@ def ablation_markdown(out: dict[str, Any]) -> str:
         f"Data: {out['data']}. One run each (epoch 1 warm-up). Loop: "
         f"{'-' if loop is None else format(loop, ',.0f')} samples/s.",
         "",
-        "| setting | adrank, samples/s | / loop | train loss (last epoch) |",
-        "|---|---|---|---|",
+        "| setting | adrank, samples/s | / loop | train loss (last epoch) | graphs inductor "
+        "skipped |",
+        "|---|---|---|---|---|",
     ]
     for name, v in out["variants"].items():
         rate = v.get("samples_per_s")
         cell = f"{rate:,.0f}" if rate else v.get("error", v.get("skipped", "-"))
         ratio = f"{rate / loop:.2f}" if rate and loop else "-"
         loss = f"{v['train_loss'][-1]:.5f}" if v.get("train_loss") else "-"
-        lines.append(f"| {name} | {cell} | {ratio} | {loss} |")
+        lines.append(f"| {name} | {cell} | {ratio} | {loss} | {v.get('cudagraph_skips', '-')} |")
     return "\n".join(lines) + "\n"
 
 

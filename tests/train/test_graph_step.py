@@ -23,10 +23,18 @@ import pytest
 import torch
 
 from adrank.config import ConfigError
+from adrank.models import build_model
 from adrank.train import Trainer
 from adrank.train.callbacks import Callback
 from adrank.train.graph_step import StepGraph, cuda_graph_unsupported
-from tests.train.test_device_loader import count_syncs, ctr_data, new_model, train_config
+from adrank.utils import seed_everything
+from tests.train.test_device_loader import (
+    FEATURE_MAP,
+    count_syncs,
+    ctr_data,
+    new_model,
+    train_config,
+)
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -200,20 +208,25 @@ def test_cuda_graph_setting_is_checked() -> None:
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("compile_mode", [False, "default"])
 def test_cuda_graph_records_and_trains_like_the_eager_step(compile_mode: Any) -> None:
-    """Recorded for real: no fallback, one recording, replays; without dropout the losses
-    match the eager step's (the same kernels in the same order)."""
+    """Recorded for real, with the eager and the compiled forward: no fallback, one
+    recording, replays, finite losses. With the eager forward (no dropout) the losses match
+    the eager step's, the same kernels in the same order; the compiled case skips that
+    comparison, which would compile twice (the runbook's GPU time is short)."""
     results = {}
-    for graph in (False, True):
-        torch.manual_seed(0)
+    for graph in (True, False) if compile_mode is False else (True,):
         cfg = train_config(device="cuda", max_epochs=2, compile=compile_mode, cuda_graph=graph)
-        model = new_model()
+        seed_everything(0)
+        model = build_model("deepfm", FEATURE_MAP, embedding_dim=4, hidden_units=[8],
+                            net_dropout=0.0)  # fmt: skip
         trainer = Trainer(model, cfg)
         results[graph] = (_fit(trainer), trainer)
     losses, trainer = results[True]
     step = trainer._graph
-    assert step is not None and not step.failed, "recording failed: see the warning"
+    assert step is not None and not step.failed, f"recording failed: {step and step.failure}"
     assert step.counts["recorded"] == 1 and step.counts["replayed"] > 0
-    assert losses == pytest.approx(results[False][0], rel=1e-4)
+    assert all(math.isfinite(x) for x in losses)
+    if False in results:
+        assert losses == pytest.approx(results[False][0], rel=1e-4)
 
 
 @pytest.mark.cuda
