@@ -303,9 +303,10 @@ class Trainer:
         if self.position is not None and ckpt.get("position") is not None:
             self.position.load_state_dict(ckpt["position"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self._graph is not None:  # new state tensors, maybe saved without capturable
-            for group in self.optimizer.param_groups:
-                group["capturable"] = True
+        for group in self.optimizer.param_groups:  # this run's mode, not the checkpoint's
+            if "capturable" in group:  # (a cuda_graph run's checkpoint resumed on CPU)
+                group["capturable"] = self._graph is not None
+        if self._graph is not None:  # new optimizer state tensors: record again
             self._graph.invalidate()
         if self._scaler is not None and ckpt.get("scaler"):
             self._scaler.load_state_dict(ckpt["scaler"])

@@ -149,6 +149,21 @@ def test_resuming_records_again_and_reproduces_the_uninterrupted_run(tmp_path: P
     assert_same_weights(resumed, whole)
 
 
+def test_a_checkpoint_saved_with_capturable_adam_resumes_without_it(tmp_path: Path) -> None:
+    """A cuda_graph run's optimizer is capturable (its step count on the device); resumed on
+    CPU, where capturable Adam cannot step, the optimizer takes this run's setting."""
+    cfg = {"adam_implementation": "foreach"}  # fused Adam would step with capturable on CPU
+    saved = Trainer(new_model(), train_config(max_epochs=1, **cfg), run_dir=tmp_path)
+    _fit(saved)
+    for group in saved.optimizer.param_groups:
+        group["capturable"] = True  # as a cuda_graph run saves it
+    saved.save_checkpoint(tmp_path / "checkpoint.pt")
+    resumed = Trainer(new_model(), train_config(max_epochs=2, **cfg), run_dir=tmp_path)
+    losses = _fit(resumed, resume=True)
+    assert [g["capturable"] for g in resumed.optimizer.param_groups] == [False]
+    assert len(losses) == 2 and math.isfinite(losses[-1])
+
+
 def test_a_failed_recording_warns_once_and_trains_eagerly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
