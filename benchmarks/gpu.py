@@ -202,7 +202,7 @@ def adrank_run(
     skips = cudagraph_skips()
     trainer = Trainer(net, config)
     result = trainer.fit(loader)
-    graph = trainer._graph  # cuda_graph=True: the recorded step (adrank.train.graph_step)
+    graph = trainer.step_graph  # cuda_graph=True: the recorded step
     if graph is not None and graph.failed:  # it trained eagerly: not the variant's speed
         raise RuntimeError(f"cuda_graph: recording the step failed ({graph.failure})")
     times = [h["train_time_s"] for h in result.history]

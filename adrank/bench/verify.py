@@ -117,7 +117,7 @@ class VerifyResult:
 
     @property
     def this_cpu(self) -> str:
-        return self.machine.split(",", 1)[0].strip()
+        return _cpu_of(self.machine)
 
     @property
     def other_cpu(self) -> bool:
@@ -249,13 +249,18 @@ def verify_run(
     )
 
 
+def _cpu_of(machine: str) -> str:
+    """The CPU model of a :func:`~adrank.bench.provenance.machine_line` ("CPU, N cores, ...")."""
+    return machine.split(",", 1)[0].strip()
+
+
 def _recorded_cpu(row: BenchmarkRun, results_path: Path) -> str:
     """The CPU model that trained ``row`` (see :attr:`VerifyResult.recorded_cpu`)."""
     if row.machine:
-        return row.machine.split(",", 1)[0].strip()
+        return _cpu_of(row.machine)
     for v in reversed(read_verifications(results_path.parent)):
         if (v.model, v.seed, v.reproduced) == (row.model, row.seed, True) and v.machine:
-            return v.machine.split(",", 1)[0].strip()
+            return _cpu_of(v.machine)
     return ""
 
 

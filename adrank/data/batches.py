@@ -65,6 +65,10 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the batch, in :meth:`map`'s order: features, labels, roles."""
+        return [*self.features.values(), self.labels, *self.roles.values()]
+
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """A batch with ``fn`` applied to every tensor (features, labels and roles)."""
         return Batch(

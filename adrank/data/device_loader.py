@@ -155,8 +155,7 @@ def _take(parts: list[torch.Tensor], idx: torch.Tensor, pin: bool = False) -> li
 
 def batch_nbytes(batch: Batch) -> int:
     """Bytes of all tensors of ``batch``."""
-    tensors = [*batch.features.values(), batch.labels, *batch.roles.values()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(t.numel() * t.element_size() for t in batch.tensors())
 
 
 def fits_on_device(

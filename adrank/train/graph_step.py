@@ -125,10 +125,6 @@ def cuda_graph_unsupported(
     return None
 
 
-def _tensors(batch: Batch) -> list[torch.Tensor]:
-    return [*batch.features.values(), batch.labels, *batch.roles.values()]
-
-
 def _copy_into(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
     """``dst[i].copy_(src[i])`` for all i, as one multi-tensor kernel per dtype where torch
     has it."""
@@ -205,7 +201,7 @@ class StepGraph:
         return tuple(float(g["lr"]) for g in self.optimizer.param_groups)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
-        tensors = _tensors(batch)
+        tensors = batch.tensors()
         shapes = tuple(t.shape for t in tensors)
         if self._recorded is not None and self._learning_rates() != self._lrs:
             logger.debug("cuda_graph: the learning rate changed; recording the step again")
@@ -216,7 +212,7 @@ class StepGraph:
             return self.step_fn(batch, "zero" if self._recorded is not None else "none")
         if self._static is None:
             self._static = batch.map(lambda t: t.detach().clone())
-            self._static_tensors, self._shapes = _tensors(self._static), shapes
+            self._static_tensors, self._shapes = self._static.tensors(), shapes
         _copy_into(self._static_tensors, tensors)
         if self._recorded is None:
             if self._warmed < self.warmup:

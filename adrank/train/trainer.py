@@ -247,6 +247,12 @@ class Trainer:
         return reason is None
 
     @property
+    def step_graph(self) -> StepGraph | None:
+        """The recorded step of a ``cuda_graph=True`` run (its counts, any failure), or
+        ``None`` when the step is not a CUDA graph."""
+        return self._graph
+
+    @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 

@@ -111,8 +111,8 @@ def test_a_graphed_run_is_the_eager_run_step_for_step() -> None:
     assert_same_weights(graph, eager)
     assert graph.last_grad_norm is not None and eager.last_grad_norm is not None
     assert torch.equal(graph.last_grad_norm, eager.last_grad_norm)  # the last (short) step's
-    step = graph._graph
-    assert step is not None and not step.failed
+    step = graph.step_graph
+    assert step is graph._graph and step is not None and not step.failed
     assert step.counts == {"replayed": 3 * 9 - 5, "warm": 5, "eager": 3, "recorded": 3}
     assert step.backend.warm_calls == 5  # type: ignore[attr-defined]
 
@@ -186,7 +186,7 @@ def test_cuda_graph_is_ignored_with_a_warning_where_it_cannot_apply(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="adrank.train.trainer"):
         trainer = Trainer(new_model(), train_config(cuda_graph=True))
-    assert trainer._graph is None
+    assert trainer._graph is None and trainer.step_graph is None
     assert trainer.optimizer.param_groups[0]["capturable"] is False
     assert any(
         "cuda_graph=True is ignored: CUDA graphs need a CUDA device" in r.getMessage()
