@@ -203,3 +203,57 @@ def test_history_target_of_candidates_needs_no_history() -> None:
     item = emb.fused(candidates["item"] + emb._offsets["item"])
     genre = emb.fused(candidates["genre"] + emb._offsets["genre"])
     assert torch.equal(target, torch.cat([item, genre], -1))
+
+
+def numeric_feature_map(dims: tuple[int, ...] = (0, 0, 0)) -> FeatureMap:
+    """Numeric fields whose names sort apart from their order (I1, I2, I10; ParameterDict
+    keeps its keys sorted) around a categorical field."""
+    names = ("I1", "I2", "I10")
+    numeric = [FieldInfo(n, "numeric", embedding_dim=d) for n, d in zip(names, dims, strict=True)]
+    cat = FieldInfo("c", "categorical", vocab_size=7)
+    return FeatureMap((numeric[0], cat, *numeric[1:]), labels=("click",))
+
+
+def per_field_numeric(emb: FeatureEmbedding, features: dict[str, torch.Tensor]) -> dict:
+    """The numeric embeddings one field at a time (before they were embedded together)."""
+    return {n: features[n].unsqueeze(-1) * emb.numeric_weight[n] for n in emb.numeric_names}
+
+
+def numeric_features(rows: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    feats = {n: torch.randn(rows, generator=g) for n in ("I1", "I2", "I10")}
+    feats["c"] = torch.randint(0, 7, (rows,), generator=g)
+    return feats
+
+
+def test_numeric_fields_embedded_together_match_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same products bit for bit, in field order (not the ParameterDict's sorted order), and
+    the same gradients up to summation order."""
+    emb = FeatureEmbedding(numeric_feature_map(), D)
+    randomize(emb)
+    feats = numeric_features()
+    together = emb(feats)
+    together.pow(2).sum().backward()
+    grads = {n: p.grad.clone() for n, p in emb.named_parameters()}
+    emb.zero_grad(set_to_none=True)
+    monkeypatch.setattr(FeatureEmbedding, "_embed_numeric", per_field_numeric)
+    one_by_one = emb(feats)
+    one_by_one.pow(2).sum().backward()
+    assert torch.equal(together, one_by_one)
+    assert together[:, 0].abs().sum() > 0 and not torch.equal(together[:, 0], together[:, 2])
+    for name, p in emb.named_parameters():
+        assert torch.allclose(grads[name], p.grad, rtol=1e-5, atol=1e-7), name
+
+
+def test_numeric_fields_of_different_dims_are_embedded_one_at_a_time() -> None:
+    emb = FeatureEmbedding(numeric_feature_map((2, 3, 3)), D, use_field_dims=True)
+    randomize(emb)
+    feats = numeric_features()
+    flat = emb.forward_flat(feats)  # I1 (2) | c (4) | I2 (3) | I10 (3)
+    assert flat.shape == (64, 12)
+    expected = per_field_numeric(emb, feats)
+    assert torch.equal(flat[:, :2], expected["I1"])
+    assert torch.equal(flat[:, 6:9], expected["I2"])
+    assert torch.equal(flat[:, 9:], expected["I10"])
