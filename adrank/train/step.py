@@ -18,6 +18,7 @@ from adrank.models.base import CTRModel, ModelOutput
 
 __all__ = [
     "Tf32",
+    "capturing",
     "check_sparse_embeddings",
     "cudagraph_skips",
     "eager_fallback",
@@ -147,9 +148,20 @@ def watch_cudagraphs(call: Any, after: int = 3) -> Any:
     return watched
 
 
+def capturing() -> bool:
+    """Whether the current CUDA stream is recording a CUDA graph (``cuda_graph``)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def eager_fallback(compiled: Any, eager: Any, name: str) -> Any:
     """``compiled`` until it raises, then ``eager`` for good (one warning): ``compile=auto``
-    must never stop a training run that eager mode can do. Both return (logits, aux)."""
+    must never stop a training run that eager mode can do. Both return (logits, aux).
+
+    An error while a CUDA graph is being recorded (``cuda_graph``) is the recording's, not
+    the compiler's (an operation that CUDA cannot record; eager mode would fail the same
+    way on the invalidated capture): it propagates to
+    :class:`~adrank.train.graph_step.StepGraph`, which trains without graphs from there,
+    and the forward stays compiled."""
     state = {"fn": compiled}
 
     def call(features: dict[str, torch.Tensor]) -> ModelOutput:
@@ -157,6 +169,8 @@ def eager_fallback(compiled: Any, eager: Any, name: str) -> Any:
             try:
                 return ModelOutput(*compiled(features))
             except Exception as exc:  # any compiler failure: eager is exact
+                if capturing():
+                    raise
                 logger.warning(
                     "torch.compile failed on %s (%s: %s); training eagerly from here "
                     "(set train.compile=false to skip compiling)",

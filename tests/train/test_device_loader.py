@@ -307,6 +307,38 @@ def test_eager_fallback_switches_for_good_after_a_compile_failure(
     assert caplog.text.count("torch.compile failed on deepfm (RuntimeError: inductor") == 1
 
 
+def test_eager_fallback_leaves_an_error_of_a_cuda_graph_recording_to_the_recorder(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operation CUDA cannot record fails the recording, not the compiler: the error
+    reaches StepGraph (which trains without graphs) and the forward stays compiled."""
+    from adrank.train import step as step_module
+
+    calls = {"compiled": 0, "eager": 0}
+
+    def compiled(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        calls["compiled"] += 1
+        if calls["compiled"] == 1:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return features["x"] * 3, {}
+
+    def eager(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        calls["eager"] += 1
+        return features["x"] * 2, {}
+
+    forward = step_module.eager_fallback(compiled, eager, "deepfm")
+    x = {"x": torch.ones(3)}
+    monkeypatch.setattr(step_module, "capturing", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="adrank.train.trainer"):
+        with pytest.raises(RuntimeError, match="stream is capturing"):
+            forward(x)
+        monkeypatch.setattr(step_module, "capturing", lambda: False)
+        after = forward(x)
+    assert torch.equal(after.logits, torch.full((3,), 3.0))  # still the compiled forward
+    assert calls == {"compiled": 2, "eager": 0}
+    assert "torch.compile failed" not in caplog.text
+
+
 def test_tf32_and_compile_are_ignored_with_a_warning_on_cpu(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
