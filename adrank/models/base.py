@@ -85,6 +85,13 @@ class CTRModel(nn.Module):
         more than the labels."""
         return None
 
+    def cuda_graph_blocker(self) -> str | None:
+        """Why this model's training step cannot be recorded as one CUDA graph
+        (``TrainConfig.cuda_graph``), or ``None`` when it can: a step that reads a device
+        value on the host, or sizes a tensor by the data, cannot be recorded
+        (``tests/train/test_recordable_steps.py`` checks every registered model)."""
+        return None
+
     def embedding_modules(self) -> list[FeatureEmbedding]:
         """Every FeatureEmbedding in the model (the trainer regularizes these)."""
         return [m for m in self.modules() if isinstance(m, FeatureEmbedding)]

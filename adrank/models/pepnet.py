@@ -67,7 +67,9 @@ class PEPNet(CTRModel):
         self.domain = DomainInput(feature_map, domain_dropout)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)
         self.persona = persona_field_names(feature_map, persona_fields)
-        self.persona_index = [feature_map.names.index(n) for n in self.persona]
+        # a buffer, so the gather needs no host-to-device copy per step (CUDA graphs)
+        index = torch.tensor([feature_map.names.index(n) for n in self.persona])
+        self.register_buffer("persona_index", index, persistent=False)
         fields = feature_map.num_fields
         width = fields * embedding_dim
         self.domain_embedding = nn.Embedding(self.domain.num_slots, embedding_dim)
@@ -85,7 +87,7 @@ class PEPNet(CTRModel):
         domain_side = torch.cat([self.domain_embedding(slot), emb.detach().flatten(1)], dim=1)
         field_gate = self.epnet(domain_side)  # (B, F): one scale per field embedding
         personalised = (emb * field_gate.unsqueeze(-1)).flatten(1)  # O_ep (B, F*D)
-        persona = emb[:, self.persona_index].flatten(1)  # (B, P*D)
+        persona = emb.index_select(1, self.persona_index).flatten(1)  # (B, P*D)
         prior = torch.cat([persona, personalised.detach()], dim=1)
         h = personalised
         for layer, gate in zip(self.layers, self.ppnet, strict=True):

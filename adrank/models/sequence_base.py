@@ -167,6 +167,15 @@ class SequenceModel(CTRModel):
         return self.logits(features, self.encode_history(self.embed_history(features)))
 
     # -- DIEN's next-behaviour auxiliary loss (DIEN, DMIN) -------------------------------
+    def cuda_graph_blocker(self) -> str | None:
+        if self.aux_loss_weight > 0:
+            return (
+                f"{type(self).__name__}'s auxiliary loss samples its negatives among the "
+                "batch's distinct history items (unique, whose size the host must read); "
+                "aux_loss_weight=0 makes the step recordable"
+            )
+        return super().cuda_graph_blocker()
+
     def next_behaviour_outputs(
         self,
         logits: torch.Tensor,

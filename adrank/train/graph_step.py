@@ -110,8 +110,14 @@ def cuda_graph_unsupported(
     strategy: str | None,
     sparse_embeddings: bool,
     grad_scaler: bool,
+    *,
+    batch_regularizer: bool = False,
+    model_blocker: str | None = None,
 ) -> str | None:
-    """Why the whole step cannot be one CUDA graph in this run (``None``: it can)."""
+    """Why the whole step cannot be one CUDA graph in this run (``None``: it can).
+
+    ``model_blocker``: the model's own reason
+    (:meth:`adrank.models.base.CTRModel.cuda_graph_blocker`)."""
     if device.type != "cuda":
         return f"CUDA graphs need a CUDA device, training is on {device}"
     if distributed:
@@ -122,7 +128,12 @@ def cuda_graph_unsupported(
         return "not with sparse_embeddings (sparse gradients change size every step)"
     if grad_scaler:
         return "not with fp16 AMP (its gradient scaler reads the device every step); bf16 works"
-    return None
+    if batch_regularizer:
+        return (
+            "not with embedding_regularizer_scope='batch' (it finds the batch's distinct rows "
+            "with unique, whose size the host must read); the 'table' scope works"
+        )
+    return model_blocker
 
 
 def _copy_into(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:

@@ -240,7 +240,14 @@ class Trainer:
         fp16 = self.amp and not torch.cuda.is_bf16_supported()
         strategy = None if self.position is None else _strategy(config)
         reason = cuda_graph_unsupported(
-            self.device, self._ddp is not None, strategy, config.sparse_embeddings, fp16
+            self.device,
+            self._ddp is not None,
+            strategy,
+            config.sparse_embeddings,
+            fp16,
+            batch_regularizer=config.embedding_regularizer > 0
+            and config.embedding_regularizer_scope == "batch",
+            model_blocker=self.model.cuda_graph_blocker(),
         )
         if reason is not None:
             logger.warning("cuda_graph=True is ignored: %s", reason)

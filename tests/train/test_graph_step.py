@@ -211,6 +211,15 @@ def test_what_cuda_graphs_do_not_support_is_named(args: tuple[Any, ...], reason:
     assert cuda_graph_unsupported(torch.device("cuda"), False, None, False, False) is None
 
 
+def test_a_model_that_cannot_be_recorded_is_named_after_the_run_settings() -> None:
+    reason = "DIEN's auxiliary loss samples its negatives"
+    cuda = torch.device("cuda")
+    assert cuda_graph_unsupported(cuda, False, None, False, False, model_blocker=reason) == reason
+    assert "distributed" in (
+        cuda_graph_unsupported(cuda, True, None, False, False, model_blocker=reason) or ""
+    )
+
+
 def test_cuda_graph_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match="cuda_graph must be true or false"):
         train_config(cuda_graph="yes")
