@@ -96,9 +96,10 @@ class TrainConfig:
     #: graph and replay it for every batch of the same size: one launch per step instead
     #: of hundreds, for small batches where the host bounds the step
     #: (:mod:`adrank.train.graph_step`). One CUDA device, no fp16 AMP, position methods,
-    #: distillation or sparse embeddings (ignored there, with a warning). Not yet measured
-    #: on a GPU: off by default.
-    cuda_graph: bool = False
+    #: distillation or sparse embeddings (``true`` is ignored there, with a warning);
+    #: ``auto``: on wherever it applies, silently off elsewhere (CPU included). Not yet
+    #: measured on a GPU: ``false`` by default.
+    cuda_graph: bool | Literal["auto"] = False
     #: the dropout mask on CPU: ``torch`` (``F.dropout``, what the published leaderboards
     #: were trained with) or ``fast`` (15-bit slices of int64 random words, a different
     #: random stream; faster, A/B-tested in ``benchmarks/results/frappe/dropout_ab.md``;
@@ -217,8 +218,8 @@ class TrainConfig:
                 f"compile must be true, false, 'auto' or one of {list(COMPILE_MODES)}, got "
                 f"{self.compile!r}"
             )
-        if not isinstance(self.cuda_graph, bool):
-            raise ConfigError(f"cuda_graph must be true or false, got {self.cuda_graph!r}")
+        if not (isinstance(self.cuda_graph, bool) or self.cuda_graph == "auto"):
+            raise ConfigError(f"cuda_graph must be true, false or 'auto', got {self.cuda_graph!r}")
         if self.tf32 not in (True, False, "auto"):
             raise ConfigError(f"tf32 must be true, false or 'auto', got {self.tf32!r}")
 

@@ -155,14 +155,23 @@ class StepGraph:
             through it).
         backend: :class:`CudaGraphs` for the trainer's device.
         warmup: eager steps before recording (CUDA's documentation asks for a few).
+        asked: the user set ``cuda_graph=true`` (``false``: ``auto``), so most steps
+            running without the recording is a warning rather than an info line.
     """
 
     def __init__(
-        self, step: StepFn, optimizer: Any, backend: GraphBackend, warmup: int = 3
+        self,
+        step: StepFn,
+        optimizer: Any,
+        backend: GraphBackend,
+        warmup: int = 3,
+        *,
+        asked: bool = True,
     ) -> None:
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {warmup}")
         self.step_fn, self.optimizer, self.backend, self.warmup = step, optimizer, backend, warmup
+        self.asked = asked
         self._static: Batch | None = None
         self._static_tensors: list[torch.Tensor] = []
         self._shapes: tuple[torch.Size, ...] = ()
@@ -192,8 +201,9 @@ class StepGraph:
         self._warmed = min(self._warmed, self.warmup - 1)
 
     def report(self) -> None:
-        """Log how the steps ran; warn when most of them could not replay the recording
-        (batches whose shapes vary, e.g. sequences padded per batch)."""
+        """Log how the steps ran; warn (under ``auto``: an info line) when most of them
+        could not replay the recording (batches whose shapes vary, e.g. sequences padded
+        per batch)."""
         c = self.counts
         logger.info(
             "cuda_graph: %d step(s) replayed, %d warm-up, %d eager (other batch shapes), "
@@ -201,7 +211,8 @@ class StepGraph:
             c["replayed"], c["warm"], c["eager"], c["recorded"],
         )  # fmt: skip
         if not self.failed and c["eager"] > c["replayed"]:
-            logger.warning(
+            logger.log(
+                logging.WARNING if self.asked else logging.INFO,
                 "cuda_graph: %d of %d steps ran without the recorded graph because their "
                 "batches had other shapes than the recorded %s; CUDA graphs need batches of "
                 "one shape (pad sequences to a fixed length)",

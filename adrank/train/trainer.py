@@ -174,7 +174,7 @@ class Trainer:
             self.position.to(self.device)
             towers = self.position.tower_parameters()
             trainable = torch.nn.ModuleList([self.model, *self.position.base_modules()])
-        graphed = config.cuda_graph and self._cuda_graph_supported(config)
+        graphed = config.cuda_graph is not False and self._cuda_graph_supported(config)
         self.optimizer = build_optimizer(
             trainable,
             config.learning_rate,
@@ -207,7 +207,12 @@ class Trainer:
             self._scaler = None if bf16 else torch.amp.GradScaler("cuda")
         self._graph: StepGraph | None = None
         if graphed:
-            self._graph = StepGraph(self._step, self.optimizer, CudaGraphs(self.device))
+            self._graph = StepGraph(
+                self._step,
+                self.optimizer,
+                CudaGraphs(self.device),
+                asked=config.cuda_graph is True,
+            )
         self.state = TrainState()
         self.steps_per_epoch: int | None = None
         #: the gradient norm before clipping of the last step (``None`` before the first
@@ -236,7 +241,8 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def _cuda_graph_supported(self, config: TrainConfig) -> bool:
-        """Whether ``cuda_graph=True`` can apply to this run (else one warning)."""
+        """Whether ``cuda_graph`` (``true`` or ``auto``) applies to this run; if not, one
+        warning for ``true``, and for ``auto`` on CUDA an info line."""
         fp16 = self.amp and not torch.cuda.is_bf16_supported()
         strategy = None if self.position is None else _strategy(config)
         reason = cuda_graph_unsupported(
@@ -249,8 +255,10 @@ class Trainer:
             and config.embedding_regularizer_scope == "batch",
             model_blocker=self.model.cuda_graph_blocker(),
         )
-        if reason is not None:
+        if reason is not None and config.cuda_graph is True:
             logger.warning("cuda_graph=True is ignored: %s", reason)
+        elif reason is not None and self.device.type == "cuda":
+            logger.info("cuda_graph=auto: the step is not recorded: %s", reason)
         return reason is None
 
     @property

@@ -195,6 +195,16 @@ def test_cuda_graph_is_ignored_with_a_warning_where_it_cannot_apply(
     assert math.isfinite(_fit(trainer)[-1])
 
 
+def test_cuda_graph_auto_is_off_without_a_word_where_it_cannot_apply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="adrank.train.trainer"):
+        trainer = Trainer(new_model(), train_config(cuda_graph="auto"))
+    assert trainer.step_graph is None
+    assert trainer.optimizer.param_groups[0]["capturable"] is False
+    assert not [r for r in caplog.records if "cuda_graph" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
@@ -221,8 +231,10 @@ def test_a_model_that_cannot_be_recorded_is_named_after_the_run_settings() -> No
 
 
 def test_cuda_graph_setting_is_checked() -> None:
-    with pytest.raises(ConfigError, match="cuda_graph must be true or false"):
-        train_config(cuda_graph="yes")
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="cuda_graph must be true, false or 'auto'"):
+            train_config(cuda_graph=bad)
+    assert train_config(cuda_graph="auto").cuda_graph == "auto"
     with pytest.raises(ValueError, match="warmup must be >= 1"):
         StepGraph(lambda b, g: torch.zeros(()), None, RunOnReplay(None), warmup=0)
 
@@ -251,6 +263,16 @@ def test_cuda_graph_records_and_trains_like_the_eager_step(compile_mode: Any) ->
     assert all(math.isfinite(x) for x in losses)
     if False in results:
         assert losses == pytest.approx(results[False][0], rel=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cuda_graph_auto_records_on_one_cuda_device() -> None:
+    trainer = Trainer(new_model(), train_config(device="cuda", compile=False, cuda_graph="auto"))
+    assert trainer.step_graph is not None and trainer.step_graph.asked is False
+    assert trainer.optimizer.param_groups[0]["capturable"] is True
+    _fit(trainer)
+    assert trainer.step_graph.counts["recorded"] >= 1 and not trainer.step_graph.failed
 
 
 @pytest.mark.cuda
@@ -291,4 +313,23 @@ def test_a_run_whose_batches_keep_changing_shape_is_told_it_gains_nothing(
         "cuda_graph: 0 step(s) replayed, 1 warm-up, 8 eager (other batch shapes), 0 recording(s)"
         in messages
     )
-    assert any("8 of 9 steps ran without the recorded graph" in m for m in messages)
+    warned = [
+        r for r in caplog.records if "8 of 9 steps ran without the recorded graph" in r.getMessage()
+    ]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+
+
+def test_under_auto_shapes_that_keep_changing_are_an_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """cuda_graph=auto: the user did not ask for graphs, so it is not a warning."""
+    trainer = Trainer(new_model(), train_config(max_epochs=1))
+    trainer._graph = StepGraph(
+        trainer._step, trainer.optimizer, RunOnReplay(trainer.optimizer), asked=False
+    )
+    data = ctr_data(600).data
+    batches = [data.map(lambda t, n=n: t[:n]) for n in (64, 63, 62)]
+    with caplog.at_level(logging.INFO, logger="adrank.train.trainer"):
+        trainer.fit(batches)
+    said = [r for r in caplog.records if "steps ran without the recorded graph" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO]
