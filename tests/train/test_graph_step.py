@@ -7,7 +7,8 @@ the gradient buffers instead of adding to them). That checks what adrank decides
 on the input buffers, the copy of every batch into them, eager steps for other batch sizes,
 recording again when the learning rate or the optimizer's state changes, the fallback when
 recording fails, and that a run is the eager run step for step. The tests marked ``cuda``
-record real graphs and are skipped without a GPU.
+record real graphs and are skipped without a GPU. ``test_recordable_steps.py`` replays
+every model's recorded operations without its Python (``op_replay.py``), as CUDA does.
 """
 
 from __future__ import annotations
