@@ -29,6 +29,7 @@ from adrank.train import Trainer
 from adrank.train.callbacks import Callback
 from adrank.train.graph_step import StepGraph, cuda_graph_unsupported
 from adrank.utils import seed_everything
+from tests.train.op_replay import OpReplay, trainer_state
 from tests.train.test_device_loader import (
     FEATURE_MAP,
     count_syncs,
@@ -68,11 +69,17 @@ class RunOnReplay:
         return _Replayed(fn, self.optimizer)
 
 
-def graphed(trainer: Trainer, fail: bool = False) -> Trainer:
-    """``trainer`` with its step recorded by the stand-in backend (as cuda_graph=True on
-    CUDA, where the trainer builds the same StepGraph with CudaGraphs)."""
-    backend = RunOnReplay(trainer.optimizer, fail)
-    trainer._graph = StepGraph(trainer._step, trainer.optimizer, backend)
+def graphed(trainer: Trainer, fail: bool = False, backend: str = "rerun") -> Trainer:
+    """``trainer`` with its step recorded by a stand-in backend (as cuda_graph=True on
+    CUDA, where the trainer builds the same StepGraph with CudaGraphs): ``rerun``
+    (:class:`RunOnReplay`) or ``ops`` (:class:`~tests.train.op_replay.OpReplay`, which
+    replays the recorded operations without the step's Python)."""
+    stand_in = (
+        RunOnReplay(trainer.optimizer, fail)
+        if backend == "rerun"
+        else OpReplay(trainer_state(trainer))
+    )
+    trainer._graph = StepGraph(trainer._step, trainer.optimizer, stand_in)
     return trainer
 
 
@@ -100,14 +107,15 @@ def assert_same_weights(a: Trainer, b: Trainer) -> None:
         assert torch.equal(wa[name], wb[name]), name
 
 
-def test_a_graphed_run_is_the_eager_run_step_for_step() -> None:
+@pytest.mark.parametrize("backend", ["rerun", "ops"])
+def test_a_graphed_run_is_the_eager_run_step_for_step(backend: str) -> None:
     """600 rows at batch 64: 9 full batches and one of 24 per epoch; 3 epochs, the learning
     rate halved after each: 3 warm-up steps, then one more before each new learning rate's
     recording, the short batches eager, and the same losses and weights as the eager
     trainer, bit for bit."""
     cfg = train_config(max_epochs=3, patience=5)
     eager = Trainer(new_model(), cfg, callbacks=[HalveLR()])
-    graph = graphed(Trainer(new_model(), cfg, callbacks=[HalveLR()]))
+    graph = graphed(Trainer(new_model(), cfg, callbacks=[HalveLR()]), backend=backend)
     assert _fit(graph) == _fit(eager)
     assert_same_weights(graph, eager)
     assert graph.last_grad_norm is not None and eager.last_grad_norm is not None
@@ -135,17 +143,20 @@ def test_batches_are_copied_into_the_buffers_the_recording_reads() -> None:
     assert step.recorded and step.counts["replayed"] == 3  # batches 4-6 (1-3 warm up)
 
 
-def test_resuming_records_again_and_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["rerun", "ops"])
+def test_resuming_records_again_and_reproduces_the_uninterrupted_run(
+    tmp_path: Path, backend: str
+) -> None:
     cfg = train_config(max_epochs=3, patience=5)
-    whole = graphed(Trainer(new_model(), cfg, run_dir=tmp_path / "whole"))
+    whole = graphed(Trainer(new_model(), cfg, run_dir=tmp_path / "whole"), backend=backend)
     losses = _fit(whole)
     cut = tmp_path / "cut"
-    first = graphed(Trainer(new_model(), train_config(max_epochs=1), run_dir=cut))
+    first = graphed(Trainer(new_model(), train_config(max_epochs=1), run_dir=cut), backend=backend)
     _fit(first)
     assert first._graph is not None and first._graph.recorded
     first.load_checkpoint(cut / "checkpoint.pt")  # new optimizer state tensors
     assert not first._graph.recorded
-    resumed = graphed(Trainer(new_model(), cfg, run_dir=cut))
+    resumed = graphed(Trainer(new_model(), cfg, run_dir=cut), backend=backend)
     assert _fit(resumed, resume=True) == losses
     assert_same_weights(resumed, whole)
 
