@@ -137,6 +137,9 @@ class FeatureEmbedding(nn.Module):
         )
         numeric = [f for f in chosen if f.kind == "numeric"]
         self.numeric_names = [f.name for f in numeric]
+        numeric_dims = {d for f, d in zip(chosen, self.dims, strict=True) if f.kind == "numeric"}
+        #: several numeric fields of one dim: embedded in one multiplication (_embed_numeric)
+        self._numeric_together = len(numeric) > 1 and len(numeric_dims) == 1
         self.numeric_weight = nn.ParameterDict(
             {
                 f.name: nn.Parameter(torch.empty(d))
@@ -331,7 +334,7 @@ class FeatureEmbedding(nn.Module):
         one-field-at-a-time sums adrank used before (``tests/nn/test_embedding.py``).
         """
         weights = [self.numeric_weight[n] for n in self.numeric_names]
-        if len(weights) == 1 or len({w.shape for w in weights}) > 1:
+        if not self._numeric_together:
             return {
                 n: features[n].unsqueeze(-1) * w
                 for n, w in zip(self.numeric_names, weights, strict=True)

@@ -28,8 +28,10 @@ from the same generator through CUDA's graph-safe offsets, so a run is not bit-i
 to an eager one with the same seed, only the same in distribution.
 
 :class:`CudaGraphs` is the recording backend; the trainer passes it. Tests on a machine
-without CUDA drive :class:`StepGraph` with a stand-in backend that runs the step where
-CUDA would replay it (``tests/train/test_graph_step.py``).
+without CUDA drive :class:`StepGraph` with stand-in backends: one that runs the step where
+CUDA would replay it (``tests/train/test_graph_step.py``), and one with a CUDA graph's
+semantics, replaying the recorded operations without the step's Python
+(``tests/train/op_replay.py``, used for every model in ``test_recordable_steps.py``).
 """
 
 from __future__ import annotations

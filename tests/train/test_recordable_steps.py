@@ -34,7 +34,6 @@ from adrank.train import Trainer
 from adrank.train.graph_step import StepGraph, cuda_graph_unsupported
 from tests.models.test_models import (
     MODELS,
-    build,
     learnable_batch,
     model_feature_map,
     random_features,
@@ -47,8 +46,9 @@ NOT_RECORDABLE = {"dien", "dmin"}
 
 
 def model_for(name: str, **params: Any) -> Any:
-    fmap = model_feature_map(name, with_numeric=True)
-    return build(name, fmap) if not params else build_model(name, fmap, **params)
+    """``name`` on the tiny feature map with a numeric field, built from seed 0."""
+    torch.manual_seed(0)
+    return build_model(name, model_feature_map(name, with_numeric=True), **params)
 
 
 class HostReads(TorchDispatchMode):
