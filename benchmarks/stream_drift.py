@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adrank.utils import atomic_write_text
+from adrank.utils import atomic_write, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results" / "stream" / "synthetic_drift"
 PARAMS = {"embedding_dim": 8, "hidden_units": [64], "net_dropout": 0.0, "batch_norm": False}
@@ -45,6 +45,11 @@ RIVER_PYTHON = os.environ.get(
 )
 
 logger = logging.getLogger("benchmarks.stream_drift")
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as f:  # a file object: np.savez would add ".npz" to a path
+        np.savez(f, **arrays)
 
 
 def score(detections: list[int], drifts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,11 +93,11 @@ def run(args: argparse.Namespace) -> None:
             dataset="criteo_synth_drift (synthetic)", on_predictions=hook,
         )  # fmt: skip
     order = sorted(errors)
-    np.savez(
-        RESULTS / "errors.npz",
-        errors=np.concatenate([errors[c] for c in order]),
-        chunk=np.concatenate([np.full(len(errors[c]), c) for c in order]),
-    )
+    arrays = {
+        "errors": np.concatenate([errors[c] for c in order]),
+        "chunk": np.concatenate([np.full(len(errors[c]), c) for c in order]),
+    }
+    atomic_write(RESULTS / "errors.npz", lambda p: _savez(p, arrays))
     ours = [r["chunk"] - 1 for r in records["drift_ensemble"] if r["strategy_info"].get("drift")]
     payload = {
         "synthetic": True,
@@ -167,7 +172,7 @@ def _plot(payload: dict[str, Any]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    fig.savefig(RESULTS / "auc_over_time.png", dpi=120)
+    atomic_write(RESULTS / "auc_over_time.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
 
 

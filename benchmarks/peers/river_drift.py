@@ -13,6 +13,7 @@ environment, e.g. ``pip install --target DIR river`` and ``PYTHONPATH=DIR``).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def main(out: Path) -> None:
             if detector.drift_detected:
                 found[name].append(int(chunk))
     payload = {"river_version": river.__version__, "detections": found}
-    (out / "river_detections.json").write_text(json.dumps(payload, indent=2))
+    tmp = out / ".river_detections.json.tmp"  # written whole, then renamed into place
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, out / "river_detections.json")
     print(json.dumps(payload))
 
 
