@@ -19,9 +19,11 @@ dotted paths; values are parsed as YAML scalars (never ``eval``).
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -380,10 +382,61 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainC
     unknown = sorted(set(data) - valid)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(valid)}")
+    hints = get_type_hints(TrainConfig)
+    declared = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    data = dict(data)
+    for name, value in data.items():
+        if isinstance(value, str) and float in _members(hints[name]):
+            data[name] = value = _yaml_float(value)  # YAML 1.1 reads `1e-3` as a string
+        if not _has_type(value, hints[name]):
+            hint = ""
+            if str in _members(hints[name]) and isinstance(value, (bool, int, float)):
+                hint = f"; quote a value YAML reads otherwise: --set 'train.{name}=\"{value}\"'"
+            raise ConfigError(
+                f"{where}: {name} must be {declared[name]}, got {value!r} "
+                f"({type(value).__name__}){hint}"
+            )
     try:
         return TrainConfig(**data)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    return get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+
+
+def _yaml_float(text: str) -> float | str:
+    """``text`` as a float if it spells one (``1e-3``, which YAML 1.1 leaves a string), else
+    ``text`` unchanged."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a config value read from YAML fits a :class:`TrainConfig` annotation (an int
+    is a float; a bool is no number; ``Literal`` choices are checked by the config itself,
+    which names them)."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in get_args(hint))
+    if hint is Any or origin is Literal:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return type(value) is bool
+    if hint is int:
+        return type(value) is int
+    if hint is float:  # NaN compares false with every bound the config checks
+        return type(value) is int or (type(value) is float and not math.isnan(value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is not None:  # dict[...], list[...], tuple[...]
+        return isinstance(value, origin)
+    return True
 
 
 def config_root() -> Path:

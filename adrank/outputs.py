@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adrank.utils import default_dir_mode
+
 __all__ = ["MARKER", "OutputDirError", "claim_dir", "publish_dir", "read_marker"]
 
 MARKER = ".adrank"
@@ -116,6 +118,7 @@ def publish_dir(
     _check_replaceable(path, kind, legacy_entries)  # fail before doing the work
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        default_dir_mode(tmp)  # mkdtemp's 0700 would make the output private
         build(tmp)
         _write_marker(tmp, kind, [p.name for p in tmp.iterdir() if p.name != MARKER])
         _swap_into_place(tmp, path, kind, legacy_entries)

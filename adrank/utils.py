@@ -22,6 +22,12 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def default_dir_mode(path: Path) -> None:
+    """Give a directory made by ``tempfile.mkdtemp`` (mode 0700) the usual umask-based
+    permissions before it is renamed into place as a user's output."""
+    os.chmod(path, 0o777 & ~_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` on a temp file in ``path``'s directory, then rename it onto
     ``path``. Readers never see a partially written file."""

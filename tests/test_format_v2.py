@@ -123,7 +123,7 @@ def test_processor_encodes_roles_and_refuses_bad_values() -> None:
     with pytest.raises(SchemaError, match=r"role 'weight' \(column 'w'\).*row 4"):
         proc.transform(frame.with_columns(pl.when(pl.int_range(60) == 4).then(-1.0)
                                           .otherwise(pl.col("w")).alias("w")))  # fmt: skip
-    with pytest.raises(SchemaError, match=r"given 'click'.*binary.*row 2"):
+    with pytest.raises(SchemaError, match=r"column 'click' must hold a binary.*2 in row 2"):
         proc.transform(frame.with_columns(pl.when(pl.int_range(60) == 2).then(2)
                                           .otherwise(pl.col("click")).alias("click")))  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,13 @@ def test_publish_swaps_in_place_and_never_deletes_foreign_files(tmp_path: Path) 
     assert (target / "notes.txt").read_text() == "keep me"
     assert (target / "train.parquet").read_text() == "v2"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # no temp leftovers
+
+
+def test_published_dir_gets_umask_permissions_not_mkdtemps_0700(tmp_path: Path) -> None:
+    mask = os.umask(0o022)  # reading the umask means setting it
+    os.umask(mask)
+    target = publish_dir(tmp_path / "out", "prepared", write_result("a.txt", "x"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0o700
 
 
 def test_publish_into_the_working_directory_is_refused(tmp_path: Path, monkeypatch) -> None:

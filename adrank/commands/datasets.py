@@ -3,6 +3,7 @@ synthetic Criteo-schema generator."""
 
 from __future__ import annotations
 
+import math
 import time
 from enum import Enum
 from pathlib import Path
@@ -142,10 +143,25 @@ def datasets_synth(
     ),
     ctr: Annotated[float, typer.Option(help="Target click rate.")] = 0.25,
     chunk_rows: Annotated[int, typer.Option(help="Rows per Parquet row group.")] = 1_000_000,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUTPUT file.")
+    ] = False,
 ) -> None:
-    """Write SYNTHETIC Criteo-schema rows (speed/scale tests only, never accuracy claims)."""
+    """Write SYNTHETIC Criteo-schema rows (speed/scale tests only, never accuracy claims).
+
+    OUTPUT is written to a temporary name and renamed into place; an existing file is
+    refused unless --overwrite."""
     if kind != "criteo":
         fail(f"unknown synthetic dataset {kind!r}; expected 'criteo'")
+        return
+    if output.is_dir():
+        fail(f"--output {output} is a directory; give the path of a Parquet file")
+        return
+    if output.exists() and not overwrite:
+        fail(f"--output {output} already exists; pass --overwrite to replace it")
+        return
+    if not math.isfinite(cardinality_scale):
+        fail(f"--cardinality-scale must be a finite number > 0, got {cardinality_scale}")
         return
     from adrank.data.synth import synth_criteo
 

@@ -70,8 +70,8 @@ def evaluate_cmd(
         written = (
             [] if plots is None else write_evaluation_plots(preds, art.feature_map, plots, title)
         )
-    except (ArtifactError, KeyError, ValueError, FileNotFoundError, ImportError) as exc:
-        fail(str(exc).strip("'\""))
+    except (ArtifactError, KeyError, ValueError, OSError, ImportError) as exc:
+        fail(str(exc).strip("'\""))  # OSError: e.g. --plots names a file, not a folder
         return
     metrics["seconds"] = time.perf_counter() - t0
     if json_:

@@ -66,8 +66,11 @@ class PreparedData:
         meta_path = directory / "stats.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"{directory} is not a prepared dataset (no stats.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != PREPARED_FORMAT_VERSION:
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{meta_path}: unreadable prepared-data metadata: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format_version") != PREPARED_FORMAT_VERSION:
             raise ValueError(f"{directory}: unsupported prepared-data format {meta!r}")
         stats = {k: SplitStats(**v) for k, v in meta["splits"].items()}
         return cls(

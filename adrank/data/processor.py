@@ -362,7 +362,7 @@ class FeatureProcessor:
         out: dict[str, pl.Series] = {}
         for label in self.schema.labels:
             if label in frame.columns:
-                out[label] = frame.get_column(label).cast(pl.Float32).rename(label)
+                out[label] = self._label_values(frame.get_column(label))
         self._check_given(out)
         for f in self.schema.features:
             out[f.name] = self.encode_feature(frame, f)
@@ -372,6 +372,33 @@ class FeatureProcessor:
                     column = role_column(role, source)
                     out[column] = self._encode_role(role, frame.get_column(source)).rename(column)
         return pl.DataFrame(out)
+
+    def _label_values(self, raw: pl.Series) -> pl.Series:
+        """A label column as float32, checked: a binary task's label must be 0 or 1, a
+        regression task's a finite number (a ``given``-only column is checked by
+        :meth:`_check_given`); a bad or missing value raises naming the column, the value and
+        the (0-based) row."""
+        name = raw.name
+        task = next((t for t in self.schema.tasks if t.label == name), None)
+        if raw.dtype == pl.Utf8:
+            value = raw.str.strip_chars().cast(pl.Float64, strict=False)
+        elif raw.dtype.is_numeric() or raw.dtype in (pl.Boolean, pl.Null):
+            value = raw.cast(pl.Float64)
+        else:
+            raise SchemaError(f"label column {name!r} has dtype {raw.dtype}, expected numbers")
+        if task is None:
+            bad, rule = raw.is_not_null() & value.is_null(), "a binary 0/1 label"
+        elif task.type == "binary":
+            bad, rule = ~value.is_in([0.0, 1.0]).fill_null(False), "a binary 0/1 label"
+        else:
+            bad, rule = ~value.is_finite().fill_null(False), "a finite number"
+        if bad.any():
+            row = int(bad.arg_max())  # type: ignore[arg-type]
+            raise SchemaError(
+                f"label column {name!r} must hold {rule}; found {raw[row]!r} in row {row} "
+                f"({int(bad.sum())} bad row(s) in total)"
+            )
+        return value.cast(pl.Float32).rename(name)
 
     def _check_given(self, labels: dict[str, pl.Series]) -> None:
         """A ``given`` label must be 0/1: name the task, the column, the value and the row."""
@@ -398,6 +425,7 @@ class FeatureProcessor:
             ids = pl.Series(np.arange(1, len(values) + 1), dtype=pl.Int64)
             keys = pl.Series(values, dtype=pl.Utf8)
             return col.cast(pl.Utf8).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
+        raw = col  # reported as given, not as the failed cast
         if col.dtype == pl.Utf8:
             col = col.str.strip_chars().cast(pl.Float64, strict=False)
         elif col.dtype.is_temporal():
@@ -417,7 +445,7 @@ class FeatureProcessor:
                 else ("finite and >= 0" if role == "weight" else "a finite number")
             )
             raise SchemaError(
-                f"role {role!r} (column {col.name!r}) must be {rule}; found {col[row]!r} "
+                f"role {role!r} (column {raw.name!r}) must be {rule}; found {raw[row]!r} "
                 f"in row {row}"
             )
         return x.cast(pl.Float32) if spec.kind == "float" else x.cast(pl.Int64)

@@ -3,8 +3,10 @@
 Every reader returns raw values in a Polars frame: CSV/TSV columns are read as strings
 (empty strings become null); categorical and sequence columns stay strings because the
 feature processor builds its vocabularies from strings. With a :class:`Schema`, label
-columns are cast to ``Float64`` and must be 0 or 1, and numeric columns are cast strictly to
-``Float64`` (empty -> null, filled later by the processor).
+columns are cast to ``Float64`` and must be 0 or 1 (a regression task's label: a finite
+number), numeric columns are cast strictly to ``Float64`` (empty -> null, filled later by the
+processor), and the values of numeric roles (weight, time, position, propensity, examination)
+are checked as the processor would (a bad value is a bad row, named by line).
 
 Malformed input raises :class:`DataFormatError` naming the file, the 1-based line (``row``
 for Parquet), the column, the bad value and what was expected. With ``bad_rows="skip"``
@@ -43,7 +45,7 @@ from adrank.data.readers_base import (
     resolve_bad_rows,
 )
 from adrank.data.readers_text import csv_pieces, drop_unit_values, libfm_pieces, looks_like_header
-from adrank.data.schema import NumericFeature, Schema
+from adrank.data.schema import ROLES, NumericFeature, Schema, SequenceFeature
 from adrank.data.text_scan import DataFormatError
 
 __all__ = [
@@ -199,8 +201,9 @@ def validate_frame(
     """Check ``frame`` against ``schema``; return ``(frame, n_skipped, examples)``.
 
     Every ``schema.source_columns()`` must exist. Labels are cast to Float64 and must be 0
-    or 1 (null -> "missing label"); numeric columns are cast strictly to Float64 (empty/NaN
-    -> null, text or inf -> bad); categorical/sequence scalars are cast to String. Other
+    or 1, or a finite number for a regression task (null -> "missing label"); numeric
+    columns are cast strictly to Float64 (empty/NaN -> null, text or inf -> bad); the values
+    of numeric roles are checked; categorical/sequence scalars are cast to String. Other
     columns are kept. Row ``i`` is reported as line ``i + line_offset``.
     """
     _check_bad_rows(bad_rows)
@@ -306,18 +309,23 @@ def _check_schema(
     masks: list[pl.Expr] = []
     casts: list[pl.Expr] = []
     checks: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
+    # a regression task's label is a real number; every other label (and `given`) is 0/1
+    binary = {t.label for t in schema.tasks if t.type == "binary"}
+    binary |= {t.given for t in schema.tasks if t.given is not None}
     for col in dict.fromkeys(schema.labels):
         raw, value = _as_float(frame, col, source)
+        if col in binary:
+            bad, expected = value.is_null() | ~value.is_in([0.0, 1.0]), "a label 0 or 1"
+        else:
+            bad, expected = value.is_null() | value.is_infinite(), "a finite number label"
         masks += [
             raw.is_null().alias(f"__missing:{col}"),
-            (raw.is_not_null() & (value.is_null() | ~value.is_in([0.0, 1.0]))).alias(
-                f"__label:{col}"
-            ),
+            (raw.is_not_null() & bad).alias(f"__label:{col}"),
         ]
         casts.append(value.alias(col))
         checks += [
-            (f"__missing:{col}", _describe_missing(col)),
-            (f"__label:{col}", _describe_bad(col, "a label 0 or 1")),
+            (f"__missing:{col}", _describe_missing(col, expected)),
+            (f"__label:{col}", _describe_bad(col, expected)),
         ]
     for col in dict.fromkeys(c for c in numeric if c not in schema.labels):
         raw, value = _as_float(frame, col, source)
@@ -326,10 +334,37 @@ def _check_schema(
         casts.append(value.alias(col))
         checks.append((f"__number:{col}", _describe_bad(col, "a number")))
         checks.append((f"__finite:{col}", _describe_bad(col, "a finite number")))
+    sequences = {f.source or f.name for f in schema.features if isinstance(f, SequenceFeature)}
     for col in dict.fromkeys(c for c in strings if c not in numeric and c not in schema.labels):
         dtype = frame.schema[col]
-        if dtype != pl.String and not isinstance(dtype, (pl.List, pl.Array)):
+        nested = isinstance(dtype, (pl.List, pl.Array))
+        if isinstance(dtype, pl.Struct) or (nested and col not in sequences):
+            raise DataFormatError(
+                f"{source}: column {col!r} has dtype {dtype}; a categorical feature needs one "
+                "scalar value (a string or a number) per row"
+            )
+        if dtype != pl.String and not nested:
             casts.append(pl.col(col).cast(pl.String))
+    for role, col in schema.roles.items():
+        spec = ROLES[role]
+        if spec.kind not in ("float", "int") or col in schema.labels:
+            continue
+        if frame.schema[col].is_temporal() and role == "time":
+            continue  # a timestamp: the processor stores it as Unix seconds
+        raw, value = _as_float(frame, col, source)
+        bad = value.is_null() | value.is_infinite()
+        if spec.bounds is not None:
+            bad = bad | (value <= spec.bounds[0]) | (value > spec.bounds[1])
+            expected = f"a number in ({spec.bounds[0]:g}, {spec.bounds[1]:g}]"
+        elif role == "weight":
+            bad, expected = bad | (value < 0), "a finite number >= 0"
+        else:
+            expected = "a finite number"
+        masks.append(raw.is_null().alias(f"__role_missing:{role}"))
+        masks.append((raw.is_not_null() & bad).alias(f"__role:{role}"))
+        what = f"role {role!r} needs {expected}"
+        checks.append((f"__role_missing:{role}", _describe_missing_role(col, what)))
+        checks.append((f"__role:{role}", _describe_bad(col, expected, f" (role {role!r})")))
     probe = frame.with_columns(masks) if masks else frame
     keep, n_bad, examples = resolve_bad_rows(probe, checks, lines, unit, source, bad_rows)
     out = frame.with_columns(casts) if casts else frame
@@ -346,23 +381,31 @@ def _as_float(frame: pl.DataFrame, col: str, source: str) -> tuple[pl.Expr, pl.E
         value = raw.cast(pl.Float64, strict=False)
         nan = value.is_nan()
         return pl.when(nan).then(None).otherwise(raw), pl.when(nan).then(None).otherwise(value)
+    dtype = frame.schema[col]
+    wrong = DataFormatError(
+        f"{source}: column {col!r} has dtype {dtype}; expected numbers or strings"
+    )
+    if not (dtype.is_numeric() or dtype in (pl.Boolean, pl.Null)):
+        raise wrong  # a date, a list, ...: never read as a number silently
     try:
         value = pl.col(col).cast(pl.Float64)
         frame.select(value.head(1))
     except pl.exceptions.PolarsError as exc:
-        raise DataFormatError(
-            f"{source}: column {col!r} has dtype {frame.schema[col]}; expected numbers or strings"
-        ) from exc
+        raise wrong from exc
     value = value.fill_nan(None)
     return value, value
 
 
-def _describe_missing(col: str) -> Callable[[dict[str, Any]], str]:
-    return lambda row: f"column {col!r}: missing label (expected 0 or 1)"
+def _describe_missing(col: str, expected: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: f"column {col!r}: missing label (expected {expected})"
 
 
-def _describe_bad(col: str, expected: str) -> Callable[[dict[str, Any]], str]:
-    return lambda row: f"column {col!r}: expected {expected}, got {row[col]!r}"
+def _describe_missing_role(col: str, what: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: f"column {col!r}: missing value ({what})"
+
+
+def _describe_bad(col: str, expected: str, note: str = "") -> Callable[[dict[str, Any]], str]:
+    return lambda row: f"column {col!r}{note}: expected {expected}, got {row[col]!r}"
 
 
 # ---- Parquet ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ def csv_pieces(
     names: list[str] | None = None
     remaining = opts.n_rows
     n_data = 0
+    header_seen = False
     for buf, rec, base in text_records(path, opts.separator, quote, chunk_bytes):
         idx = np.flatnonzero(rec.ends > rec.starts)  # blank lines are ignored
         if names is None and len(idx):
@@ -46,6 +47,7 @@ def csv_pieces(
             first = _parse(buf[rec.starts[h] : rec.ends[h]], path, opts, quote_char, None)
             cells = [v or "" for v in first.row(0)]
             if _first_line_is_header(cells, path, opts):
+                header_seen = True
                 names = [v if v else f"column_{i + 1}" for i, v in enumerate(cells)]
                 check_unique(names, path, "the header")
                 idx = idx[1:]
@@ -93,7 +95,7 @@ def csv_pieces(
             break
     if names is None:
         raise DataFormatError(f"{path}: file is empty")
-    if n_data == 0 and opts.has_header is True:
+    if n_data == 0 and header_seen:  # declared or detected ('auto'): an empty split
         raise DataFormatError(f"{path}: file has a header but no rows")
 
 
@@ -235,11 +237,11 @@ def _libfm_frame(
         exprs += [idx.alias(name), val.alias(f"{name}__value")]
     frame = frame.with_columns(exprs)
     masks = [(pl.col(label).is_null() | pl.col(label).is_nan()).alias(f"__bad:{label}")]
-    masks += [
+    masks += [  # exactly one ':' per token: '3:1:1' is not read as '3:1'
         (
             pl.col(f"{n}__value").is_null()
             | (pl.col(n) == "")
-            | pl.col(n).str.contains(":", literal=True)
+            | (pl.col(f"__raw:{n}").str.count_matches(":", literal=True) != 1)
         ).alias(f"__bad:{n}")
         for n in fields
     ]

@@ -241,6 +241,9 @@ class Schema:
         from adrank.data.transforms import transform_from_dict
 
         transforms = tuple(transform_from_dict(i, t) for i, t in enumerate(transforms_raw))
+        name = data.get("name", "dataset")
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)) or name == "":
+            raise SchemaError(f"'name' must be a non-empty string, got {name!r}")
         roles = data.get("roles") or {}
         if not isinstance(roles, dict):
             raise SchemaError(f"'roles' must be a mapping of role -> column, got {roles!r}")
@@ -249,7 +252,7 @@ class Schema:
             features=features,
             group=data.get("group"),
             time=data.get("time"),
-            name=str(data.get("name", "dataset")),
+            name=str(name),
             tasks=tasks,
             roles=dict(roles),
             transforms=transforms,
@@ -260,10 +263,12 @@ class Schema:
         path = Path(path)
         if not path.exists():
             raise SchemaError(f"schema file not found: {path}")
-        text = path.read_text()
+        if not path.is_file():
+            raise SchemaError(f"schema path is not a file: {path}")
         try:
+            text = path.read_text(encoding="utf-8")
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SchemaError(f"cannot parse schema file {path}: {exc}") from exc
         try:
             schema = cls.from_dict(data)

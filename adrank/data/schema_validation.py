@@ -5,6 +5,7 @@ error a :class:`~adrank.data.schema_types.SchemaError` naming the offending key)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 from adrank.data.schema_types import (
@@ -201,8 +202,15 @@ def validate_schema(schema: Schema) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SchemaError(f"duplicate feature name(s) {dupes}")
-    clash = sorted(set(names) & set(schema.labels))
-    if clash:
+    for f in schema.features:
+        if f.source is not None and (not isinstance(f.source, str) or not f.source):
+            raise SchemaError(
+                f"feature {f.name!r}: 'source' must be a column name, got {f.source!r}"
+            )
+    clash = sorted(
+        (set(names) | {f.source for f in schema.features if f.source}) & set(schema.labels)
+    )
+    if clash:  # a feature reading a label column would leak the target into the inputs
         raise SchemaError(f"column(s) {clash} are declared both as label and feature")
     role_clash = sorted(set(schema.role_columns()) & set(schema.labels))
     if role_clash:
@@ -220,8 +228,14 @@ def validate_schema(schema: Schema) -> None:
                 raise SchemaError(
                     f"{where}: unknown normalizer {f.normalizer!r}; expected one of {NORMALIZERS}"
                 )
-            if not isinstance(f.fill_value, (int, float)) or isinstance(f.fill_value, bool):
-                raise SchemaError(f"{where}: 'fill_value' must be a number, got {f.fill_value!r}")
+            if (
+                not isinstance(f.fill_value, (int, float))
+                or isinstance(f.fill_value, bool)
+                or not math.isfinite(f.fill_value)
+            ):  # a NaN/inf fill would reach the model (and a z-score would turn all NaN)
+                raise SchemaError(
+                    f"{where}: 'fill_value' must be a finite number, got {f.fill_value!r}"
+                )
             _check_positive_int(where, "buckets", f.buckets)
         elif isinstance(f, SequenceFeature):
             _check_positive_int(where, "max_len", f.max_len, allow_none=False)

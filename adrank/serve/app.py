@@ -128,11 +128,13 @@ def _check_reserves(req: RankRequest) -> None:
 
 def _click_output(predictor: Predictor) -> str | None:
     """The output ranked as pCTR: ``pctr``, or the only output of a single-output model
-    outside the click/conversion funnel (as the first version of the service did)."""
+    outside the click/conversion funnel (as the first version of the service did), unless
+    that output is a regression (a watch time is no click probability)."""
     if "pctr" in predictor.outputs:
         return "pctr"
     only = predictor.model_outputs
-    if len(only) == 1 and only[0] not in ("pcvr", "pctcvr"):
+    regression = {t.output for t in predictor.feature_map.tasks if t.type == "regression"}
+    if len(only) == 1 and only[0] not in ("pcvr", "pctcvr", *regression):
         return only[0]
     return None
 
@@ -347,10 +349,16 @@ def create_app(
             raise _too_many("candidates", max_candidates, len(req.candidates))
         pairs = sum(len(c.creatives or (None,)) for c in req.candidates)
         if pairs > max_records:
-            raise _too_many("records", max_records, pairs)
+            msg = f"at most {max_records} scored (ad, creative) pairs per request, got {pairs}"
+            raise HTTPException(
+                422, [{"loc": ["body", "candidates"], "msg": msg, "type": "too_long"}]
+            )
         _check_reserves(req)
         predictor, reference = holder.serving()
-        errors = feature_errors(_rank_features(req), _numeric_fields(predictor))
+        # a body the fast path parsed went through orjson, which refuses non-Unicode text
+        errors = feature_errors(
+            _rank_features(req), _numeric_fields(predictor), text=not isinstance(req, RankInput)
+        )
         if errors:
             raise HTTPException(422, errors)
         ads = (

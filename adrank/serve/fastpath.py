@@ -60,7 +60,7 @@ def _identifier(value: Any) -> bool:
 
 def _plain_features(value: Any) -> bool:
     """A dict of scalars and lists of strings and integers (pydantic keeps these as they
-    are; a boolean in a list would be converted, so it takes the slow path)."""
+    are; anything else in a list, a boolean say, takes the slow path, which refuses it)."""
     if type(value) is not dict:
         return False
     for v in value.values():

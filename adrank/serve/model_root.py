@@ -14,9 +14,9 @@ versioned model's ``latest`` version: the number in ``latest``, else the highest
 version), ``name/3`` (one version), ``name/latest``, or any deeper relative path
 (``team/ctr/deepfm``), with ``/`` between components. Absolute paths, ``~``, ``..`` and
 ``.`` components, and anything that resolves outside the root (a symlink out included) are
-refused with :class:`OutsideModelRoot`; an empty reference, ``\\``, control characters or an
-empty component with :class:`BadModelReference`. Numbered versions are positive integers
-without leading zeros; a model's name should not be a number.
+refused with :class:`OutsideModelRoot`; an empty reference, ``\\``, control characters, text
+that is not valid Unicode or an empty component with :class:`BadModelReference`. Numbered
+versions are positive integers without leading zeros; a model's name should not be a number.
 """
 
 from __future__ import annotations
@@ -81,6 +81,13 @@ class ModelRoot:
             raise BadModelReference(
                 "the model reference may not contain '\\' or control characters"
             )
+        if not reference.isascii():
+            try:
+                reference.encode("utf-8")
+            except UnicodeEncodeError:  # JSON can send an unpaired surrogate ("\\ud800")
+                raise BadModelReference(
+                    "the model reference is not valid Unicode (it holds an unpaired surrogate)"
+                ) from None
         ref = PurePosixPath(reference)
         if ref.is_absolute() or reference.startswith("~"):
             raise OutsideModelRoot(

@@ -12,10 +12,14 @@ Requests are strict: an unknown field is a 422 that names it. The auction rules 
   decoder, JavaScript's included). Two ids with the same text (``7`` and ``"7"``) in one
   request are duplicates: ties and logs compare ids as strings;
 * **feature values**: non-finite numbers are refused (:func:`feature_errors`); ``null`` or
-  a missing optional field takes the schema's missing value.
+  a missing optional field takes the schema's missing value. A list (a history) holds
+  strings and integers only: a boolean or a float in it is refused, not converted;
+* **text**: ids, ``request_id``, feature names and string values must be valid Unicode. JSON
+  can spell an unpaired UTF-16 surrogate (``"\\ud800"``), which decodes to a Python string
+  that no UTF-8 encoder accepts (it used to make the response a 500); it is refused.
 
 Every error is a 422 whose ``loc`` names the field; :func:`json_safe` keeps error bodies
-encodable when the offending input is a NaN or an infinity.
+encodable when the offending input is a NaN, an infinity or an unpaired surrogate.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
+    StrictInt,
+    StrictStr,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
@@ -47,7 +54,30 @@ MAX_ID_CHARS = 128
 MAX_ID_INT = 2**53 - 1
 #: Largest magnitude of a numeric feature value (model inputs are float32).
 MAX_FEATURE_MAGNITUDE = 3.4e38
-FeatureValue = str | int | float | bool | None | list[str | int]
+#: A feature value; a list (a history) holds strings and integers only (strict: pydantic
+#: would otherwise turn ``true`` or ``1.0`` in a list into the id ``1``).
+FeatureValue = str | int | float | bool | None | list[StrictStr | StrictInt]
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no unpaired surrogate), so UTF-8 can encode it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each unpaired surrogate written as its escape (``\\ud800``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _not_unicode(text: str) -> str:
+    shown = _escaped(text if len(text) <= 40 else text[:37] + "...")
+    return f"a string that is not valid Unicode ({shown!r} holds an unpaired surrogate)"
 
 
 def _describe(value: Any) -> str:
@@ -88,7 +118,7 @@ def _money(value: Any, info: ValidationInfo) -> float:
 
 
 def _identifier(value: Any, info: ValidationInfo) -> str | int:
-    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS:
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS and is_unicode(value):
         return value
     if type(value) is int and 0 <= value <= MAX_ID_INT:
         return value
@@ -99,15 +129,31 @@ def _identifier(value: Any, info: ValidationInfo) -> str | int:
         {
             "field": info.field_name or "id",
             "chars": MAX_ID_CHARS,
-            "got": f"a string of {len(value)} characters"
-            if isinstance(value, str)
-            else _number(value)
-            if type(value) is int
-            else _describe(value),
+            "got": _bad_id(value),
         },
     )
 
 
+def _bad_id(value: Any) -> str:
+    if isinstance(value, str):
+        if 0 < len(value) <= MAX_ID_CHARS:
+            return _not_unicode(value)
+        return f"a string of {len(value)} characters"
+    return _number(value) if type(value) is int else _describe(value)
+
+
+def _unicode_text(value: str, info: ValidationInfo) -> str:
+    if is_unicode(value):
+        return value
+    raise PydanticCustomError(
+        "unicode",
+        "{field} must be valid Unicode, got {got}",
+        {"field": info.field_name or "text", "got": _not_unicode(value)},
+    )
+
+
+#: A string that must be valid Unicode (:func:`is_unicode`).
+Text = Annotated[str, AfterValidator(_unicode_text)]
 Money = Annotated[
     float,
     PlainValidator(_money),
@@ -128,17 +174,20 @@ Identifier = Annotated[
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as strings ("NaN", "Infinity", "-Infinity") and
-    anything JSON cannot hold as its ``str``: error bodies echo inputs, and an echoed NaN
-    used to turn a 422 into a 500 with a reset connection."""
+    """``value`` with non-finite floats as strings ("NaN", "Infinity", "-Infinity"), unpaired
+    surrogates in strings as their escapes (``"\\ud800"``) and anything JSON cannot hold as
+    its ``str``: error bodies echo inputs, and an echoed NaN or surrogate used to turn a 422
+    into a 500 with a reset connection."""
     if isinstance(value, float):
         if math.isfinite(value):
             return value
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if value is None or isinstance(value, (str, int)):
+    if isinstance(value, str):
+        return value if is_unicode(value) else _escaped(value)
+    if value is None or isinstance(value, int):
         return value
     if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return str(value)
@@ -163,15 +212,40 @@ def _bad_feature(name: str, value: Any, numeric: bool) -> str | None:
     return None
 
 
+def _text_error(name: str, value: Any) -> str | None:
+    """Why the feature ``name`` or its string value (or a string in its list) is not valid
+    Unicode, or None."""
+    if not is_unicode(name):
+        return f"feature name {_not_unicode(name)}"
+    if type(value) is str and not is_unicode(value):
+        return f"feature {name!r} is {_not_unicode(value)}"
+    if type(value) is list:
+        bad = next((x for x in value if type(x) is str and not is_unicode(x)), None)
+        if bad is not None:
+            return f"feature {name!r} holds {_not_unicode(bad)}"
+    return None
+
+
 def feature_errors(
-    where: Iterator[tuple[list[Any], Mapping[str, Any]]], numeric: frozenset[str]
+    where: Iterator[tuple[list[Any], Mapping[str, Any]]],
+    numeric: frozenset[str],
+    *,
+    text: bool = True,
 ) -> list[dict[str, Any]]:
     """422 details for non-finite (or float32-overflowing) feature values, with ``loc``
     naming each field; ``where`` yields (location, features) and ``numeric`` names the
-    numeric fields, whose numeric strings are checked too."""
+    numeric fields, whose numeric strings are checked too. With ``text``, feature names and
+    string values that are not valid Unicode are refused as well (a body parsed by orjson,
+    which refuses them, needs no such check)."""
     errors = []
     for loc, features in where:
         for name, value in features.items():
+            if text:
+                msg = _text_error(name, value)
+                if msg:
+                    at = [*loc, json_safe(name)]  # the name itself may be the bad text
+                    errors.append({"loc": at, "msg": msg, "type": "unicode"})
+                    continue
             if type(value) is float or (name in numeric and type(value) in (str, int)):
                 msg = _bad_feature(name, value, name in numeric)
                 if msg:
@@ -260,7 +334,7 @@ class RankRequest(_Strict):
         default=0.0,
         description="reserve R per 1000 impressions: eligible iff score >= R",
     )
-    request_id: str | None = Field(
+    request_id: Text | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_ID_CHARS,

@@ -41,7 +41,8 @@ raw ``hour`` and derives ``hour_of_day`` and ``weekday``, exactly as in training
   missing required columns are errors.
 * **types** in records: categorical values (and the inputs of text transforms) are strings
   or integers; numeric values (and the inputs of ``log_square_bucket``) are numbers or
-  numeric strings; sequences are a delimited string or a list of strings/integers.
+  numeric strings; sequences are a delimited string or a list of strings/integers (an item
+  holding the delimiter is an error: joined, it would become several ids).
   Booleans, floats for categorical fields, and nested objects are errors naming the field.
   Unseen categorical values map to OOV.
 
@@ -388,8 +389,17 @@ class Predictor:
                         f"record {i}: field {name!r} ({kind}): {reason}", field=name, index=i
                     )
                 if kind == "sequence" and isinstance(value, (list, tuple)):
+                    delimiter = self.delimiters[name]
+                    split = next((v for v in value if isinstance(v, str) and delimiter in v), None)
+                    if split is not None:  # joined, it would silently become several ids
+                        raise RecordError(
+                            f"record {i}: field {name!r} (sequence): item {split!r} holds the "
+                            f"delimiter {delimiter!r}; send each id as its own list item",
+                            field=name,
+                            index=i,
+                        )
                     joined = dict(record) if joined is None else joined
-                    joined[name] = self.delimiters[name].join(str(v) for v in value)
+                    joined[name] = delimiter.join(str(v) for v in value)
             out.append(record if joined is None else joined)
         return out
 

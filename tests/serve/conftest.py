@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import polars as pl
@@ -174,6 +176,15 @@ def live_server(synthetic_runs: SyntheticRuns) -> Iterator[LiveServer]:
     )
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def conn(live_server: LiveServer) -> Iterator[http.client.HTTPConnection]:
+    """A keep-alive HTTP connection to :func:`live_server`, for raw (non-standard) bodies."""
+    url = urlsplit(live_server.url)
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    yield c
+    c.close()
 
 
 @dataclass

@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -37,14 +35,6 @@ def strict_json(raw: bytes) -> Any:
         raise ValueError(f"non-standard JSON constant {name}")
 
     return json.loads(raw, parse_constant=refuse)
-
-
-@pytest.fixture(scope="module")
-def conn(live_server) -> Iterator[http.client.HTTPConnection]:
-    url = urlsplit(live_server.url)
-    c = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    yield c
-    c.close()
 
 
 def post(conn: http.client.HTTPConnection, path: str, raw: bytes) -> tuple[int, Any]:

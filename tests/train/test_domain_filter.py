@@ -94,7 +94,7 @@ def test_benchmark_leaderboard_has_per_domain_columns(prepared, tmp_path: Path) 
 def test_a_domain_filter_read_as_a_number_is_a_clear_error() -> None:
     from adrank.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"domain_filter must be a domain name.*2534"):
+    with pytest.raises(ConfigError, match=r"domain_filter must be str \| None, got 2534.*quote"):
         _config("dnn").with_overrides(["train.domain_filter=25_34"])  # YAML: the int 2534
     assert _config("dnn").with_overrides(["train.domain_filter=25_to_34"]).train.domain_filter
 

@@ -1,0 +1,53 @@
+"""``--set`` overrides and config files: a value of the wrong type is a clear ConfigError
+naming the setting, not a TypeError from deep inside the config's checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from adrank.config import ConfigError, RunConfig
+
+
+def _base() -> RunConfig:
+    return RunConfig.from_dict({"model": "deepfm", "train": {"max_epochs": 2}})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.max_epochs=abc", r"max_epochs must be int, got 'abc' \(str\)"),
+        ("train.max_epochs=true", r"max_epochs must be int, got True \(bool\)"),
+        ("train.patience=2.5", r"patience must be int, got 2.5 \(float\)"),
+        ("train.learning_rate=fast", r"learning_rate must be float, got 'fast'"),
+        ("train.learning_rate=.nan", r"learning_rate must be float, got nan"),
+        ("train.task=7", r"task must be str \| None, got 7 \(int\).*train.task=\"7\""),
+    ],
+)
+def test_wrong_types_name_the_setting(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _base().with_overrides([override])
+
+
+def test_numbers_yaml_leaves_as_text_are_read_as_floats() -> None:
+    # YAML 1.1 reads `1e-3` (no dot) as a string; users write learning rates that way
+    cfg = _base().with_overrides(["train.learning_rate=1e-3", "train.embedding_regularizer=5E-5"])
+    assert cfg.train.learning_rate == pytest.approx(1e-3)
+    assert cfg.train.embedding_regularizer == pytest.approx(5e-5)
+    assert isinstance(cfg.train.learning_rate, float)
+
+
+def test_ints_for_floats_and_valid_values_still_pass() -> None:
+    cfg = _base().with_overrides(
+        ["train.device_data_fraction=1", "train.compile=auto", "train.cuda_graph=true"]
+    )
+    assert cfg.train.device_data_fraction == 1 and cfg.train.cuda_graph is True
+    assert not math.isnan(cfg.train.learning_rate)
+
+
+def test_a_config_file_with_a_wrong_type_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: deepfm\ntrain:\n  batch_size: [4096]\n")
+    with pytest.raises(ConfigError, match=rf"{path}: train: batch_size must be int"):
+        RunConfig.load(path)
