@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
 from adrank.data.pretrained import align_vectors, load_table, read_vectors, save_table
+from adrank.data.readers_base import category_text
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
     OOV_ID,
@@ -213,7 +214,7 @@ class FeatureProcessor:
         for f in self.schema.features:
             if not self._counted(f):
                 continue
-            col = self._source(frame, f).cast(pl.Utf8)
+            col = category_text(self._source(frame, f))
             if isinstance(f, SequenceFeature):
                 col = col.str.split(f.delimiter).explode()
             col = col.filter(col.is_not_null() & (col != ""))
@@ -272,7 +273,7 @@ class FeatureProcessor:
         return col.cast(pl.Float64)
 
     def _encode_categorical(self, col: pl.Series, f: CategoricalFeature) -> pl.Series:
-        col = col.cast(pl.Utf8)
+        col = category_text(col)
         if f.hash_buckets:
             return stable_hash_ids(col, f.hash_buckets)
         table = self._vocab_table(f)
@@ -417,14 +418,14 @@ class FeatureProcessor:
     def _encode_role(self, role: str, col: pl.Series) -> pl.Series:
         spec = ROLES[role]
         if spec.kind == "hash":
-            return col.cast(pl.Utf8).hash(seed=0).reinterpret(signed=True)
+            return category_text(col).hash(seed=0).reinterpret(signed=True)
         if spec.kind == "raw":
             return col.cast(pl.Utf8)
         if spec.kind == "vocab":
             values = self.role_vocab_.get(role, [])
             ids = pl.Series(np.arange(1, len(values) + 1), dtype=pl.Int64)
             keys = pl.Series(values, dtype=pl.Utf8)
-            return col.cast(pl.Utf8).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
+            return category_text(col).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
         raw = col  # reported as given, not as the failed cast
         if col.dtype == pl.Utf8:
             col = col.str.strip_chars().cast(pl.Float64, strict=False)
@@ -622,7 +623,7 @@ def _text_series(name: str, values: Iterable[Any]) -> pl.Series:
 
 def _fit_role_vocab(col: pl.Series) -> list[str]:
     """Values of a ``vocab`` role (e.g. domains) by descending frequency, ties by value."""
-    col = col.cast(pl.Utf8).drop_nulls()
+    col = category_text(col).drop_nulls()
     counts = col.rename("value").value_counts(name="count")
     return counts.sort(["count", "value"], descending=[True, False])["value"].to_list()
 

@@ -40,6 +40,7 @@ from adrank.data.readers_base import (
     MAX_EXAMPLES,
     Piece,
     ReadOptions,
+    category_text_expr,
     check_unique,
     empty_to_null,
     resolve_bad_rows,
@@ -344,7 +345,7 @@ def _check_schema(
                 "scalar value (a string or a number) per row"
             )
         if dtype != pl.String and not nested:
-            casts.append(pl.col(col).cast(pl.String))
+            casts.append(category_text_expr(pl.col(col), dtype).alias(col))
     for role, col in schema.roles.items():
         spec = ROLES[role]
         if spec.kind not in ("float", "int") or col in schema.labels:

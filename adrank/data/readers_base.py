@@ -38,6 +38,33 @@ class ReadOptions:
     n_rows: int | None
 
 
+def category_text_expr(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A categorical column's values as text, the way a serving request's values read.
+
+    A float column whose value is a whole number reads as the integer (``1.0`` -> ``"1"``):
+    pandas writes an integer id column with missing values as floats, and the same id sent
+    in a request (``1``) or read from CSV (``1``) must find the same vocabulary entry, not
+    the unseen id. NaN is missing; other floats keep their text (``"0.5"``)."""
+    if not dtype.is_float():
+        return expr.cast(pl.String)
+    whole = expr.is_finite() & (expr == expr.floor()) & (expr.abs() < 2.0**53)
+    return (
+        pl.when(expr.is_nan())
+        .then(None)
+        .when(whole)
+        .then(expr.cast(pl.Int64).cast(pl.String))
+        .otherwise(expr.cast(pl.String))
+    )
+
+
+def category_text(col: pl.Series) -> pl.Series:
+    """:func:`category_text_expr` of a Series (same name)."""
+    if not col.dtype.is_float():
+        return col.cast(pl.String)
+    text = category_text_expr(pl.col(col.name), col.dtype).alias(col.name)
+    return col.to_frame().select(text).to_series()
+
+
 def check_unique(names: list[str], path: Path, what: str) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

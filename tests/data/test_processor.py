@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from adrank.data.processor import GROUP_COLUMN, FeatureProcessor, NotFittedError
+from adrank.data.readers import read_raw
 from adrank.data.schema import OOV_ID, PAD_ID, Schema, SchemaError
 
 
@@ -170,3 +171,26 @@ def test_non_numeric_string_in_numeric_column(train: pl.DataFrame) -> None:
     bad = train.with_columns(pl.Series("price", ["1", "x", None, "4", "3"]))
     with pytest.raises(SchemaError, match="non-numeric value 'x' at row 1"):
         FeatureProcessor(make_schema()).fit(bad)
+
+
+def test_float_ids_from_parquet_match_the_ids_requests_and_csv_send(tmp_path: Path) -> None:
+    """pandas writes an integer id column with missing values as float64. Read as "1.0",
+    its vocabulary would never match the ``1`` a serving request or a CSV file sends, and
+    every served row would be unseen (OOV) without a word."""
+    schema = Schema.from_dict(
+        {"tasks": ["click"], "features": [{"name": "user", "type": "categorical"}]}
+    )
+    path = tmp_path / "train.parquet"
+    pl.DataFrame(
+        {"click": [1, 0, 1, 0, 1], "user": [1.0, 2.0, None, 3.5, float("nan")]}
+    ).write_parquet(path)
+    frame = read_raw(path, schema=schema).frame
+    assert frame["user"].to_list() == ["1", "2", None, "3.5", None]
+    proc = FeatureProcessor(schema).fit(frame)
+    fitted = proc.transform(frame)["user"].to_list()
+    assert OOV_ID not in (fitted[0], fitted[1], fitted[3]) and fitted[2] == fitted[4] == OOV_ID
+    # the same ids as a request sends them (ints, strings) and as floats in memory
+    ints = proc.transform_records([{"user": 1}, {"user": 2}, {"user": "3.5"}])["user"]
+    in_memory = proc.transform(pl.DataFrame({"click": [0, 1, 0], "user": [1.0, 2.0, 3.5]}))
+    in_memory = in_memory["user"]
+    assert ints.to_list() == in_memory.to_list() == [fitted[0], fitted[1], fitted[3]]
