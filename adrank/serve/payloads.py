@@ -325,7 +325,7 @@ class CandidateIn(_Strict):
 class RankRequest(_Strict):
     context: dict[str, FeatureValue] = Field(default_factory=dict)
     candidates: list[CandidateIn] = Field(min_length=1)
-    slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
+    slots: StrictInt = Field(default=1, ge=1, le=MAX_SLOTS)  # `true` or "2" is no count
     reserve_price: Money = Field(
         default=0.0,
         description="legacy reserve per click, CPC-only requests (R_i = 1000 × r × pCTR_i)",

@@ -241,3 +241,12 @@ def test_a_regression_output_is_never_ranked_or_reported_as_a_click_probability(
             assert "'pctr'" in reply["detail"][0]["msg"]
         finally:
             c.close()
+
+
+@pytest.mark.parametrize("slots", [True, "2", 1.0, 2.5, 0, None])
+def test_slots_is_a_whole_json_number(conn: http.client.HTTPConnection, slots: Any) -> None:
+    """pydantic's lax mode read `true` as 1 slot and "2" as 2; the fast path refused them."""
+    status, reply = post(conn, "/v1/rank", {**rank_body(), "slots": slots})
+    assert status == 422 and locs(reply) == [["body", "slots"]], reply
+    status, reply = post(conn, "/v1/rank", {**rank_body(), "slots": 2})
+    assert status == 200 and len(reply["slots"]) == 2
