@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -101,6 +102,20 @@ def _number(value: int | float) -> str:
     if type(value) is float and not math.isfinite(value):
         return _describe(value)
     return repr(value)  # exact: 1000000.5 and 1e+308, never rounded to look in range
+
+
+def _count(value: Any) -> Any:
+    """A JSON number that is whole (``3`` or ``3.0``); ``true`` or ``"3"`` is refused
+    (pydantic's lax mode would read them as 1 and 3)."""
+    if type(value) is int or (type(value) is float and value.is_integer()):
+        return int(value)
+    raise PydanticCustomError(
+        "count", "must be a whole JSON number, got {got}", {"got": repr(value)}
+    )
+
+
+#: A count (``slots``): a whole JSON number, bounds set by its Field.
+Count = Annotated[int, BeforeValidator(_count)]
 
 
 def _money(value: Any, info: ValidationInfo) -> float:
@@ -325,7 +340,7 @@ class CandidateIn(_Strict):
 class RankRequest(_Strict):
     context: dict[str, FeatureValue] = Field(default_factory=dict)
     candidates: list[CandidateIn] = Field(min_length=1)
-    slots: StrictInt = Field(default=1, ge=1, le=MAX_SLOTS)  # `true` or "2" is no count
+    slots: Count = Field(default=1, ge=1, le=MAX_SLOTS)
     reserve_price: Money = Field(
         default=0.0,
         description="legacy reserve per click, CPC-only requests (R_i = 1000 × r × pCTR_i)",

@@ -243,9 +243,10 @@ def test_a_regression_output_is_never_ranked_or_reported_as_a_click_probability(
             c.close()
 
 
-@pytest.mark.parametrize("slots", [True, "2", 1.0, 2.5, 0, None])
+@pytest.mark.parametrize("slots", [True, "2", 2.5, float("inf"), 0, None])
 def test_slots_is_a_whole_json_number(conn: http.client.HTTPConnection, slots: Any) -> None:
-    """pydantic's lax mode read `true` as 1 slot and "2" as 2; the fast path refused them."""
+    """pydantic's lax mode read `true` as 1 slot and "2" as 2; a whole float (2.0) is fine
+    (``test_app.test_the_fast_and_the_validated_path_answer_alike``)."""
     status, reply = post(conn, "/v1/rank", {**rank_body(), "slots": slots})
     assert status == 422 and locs(reply) == [["body", "slots"]], reply
     status, reply = post(conn, "/v1/rank", {**rank_body(), "slots": 2})
