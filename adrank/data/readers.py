@@ -300,7 +300,7 @@ def _check_schema(
     if missing:
         raise DataFormatError(
             f"{source}: columns {missing} required by the schema are missing;"
-            f" available columns: {frame.columns}"
+            f" available columns: {frame.columns}{_separator_hint(frame.columns)}"
         )
     raw_columns = set(schema.source_columns())  # not the columns transforms derive
     numeric = [f.source or f.name for f in schema.features if isinstance(f, NumericFeature)]
@@ -372,6 +372,17 @@ def _check_schema(
     if keep is not None:
         out = out.filter(pl.Series(keep))
     return Piece(out, n_bad, examples)
+
+
+def _separator_hint(columns: list[str]) -> str:
+    """A hint when the file was read as one column whose name holds another separator."""
+    if len(columns) != 1:
+        return ""
+    found = [sep for sep in (";", "\t", "|", ",") if sep in columns[0]]
+    if not found:
+        return ""
+    shown = "\\t" if found[0] == "\t" else found[0]
+    return f"; the file reads as one column: is its separator '{shown}'? (--separator)"
 
 
 def _as_float(frame: pl.DataFrame, col: str, source: str) -> tuple[pl.Expr, pl.Expr]:

@@ -131,9 +131,15 @@ def _first_line_is_header(cells: list[str], path: Path, opts: ReadOptions) -> bo
             # are named by the schema check); data rarely looks like distinct names
             header = looks_like_header(cells)
         if not header and opts.column_names is None:
+            dupes = sorted({c for c in cells if cells.count(c) > 1})[:5]
+            hint = (
+                f"; if it is a header, it repeats the name(s) {dupes}: rename them"
+                if dupes and looks_like_header(list(dict.fromkeys(cells)))
+                else ""
+            )
             raise DataFormatError(
                 f"{path}: the first line ({shown}) looks like data, not a header, and no column "
-                "names were given: pass them (--columns a,b,... / column_names=)"
+                f"names were given: pass them (--columns a,b,... / column_names=){hint}"
             )
         logger.info("%s: first line (%s) %s", path, shown, "is a header" if header else "is data")
         return header

@@ -299,3 +299,24 @@ def test_evaluate_plots_into_a_file_is_a_clean_error(tmp_path: Path) -> None:
     assert_clean_error(result, "notes.txt")
     assert mine.read_text() == "precious"
     assert json.loads((run / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(("sep", "shown"), [(";", "';'"), ("\t", "'\\t'"), ("|", "'|'")])
+def test_a_file_read_as_one_column_hints_at_its_separator(
+    tmp_path: Path, sep: str, shown: str
+) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text(sep.join(["click", "user", "price"]) + "\n" + sep.join(["1", "u1", "2"]))
+    result = prepare(tmp_path, train)
+    assert_clean_error(result, "required by the schema are missing", f"is its separator {shown}?")
+
+
+def test_a_header_with_a_repeated_name_is_named_as_such_under_auto(tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    train.write_text("click,user,user\n1,u1,2\n")
+    result = prepare(tmp_path, train)
+    assert_clean_error(result, "looks like data", "it repeats the name(s) ['user']: rename them")
+    train.write_text("1,2,3\n0,4,5\n")  # plain data: no such hint
+    result = prepare(tmp_path, train)
+    assert_clean_error(result, "looks like data")
+    assert "repeats" not in result.output
