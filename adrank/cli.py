@@ -66,11 +66,6 @@ def read_split_files(
             schema=schema,  # type: ignore[arg-type]
             bad_rows=bad_rows,  # type: ignore[arg-type]
         )
-        if res.skipped_rows:
-            err_console.print(
-                f"[yellow]skipped {res.skipped_rows:,} bad rows in {path}[/] "
-                f"(e.g. {'; '.join(res.skipped_examples[:3])})"
-            )
         if names is None and header is Header.auto:
             names = list(res.frame.columns)
         frames[split] = res.frame

@@ -272,7 +272,7 @@ def _pieces(
             examples = sorted(piece.examples + checked.examples)
             piece = Piece(checked.frame, piece.skipped + checked.skipped, examples)
         if piece.skipped:
-            logger.warning("%s: skipped %d bad rows", path, piece.skipped)
+            logger.debug("%s: skipped %d bad rows in a piece", path, piece.skipped)
         yield piece
 
 
@@ -285,7 +285,7 @@ def _result(
     shown = [text for _, text in sorted(examples)[:MAX_EXAMPLES]]
     if skipped:
         logger.warning(
-            "%s: skipped %d bad row(s) (bad_rows='skip'), e.g. %s", path, skipped, "; ".join(shown)
+            "%s: skipped %d bad rows (bad_rows='skip'), e.g. %s", path, skipped, "; ".join(shown)
         )
     return ReadResult(frame, path, skipped, shown)
 
