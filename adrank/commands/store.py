@@ -47,4 +47,5 @@ def rollback_cmd(
         previous, current = rollback(store, to, name)
     except (StoreError, ModelRootError, OSError) as exc:
         fail(str(exc))
-    console.print(f"{name}: latest {previous} -> {current} in {store}")
+    before = "(not a version number)" if previous is None else previous
+    console.print(f"{name}: latest {before} -> {current} in {store}")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from adrank.ope.data import OffPolicyDataError
+
 __all__ = [
     "ESTIMATORS",
     "Estimate",
@@ -143,6 +145,8 @@ def bootstrap_interval(
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     n = len(terms.reward)
+    if n < 2:  # every resample of one round is that round: a width-0 "interval"
+        raise ValueError(f"a bootstrap interval needs at least 2 rounds, got {n}")
     rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {}
     done = 0
@@ -166,7 +170,17 @@ def estimate_all(
     terms: OffPolicyInputs, n_bootstrap: int = 1000, seed: int = 12345, level: float = 0.95
 ) -> list[Estimate]:
     """Every defined estimator (DM, IPS, SNIPS, DR in that order; DM and DR only with a
-    reward model) with its bootstrap interval."""
+    reward model) with its bootstrap interval.
+
+    Raises :class:`~adrank.ope.data.OffPolicyDataError` when no round has a positive weight
+    (the policy never chooses a logged action at its logged position): the logs then say
+    nothing about the policy (IPS is 0 whatever the rewards, SNIPS 0/0)."""
+    if not (terms.weight > 0).any():
+        raise OffPolicyDataError(
+            f"the policy gives probability 0 to the logged action (at its logged position) in "
+            f"all {len(terms.weight)} rounds: no round carries weight, so IPS, SNIPS and DR "
+            "cannot estimate it (SNIPS would be 0/0); the policy must overlap the logs"
+        )
     point = _estimates(terms)
     bounds = bootstrap_interval(terms, n_bootstrap=n_bootstrap, seed=seed, level=level)
     return [

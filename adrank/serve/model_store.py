@@ -103,6 +103,13 @@ def publish(run_dir: str | Path, store: str | Path, name: str = DEFAULT_NAME) ->
     Path(store).mkdir(parents=True, exist_ok=True)
     target = model_dir(store, name)
     _claim_model_dir(target)
+    try:  # a malformed pointer is refused before a version is made, not after
+        latest_version(target)
+    except StoreError as exc:
+        raise StoreError(
+            f"{exc}: nothing was published; point it at a published version first "
+            f"(adrank rollback --store {store} --name {name} --to N)"
+        ) from None
     version = _claim_number(target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=target))
@@ -130,7 +137,8 @@ def publish(run_dir: str | Path, store: str | Path, name: str = DEFAULT_NAME) ->
 
 def rollback(store: str | Path, to: int, name: str = DEFAULT_NAME) -> tuple[int | None, int]:
     """Point ``latest`` of ``name`` at the published version ``to`` -> (previous, to).
-    Nothing is deleted; publishing again moves ``latest`` past ``to`` as usual."""
+    Nothing is deleted; publishing again moves ``latest`` past ``to`` as usual. A pointer
+    that holds no version number is replaced too (``previous`` is then ``None``)."""
     target = model_dir(store, name)
     found = versions(target)
     if not found:
@@ -138,7 +146,11 @@ def rollback(store: str | Path, to: int, name: str = DEFAULT_NAME) -> tuple[int 
     if to not in found or not (target / str(to) / MANIFEST).is_file():
         raise StoreError(f"{name} has no version {to} (published: {_ranges(found)})")
     with _locked(target):
-        previous = latest_version(target)
+        try:
+            previous = latest_version(target)
+        except StoreError as exc:  # rollback is how an operator repairs the pointer
+            logger.warning("%s; replacing it with %d", exc, to)
+            previous = None
         set_latest(target, to)
     logger.info("rolled %s back: latest %s -> %d", name, previous, to)
     return previous, to
@@ -192,11 +204,16 @@ def _claim_model_dir(target: Path) -> None:
 
 
 def _claim_number(target: Path) -> int:
-    """The next free version number, claimed by an exclusive create of its claim file."""
+    """The next free version number, claimed by an exclusive create of its claim file.
+
+    The number is above every version, claim and the number ``latest`` names: a version
+    deleted by hand while ``latest`` still names it is never numbered again (a server still
+    serving it would take the new one for the one it has, and ``latest`` would not move)."""
     while True:
         taken = versions(target)
         claimed = [int(p.name[1:-6]) for p in target.glob(".*.claim") if is_version(p.name[1:-6])]
-        number = max([0, *taken, *claimed]) + 1
+        named = _pointer_number(target)
+        number = max([0, *taken, *claimed, *([named] if named else [])]) + 1
         try:
             fd = os.open(target / _CLAIM.format(number), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -207,6 +224,15 @@ def _claim_number(target: Path) -> int:
             (target / _CLAIM.format(number)).unlink(missing_ok=True)
             continue
         return number
+
+
+def _pointer_number(target: Path) -> int | None:
+    """The number ``latest`` holds, or None (no pointer, or not a number)."""
+    try:
+        text = (target / LATEST).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if is_version(text) else None
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from adrank.config import TrainConfig
+from adrank.config import TrainConfig, monitor_direction
 from adrank.data.batches import TensorData, table_to_batch
 from adrank.data.feature_map import FeatureMap
 from adrank.data.processor import FeatureProcessor
@@ -47,7 +47,14 @@ from adrank.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StreamContext", "StreamSettings", "cut_chunks", "load_stream", "update_stats"]
+__all__ = [
+    "StreamContext",
+    "StreamSettings",
+    "check_chunks",
+    "cut_chunks",
+    "load_stream",
+    "update_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,38 @@ def update_stats(stats: list[UpdateStats], **info: Any) -> UpdateStats:
         sum(s.wall_s for s in stats),
         info,
     )
+
+
+def check_chunks(chunks: list[pl.DataFrame], time: str | None) -> None:
+    """Refuse chunks the protocol cannot run on, before any training: fewer than 2, an
+    updated chunk (all but the last) with fewer than 2 rows (its update needs a training row
+    and a holdout row), an empty last chunk, and, given the ``time`` column, chunks that are
+    not in time order (within each, and each starting no earlier than the one before ends)."""
+    if len(chunks) < 2:
+        raise ValueError(f"the stream has {len(chunks)} chunk(s); it needs at least 2")
+    for t, chunk in enumerate(chunks):
+        least = 1 if t == len(chunks) - 1 else 2
+        if chunk.height < least:
+            raise ValueError(
+                f"chunk {t} has {chunk.height} row(s); "
+                + ("the last chunk is scored and needs at least 1" if least == 1 else
+                   "an updated chunk needs at least 2 (training rows and a holdout)")
+            )  # fmt: skip
+    if time is None or any(time not in c.columns for c in chunks):
+        return
+    previous_end = None
+    for t, chunk in enumerate(chunks):
+        values = chunk.get_column(time)
+        if values.null_count():
+            raise ValueError(f"chunk {t}: time column {time!r} has missing values")
+        if not values.is_sorted():
+            raise ValueError(f"chunk {t} is not in {time!r} order; sort the rows first")
+        if previous_end is not None and values[0] < previous_end:
+            raise ValueError(
+                f"chunk {t} starts at {time}={values[0]!r}, before chunk {t - 1} ends "
+                f"({previous_end!r}): the chunks are not in time order"
+            )
+        previous_end = values[-1]
 
 
 class StreamContext:
@@ -267,6 +306,15 @@ class StreamContext:
         parameters are its) with the Trainer and ``grown``'s optimizer; returns the cost.
         ``overrides`` replace training settings (e.g. ``max_epochs``)."""
         start = time.perf_counter()
+        monitor = overrides.get("monitor", self.train_config.monitor)
+        if monitor_direction(monitor) and self._one_class(valid):
+            # AUC is undefined on one class (the trainer stops on a NaN metric): a small or
+            # quiet chunk's holdout can hold no click, so this update stops on its logloss
+            logger.warning(
+                "chunk %d: the early-stopping holdout (%d rows) holds one class; this update "
+                "monitors logloss instead of %s", self.t, len(valid), monitor,
+            )  # fmt: skip
+            overrides["monitor"] = "logloss"
         config = dataclasses.replace(self.train_config, seed=self.seed + 7919 * self.t, **overrides)
         for group in grown.optimizer.param_groups:  # a fresh LR schedule per update
             group["lr"] = config.learning_rate
@@ -275,6 +323,11 @@ class StreamContext:
         result = trainer.fit(train, valid)
         rows = sum(int(h["train_samples"]) for h in result.history)
         return UpdateStats(rows, result.epochs_run, time.perf_counter() - start)
+
+    def _one_class(self, data: TensorData) -> bool:
+        """Whether the trained task's labels in ``data`` hold a single value."""
+        labels = data.data.labels[:, self.label_index]
+        return bool(len(labels)) and bool((labels == labels[0]).all())
 
     def predict(self, model: torch.nn.Module, data: TensorData) -> Predictions:
         """``model``'s predictions on ``data`` (eval mode)."""

@@ -26,8 +26,8 @@ import torch
 
 from adrank.config import RunConfig, TrainConfig
 from adrank.data.schema import Schema
-from adrank.outputs import claim_dir
-from adrank.stream.protocol import StreamContext, StreamSettings
+from adrank.outputs import OutputDirError, claim_dir
+from adrank.stream.protocol import StreamContext, StreamSettings, check_chunks
 from adrank.stream.strategies import build_strategy
 from adrank.stream.warm_start import GROWTH_FILE, OPTIMIZER_FILE
 from adrank.train.evaluation import Predictions, slice_metrics
@@ -70,8 +70,11 @@ def run_stream(
     ``on_predictions(chunk, predictions)`` sees every scored chunk's per-row predictions."""
     if save not in SAVE_CHOICES:
         raise ValueError(f"save must be one of {SAVE_CHOICES}, got {save!r}")
+    check_chunks(
+        chunks, schema.roles.get("time") if isinstance(schema.roles.get("time"), str) else None
+    )
+    root = None if out is None else _claim_stream_dir(Path(out))
     torch.manual_seed(seed)
-    root = None if out is None else claim_dir(out, "stream")
     ctx = StreamContext(schema, chunks, model_name, params, train_config, settings, seed)
     runner = build_strategy(strategy, options)
     records: list[dict[str, Any]] = []
@@ -136,6 +139,22 @@ def run_stream(
         if on_record is not None:
             on_record(record)
     return records
+
+
+def _claim_stream_dir(out: Path) -> Path:
+    """``out`` as an adrank stream output that holds no earlier stream's results: a stream is
+    not resumed, and appending to another run's records would mix two streams."""
+    root = claim_dir(out, "stream")
+    earlier = sorted(
+        p.name for p in root.iterdir() if p.name == "records.jsonl" or p.name.startswith("chunk_")
+    )
+    if earlier:
+        raise OutputDirError(
+            f"{root} already holds the results of a stream ({', '.join(earlier[:4])}"
+            f"{', ...' if len(earlier) > 4 else ''}); a stream is not resumed and adrank does "
+            "not delete them: choose a new output directory"
+        )
+    return root
 
 
 def write_chunk_run(
