@@ -127,7 +127,12 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir} has no {MANIFEST}: it is not a finished adrank run (was training "
             "interrupted? resume it with `adrank train ... --resume`)"
         )
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} cannot be read: it is truncated or not JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path} holds a {type(manifest).__name__}, not a run manifest")
     version = manifest.get("format_version")
     if version not in READABLE_ARTIFACT_VERSIONS:
         raise ArtifactError(
@@ -150,8 +155,22 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
     processor = FeatureProcessor.load(run_dir / "processor")
     # a position-feature model (train.position_method=feature) scores at its fixed position
     model = build_position_model(config.model, feature_map, config.params, config.train)
-    state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    weights = run_dir / "model.pt"
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises OSError, EOFError, KeyError, RuntimeError, ...
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "no data"
+        raise ArtifactError(
+            f"{weights} cannot be read: it is truncated or not saved weights "
+            f"({type(exc).__name__}: {first})"
+        ) from exc
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ArtifactError(
+            f"{weights} does not hold the weights of this run's {config.model!r} model "
+            f"(config.yaml, feature_map.json): {' '.join(str(exc).split())[:300]}"
+        ) from exc
     model.to(device).eval()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     calibration = None

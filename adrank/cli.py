@@ -138,7 +138,8 @@ def split_table(title: str) -> Table:
 
 def models_for_dataset(dataset: str) -> list[str]:
     """``--models all``: every registered model that can train on ``dataset`` (multi-task
-    models need a dataset with several tasks, sequence models a history with a target)."""
+    models need a dataset with several tasks, sequence models a history with a target,
+    multi-domain models a ``domain`` role, and any model the roles it requires)."""
     from adrank.data.datasets import get_dataset
     from adrank.data.schema import SequenceFeature
     from adrank.models import available_models, get_model_class
@@ -151,12 +152,17 @@ def models_for_dataset(dataset: str) -> list[str]:
         return available_models()
     tasks = len(schema.tasks)
     history = any(isinstance(f, SequenceFeature) and f.target for f in schema.features)
-    return [
-        m
-        for m in available_models()
-        if (tasks > 1 or not issubclass(get_model_class(m), MultiTaskModel))
-        and (history or not issubclass(get_model_class(m), SequenceModel))
-    ]
+    roles = set(schema.roles)
+
+    def fits(cls: type) -> bool:
+        return (
+            (tasks > 1 or not issubclass(cls, MultiTaskModel))
+            and (history or not issubclass(cls, SequenceModel))
+            and ("domain" in roles or not getattr(cls, "multi_domain", False))
+            and set(getattr(cls, "required_roles", ())) <= roles
+        )
+
+    return [m for m in available_models() if fits(get_model_class(m))]
 
 
 # ------------------------------------------------------------------------ prepare ----
@@ -279,6 +285,7 @@ def train_cmd(
     from adrank.data.prepare import PreparedData
     from adrank.models import get_model_class
     from adrank.pipeline import train_run
+    from adrank.train.trainer import check_device
 
     if (dataset is None) == (prepared is None):
         fail("give exactly one of --dataset NAME or --prepared DIR (they are mutually exclusive)")
@@ -297,6 +304,7 @@ def train_cmd(
             cfg = cfg.with_overrides([*(set_ or []), "dataset="])
         else:
             cfg = resolve_run_config(str(dataset), model, config, set_ or [])
+        check_device(cfg.train.device)  # before the data are prepared or workers start
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
         return
@@ -328,7 +336,8 @@ def train_cmd(
             force_progress=True,
             init_from=init_from,
         )
-    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+    # ArithmeticError: a NaN/inf training loss or validation metric (a diverging run)
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError, ArithmeticError) as exc:
         fail(str(exc).strip("'\""))
         return
     if os.environ.get("RANK", "0") != "0":  # a DDP worker: rank 0 reports

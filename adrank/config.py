@@ -278,6 +278,11 @@ def monitor_direction(monitor: str | dict[str, float]) -> bool:
     return higher.pop()
 
 
+def monitor_names(monitor: str | dict[str, float]) -> list[str]:
+    """The metric names ``monitor`` follows (one, or the keys of a weighted mean)."""
+    return [monitor] if isinstance(monitor, str) else list(monitor)
+
+
 def monitor_value(logs: dict[str, Any], monitor: str | dict[str, float], prefix: str = "val_"):
     """The monitored value from a metrics line (``None`` if a metric is missing)."""
     if isinstance(monitor, str):

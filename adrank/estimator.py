@@ -107,7 +107,12 @@ class CTRClassifier:
 
     # ---------------------------------------------------------------------- API ------
     def fit(self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None) -> CTRClassifier:
-        """Fit on features ``X`` and binary labels ``y`` (array-like of 0/1)."""
+        """Fit on features ``X`` and binary labels ``y`` (array-like of 0/1).
+
+        Validation rows (``eval_set``, or the held-out ``valid_fraction``) of one class are
+        refused with a :class:`ValueError` when early stopping follows an AUC (the default):
+        the AUC is undefined there."""
+        from adrank.pipeline import check_monitorable
         from adrank.train.trainer import Trainer
 
         frame = _to_polars(X)
@@ -136,10 +141,11 @@ class CTRClassifier:
         cfg = self._train_config()
         self.model_: CTRModel = build_model(self.model, self.feature_map_, **(self.params or {}))
         trainer = Trainer(self.model_, cfg)
-        result = trainer.fit(
-            self._tensors(train_frame),
-            None if valid_frame is None or valid_frame.height == 0 else self._tensors(valid_frame),
-        )
+        valid = None
+        if valid_frame is not None and valid_frame.height > 0:
+            valid = self._tensors(valid_frame)
+            check_monitorable(valid, trainer.objectives, cfg.monitor)
+        result = trainer.fit(self._tensors(train_frame), valid)
         self.history_ = result.history
         self.best_valid_ = result.best_valid
         self.config_ = RunConfig(self.model, dict(self.params or {}), cfg)
@@ -165,11 +171,18 @@ class CTRClassifier:
         return auc(np.asarray(y).reshape(-1), self.predict_proba(X)[:, 1])
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write a run directory (artifact) that ``adrank.serve.Predictor`` can load."""
+        """Write a run directory (artifact) that ``adrank.serve.Predictor`` can load.
+
+        ``run_dir`` must be new, empty or an adrank run directory: a folder of the user's
+        is refused (:class:`~adrank.outputs.OutputDirError`), never written into."""
         from adrank.artifact import write_artifact
+        from adrank.outputs import claim_dir
+        from adrank.pipeline import RUN_FILES
 
         self._check_fitted()
-        run_dir = Path(run_dir)
+        run_dir = claim_dir(
+            Path(run_dir), "run", legacy_entries=frozenset(RUN_FILES) | {"processor"}
+        )
         self.processor_.save(run_dir / "processor")
         return write_artifact(
             run_dir,

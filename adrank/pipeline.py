@@ -12,6 +12,7 @@ rank and lets rank 0 alone write the artifact (see ``docs/distributed.md``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from adrank.artifact import load_artifact, load_split, open_prepared_data, write_artifact
-from adrank.config import RunConfig
+from adrank.config import RunConfig, monitor_names
 from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -56,7 +57,7 @@ from adrank.train.sampling import (
     sampled_output,
 )
 from adrank.train.trainer import Trainer, TrainResult
-from adrank.utils import atomic_write, seed_everything
+from adrank.utils import atomic_write, content_digest, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -158,22 +159,68 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             shutil.rmtree(processor)
 
 
+def _class_counts(data: TensorData, objective: Any) -> tuple[int, int]:
+    """(positives, rows) of a binary objective's target in ``data`` (its mask applied)."""
+    labels = data.data.labels
+    target = objective.target(labels)
+    if objective.mask is not None:
+        target = target[labels[:, objective.mask] == 1]
+    return int((target == 1).sum()), int(target.numel())
+
+
 def check_trainable(data: TensorData, feature_map: FeatureMap, objectives: list) -> None:
     """Refuse, before any training, a training split on which a task has one class only."""
-    labels = data.data.labels
     for objective in objectives:
         if objective.type != "binary":
             continue
-        target = objective.target(labels)
-        if objective.mask is not None:
-            target = target[labels[:, objective.mask] == 1]
-        positives, rows = int((target == 1).sum()), int(target.numel())
+        positives, rows = _class_counts(data, objective)
         if rows == 0 or positives in (0, rows):
             raise ValueError(
                 f"the training split cannot train task {objective.task!r} ({objective.output}): "
                 f"{rows} rows, {positives} positive, {rows - positives} negative; a binary task "
                 "needs both classes"
             )
+
+
+def check_monitorable(data: TensorData, objectives: list, monitor: str | dict[str, float]) -> None:
+    """Refuse, before any training, a validation split on which early stopping's monitored
+    AUC is undefined: a task it follows has one class only there (every epoch's AUC would
+    be NaN)."""
+    names = monitor_names(monitor)
+    for objective in objectives:
+        if objective.type != "binary":
+            continue
+        followed = [
+            n
+            for n in names
+            if n.endswith("auc")
+            and ("_" not in n or n.split("_")[0] in (objective.task, objective.output))
+        ]
+        if not followed:
+            continue
+        positives, rows = _class_counts(data, objective)
+        if rows == 0 or positives in (0, rows):
+            raise ValueError(
+                f"the validation split cannot score task {objective.task!r} "
+                f"({objective.output}) by {followed[0]}: {rows} rows, {positives} positive, "
+                f"{rows - positives} negative, and an AUC needs both classes; early stopping "
+                f"follows train.monitor={monitor!r}: validate on rows of both classes, or "
+                "monitor a metric defined on one (train.monitor=logloss)"
+            )
+
+
+def run_identity(config: RunConfig, prepared: PreparedData) -> dict[str, Any]:
+    """What a checkpoint must have been trained with to be resumed by this run: the model,
+    its parameters and the training data (a digest of the fitted processor, which defines
+    what every id means, and of the training split's size and positive rates)."""
+    processor = [p for p in Path(prepared.processor_dir).rglob("*") if p.is_file()]
+    train = prepared.stats.get("train")
+    rows = None if train is None else [train.rows, train.positive_rate]
+    return {
+        "model": config.model.lower(),
+        "params": dict(config.params),
+        "training data": content_digest(processor, extra=json.dumps(rows, sort_keys=True)),
+    }
 
 
 def _load_average() -> float | None:
@@ -269,7 +316,16 @@ def _train(
         else None
         for name in ("valid", "test")
     )
-    trainer = Trainer(model, cfg, run_dir, force_progress=force_progress, position=position)
+    if valid is not None:
+        check_monitorable(valid, objectives, cfg.monitor)
+    trainer = Trainer(
+        model,
+        cfg,
+        run_dir,
+        force_progress=force_progress,
+        position=position,
+        run_identity=run_identity(config, prepared),
+    )
     if warm is not None:  # the run's optimizer state, per-row step counts for the tables
         trainer.optimizer = warm.optimizer(model, cfg.learning_rate)
     load_before = _load_average()

@@ -21,7 +21,19 @@ def test_all_models_leave_out_sequence_models_without_a_history() -> None:
     sequence = {m for m in available_models() if issubclass(get_model_class(m), SequenceModel)}
     assert {"din", "dien", "bst", "sdim"} <= sequence
     assert not sequence & set(models_for_dataset("frappe"))
-    assert sequence <= set(models_for_dataset("movielens_100k"))
+    # DACA, a cross-domain sequence model, also needs the domain role
+    assert sequence - {"daca"} <= set(models_for_dataset("movielens_100k"))
+    assert "daca" in models_for_dataset("movielens_100k_cross")
+
+
+def test_all_models_leave_out_multi_domain_models_without_a_domain_role() -> None:
+    """The README's 19-model Frappe board is `--models all`; STAR and PEPNet refuse a schema
+    without a domain role and AdaptDHM has no domains to route, so none of them is in it."""
+    domain = {m for m in available_models() if getattr(get_model_class(m), "multi_domain", False)}
+    assert {"star", "pepnet", "adaptdhm", "daca"} <= domain
+    frappe = models_for_dataset("frappe")
+    assert not domain & set(frappe) and len(frappe) == 19
+    assert {"star", "pepnet", "adaptdhm"} <= set(models_for_dataset("frappe_domains"))
 
 
 def test_models_command_lists_every_model_with_its_family() -> None:

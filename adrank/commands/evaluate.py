@@ -186,7 +186,9 @@ def predict_cmd(
     output: Annotated[
         Path, typer.Option("--output", help="Output .csv or .parquet: the input plus outputs.")
     ],
-    batch_size: Annotated[int, typer.Option(help="Rows scored per batch.")] = SCORE_BATCH_SIZE,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows scored per batch.")] = (
+        SCORE_BATCH_SIZE
+    ),
     header: Annotated[
         Header,
         typer.Option(

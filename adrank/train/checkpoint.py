@@ -17,6 +17,7 @@ from adrank.utils import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointError",
     "capture_rng_state",
     "load_checkpoint",
     "restore_rng_state",
@@ -27,17 +28,39 @@ __all__ = [
 CHECKPOINT_FORMAT = 1
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read (truncated, empty, not a checkpoint) or does not belong
+    to the run that tries to resume from it."""
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """``torch.save`` ``payload`` to ``path`` atomically (temp file + rename)."""
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only).
+
+    A file that does not load (truncated by a full disk or a killed copy, empty, not a
+    torch file) raises :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises OSError, EOFError, KeyError, RuntimeError, ...
+        raise CheckpointError(
+            f"{path} cannot be read: it is truncated or not a checkpoint ({_reason(exc)})"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint")
+    return payload
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of ``exc`` (torch's load errors run to several sentences)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "no data"
+    return f"{type(exc).__name__}: {text[:160]}"
 
 
 def state_dict_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import sys
@@ -39,6 +40,7 @@ from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
 from adrank.train.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -73,7 +75,7 @@ from adrank.train.step import (  # noqa: F401  (eager_fallback: re-exported)
 )
 from adrank.utils import atomic_write, seed_everything
 
-__all__ = ["TrainResult", "TrainState", "Trainer", "fit"]
+__all__ = ["TrainResult", "TrainState", "Trainer", "check_device", "fit"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,9 @@ class Trainer:
         position: the position-aware training method (``train.position_method``, see
             :mod:`adrank.debias.position`); built from ``config`` when not given. Its
             parameters (towers, a teacher) are trained and checkpointed with the model's.
+        run_identity: what the checkpoint must have been trained with to be resumed (plain
+            values: the model name, its parameters, a digest of the training data); saved
+            in every checkpoint, and a resume whose identity differs is refused.
     """
 
     def __init__(
@@ -139,9 +144,14 @@ class Trainer:
         *,
         force_progress: bool = False,
         position: PositionMethod | None = None,
+        run_identity: dict[str, Any] | None = None,
     ) -> None:
         self.config = config = config or TrainConfig()
-        self.device = torch.device(config.device)
+        self.device = check_device(config.device)
+        # as a checkpoint stores it (tuples become lists), so the two compare equal
+        self.run_identity = (
+            None if run_identity is None else json.loads(json.dumps(run_identity, default=str))
+        )
         self._batch_device = self.device  # "cuda" resolved to its index, to compare batches
         if self.device.type == "cuda" and self.device.index is None:
             self._batch_device = torch.device("cuda", torch.cuda.current_device())
@@ -304,15 +314,31 @@ class Trainer:
             "best_state": s.best_state,
             "rng": capture_rng_state(),
             "config": dataclasses.asdict(self.config),
+            "run": self.run_identity,
         }
         save_checkpoint(path, payload)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote (RNG states included)."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        """Restore everything :meth:`save_checkpoint` wrote (RNG states included).
+
+        :class:`CheckpointError` if the file cannot be read or belongs to another run (its
+        ``run_identity`` differs): nothing is restored then."""
+        hint = "pass --overwrite to start the run over"
+        try:
+            ckpt = load_checkpoint(path, map_location=self.device)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; {hint}") from exc
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"{path}: checkpoint format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+            raise CheckpointError(
+                f"{path}: checkpoint format {ckpt.get('format')!r}, expected "
+                f"{CHECKPOINT_FORMAT}; {hint}"
+            )
+        saved = ckpt.get("run")
+        if saved is not None and self.run_identity is not None and saved != self.run_identity:
+            raise CheckpointError(
+                f"{path} is a checkpoint of another run (changed: "
+                f"{'; '.join(_identity_changes(saved, self.run_identity))}); resume it with "
+                f"the model, params and training data it was started with, or {hint}"
             )
         now = dataclasses.asdict(self.config)
         changed = sorted(
@@ -613,6 +639,52 @@ class Trainer:
             train_samples_per_s=sum(h["train_samples"] for h in history) / max(train_time, 1e-12),
             history=history,
         )
+
+
+def check_device(name: str) -> torch.device:
+    """``train.device`` as a torch device, or a :class:`ValueError` that names the setting
+    when it is no device or one this machine lacks (CUDA on a CPU-only build, ``cuda:3``
+    on a machine with one GPU, MPS off macOS)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"train.device={name!r} is not a device; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+            raise ValueError(
+                f"train.device={name!r}, but this machine has no CUDA device{build}; "
+                "use train.device=cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"train.device={name!r}, but this machine has {count} CUDA device(s): "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"train.device={name!r}, but MPS (Apple silicon GPUs) is not available on this "
+            "machine; use train.device=cpu"
+        )
+    return device
+
+
+def _identity_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two run identities, one phrase per key."""
+    changes = []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            changes.append(f"{key} {names}")
+        else:
+            changes.append(f"{key} {old!r} -> {new!r}")
+    return changes
 
 
 def _strategy(config: TrainConfig) -> str:
