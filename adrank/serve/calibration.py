@@ -247,6 +247,14 @@ def fit_output_calibration(
     for name, (p, y) in data.items():
         if len(p) == 0:
             raise ValueError(f"cannot calibrate {name!r}: it has no rows to fit on")
+        positives = int((np.asarray(y) == 1).sum())
+        if positives in (0, len(y)):  # the map would send every prediction to that class
+            raise ValueError(
+                f"cannot calibrate {name!r}: all {len(y)} rows it is fitted on are "
+                f"{'positive' if positives else 'negative'}; a calibration map needs both "
+                "classes (it would map every prediction to "
+                f"{1 if positives else 0})"
+            )
         maps[name] = fit(p, y)
     return {
         "version": CALIBRATION_FORMAT_VERSION,
