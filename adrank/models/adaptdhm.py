@@ -41,6 +41,8 @@ class DistributionRouter(nn.Module):
 
     def __init__(self, dim: int, num_clusters: int, beta: float, iterations: int) -> None:
         super().__init__()
+        if num_clusters < 1:
+            raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
         self.beta = beta

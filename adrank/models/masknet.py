@@ -45,6 +45,8 @@ class MaskNet(CTRModel):
         super().__init__(feature_map)
         if model_type not in ("serial", "parallel"):
             raise ValueError(f"model_type must be 'serial' or 'parallel', got {model_type!r}")
+        if model_type == "parallel" and parallel_num_blocks < 1:
+            raise ValueError(f"parallel_num_blocks must be >= 1, got {parallel_num_blocks}")
         self.model_type = model_type
         input_dim = feature_map.num_fields * embedding_dim
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)

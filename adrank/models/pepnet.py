@@ -29,6 +29,7 @@ from adrank.models.registry import register
 from adrank.nn.domain import DomainInput, GateNU
 from adrank.nn.dropout import Dropout
 from adrank.nn.embedding import FeatureEmbedding
+from adrank.nn.mlp import check_widths
 
 
 def persona_field_names(feature_map: FeatureMap, names: Sequence[str] | None) -> list[str]:
@@ -64,6 +65,7 @@ class PEPNet(CTRModel):
         domain_dropout: float = 0.1,
     ) -> None:
         super().__init__(feature_map)
+        check_widths(hidden_units)
         self.domain = DomainInput(feature_map, domain_dropout)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)
         self.persona = persona_field_names(feature_map, persona_fields)

@@ -7,10 +7,14 @@ with an ``@register("name")`` decorator.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import numbers
 import pkgutil
-from typing import Any, TypeVar
+import types
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from adrank.data.feature_map import FeatureMap
 from adrank.models.base import CTRModel, initialize_weights
@@ -72,7 +76,12 @@ def model_params(name: str) -> dict[str, Any]:
 def build_model(
     name: str, feature_map: FeatureMap, *, default_init: bool = True, **params: Any
 ) -> CTRModel:
-    """Instantiate a registered model, rejecting unknown hyperparameters by name.
+    """Instantiate a registered model, rejecting unknown hyperparameters by name, values
+    of the wrong type (checked against the ``__init__`` annotations: ``hidden_units: 64``
+    or ``"400,400"``, ``batch_norm: "false"``, a choice outside a ``Literal``) and negative
+    counts or widths (any ``int``, alone or in a list, but a ``*_seed``), naming the
+    hyperparameter. A ``float`` given as text that spells one (``1e-3``, which YAML 1.1
+    reads as a string) is converted, as for ``train`` settings.
 
     With ``default_init`` the weights get :func:`initialize_weights` (FuxiCTR's scheme)."""
     cls = get_model_class(name)
@@ -82,7 +91,77 @@ def build_model(
         raise ValueError(
             f"unknown hyperparameter(s) {unknown} for model {name!r}; valid: {sorted(valid)}"
         )
+    try:
+        hints = get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # an annotation only a type checker can resolve
+        hints = {}
+    params = {k: _checked(name, k, v, hints.get(k, Any)) for k, v in params.items()}
     model = cls(feature_map, **params)
     if default_init:
         initialize_weights(model)
     return model
+
+
+def _checked(model: str, name: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits ``hint`` (a float spelled as text is converted), else
+    ValueError naming the model, the hyperparameter, the expected type and the value."""
+    members = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    if isinstance(value, str) and float in members:
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if not _fits(value, hint):
+        raise ValueError(
+            f"hyperparameter {name!r} of model {model!r} must be {_spell(hint)}, got "
+            f"{value!r} ({type(value).__name__})"
+        )
+    ints = [value] if _is_int(value) else []
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        ints = [v for v in value if _is_int(v)]
+    if not name.endswith("seed") and any(v < 0 for v in ints):
+        raise ValueError(f"hyperparameter {name!r} of model {model!r} must be >= 0, got {value!r}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a hyperparameter value (from Python or YAML) fits its annotation: a bool is
+    no number, an int is a float, a string is no sequence; unknown annotations pass."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in get_args(hint))
+    if origin is Literal:
+        return value in get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (Sequence, list, tuple) or hint in (Sequence, list, tuple):
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            return False
+        args = [a for a in get_args(hint) if a is not Ellipsis] or [Any]
+        return all(any(_fits(v, a) for a in args) for v in value)
+    return True
+
+
+def _spell(hint: Any) -> str:
+    """An annotation in a user's words: ``a list of int``, ``one of ['dot', 'cat']``."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_spell(arg) for arg in get_args(hint))
+    if origin is Literal:
+        return f"one of {list(get_args(hint))}"
+    if origin in (Sequence, list, tuple):
+        args = [a for a in get_args(hint) if a is not Ellipsis]
+        return f"a list of {' or '.join(_spell(a) for a in args) or 'values'}"
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))

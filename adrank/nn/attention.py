@@ -45,6 +45,10 @@ class MultiHeadSelfAttention(nn.Module):
     ) -> None:
         super().__init__()
         attention_dim = attention_dim or input_dim
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
         if attention_dim % num_heads != 0:
             raise ValueError(
                 f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}"

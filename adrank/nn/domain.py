@@ -29,6 +29,7 @@ from torch import nn
 from adrank.data.feature_map import FeatureMap
 from adrank.data.schema import OOV_ID
 from adrank.nn.dropout import Dropout
+from adrank.nn.mlp import check_widths
 
 
 def domain_field(feature_map: FeatureMap) -> str:
@@ -124,6 +125,7 @@ class StarMLP(nn.Module):
         self, input_dim: int, hidden_units: list[int], num_slots: int, dropout: float = 0.0
     ) -> None:
         super().__init__()
+        check_widths(hidden_units)
         widths = [input_dim, *hidden_units, 1]
         self.layers = nn.ModuleList(
             StarLinear(a, b, num_slots) for a, b in itertools.pairwise(widths)
@@ -196,6 +198,8 @@ class GateNU(nn.Module):
 
     def __init__(self, input_dim: int, output_dim: int, hidden_dim: int, gamma: float = 2.0):
         super().__init__()
+        if hidden_dim < 1:
+            raise ValueError(f"gate_hidden_dim must be >= 1, got {hidden_dim}")
         self.gamma = gamma
         self.hidden = nn.Linear(input_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, output_dim)

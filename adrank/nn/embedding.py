@@ -90,6 +90,8 @@ class FeatureEmbedding(nn.Module):
         init_std: float = 1e-4,
     ) -> None:
         super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
         self.embedding_dim = embedding_dim
         chosen = [feature_map.field(n) for n in fields] if fields else list(feature_map.fields)
         if not chosen:

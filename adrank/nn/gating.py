@@ -227,6 +227,8 @@ class MultiHeadBilinearFusion(nn.Module):
 
     def __init__(self, x_dim: int, y_dim: int, output_dim: int = 1, num_heads: int = 1) -> None:
         super().__init__()
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
         if x_dim % num_heads or y_dim % num_heads:
             raise ValueError(
                 f"fusion input widths ({x_dim}, {y_dim}) must both be divisible by "

@@ -31,6 +31,13 @@ def activation(name: str | None) -> nn.Module:
     return _ACTIVATIONS[key]()
 
 
+def check_widths(hidden_units: Sequence[int], name: str = "hidden_units") -> None:
+    """ValueError unless every layer width is >= 1 (a 0-wide layer makes the output a
+    constant, or fails in the middle of a forward pass)."""
+    if any(u < 1 for u in hidden_units):
+        raise ValueError(f"every width in {name} must be >= 1, got {list(hidden_units)}")
+
+
 class MLPBlock(nn.Module):
     """Linear -> [BatchNorm|LayerNorm] -> activation -> dropout, repeated, then an optional
     output projection.
@@ -60,6 +67,9 @@ class MLPBlock(nn.Module):
     ) -> None:
         super().__init__()
         units = list(hidden_units or [])
+        check_widths(units)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         acts = (
             [hidden_activations] * len(units)
             if isinstance(hidden_activations, str)

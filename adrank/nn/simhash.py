@@ -56,6 +56,8 @@ class SimHash(nn.Module):
 
     def __init__(self, dim: int, num_bits: int, seed: int = 0) -> None:
         super().__init__()
+        if num_bits < 1:
+            raise ValueError(f"num_bits must be >= 1, got {num_bits}")
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("projection", torch.randn(dim, num_bits, generator=generator))
 
@@ -112,6 +114,8 @@ class SDIM(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if num_hashes < 1:
+            raise ValueError(f"num_hashes must be >= 1, got {num_hashes}")
         if not 1 <= hash_bits <= 16:
             raise ValueError(
                 f"hash_bits must be in 1..16 (2^tau buckets per hash), got {hash_bits}"
@@ -208,6 +212,8 @@ class ETA(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.top_k = top_k
         self.hash = SimHash(dim, num_bits, seed)
         self.attention = MultiHeadTargetAttention(

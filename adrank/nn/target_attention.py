@@ -147,6 +147,8 @@ class DINAttention(nn.Module):
 
 def head_width(attention_dim: int, num_heads: int) -> int:
     """Width of one head, ``attention_dim / num_heads``; an error unless it divides."""
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
     if attention_dim % num_heads != 0:
         raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
     return attention_dim // num_heads

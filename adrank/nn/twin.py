@@ -78,6 +78,8 @@ class TWINAttention(nn.Module):
     ) -> None:
         super().__init__()
         attention_dim = attention_dim or dim
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.top_k = top_k
         self.num_heads = num_heads
         self.head_dim = head_width(attention_dim, num_heads)
