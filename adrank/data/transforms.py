@@ -22,11 +22,13 @@ naming the transform, the column, the value and the row; a missing input stays m
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
 
+from adrank.data.readers_base import category_text_expr
 from adrank.data.schema import SchemaError
 
 __all__ = [
@@ -63,13 +65,21 @@ class Transform:
     def inputs(self) -> tuple[str, ...]:
         return self.input if isinstance(self.input, tuple) else (self.input,)
 
-    def expr(self) -> pl.Expr:  # pragma: no cover - abstract
+    def expr(self, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:  # pragma: no cover
+        """The output column, given the frame's input ``dtypes``."""
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["input"] = list(self.inputs) if isinstance(self.input, tuple) else self.input
         return {"name": d.pop("name"), "fn": self.fn} | d
+
+
+def _text(column: str, dtypes: Mapping[str, pl.DataType] | None) -> pl.Expr:
+    """A categorical input as text: a whole float as the integer, as a request sends it
+    (:func:`~adrank.data.readers_base.category_text_expr`); without ``dtypes``, cast."""
+    dtype = (dtypes or {}).get(column, pl.String)
+    return category_text_expr(pl.col(column), dtype)
 
 
 def _number(column: str) -> pl.Expr:
@@ -85,7 +95,7 @@ class LogSquareBucket(Transform):
     fn: ClassVar[str] = "log_square_bucket"
     input_kind: ClassVar[str] = "numeric"
 
-    def expr(self) -> pl.Expr:
+    def expr(self, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
         v = _number(self.inputs[0]).fill_null(0.0)
         bucket = pl.when(v > 2).then((v.log() ** 2).floor()).otherwise(v)
         return bucket.cast(pl.Int64).cast(pl.String)
@@ -103,8 +113,8 @@ class Substring(Transform):
     length: int | None = None
     fn: ClassVar[str] = "substring"
 
-    def expr(self) -> pl.Expr:
-        return pl.col(self.inputs[0]).cast(pl.String).str.slice(self.start, self.length)
+    def expr(self, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
+        return _text(self.inputs[0], dtypes).str.slice(self.start, self.length)
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class DatetimePart(Transform):
             text, fmt = text + ":00", fmt + ":%M"
         return text.str.strptime(pl.Datetime, fmt, strict=False)
 
-    def expr(self) -> pl.Expr:
+    def expr(self, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
         return getattr(self._parsed().dt, self.part)().cast(pl.String)
 
     def invalid(self) -> pl.Expr:
@@ -147,8 +157,8 @@ class Cross(Transform):
     separator: str = "_"
     fn: ClassVar[str] = "cross"
 
-    def expr(self) -> pl.Expr:
-        cols = [pl.col(c).cast(pl.String) for c in self.inputs]
+    def expr(self, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
+        cols = [_text(c, dtypes) for c in self.inputs]
         return pl.concat_str(cols, separator=self.separator)
 
 
@@ -223,5 +233,5 @@ def apply_transforms(frame: pl.DataFrame, transforms: tuple[Transform, ...]) -> 
                     column=t.inputs[0],
                     row=row,
                 )
-        frame = frame.with_columns(t.expr().alias(t.name))
+        frame = frame.with_columns(t.expr(frame.schema).alias(t.name))
     return frame

@@ -84,3 +84,15 @@ def test_bad_values_and_declarations_get_clear_errors() -> None:
         Schema.from_dict(wrong)
     with pytest.raises(SchemaError, match=r"columns \[.hour.\] are missing"):
         proc.transform(RAW.drop("hour"), require_labels=False)
+
+
+def test_float_id_inputs_cross_like_the_ids_a_request_sends() -> None:
+    """pandas' int-with-missing ids arrive as floats: crossed as "1.0_a" in training, they
+    would never match the "1_a" of a request sending the id 1."""
+    raw = RAW.with_columns(pl.Series("site", [1.0, 2.0, 1.0, None]))
+    proc = FeatureProcessor(Schema.from_dict(SCHEMA)).fit(raw)
+    assert sorted(proc.vocab_["site_x_app"]) == ["1_a", "1_b", "2_a"]
+    derived = proc.transform(raw)
+    served = proc.transform_records([{"hour": "14102213", "I1": "", "site": 2, "app": "a"}])
+    assert served["site_x_app"].to_list() == derived["site_x_app"].to_list()[1:2]
+    assert served["site_x_app"][0] > 1  # a fitted id, not the unseen one
