@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
+    "check_timeout_s",
     "env_world_size",
     "get_rank",
     "get_world_size",
@@ -100,16 +102,29 @@ def _env_int(name: str) -> int:
     return int(value)
 
 
+def check_timeout_s(timeout_s: float, source: str = "timeout_s") -> float:
+    """``timeout_s`` as a float if it is a finite number of seconds > 0, else ``ValueError``
+    naming ``source`` (torch would fail every rendezvous with 0 or less)."""
+    value = float(timeout_s)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"{source} is the collective timeout and must be a finite number of seconds > 0, "
+            f"got {timeout_s!r}"
+        )
+    return value
+
+
 def _timeout_s(timeout_s: float | None) -> float:
     if timeout_s is not None:
-        return float(timeout_s)
+        return check_timeout_s(timeout_s)
     raw = os.environ.get(TIMEOUT_ENV)
     if raw is None:
         return DEFAULT_TIMEOUT_S
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    return check_timeout_s(value, f"${TIMEOUT_ENV}")
 
 
 def init_distributed(device: str = "cpu", timeout_s: float | None = None) -> DistributedContext:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from adrank.train.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV
+from adrank.train.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, check_timeout_s
 
 __all__ = ["DistributedTrainingError", "launch", "launch_cli"]
 
@@ -65,12 +65,28 @@ def _describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def _failure_detail(error_file_data: dict[str, Any]) -> str:
+    """The exception a failed worker recorded (``"ValueError: ..."``), or ``""``.
+
+    A worker that exits with a code or a signal writes no error file; torch then fills in
+    placeholder data (message ``"<NONE>"``) and a generic hint, which are not quoted. The
+    recorded message is a string or ``{"message": ..., "extraInfo": {"py_callstack": ...}}``:
+    only its first part is quoted (the traceback is in the worker's output).
+    """
+    message = error_file_data.get("message")
+    if isinstance(message, dict):
+        message = message.get("message")
+    if not isinstance(message, str) or message == "<NONE>":
+        return ""
+    return message.strip()
+
+
 def launch(
     nproc: int,
     entrypoint: Callable[..., Any] | str,
     args: Sequence[Any] = (),
     *,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     monitor_interval_s: float = 0.5,
 ) -> dict[int, Any]:
     """Run ``entrypoint(*args)`` in ``nproc`` worker processes and wait for all of them.
@@ -80,7 +96,8 @@ def launch(
         entrypoint: a picklable module-level function (run in a spawned process) or the path
             of an executable (e.g. ``sys.executable``, with ``args`` its arguments).
         args: arguments of the entrypoint, the same for every worker.
-        timeout_s: collective timeout of the workers (passed as ``$ADRANK_DIST_TIMEOUT_S``).
+        timeout_s: collective timeout of the workers (passed as ``$ADRANK_DIST_TIMEOUT_S``);
+            ``None``: the workers use ``$ADRANK_DIST_TIMEOUT_S`` if set, else 120 s.
         monitor_interval_s: how often the launcher checks whether a worker has died.
 
     Returns:
@@ -88,12 +105,16 @@ def launch(
 
     Raises:
         DistributedTrainingError: a worker failed; the message names its rank and exit code.
+        ValueError: ``nproc`` < 1, or ``timeout_s`` is not a finite number of seconds > 0.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
+    # None keeps the user's $ADRANK_DIST_TIMEOUT_S (the workers read and check it)
+    env = {} if timeout_s is None else {TIMEOUT_ENV: str(check_timeout_s(timeout_s))}
+    shown = env.get(TIMEOUT_ENV) or os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT_S)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -105,15 +126,14 @@ def launch(
         monitor_interval=monitor_interval_s,
         start_method="spawn",
     )
-    logger.info("launching %d workers (collective timeout %.0fs)", nproc, timeout_s)
+    logger.info("launching %d workers (collective timeout %ss)", nproc, shown)
     try:
-        with _environ({TIMEOUT_ENV: str(timeout_s)}):
+        with _environ(env):
             return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        detail = ""
-        if failure.error_file_data:
-            detail = f": {failure.message}"
+        detail = _failure_detail(failure.error_file_data)
+        detail = f": {detail}" if detail else ""
         raise DistributedTrainingError(
             f"distributed training failed: worker rank {rank} (local rank "
             f"{failure.local_rank}, pid {failure.pid}) {_describe_exit(failure.exitcode)}"
@@ -125,7 +145,7 @@ def launch(
         ) from None
 
 
-def launch_cli(nproc: int, argv: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+def launch_cli(nproc: int, argv: Sequence[str], *, timeout_s: float | None = None) -> None:
     """Run ``python -m adrank ARGV`` in ``nproc`` workers (what ``adrank train --nproc``
     does); ``argv`` must not contain ``--nproc``."""
     if "--nproc" in argv or any(a.startswith("--nproc=") for a in argv):

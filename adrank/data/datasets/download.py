@@ -72,17 +72,16 @@ def download_file(
         size: expected uncompressed size in bytes (not checked if ``None``).
 
     Raises:
-        DownloadError: HTTP error (e.g. 404), unreachable host, or the connection dropped
-            before ``Content-Length`` bytes arrived. No file is left behind.
+        DownloadError: HTTP error (e.g. 404), unreachable host, the connection dropped
+            before ``Content-Length`` bytes arrived, or the destination's folder cannot be
+            written (read-only, not a folder, disk full). No file is left behind.
         ChecksumError: the content's md5 or size differs. No file is left behind.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_path(dest, ".download") as raw:
-        _fetch(url, raw, timeout=timeout, progress=progress)
-        _store(
-            raw, dest, md5, size, _decompress_kind(decompress, archive_member), archive_member, url
-        )
+    kind = _decompress_kind(decompress, archive_member)
+    with _temp_path(dest, ".download", url) as raw:
+        content_type = _fetch(url, raw, timeout=timeout, progress=progress)
+        _store(raw, dest, md5, size, kind, archive_member, url, content_type)
     return dest
 
 
@@ -162,14 +161,12 @@ def _download_all(files: list[RemoteFile], data_dir: Path, timeout: float, progr
         by_url.setdefault(f.url, []).append(f)
     for url, group in by_url.items():
         first_dest = data_dir / group[0].path
-        first_dest.parent.mkdir(parents=True, exist_ok=True)
-        with _temp_path(first_dest, ".download") as raw:
-            _fetch(url, raw, timeout=timeout, progress=progress)
+        with _temp_path(first_dest, ".download", url) as raw:
+            content_type = _fetch(url, raw, timeout=timeout, progress=progress)
             for f in group:
                 dest = data_dir / f.path
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 kind = _decompress_kind(None, f.archive_member, url)
-                _store(raw, dest, f.md5, f.size, kind, f.archive_member, url)
+                _store(raw, dest, f.md5, f.size, kind, f.archive_member, url, content_type)
                 logger.info("stored %s (md5 of content verified: %s)", dest, bool(f.md5))
 
 
@@ -185,10 +182,21 @@ def _decompress_kind(
     return "gz" if url.endswith(".gz") else None
 
 
+def _write_error(url: str, folder: Path, exc: OSError) -> DownloadError:
+    """A local filesystem failure (read-only, not a folder, disk full) while storing ``url``:
+    said to be local, so it is not mistaken for a network or content problem."""
+    reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else repr(exc)
+    return DownloadError(f"cannot store {url} in {folder}: {reason} (a local write error)")
+
+
 @contextmanager
-def _temp_path(dest: Path, suffix: str) -> Iterator[Path]:
-    """A fresh temp file next to ``dest``, always removed on exit."""
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+def _temp_path(dest: Path, suffix: str, url: str) -> Iterator[Path]:
+    """A fresh temp file next to ``dest`` (its folder created), always removed on exit."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    except OSError as exc:
+        raise _write_error(url, dest.parent, exc) from exc
     os.close(fd)
     tmp = Path(name)
     try:
@@ -197,9 +205,10 @@ def _temp_path(dest: Path, suffix: str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _fetch(url: str, target: Path, timeout: float, progress: bool) -> None:
-    """Stream ``url`` into ``target``; raise :class:`DownloadError` on any failure,
-    including a transfer shorter than the announced ``Content-Length``."""
+def _fetch(url: str, target: Path, timeout: float, progress: bool) -> str:
+    """Stream ``url`` into ``target`` and return the response's ``Content-Type``; raise
+    :class:`DownloadError` on any failure, including a transfer shorter than the announced
+    ``Content-Length`` and a failure to write ``target``."""
     from adrank import __version__
 
     request = urllib.request.Request(url, headers={"User-Agent": f"adrank/{__version__}"})
@@ -214,25 +223,33 @@ def _fetch(url: str, target: Path, timeout: float, progress: bool) -> None:
     received = 0
     with response:
         length = response.headers.get("Content-Length")
+        content_type = response.headers.get("Content-Type", "")
         expected = int(length) if length and length.isdigit() else None
         try:
             with open(target, "wb") as out, _progress(url, expected, progress) as advance:
-                while block := response.read(CHUNK):
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (http.client.HTTPException, OSError) as exc:
+                        raise DownloadError(
+                            f"transfer of {url} was interrupted after {received} bytes"
+                            + (f" of {expected}" if expected is not None else "")
+                            + f": {exc!r}"
+                        ) from exc
+                    if not block:
+                        break
                     out.write(block)
                     received += len(block)
                     advance(len(block))
-        except (http.client.HTTPException, OSError) as exc:
-            raise DownloadError(
-                f"transfer of {url} was interrupted after {received} bytes"
-                + (f" of {expected}" if expected is not None else "")
-                + f": {exc!r}"
-            ) from exc
+        except OSError as exc:  # writing the temp file, not the transfer, failed
+            raise _write_error(url, target.parent, exc) from exc
     if expected is not None and received != expected:
         raise DownloadError(
             f"transfer of {url} is truncated: got {received} bytes, the server announced "
             f"Content-Length {expected}"
         )
     logger.info("downloaded %s (%d bytes)", url, received)
+    return content_type
 
 
 @contextmanager
@@ -270,21 +287,38 @@ def _store(
     kind: Decompress | None,
     archive_member: str | None,
     url: str,
+    content_type: str = "",
 ) -> None:
     """Extract/decompress the downloaded ``raw`` file, verify the content's md5/size and
     move it to ``dest`` (gzip-compressed if ``dest`` ends in ``.gz``)."""
-    with _temp_path(dest, ".part") as out_tmp:
+    # an error page served with status 200 fails decoding or the checksum: say what it was
+    sent = f" (the server sent {content_type})" if "html" in content_type.lower() else ""
+    with _temp_path(dest, ".part", url) as out_tmp:
         digest, n = hashlib.md5(), 0
-        with _open_content(raw, kind, archive_member, url) as src, _open_dest(dest, out_tmp) as out:
-            try:
-                while block := src.read(CHUNK):
+        try:
+            with (
+                _open_content(raw, kind, archive_member, url) as src,
+                _open_dest(dest, out_tmp) as out,
+            ):
+                while True:
+                    try:
+                        block = src.read(CHUNK)
+                    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                        raise DownloadError(
+                            f"cannot decode the content of {url}{sent}: {exc}"
+                        ) from exc
+                    if not block:
+                        break
                     digest.update(block)
                     n += len(block)
                     out.write(block)
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise DownloadError(f"cannot decode the content of {url}: {exc}") from exc
-        _check(f"{dest} (from {url})", digest.hexdigest(), n, md5, size)
-        os.replace(out_tmp, dest)
+        except OSError as exc:  # writing the temp file failed
+            raise _write_error(url, dest.parent, exc) from exc
+        _check(f"{dest} (from {url}){sent}", digest.hexdigest(), n, md5, size)
+        try:
+            os.replace(out_tmp, dest)
+        except OSError as exc:
+            raise _write_error(url, dest.parent, exc) from exc
 
 
 @contextmanager
