@@ -53,8 +53,10 @@ try:
     import anyio.to_thread
     import uvicorn
     from fastapi import Depends, FastAPI, HTTPException, Request, Response
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the HTTP service needs fastapi and uvicorn: pip install 'adrank[serve]'"
@@ -192,6 +194,30 @@ def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": json_safe(errors)}, status_code=422)
 
 
+#: FastAPI's whole message for a JSON body it could not decode (too deeply nested, an
+#: integer of more than 4300 digits); :func:`_unparsable` says which.
+_PARSE_ERROR = "There was an error parsing the body"
+
+
+async def _unparsable(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's bare 400 for an undecodable body, with the reason; other HTTP errors as
+    FastAPI answers them."""
+    if exc.status_code != 400 or exc.detail != _PARSE_ERROR:
+        return await http_exception_handler(request, exc)
+    body = await request.body()  # cached by the request that failed
+    try:
+        json.loads(body)
+        reason = "it could not be decoded"
+    except RecursionError:
+        reason = "it is nested too deeply"
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        reason = str(err).split(";")[0]
+    detail = [
+        {"type": "json_invalid", "loc": ["body"], "msg": f"the body is not valid JSON: {reason}"}
+    ]
+    return JSONResponse({"detail": json_safe(detail)}, status_code=400)
+
+
 def create_app(
     run_dir: str | Path,
     *,
@@ -267,6 +293,7 @@ def create_app(
     app.state.impression_log = log
     app.state.store_follower = follower
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _unparsable)  # type: ignore[arg-type]
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

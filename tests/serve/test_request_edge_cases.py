@@ -251,3 +251,29 @@ def test_slots_is_a_whole_json_number(conn: http.client.HTTPConnection, slots: A
     assert status == 422 and locs(reply) == [["body", "slots"]], reply
     status, reply = post(conn, "/v1/rank", {**rank_body(), "slots": 2})
     assert status == 200 and len(reply["slots"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "it is nested too deeply"),
+        (b'{"slots": ' + b"1" * 5000 + b"}", "Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_a_body_fastapi_cannot_decode_says_why(
+    conn: http.client.HTTPConnection, raw: bytes, reason: str
+) -> None:
+    """FastAPI answered these with a bare 400 "There was an error parsing the body"."""
+    for path in ("/v1/rank", "/v1/predict"):
+        conn.request("POST", path, body=raw, headers={"Content-Type": "application/json"})
+        res = conn.getresponse()
+        reply = strict_json(res.read())
+        assert res.status == 400, reply
+        assert reply["detail"][0]["loc"] == ["body"]
+        assert reply["detail"][0]["msg"].startswith("the body is not valid JSON: ")
+        assert reason in reply["detail"][0]["msg"]
+    status, reply = post(conn, "/v1/rank", rank_body())  # other errors are unchanged
+    assert status == 200
+    conn.request("GET", "/no/such/path")
+    res = conn.getresponse()
+    assert res.status == 404 and strict_json(res.read()) == {"detail": "Not Found"}
