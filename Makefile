@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 SHARED_DATA := $(abspath ../shared/data)
 ADRANK_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),)
 export ADRANK_DATA_DIR
+# Where torch comes from: pip's configured index by default. On plain PyPI under Linux the
+# pinned torch is the CUDA build; TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the
+# CPU one.
+TORCH_INDEX ?=
 
 .PHONY: install test demo lint format bench clean
 
@@ -12,7 +16,7 @@ $(BIN)/adrank: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned resolve pulls a multi-GB CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $(BIN)/adrank
 
