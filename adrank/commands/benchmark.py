@@ -21,7 +21,7 @@ def benchmark_cmd(
             "model runs once per task (MODEL@TASK runs one task only) and is scored as a pair."
         ),
     ] = "deepfm,dcnv2,finalmlp,finalnet",
-    seeds: Annotated[int, typer.Option(help="Number of seeds (2021, 2022, ...).")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (2021, 2022, ...).")] = 3,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -97,8 +97,10 @@ def benchmark_cmd(
     names = (
         models_for_dataset(dataset)
         if models == "all"
-        else [m.strip().lower() for m in models.split(",")]
+        else [m.strip().lower() for m in models.split(",") if m.strip()]
     )
+    if not names:
+        fail(f"--models {models!r} names no model; give comma-separated names or 'all'")
     unknown = [m for m in names if base_model(m) not in available_models()]
     if unknown:
         fail(f"unknown model(s) {unknown}; available: {', '.join(available_models())}")

@@ -3,6 +3,7 @@ serving and serving it (the bodies live in :mod:`adrank.serve.cli_commands`)."""
 
 from __future__ import annotations
 
+import socket
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -78,9 +79,13 @@ def serve_cmd(
     host: Annotated[
         str, typer.Option(help="Bind address (a non-loopback address logs a warning).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (>1 disables /admin/*).")] = 1,
-    max_candidates: Annotated[int, typer.Option(help="Max ads per /v1/rank request.")] = 1000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (>1 disables /admin/*).")
+    ] = 1,
+    max_candidates: Annotated[
+        int, typer.Option(min=1, help="Max ads per /v1/rank request.")
+    ] = 1000,
     max_body_bytes: Annotated[
         int,
         typer.Option(
@@ -123,6 +128,14 @@ def serve_cmd(
     authentication proxy)."""
     from adrank.serve.cli_commands import ServeCommandError, run_serve
 
+    _check_listen(host, port)
+    if impression_log is not None:
+        from adrank.serve.impressions import prepare_log_directory
+
+        try:
+            prepare_log_directory(impression_log)
+        except ValueError as exc:
+            fail(f"--impression-log: {exc}")
     try:
         run_serve(
             model,
@@ -140,3 +153,22 @@ def serve_cmd(
         )
     except ServeCommandError as exc:
         fail(str(exc))
+    except OSError as exc:  # binding the shared socket of several workers
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail with one line, before the model loads, when ``host`` does not resolve or
+    ``host:port`` cannot be bound (in use, not a local address)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"--host {host!r} does not resolve: {getattr(exc, 'strerror', None) or exc}")
+        return
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

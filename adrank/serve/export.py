@@ -222,13 +222,15 @@ def export(
     if fmt == "onnx":
         require_optional("onnx")
         require_optional("onnxruntime")
+    target = Path(run_dir) / EXPORT_FILES[fmt]
+    if target.exists() and not target.is_file():
+        raise ValueError(f"{target} is not a file; move it away to export {fmt} there")
     art = load_artifact(run_dir)
     prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
     split = "test" if "test" in prepared.splits else "valid"
     data = load_split(prepared, split).data.features
     features = {k: v[:rows] for k, v in data.items()}
     n = len(next(iter(features.values())))
-    target = Path(run_dir) / EXPORT_FILES[fmt]
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -46,6 +46,22 @@ DROP_REASONS = ("queue_full", "write_error", "encode_error")
 RecordBuilder = Callable[[], Mapping[str, Any]]
 
 
+def prepare_log_directory(directory: str | Path) -> Path:
+    """Create ``directory`` if needed and check that files can be created in it; raises
+    ValueError with a one-line message (it is a file, cannot be created, is not writable)."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"impression log {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"impression log: cannot create files in {path}: {exc.strerror}") from exc
+    return path
+
+
 class ImpressionLog:
     """A rotating JSONL log written by a background thread (see the module docstring)."""
 
@@ -59,8 +75,7 @@ class ImpressionLog:
     ) -> None:
         if max_bytes < 1 or max_seconds <= 0 or queue_size < 1:
             raise ValueError("max_bytes, max_seconds and queue_size must be positive")
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = prepare_log_directory(directory)
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self._queue: queue.Queue[RecordBuilder | None] = queue.Queue(queue_size)
