@@ -159,26 +159,29 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             shutil.rmtree(processor)
 
 
-def _class_counts(data: TensorData, objective: Any) -> tuple[int, int]:
-    """(positives, rows) of a binary objective's target in ``data`` (its mask applied)."""
+def _one_class(data: TensorData, objective: Any) -> str | None:
+    """``"N rows, P positive, M negative"`` when a binary objective's target in ``data`` (its
+    mask applied) holds one class or none, else ``None``."""
+    if objective.type != "binary":
+        return None
     labels = data.data.labels
     target = objective.target(labels)
     if objective.mask is not None:
         target = target[labels[:, objective.mask] == 1]
-    return int((target == 1).sum()), int(target.numel())
+    positives, rows = int((target == 1).sum()), int(target.numel())
+    if rows and 0 < positives < rows:
+        return None
+    return f"{rows} rows, {positives} positive, {rows - positives} negative"
 
 
 def check_trainable(data: TensorData, feature_map: FeatureMap, objectives: list) -> None:
     """Refuse, before any training, a training split on which a task has one class only."""
     for objective in objectives:
-        if objective.type != "binary":
-            continue
-        positives, rows = _class_counts(data, objective)
-        if rows == 0 or positives in (0, rows):
+        counts = _one_class(data, objective)
+        if counts is not None:
             raise ValueError(
                 f"the training split cannot train task {objective.task!r} ({objective.output}): "
-                f"{rows} rows, {positives} positive, {rows - positives} negative; a binary task "
-                "needs both classes"
+                f"{counts}; a binary task needs both classes"
             )
 
 
@@ -188,24 +191,19 @@ def check_monitorable(data: TensorData, objectives: list, monitor: str | dict[st
     be NaN)."""
     names = monitor_names(monitor)
     for objective in objectives:
-        if objective.type != "binary":
-            continue
         followed = [
             n
             for n in names
             if n.endswith("auc")
             and ("_" not in n or n.split("_")[0] in (objective.task, objective.output))
         ]
-        if not followed:
-            continue
-        positives, rows = _class_counts(data, objective)
-        if rows == 0 or positives in (0, rows):
+        counts = _one_class(data, objective) if followed else None
+        if counts is not None:
             raise ValueError(
                 f"the validation split cannot score task {objective.task!r} "
-                f"({objective.output}) by {followed[0]}: {rows} rows, {positives} positive, "
-                f"{rows - positives} negative, and an AUC needs both classes; early stopping "
-                f"follows train.monitor={monitor!r}: validate on rows of both classes, or "
-                "monitor a metric defined on one (train.monitor=logloss)"
+                f"({objective.output}) by {followed[0]}: {counts}, and an AUC needs both "
+                f"classes; early stopping follows train.monitor={monitor!r}: validate on rows "
+                "of both classes, or monitor a metric defined on one (train.monitor=logloss)"
             )
 
 
