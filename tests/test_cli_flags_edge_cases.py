@@ -128,3 +128,18 @@ def test_benchmark_never_writes_into_a_users_folder(tmp_path: Path) -> None:
     one_line_error(res, "refusing to write into")
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
     assert (user / "notes.txt").read_text() == "precious\n"
+
+
+def test_benchmark_of_an_unknown_dataset_leaves_no_folder(tmp_path: Path) -> None:
+    """The folder the benchmark claimed for its output is taken back when the dataset is
+    unknown; an existing benchmark output is left as it was."""
+    out = tmp_path / "new"
+    res = invoke(["benchmark", "--dataset", "nosuch", "--models", "lr", "--output", str(out)])
+    one_line_error(res, "unknown dataset 'nosuch'")
+    assert not out.exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "runs.jsonl").write_text("")
+    res = invoke(["benchmark", "--dataset", "nosuch", "--models", "lr", "--output", str(old)])
+    one_line_error(res, "unknown dataset 'nosuch'")
+    assert sorted(p.name for p in old.iterdir()) == [".adrank", "runs.jsonl"]

@@ -362,6 +362,15 @@ def claim_benchmark_dir(output_dir: str | Path) -> Path:
     return claim_dir(path, "benchmark", legacy_entries=legacy)
 
 
+def _remove_if_only_marker(path: Path) -> None:
+    """Remove ``path`` when it holds nothing but adrank's marker (a folder just claimed)."""
+    from adrank.outputs import MARKER
+
+    if [p.name for p in path.iterdir()] == [MARKER]:
+        (path / MARKER).unlink()
+        path.rmdir()
+
+
 def run_benchmark(
     dataset: str,
     models: list[str],
@@ -390,14 +399,20 @@ def run_benchmark(
     refused with :class:`adrank.outputs.OutputDirError`.
     """
     failures = failures if failures is not None else []
+    created = not Path(output_dir).exists()
     output_dir = claim_benchmark_dir(output_dir)
     state = _BenchmarkState(
         dataset, output_dir, data_dir, cache_dir, list(overrides), force_progress, prepared
     )
     try:
-        tasks = benchmark_tasks(dataset, prepared)
-    except KeyError:  # not a registered dataset: its prepared data tells (or names the error)
-        tasks = state.prepared_data().feature_map.tasks
+        try:
+            tasks = benchmark_tasks(dataset, prepared)
+        except KeyError:  # not a registered dataset: its prepared data tells (or the error)
+            tasks = state.prepared_data().feature_map.tasks
+    except Exception:
+        if created:  # the folder this call made holds only its marker: take it back
+            _remove_if_only_marker(output_dir)
+        raise
     entries = plan_entries(
         models,
         tasks,

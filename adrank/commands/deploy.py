@@ -3,7 +3,6 @@ serving and serving it (the bodies live in :mod:`adrank.serve.cli_commands`)."""
 
 from __future__ import annotations
 
-import socket
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -126,9 +125,12 @@ def serve_cmd(
     """Serve /v1/predict (named probabilities) and /v1/rank (second-price auction with CPC,
     CPA and oCPC billing) over HTTP; see docs/serving.md (deployment: behind a TLS and
     authentication proxy)."""
-    from adrank.serve.cli_commands import ServeCommandError, run_serve
+    from adrank.serve.cli_commands import ServeCommandError, check_listen, run_serve
 
-    _check_listen(host, port)
+    try:  # before the impression log and the model
+        check_listen(host, port)
+    except ServeCommandError as exc:
+        fail(str(exc))
     if impression_log is not None:
         from adrank.serve.impressions import prepare_log_directory
 
@@ -153,22 +155,3 @@ def serve_cmd(
         )
     except ServeCommandError as exc:
         fail(str(exc))
-    except OSError as exc:  # binding the shared socket of several workers
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-
-
-def _check_listen(host: str, port: int) -> None:
-    """Fail with one line, before the model loads, when ``host`` does not resolve or
-    ``host:port`` cannot be bound (in use, not a local address)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        fail(f"--host {host!r} does not resolve: {getattr(exc, 'strerror', None) or exc}")
-        return
-    family, kind, proto, _, address = infos[0]
-    try:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

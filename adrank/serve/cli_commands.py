@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 
 from rich.table import Table
@@ -21,6 +22,24 @@ _EXPECTED = (ArtifactError, FileNotFoundError, ValueError, KeyError, ImportError
 
 class ServeCommandError(RuntimeError):
     """An expected, user-facing failure of a serving command."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Raise :class:`ServeCommandError` when ``host`` does not resolve or ``host:port``
+    cannot be bound (in use, not a local address), so that it is said before the model
+    loads."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ServeCommandError(f"--host {host!r} does not resolve: {reason}") from exc
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ServeCommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def _fmt(x: float) -> str:
@@ -142,6 +161,7 @@ def run_serve(
         raise ServeCommandError("--poll-interval applies only with --store")
     if not run_dir:
         raise ServeCommandError("give a MODEL (a run directory), or --store DIR")
+    check_listen(host, port)
     try:
         serve(
             run_dir,
@@ -159,3 +179,5 @@ def run_serve(
         )
     except (ArtifactError, FileNotFoundError, ImportError, ValueError) as exc:
         raise ServeCommandError(str(exc).strip("'\"")) from exc
+    except OSError as exc:  # the shared socket of several workers, taken since the check
+        raise ServeCommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

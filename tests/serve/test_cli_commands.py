@@ -35,3 +35,19 @@ def test_commands_fail_with_clean_messages(tmp_path: Path) -> None:
         run_serve(tmp_path, backend="tensorrt")
     with pytest.raises(ServeCommandError, match="run directory not found"):
         run_serve(tmp_path / "missing", port=0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_serve_says_when_the_port_is_taken(synthetic_runs, workers: int) -> None:
+    """Called from Python (not the CLI), a port in use is a ServeCommandError before the
+    model loads, not uvicorn's SystemExit (one worker) or a raw OSError (several)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeCommandError, match=f"cannot listen on 127.0.0.1:{port}"):
+            run_serve(synthetic_runs.run_a, port=port, workers=workers)
+    with pytest.raises(ServeCommandError, match="does not resolve"):
+        run_serve(synthetic_runs.run_a, host="no-such-host.invalid", port=0)
