@@ -363,7 +363,8 @@ def run_cells(
                     r = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"[:500]}
                 _free_device(device)
                 out["variants"][v]["runs"].append(r)
-                line += f", {v} {r.get('samples_per_s', r.get('error'))}"
+                rate = r.get("samples_per_s")
+                line += f", {v} {rate:,.0f}" if rate is not None else f", {v} {r.get('error')}"
             print(line, flush=True)
             _summarize(out, cell, args, device)
             on_update(results)
