@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -414,6 +415,32 @@ from adrank.commands import ope as _ope  # noqa: E402,F401
 from adrank.commands import store as _store  # noqa: E402,F401
 from adrank.commands import stream as _stream  # noqa: E402,F401
 from adrank.commands import datasets as _datasets  # noqa: E402,F401
+
+
+def _reflow(text: str) -> str:
+    """Docstring paragraphs as single lines (rich help keeps a docstring's line breaks, which
+    broke sentences mid-line in ``--help``); a paragraph holding a list, indented lines or
+    click's ``\\b`` keeps its lines."""
+
+    def laid_out(paragraph: str) -> bool:
+        return any(line.startswith(("- ", "* ", " ", "\b")) for line in paragraph.splitlines())
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if laid_out(p) else " ".join(p.split()) for p in paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        info.help = _reflow(doc) if doc else None
+    for group in typer_app.registered_groups:
+        if group.help:
+            group.help = _reflow(group.help)
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def run() -> None:  # pragma: no cover - console entry point helper

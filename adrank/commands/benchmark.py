@@ -25,8 +25,8 @@ def benchmark_cmd(
     output: Annotated[
         Path | None,
         typer.Option(
-            help="Output directory [default: runs/benchmark; with --verify: "
-            "benchmarks/results/DATASET]."
+            help="Output directory (default: runs/benchmark; with --verify: "
+            "benchmarks/results/DATASET)."
         ),
     ] = None,
     set_: Annotated[
