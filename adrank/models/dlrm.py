@@ -15,7 +15,7 @@ from adrank.data.feature_map import FeatureMap
 from adrank.models.base import CTRModel
 from adrank.models.registry import register
 from adrank.nn.embedding import FeatureEmbedding
-from adrank.nn.interaction import InnerProductInteraction
+from adrank.nn.interaction import InnerProductInteraction, require_pairs
 from adrank.nn.mlp import MLPBlock, activation
 
 
@@ -70,6 +70,8 @@ class DLRM(CTRModel):
             )
             num_fields += 1
         if interaction_op == "dot":
+            dense = ["<numeric fields>"] if self.numeric_names else []
+            require_pairs("dlrm with interaction_op='dot'", [*other, *dense], "dot products")
             self.inner_product: InnerProductInteraction | None = InnerProductInteraction(num_fields)
             top_dim = self.inner_product.num_pairs + (embedding_dim if self.numeric_names else 0)
         else:

@@ -106,6 +106,8 @@ class EDCN(CTRModel):
         super().__init__(feature_map)
         if num_cross_layers < 1:
             raise ValueError(f"num_cross_layers must be >= 1, got {num_cross_layers}")
+        if not temperature > 0:  # 0: NaN gates; < 0: the field gate's softmax inverted
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)
         num_fields = feature_map.num_fields
         dim = num_fields * embedding_dim

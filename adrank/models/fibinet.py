@@ -14,7 +14,7 @@ from adrank.models.base import CTRModel
 from adrank.models.registry import register
 from adrank.nn.embedding import FeatureEmbedding
 from adrank.nn.gating import BilinearInteraction, BilinearType, SqueezeExcitation
-from adrank.nn.interaction import LinearTerm
+from adrank.nn.interaction import LinearTerm, require_pairs
 from adrank.nn.mlp import MLPBlock
 
 
@@ -41,6 +41,7 @@ class FiBiNET(CTRModel):
         batch_norm: bool = True,
     ) -> None:
         super().__init__(feature_map)
+        require_pairs("fibinet", feature_map.names, "bilinear interactions of field pairs")
         num_fields = feature_map.num_fields
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)
         self.senet = SqueezeExcitation(num_fields, reduction_ratio, excitation_activation)

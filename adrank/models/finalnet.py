@@ -18,6 +18,7 @@ from adrank.models.base import CTRModel, ModelOutput
 from adrank.models.registry import register
 from adrank.nn.embedding import FeatureEmbedding
 from adrank.nn.gating import FactorizedInteractionBlock, FieldGate, ResidualType
+from adrank.nn.mlp import check_widths
 
 
 @register("finalnet")
@@ -47,6 +48,9 @@ class FinalNet(CTRModel):
         super().__init__(feature_map)
         if block_type not in ("1B", "2B"):
             raise ValueError(f"block_type must be '1B' or '2B', got {block_type!r}")
+        check_widths(block1_hidden_units, "block1_hidden_units")
+        if block_type == "2B":
+            check_widths(block2_hidden_units, "block2_hidden_units")
         self.block_type = block_type
         num_fields = feature_map.num_fields
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)

@@ -11,7 +11,7 @@ from adrank.data.feature_map import FeatureMap
 from adrank.models.base import CTRModel
 from adrank.models.registry import register
 from adrank.nn.embedding import FeatureEmbedding
-from adrank.nn.interaction import InnerProductInteraction
+from adrank.nn.interaction import InnerProductInteraction, require_pairs
 from adrank.nn.mlp import MLPBlock
 
 
@@ -32,6 +32,7 @@ class IPNN(CTRModel):
         batch_norm: bool = False,
     ) -> None:
         super().__init__(feature_map)
+        require_pairs("ipnn", feature_map.names, "inner products of field pairs")
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)
         self.inner_product = InnerProductInteraction(feature_map.num_fields)
         self.dnn = MLPBlock(

@@ -16,7 +16,7 @@ from adrank.models.base import CTRModel
 from adrank.models.registry import register
 from adrank.nn.embedding import FeatureEmbedding
 from adrank.nn.gating import MaskBlock
-from adrank.nn.mlp import MLPBlock
+from adrank.nn.mlp import MLPBlock, check_widths
 
 
 @register("masknet")
@@ -47,6 +47,9 @@ class MaskNet(CTRModel):
             raise ValueError(f"model_type must be 'serial' or 'parallel', got {model_type!r}")
         if model_type == "parallel" and parallel_num_blocks < 1:
             raise ValueError(f"parallel_num_blocks must be >= 1, got {parallel_num_blocks}")
+        check_widths(dnn_hidden_units, "dnn_hidden_units")
+        if model_type == "parallel" and parallel_block_dim < 1:  # 0: a constant output
+            raise ValueError(f"parallel_block_dim must be >= 1, got {parallel_block_dim}")
         self.model_type = model_type
         input_dim = feature_map.num_fields * embedding_dim
         self.embedding = FeatureEmbedding(feature_map, embedding_dim)

@@ -78,10 +78,11 @@ def build_model(
 ) -> CTRModel:
     """Instantiate a registered model, rejecting unknown hyperparameters by name, values
     of the wrong type (checked against the ``__init__`` annotations: ``hidden_units: 64``
-    or ``"400,400"``, ``batch_norm: "false"``, a choice outside a ``Literal``) and negative
-    counts or widths (any ``int``, alone or in a list, but a ``*_seed``), naming the
-    hyperparameter. A ``float`` given as text that spells one (``1e-3``, which YAML 1.1
-    reads as a string) is converted, as for ``train`` settings.
+    or ``"400,400"``, ``batch_norm: "false"``, a choice outside a ``Literal``), negative
+    counts or widths (any ``int``, alone or in a list, but a ``*_seed``) and 0-wide layers
+    (a 0 in any ``*_units`` list), naming the hyperparameter. A ``float`` given as text
+    that spells one (``1e-3``, which YAML 1.1 reads as a string) is converted, as for
+    ``train`` settings.
 
     With ``default_init`` the weights get :func:`initialize_weights` (FuxiCTR's scheme)."""
     cls = get_model_class(name)
@@ -119,6 +120,12 @@ def _checked(model: str, name: str, value: Any, hint: Any) -> Any:
         ints = [v for v in value if _is_int(v)]
     if not name.endswith("seed") and any(v < 0 for v in ints):
         raise ValueError(f"hyperparameter {name!r} of model {model!r} must be >= 0, got {value!r}")
+    if name.endswith("_units") and any(v < 1 for v in ints):
+        # a 0-wide layer makes the output constant or fails in forward; the layers' own
+        # check names only "hidden_units", not which of the model's lists it was
+        raise ValueError(
+            f"hyperparameter {name!r} of model {model!r} must hold layer widths >= 1, got {value!r}"
+        )
     return value
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from adrank.nn.mlp import check_widths
+
 
 class CIN(nn.Module):
     """Vector-wise explicit interactions of bounded degree.
@@ -24,6 +26,7 @@ class CIN(nn.Module):
         units = list(layer_units)
         if not units:
             raise ValueError("CIN needs at least one layer (layer_units is empty)")
+        check_widths(units, "cin_layer_units")  # a 0-map layer failed in forward
         self.layer_units = units
         self.output_dim = sum(units)
         previous = [num_fields, *units[:-1]]

@@ -23,7 +23,7 @@ from adrank.data.feature_map import FeatureMap
 from adrank.nn.dropout import Dropout
 from adrank.nn.embedding import FeatureEmbedding
 from adrank.nn.interaction import pair_indices
-from adrank.nn.mlp import MLPBlock, activation
+from adrank.nn.mlp import MLPBlock, activation, check_widths
 
 BilinearType = Literal["field_all", "field_each", "field_interaction"]
 ResidualType = Literal["concat", "sum"]
@@ -45,6 +45,8 @@ class SqueezeExcitation(nn.Module):
         self, num_fields: int, reduction_ratio: float = 3.0, excitation_activation: str = "relu"
     ) -> None:
         super().__init__()
+        if not reduction_ratio > 0:  # 0: ZeroDivisionError; < 0: silently a width of 1
+            raise ValueError(f"reduction_ratio must be > 0, got {reduction_ratio}")
         reduced = max(1, int(num_fields / reduction_ratio))
         self.excitation = nn.Sequential(
             nn.Linear(num_fields, reduced, bias=False),
@@ -112,6 +114,8 @@ class InstanceGuidedMask(nn.Module):
 
     def __init__(self, input_dim: int, output_dim: int, reduction_ratio: float = 1.0) -> None:
         super().__init__()
+        if not reduction_ratio > 0:  # <= 0: silently a width of 1
+            raise ValueError(f"reduction_ratio must be > 0, got {reduction_ratio}")
         aggregation_dim = max(1, int(output_dim * reduction_ratio))
         self.net = nn.Sequential(
             nn.Linear(input_dim, aggregation_dim),
@@ -321,6 +325,7 @@ class FactorizedInteractionBlock(nn.Module):
         super().__init__()
         if not hidden_units:
             raise ValueError("FactorizedInteractionBlock needs at least one hidden layer")
+        check_widths(hidden_units)
         layers: list[nn.Module] = []
         width = input_dim
         for units in hidden_units:
@@ -407,6 +412,12 @@ class FeatureGenerationCNN(nn.Module):
                 f"non-empty and of equal length, got {list(channels)}, {list(kernel_heights)}, "
                 f"{list(pooling_sizes)}, {list(recombined_channels)}"
             )
+        for name, values in [
+            ("channels", channels),
+            ("kernel_heights", kernel_heights),
+            ("pooling_sizes", pooling_sizes),
+        ]:
+            check_widths(values, name)  # 0 failed in forward (or divided by zero)
         self.embedding_dim = embedding_dim
         self.pooling_sizes = [int(p) for p in pooling_sizes]
         self.convs = nn.ModuleList()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -41,6 +43,16 @@ class FMInteraction(nn.Module):
         sum_of_square = emb.pow(2).sum(dim=1)  # (B, D)
         out = 0.5 * (square_of_sum - sum_of_square)
         return out.sum(dim=1) if self.reduce_sum else out
+
+
+def require_pairs(model: str, fields: Sequence[str], what: str = "field pairs") -> None:
+    """ValueError naming ``model`` unless it has at least 2 ``fields``: a model built on
+    interactions of field pairs has no pair with one field (and failed with a shape error
+    otherwise)."""
+    if len(fields) < 2:
+        raise ValueError(
+            f"{model} needs at least 2 fields ({what}), got {len(fields)}: {list(fields)}"
+        )
 
 
 def pair_indices(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,7 @@ from torch import nn
 
 from adrank.nn.dropout import dropout
 from adrank.nn.mlp import activation as make_activation
+from adrank.nn.mlp import check_widths
 from adrank.nn.pooling import as_candidates, check_history, mask_padding, masked_softmax
 
 
@@ -95,6 +96,7 @@ class DINAttention(nn.Module):
         softmax: bool = False,
     ) -> None:
         super().__init__()
+        check_widths(hidden_units, "attention_hidden_units")
         self.softmax = softmax
         self.linears = nn.ModuleList()
         self.activations = nn.ModuleList()
