@@ -24,10 +24,14 @@ atomically (:func:`update_manifest`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from adrank.data.prepare import PreparedData
 from adrank.data.processor import FeatureProcessor
 from adrank.debias.position import build_position_model
 from adrank.models.base import CTRModel
-from adrank.utils import atomic_write, atomic_write_text, content_digest
+from adrank.utils import atomic_write, atomic_write_text, content_digest, default_dir_mode
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +96,15 @@ def write_artifact(
     atomic_write_text(
         run_dir / "schema.yaml", yaml.safe_dump(processor.schema.to_dict(), sort_keys=False)
     )
-    if Path(processor_dir).resolve() != (run_dir / "processor").resolve():
-        tmp = run_dir / ".processor.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(processor_dir, tmp)
-        shutil.rmtree(run_dir / "processor", ignore_errors=True)
-        tmp.rename(run_dir / "processor")
+    target = run_dir / "processor"
+    if target.is_symlink():
+        raise ArtifactError(
+            f"{target} is a symbolic link (to {os.readlink(target)}); adrank does not write "
+            "through or replace links in a run directory: remove it or choose another run "
+            "directory"
+        )
+    if Path(processor_dir).resolve() != target.resolve():
+        _replace_dir(Path(processor_dir), target)
     feature_map.save(run_dir / "feature_map.json")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write(run_dir / "model.pt", lambda p: torch.save(state, p))
@@ -115,6 +122,31 @@ def write_artifact(
     }
     atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=float))
     return run_dir
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Copy the folder ``source`` to ``target`` through a private temp folder and swap it
+    in with renames: a reader sees the old or the new folder, two writers never share a
+    temp folder, and a failed copy leaves the old folder in place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        default_dir_mode(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=tmp.parent))
+            old.rmdir()
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)  # the run's own processor: not the user's
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
@@ -193,15 +225,46 @@ def update_manifest(
     """Merge ``updates`` into a finished run's manifest and list ``add_files`` (which must
     already exist) in it; the manifest is rewritten atomically. Returns the new manifest."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    missing = [f for f in add_files if not (run_dir / f).exists()]
-    if missing:
-        raise ArtifactError(f"cannot list {missing} in {run_dir / MANIFEST}: not written")
-    manifest.update(updates)
-    files = list(manifest.get("files", []))
-    manifest["files"] = files + [f for f in add_files if f not in files]
-    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=float))
+    read_manifest(run_dir)  # a clear error for a missing or unfinished run first
+    with _manifest_lock(run_dir):  # two updates at once (calibrate + export) both land
+        manifest = read_manifest(run_dir)
+        missing = [f for f in add_files if not (run_dir / f).exists()]
+        if missing:
+            raise ArtifactError(f"cannot list {missing} in {run_dir / MANIFEST}: not written")
+        manifest.update(updates)
+        files = list(manifest.get("files", []))
+        manifest["files"] = files + [f for f in add_files if f not in files]
+        atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=float))
     return manifest
+
+
+#: Seconds :func:`update_manifest` waits for another process's manifest update.
+MANIFEST_LOCK_TIMEOUT_S = 60.0
+
+
+@contextlib.contextmanager
+def _manifest_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the run directory itself (``fcntl.flock`` on its descriptor:
+    no file is added) for a read-modify-write of the manifest; waits a bounded time."""
+    import fcntl  # POSIX only, like the model store's lock
+
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + MANIFEST_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ArtifactError(
+                        f"{run_dir / MANIFEST} is being updated by another process for over "
+                        f"{MANIFEST_LOCK_TIMEOUT_S:.0f}s; try again when it has finished"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def save_calibration(run_dir: str | Path, calibration: dict[str, Any]) -> Path:

@@ -286,7 +286,7 @@ def train_cmd(
     from adrank.data.prepare import PreparedData
     from adrank.models import get_model_class
     from adrank.pipeline import train_run
-    from adrank.train.trainer import check_device
+    from adrank.train.trainer import TrainingInterrupted, check_device
 
     if (dataset is None) == (prepared is None):
         fail("give exactly one of --dataset NAME or --prepared DIR (they are mutually exclusive)")
@@ -341,6 +341,8 @@ def train_cmd(
     except (KeyError, ValueError, RuntimeError, FileNotFoundError, ArithmeticError) as exc:
         fail(str(exc).strip("'\""))
         return
+    except TrainingInterrupted as exc:  # SIGTERM: the trainer said what it kept
+        raise typer.Exit(128 + exc.signum) from None
     if os.environ.get("RANK", "0") != "0":  # a DDP worker: rank 0 reports
         return
     tr = result.train

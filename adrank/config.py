@@ -49,6 +49,7 @@ class TrainConfig:
     embedding_regularizer_scope: Literal["table", "batch"] = "table"
     net_regularizer: float = 0.0
     max_epochs: int = 100
+    #: stop after this many epochs in a row without a better validation metric (0 acts as 1)
     patience: int = 2
     #: the validation metric early stopping follows: a name (``auc``, ``logloss``,
     #: ``click_auc``, ``pctcvr_auc``, ...) or a weighted mean of several
@@ -61,8 +62,11 @@ class TrainConfig:
     #: single task) in the training split; predictions are corrected back to the true base
     #: rate, p = q / (q + (1 - q) / rate). The rate is saved with the run.
     negative_sampling_rate: float = 1.0
+    #: the learning rate is multiplied by this (in (0, 1]) after every epoch without
+    #: improvement, down to ``min_lr`` (never raised to it)
     lr_decay_factor: float = 0.1
     min_lr: float = 1e-6
+    #: clip the gradients' global L2 norm to this (> 0); ``None``: no clipping
     grad_clip_norm: float | None = 10.0
     #: sparse embedding gradients + lazy Adam (``SparseAdam``) for the embedding tables:
     #: a step updates only the rows its batch used. For large (hashed) vocabularies; needs
@@ -72,6 +76,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "cpu"
     amp: bool = False
+    #: torch's intra-op threads; ``None`` or 0: torch's default
     num_threads: int | None = None
     progress: bool = True
     # ---- GPU training (issue 18); every one of these leaves CPU training unchanged ----
@@ -151,8 +156,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("batch_size and eval_batch_size must be >= 1")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ConfigError(f"learning_rate must be > 0 and finite, got {self.learning_rate}")
+        for name in ("embedding_regularizer", "net_regularizer", "min_lr"):
+            if not 0 <= getattr(self, name) < math.inf:  # < 0 would reward large weights
+                raise ConfigError(f"{name} must be >= 0 and finite, got {getattr(self, name)}")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise ConfigError(
+                f"lr_decay_factor must be in (0, 1] (1: no decay), got {self.lr_decay_factor}"
+            )
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            # 0 would stop every update and a negative norm flips the gradients' sign
+            raise ConfigError(
+                f"grad_clip_norm must be > 0, or null for no clipping, got {self.grad_clip_norm}"
+            )
+        if self.num_threads is not None and self.num_threads < 0:
+            raise ConfigError(
+                f"num_threads must be >= 1, or 0/null for torch's default, got {self.num_threads}"
+            )
         if self.embedding_regularizer_scope not in ("table", "batch"):
             raise ConfigError("embedding_regularizer_scope must be 'table' or 'batch'")
         monitor_direction(self.monitor)
@@ -167,8 +188,10 @@ class TrainConfig:
             )
         if self.task is not None and (not isinstance(self.task, str) or not self.task):
             raise ConfigError(f"task must be a task name, got {self.task!r}")
-        if self.max_epochs < 1 or self.patience < 0:
-            raise ConfigError("max_epochs must be >= 1 and patience >= 0")
+        if self.max_epochs < 1:
+            raise ConfigError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 (0 acts as 1), got {self.patience}")
         if not 0.0 <= self.device_data_fraction <= 1.0:
             raise ConfigError(
                 f"device_data_fraction must be in [0, 1], got {self.device_data_fraction}"

@@ -31,7 +31,7 @@ from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.debias.position import build_position_method, build_position_model
-from adrank.outputs import OutputDirError, claim_dir
+from adrank.outputs import OutputDirError, claim_dir, release_dir
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.distributed import (
     barrier,
@@ -50,6 +50,7 @@ from adrank.train.evaluation import (
     compute_metrics,
     slice_metrics,
 )
+from adrank.train.guards import apply_num_threads
 from adrank.train.sampling import (
     correct_predictions,
     downsample_negatives,
@@ -126,9 +127,14 @@ def train_run(
                 raise ValueError("no dataset given: set config.dataset or pass prepared=")
             prepared = _prepare_once(config.dataset, data_dir, cache_dir)
         run_dir = Path(run_dir)
-        if is_main_process():
-            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-        return _train(config, run_dir, prepared, resume, force_progress, warm)
+        held = is_main_process()
+        try:
+            if held:  # holds run_dir until training ends: a second trainer is refused
+                prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            return _train(config, run_dir, prepared, resume, force_progress, warm)
+        finally:
+            if held:
+                release_dir(run_dir)
     finally:
         if joined:
             shutdown_distributed()
@@ -144,7 +150,7 @@ RUN_FILES = (
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Claim ``run_dir`` for a run; refuse to silently start over an interrupted run."""
-    claim_dir(run_dir, "run", legacy_entries=frozenset(RUN_FILES) | {"processor"})
+    claim_dir(run_dir, "run", legacy_entries=frozenset(RUN_FILES) | {"processor"}, hold=True)
     has_checkpoint = (run_dir / "checkpoint.pt").exists()
     if has_checkpoint and not (resume or overwrite):
         raise OutputDirError(
@@ -280,8 +286,7 @@ def _train(
 ) -> RunResult:
     cfg = config.train
     seed_everything(cfg.seed, cfg.deterministic)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    apply_num_threads(cfg.num_threads)  # a number this machine cannot run is one error
     feature_map = prepared.feature_map
     if warm is not None:  # --init-from: tables sized for the grown vocabularies
         feature_map = warm.feature_map(feature_map)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
+import resource
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,22 +30,84 @@ def default_dir_mode(path: Path) -> None:
     os.chmod(path, 0o777 & ~_UMASK)
 
 
+class WriteError(OSError, RuntimeError):
+    """A file could not be written (disk full, file size limit, read-only folder). The
+    message is one line naming the file; the file's previous content, if any, is intact.
+    An :class:`OSError` (``errno`` set) and a :class:`RuntimeError`, so callers catching
+    either report it as a plain error. ``path``: the file that could not be written."""
+
+    def __init__(self, code: int, message: str, path: Path) -> None:
+        super().__init__(code, message)
+        self.path = path
+
+
+def _write_error(path: Path, exc: BaseException, tmp: Path | None = None) -> WriteError | None:
+    """``exc`` as a :class:`WriteError` when it is (or, for a library that hides the OS
+    error in its own exception, likely was) a failure to write; else None."""
+    if isinstance(exc, WriteError):
+        return None  # already says which file
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None and tmp is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        try:  # torch, pyarrow, ... report a failed write in their own words
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if limit != resource.RLIM_INFINITY and tmp.stat().st_size >= limit:
+                code = errno.EFBIG
+            elif os.statvfs(tmp.parent).f_bavail == 0:
+                code = errno.ENOSPC
+        except OSError:
+            pass
+    if code in (errno.EACCES, errno.EPERM) and isinstance(exc, OSError):
+        name = exc.filename
+        if name is not None and not Path(os.fsdecode(name)).absolute().is_relative_to(
+            path.parent.absolute()
+        ):
+            return None  # another file (an input?) could not be opened: not a write error
+    elif code not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO):
+        return None
+    reason = os.strerror(code)
+    detail = "" if isinstance(exc, OSError) else f" ({type(exc).__name__}: {exc})"
+    kept = "; its previous version was kept" if path.exists() else ""
+    return WriteError(code, f"cannot write {path}: {reason}{detail}{kept}", path)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temp file in ``path``'s directory, then rename it onto
-    ``path``. Readers never see a partially written file."""
+    """Call ``write(tmp_path)`` on a temp file in ``path``'s directory, flush it to disk,
+    then rename it onto ``path``. Readers never see a partially written file, and a crash
+    (power loss included) leaves the old or the new content, never a truncated file.
+
+    A failure to write (disk full, file size limit, read-only folder) raises
+    :class:`WriteError` with a one-line message; the temp file is removed and ``path`` is
+    left as it was. A symbolic link at ``path`` is replaced by the file, never written
+    through: the file it pointed at is not touched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (_write_error(path, exc) or exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         # mkstemp creates 0600 files; give the result the usual umask-based permissions.
         os.chmod(tmp_path, 0o666 & ~_UMASK)
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        error = _write_error(path, exc, tmp_path)
         tmp_path.unlink(missing_ok=True)
+        if error is not None:
+            raise error from exc
         raise
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file's data to disk (before it is renamed over a good one)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -30,7 +30,7 @@ from adrank.bench.provenance import machine_line, speed_index
 from adrank.config import ConfigError, RunConfig, resolve_run_config
 from adrank.data.feature_map import FeatureMap, TaskInfo
 from adrank.data.prepare import PreparedData, prepare_dataset
-from adrank.outputs import claim_dir
+from adrank.outputs import HOLD_LOCK, MARKER, claim_dir, release_dir
 from adrank.pipeline import train_run
 
 logger = logging.getLogger(__name__)
@@ -348,9 +348,10 @@ BENCHMARK_ENTRIES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def claim_benchmark_dir(output_dir: str | Path) -> Path:
+def claim_benchmark_dir(output_dir: str | Path, *, hold: bool = False) -> Path:
     """Create or reuse ``output_dir`` as a benchmark output (:func:`adrank.outputs.claim_dir`:
-    resumable, never a folder holding files adrank did not write)."""
+    resumable, never a folder holding files adrank did not write); ``hold``: for this
+    process until :func:`adrank.outputs.release_dir` (a second benchmark is refused)."""
     path = Path(output_dir)
     legacy: frozenset[str] = frozenset()
     if path.is_dir():
@@ -359,14 +360,16 @@ def claim_benchmark_dir(output_dir: str | Path) -> Path:
             for p in path.iterdir()
             if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in BENCHMARK_ENTRIES)
         )
-    return claim_dir(path, "benchmark", legacy_entries=legacy)
+    return claim_dir(path, "benchmark", legacy_entries=legacy, hold=hold)
 
 
 def _remove_if_only_marker(path: Path) -> None:
-    """Remove ``path`` when it holds nothing but adrank's marker (a folder just claimed)."""
-    from adrank.outputs import MARKER
-
-    if [p.name for p in path.iterdir()] == [MARKER]:
+    """Remove ``path`` when it holds nothing but adrank's marker and this process's lock (a
+    folder just claimed); the lock file goes while still held."""
+    names = {p.name for p in path.iterdir()}
+    if MARKER in names and names <= {MARKER, HOLD_LOCK}:
+        (path / HOLD_LOCK).unlink(missing_ok=True)
+        release_dir(path)
         (path / MARKER).unlink()
         path.rmdir()
 
@@ -400,47 +403,50 @@ def run_benchmark(
     """
     failures = failures if failures is not None else []
     created = not Path(output_dir).exists()
-    output_dir = claim_benchmark_dir(output_dir)
-    state = _BenchmarkState(
-        dataset, output_dir, data_dir, cache_dir, list(overrides), force_progress, prepared
-    )
-    try:
+    output_dir = claim_benchmark_dir(output_dir, hold=True)
+    try:  # held until the benchmark ends: a second one into it is refused at once
+        state = _BenchmarkState(
+            dataset, output_dir, data_dir, cache_dir, list(overrides), force_progress, prepared
+        )
         try:
-            tasks = benchmark_tasks(dataset, prepared)
-        except KeyError:  # not a registered dataset: its prepared data tells (or the error)
-            tasks = state.prepared_data().feature_map.tasks
-    except Exception:
-        if created:  # the folder this call made holds only its marker: take it back
-            _remove_if_only_marker(output_dir)
-        raise
-    entries = plan_entries(
-        models,
-        tasks,
-        lambda m: _is_single_task(m, dataset, state.prepared_data().feature_map),
-    )
-    rows: list[BenchmarkRun] = []
+            try:
+                tasks = benchmark_tasks(dataset, prepared)
+            except KeyError:  # not a registered dataset: its prepared data tells (or the error)
+                tasks = state.prepared_data().feature_map.tasks
+        except Exception:
+            if created:  # the folder this call made holds only its marker: take it back
+                _remove_if_only_marker(output_dir)
+            raise
+        entries = plan_entries(
+            models,
+            tasks,
+            lambda m: _is_single_task(m, dataset, state.prepared_data().feature_map),
+        )
+        rows: list[BenchmarkRun] = []
 
-    def attempt(name: str, seed: int, make: Callable[[], BenchmarkRun | None]) -> None:
-        try:
-            row = make()
-        except Exception as exc:
-            if not keep_going:
-                raise
-            logger.exception("benchmark: %s seed %d failed", name, seed)
-            failures.append((name, seed, f"{type(exc).__name__}: {exc}"))
-            return
-        if row is not None:
-            rows.append(row)
-            if on_run:
-                on_run(row)
+        def attempt(name: str, seed: int, make: Callable[[], BenchmarkRun | None]) -> None:
+            try:
+                row = make()
+            except Exception as exc:
+                if not keep_going:
+                    raise
+                logger.exception("benchmark: %s seed %d failed", name, seed)
+                failures.append((name, seed, f"{type(exc).__name__}: {exc}"))
+                return
+            if row is not None:
+                rows.append(row)
+                if on_run:
+                    on_run(row)
 
-    for entry in entries:
-        for spec in entry.parts or (entry.name,):
-            for seed in seeds:
-                attempt(spec, seed, partial(state.run, spec, seed))
-        for seed in seeds if entry.parts else ():
-            attempt(entry.name, seed, partial(state.combine, entry, seed))
-    return rows
+        for entry in entries:
+            for spec in entry.parts or (entry.name,):
+                for seed in seeds:
+                    attempt(spec, seed, partial(state.run, spec, seed))
+            for seed in seeds if entry.parts else ():
+                attempt(entry.name, seed, partial(state.combine, entry, seed))
+        return rows
+    finally:
+        release_dir(output_dir)
 
 
 class _BenchmarkState:

@@ -18,6 +18,14 @@ concurrent publishers never get the same number, and a reader never sees half a 
 leaves ``latest`` on the later version. :func:`rollback` is the one deliberate backward
 move; it never deletes a version. Pointer updates hold an advisory lock
 (``fcntl.flock`` on ``NAME/.lock``; POSIX only).
+
+A claim file holds its publisher's pid and host (JSON) and is locked (``fcntl.flock``) by
+that publisher until it has finished. A publisher killed mid-publish (SIGKILL, a crash,
+power loss) leaves its claim behind, and the kernel drops the lock: such a **stale** claim
+(unlocked, written by a process of this host that no longer runs) is removed by the next
+publisher, with the dead publisher's temporary directory, so its number is used again
+instead of being skipped forever. A claim from another host, from a process still running,
+or in the older pid-only format is never taken.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +46,7 @@ from pathlib import Path
 from adrank.artifact import MANIFEST, REQUIRED_FILES
 from adrank.outputs import MARKER, OutputDirError, claim_dir, read_marker
 from adrank.serve.model_root import LATEST, ModelRoot, is_version, set_latest
+from adrank.utils import fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -111,21 +122,30 @@ def publish(run_dir: str | Path, store: str | Path, name: str = DEFAULT_NAME) ->
             f"(adrank rollback --store {store} --name {name} --to N)"
         ) from None
     version = _claim_number(target)
+    claim = _CLAIMS.pop((target, version), None)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=target))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=target))
+        except OSError as exc:
+            raise _write_failed(run_dir, name, version, exc) from exc
         try:
             for rel in files:
                 dest = tmp / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run_dir / rel, dest)
+                fsync_file(dest)  # on disk before `latest` can name it
             _make_read_only(tmp)
             os.rename(tmp, target / str(version))  # the claim keeps the number ours
-        except BaseException:
+        except BaseException as exc:
             _make_writable(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _write_failed(run_dir, name, version, exc) from exc
             raise
     finally:
-        (target / _CLAIM.format(version)).unlink(missing_ok=True)
+        (target / _CLAIM.format(version)).unlink(missing_ok=True)  # while still locked
+        if claim is not None:
+            os.close(claim)
     with _locked(target):
         current = latest_version(target) if (target / LATEST).exists() else None
         if current is None or version > current:
@@ -203,27 +223,144 @@ def _claim_model_dir(target: Path) -> None:
         raise StoreError(str(exc)) from exc
 
 
+def _write_failed(run_dir: Path, name: str, version: int, exc: OSError) -> StoreError:
+    reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return StoreError(
+        f"cannot publish {run_dir} as {name}/{version}: {reason}{where}; nothing was "
+        "published and latest was not moved"
+    )
+
+
+def _claimed_numbers(target: Path) -> list[int]:
+    return [int(p.name[1:-6]) for p in target.glob(".*.claim") if is_version(p.name[1:-6])]
+
+
+#: (model directory, number) -> the open, locked claim file of a publish in progress.
+_CLAIMS: dict[tuple[Path, int], int] = {}
+
+
 def _claim_number(target: Path) -> int:
-    """The next free version number, claimed by an exclusive create of its claim file.
+    """The next free version number, claimed by an exclusive create of its claim file. The
+    claim's open descriptor, which holds its lock until the publish ends, is left in
+    ``_CLAIMS`` for :func:`publish`.
 
     The number is above every version, claim and the number ``latest`` names: a version
     deleted by hand while ``latest`` still names it is never numbered again (a server still
-    serving it would take the new one for the one it has, and ``latest`` would not move)."""
+    serving it would take the new one for the one it has, and ``latest`` would not move).
+    Stale claims (module docstring) are removed first, so a dead publisher's number is
+    used again."""
+    import fcntl
+
     while True:
+        _remove_stale_claims(target)
         taken = versions(target)
-        claimed = [int(p.name[1:-6]) for p in target.glob(".*.claim") if is_version(p.name[1:-6])]
         named = _pointer_number(target)
-        number = max([0, *taken, *claimed, *([named] if named else [])]) + 1
+        number = max([0, *taken, *_claimed_numbers(target), *([named] if named else [])]) + 1
+        path = target / _CLAIM.format(number)
         try:
-            fd = os.open(target / _CLAIM.format(number), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except FileExistsError:
             continue  # another publisher claimed it first: take the next one
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.close(fd)
+        try:
+            # Blocking: another publisher checking whether this claim is stale may hold the
+            # lock for an instant; it reads an empty claim, which is never stale.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}
+            os.write(fd, json.dumps(owner).encode())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            raise
         if (target / str(number)).exists():  # made by hand meanwhile
-            (target / _CLAIM.format(number)).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            os.close(fd)
             continue
+        _CLAIMS[(target, number)] = fd
         return number
+
+
+def _publisher_alive(pid: int, claimed_at: float | None) -> bool:
+    """Whether the process that wrote a claim at ``claimed_at`` may still run: ``pid``
+    exists, and (where ``/proc`` tells) it did not start after the claim was written (a
+    process that did is another one that was given the dead publisher's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        pass
+    if not isinstance(claimed_at, int | float):
+        return True
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # cannot tell: assume it is the publisher
+    return started <= claimed_at + 1.0  # btime and the tick count are coarse
+
+
+def _stale_claim(path: Path) -> tuple[int, dict] | None:
+    """(locked descriptor, owner) when ``path`` is a stale claim (module docstring), else
+    None. The caller then holds the claim's lock: it alone may remove it."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # locked: its publisher is still at work
+        os.close(fd)
+        return None
+    try:
+        same = os.stat(path).st_ino == os.fstat(fd).st_ino  # not removed and made again
+        owner = json.loads(os.read(fd, 4096) or b"null") if same else None
+    except (OSError, ValueError):
+        owner = None
+    if (
+        isinstance(owner, dict)
+        and isinstance(owner.get("pid"), int)
+        and owner.get("host") == socket.gethostname()
+        and owner["pid"] != os.getpid()
+        and not _publisher_alive(owner["pid"], owner.get("created"))
+    ):
+        return fd, owner
+    os.close(fd)  # live, another host's, or an older pid-only claim: never taken
+    return None
+
+
+def _remove_stale_claims(target: Path) -> None:
+    """Remove the claims, and temporary directories, of publishers that died mid-publish."""
+    for number in _claimed_numbers(target):
+        path = target / _CLAIM.format(number)
+        stale = _stale_claim(path)
+        if stale is None:
+            continue
+        fd, owner = stale
+        try:
+            for tmp in target.glob(f".{number}.*.tmp"):  # made only by the claim's holder
+                if tmp.is_dir() and not tmp.is_symlink():
+                    _make_writable(tmp)
+                    shutil.rmtree(tmp, ignore_errors=True)
+            path.unlink(missing_ok=True)  # while holding its lock
+        finally:
+            os.close(fd)
+        logger.warning(
+            "removed the stale claim of %s/%d: its publisher (pid %d on %s) died before it "
+            "finished%s",
+            target.name,
+            number,
+            owner["pid"],
+            owner["host"],
+            "" if (target / str(number)).exists() else f"; version {number} is free again",
+        )
 
 
 def _pointer_number(target: Path) -> int | None:
@@ -261,7 +398,7 @@ def _make_read_only(root: Path) -> None:
 def _make_writable(root: Path) -> None:
     with contextlib.suppress(OSError):
         for path in [root, *root.rglob("*")]:
-            if path.is_dir():
+            if path.is_dir() and not path.is_symlink():  # never chmod through a link
                 path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 

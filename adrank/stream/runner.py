@@ -26,7 +26,7 @@ import torch
 
 from adrank.config import RunConfig, TrainConfig
 from adrank.data.schema import Schema
-from adrank.outputs import OutputDirError, claim_dir
+from adrank.outputs import OutputDirError, claim_dir, release_dir
 from adrank.stream.protocol import StreamContext, StreamSettings, check_chunks
 from adrank.stream.strategies import build_strategy
 from adrank.stream.warm_start import GROWTH_FILE, OPTIMIZER_FILE
@@ -74,81 +74,86 @@ def run_stream(
         chunks, schema.roles.get("time") if isinstance(schema.roles.get("time"), str) else None
     )
     root = None if out is None else _claim_stream_dir(Path(out))
-    torch.manual_seed(seed)
-    ctx = StreamContext(schema, chunks, model_name, params, train_config, settings, seed)
-    runner = build_strategy(strategy, options)
-    records: list[dict[str, Any]] = []
-    last = len(chunks) - 2
-    for t in range(last + 1):
-        step = ctx.advance(t)
-        load = ctx.load_average()
-        start = time.perf_counter()
-        stats = runner.update(ctx, t)
-        wall = time.perf_counter() - start
-        predictions = runner.predict(ctx, ctx.encode(chunks[t + 1]))
-        if on_predictions is not None:  # per-row scores of chunk t + 1 (drift detectors)
-            on_predictions(t + 1, predictions)
-        slices = slice_metrics(predictions, ctx.feature_map, by=ctx.warm_flags(t))
-        record: dict[str, Any] = {
-            "dataset": dataset,
-            "model": model_name,
-            "strategy": strategy,
-            "options": runner.settings(),
-            "seed": seed,
-            "chunk": t + 1,
-            "rows": chunks[t + 1].height,
-        }
-        record |= {k: slices["all"].get(k) for k in _METRICS if k in slices["all"]}
-        for part in ("warm", "cold"):
-            metrics = slices.get(part, {})
-            record[f"{part}_rows"] = int(metrics.get("rows", 0))
-            for key in ("auc", "logloss"):
-                record[f"{part}_{key}"] = metrics.get(key)
-        record |= {
-            "compute": stats.compute,
-            "epochs": stats.epochs,
-            "update_wall_s": wall,
-            "load_average": load,
-            "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "admitted": step.num_admitted,
-            "evicted": step.num_evicted,
-            "table_rows": runner.current().rows(),
-            "strategy_info": stats.info,
-        }
-        record = {k: _round(v) for k, v in record.items()}
-        records.append(record)
-        logger.info(
-            "%s %s seed %d: chunk %d AUC %.4f compute %d",
-            model_name, strategy, seed, t + 1, record.get("auc") or float("nan"), stats.compute,
-        )  # fmt: skip
+    try:  # held until the stream ends: a second stream into it is refused at once
+        torch.manual_seed(seed)
+        ctx = StreamContext(schema, chunks, model_name, params, train_config, settings, seed)
+        runner = build_strategy(strategy, options)
+        records: list[dict[str, Any]] = []
+        last = len(chunks) - 2
+        for t in range(last + 1):
+            step = ctx.advance(t)
+            load = ctx.load_average()
+            start = time.perf_counter()
+            stats = runner.update(ctx, t)
+            wall = time.perf_counter() - start
+            predictions = runner.predict(ctx, ctx.encode(chunks[t + 1]))
+            if on_predictions is not None:  # per-row scores of chunk t + 1 (drift detectors)
+                on_predictions(t + 1, predictions)
+            slices = slice_metrics(predictions, ctx.feature_map, by=ctx.warm_flags(t))
+            record: dict[str, Any] = {
+                "dataset": dataset,
+                "model": model_name,
+                "strategy": strategy,
+                "options": runner.settings(),
+                "seed": seed,
+                "chunk": t + 1,
+                "rows": chunks[t + 1].height,
+            }
+            record |= {k: slices["all"].get(k) for k in _METRICS if k in slices["all"]}
+            for part in ("warm", "cold"):
+                metrics = slices.get(part, {})
+                record[f"{part}_rows"] = int(metrics.get("rows", 0))
+                for key in ("auc", "logloss"):
+                    record[f"{part}_{key}"] = metrics.get(key)
+            record |= {
+                "compute": stats.compute,
+                "epochs": stats.epochs,
+                "update_wall_s": wall,
+                "load_average": load,
+                "cpus": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "admitted": step.num_admitted,
+                "evicted": step.num_evicted,
+                "table_rows": runner.current().rows(),
+                "strategy_info": stats.info,
+            }
+            record = {k: _round(v) for k, v in record.items()}
+            records.append(record)
+            logger.info(
+                "%s %s seed %d: chunk %d AUC %.4f compute %d",
+                model_name, strategy, seed, t + 1, record.get("auc") or float("nan"), stats.compute,
+            )  # fmt: skip
+            if root is not None:
+                with open(root / "records.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                if save == "all" or (save == "last" and t == last):
+                    # no dataset name: its prepared splits are encoded by another processor, so
+                    # `adrank evaluate` must not re-score the run on them (the name is in the
+                    # manifest's "stream" entry)
+                    config = RunConfig(
+                        model=model_name, dataset="", params=params, train=ctx.train_config
+                    )
+                    write_chunk_run(
+                        root / f"chunk_{t:03d}", ctx, runner.current(), config, record,
+                        servable=runner.scores_as_saved,
+                    )  # fmt: skip
+            if on_record is not None:
+                on_record(record)
+        return records
+    finally:
         if root is not None:
-            with open(root / "records.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            if save == "all" or (save == "last" and t == last):
-                # no dataset name: its prepared splits are encoded by another processor, so
-                # `adrank evaluate` must not re-score the run on them (the name is in the
-                # manifest's "stream" entry)
-                config = RunConfig(
-                    model=model_name, dataset="", params=params, train=ctx.train_config
-                )
-                write_chunk_run(
-                    root / f"chunk_{t:03d}", ctx, runner.current(), config, record,
-                    servable=runner.scores_as_saved,
-                )  # fmt: skip
-        if on_record is not None:
-            on_record(record)
-    return records
+            release_dir(root)
 
 
 def _claim_stream_dir(out: Path) -> Path:
     """``out`` as an adrank stream output that holds no earlier stream's results: a stream is
     not resumed, and appending to another run's records would mix two streams."""
-    root = claim_dir(out, "stream")
+    root = claim_dir(out, "stream", hold=True)
     earlier = sorted(
         p.name for p in root.iterdir() if p.name == "records.jsonl" or p.name.startswith("chunk_")
     )
     if earlier:
+        release_dir(root)
         raise OutputDirError(
             f"{root} already holds the results of a stream ({', '.join(earlier[:4])}"
             f"{', ...' if len(earlier) > 4 else ''}); a stream is not resumed and adrank does "

@@ -9,9 +9,16 @@ from adrank.train.callbacks import (
     MetricsLogger,
     ProgressBar,
 )
-from adrank.train.evaluation import compute_metrics, evaluate, predict
+from adrank.train.evaluation import compute_metrics, evaluate, metric_names, predict
 from adrank.train.losses import bce_loss, embedding_regularization, training_loss
-from adrank.train.trainer import Trainer, TrainResult, TrainState, fit
+from adrank.train.trainer import (
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    TrainState,
+    fit,
+)
 
 __all__ = [
     "Callback",
@@ -23,11 +30,14 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "Trainer",
+    "TrainingDiverged",
+    "TrainingInterrupted",
     "bce_loss",
     "compute_metrics",
     "embedding_regularization",
     "evaluate",
     "fit",
+    "metric_names",
     "predict",
     "training_loss",
 ]

@@ -125,7 +125,8 @@ class EarlyStopping(Callback):
 
 
 class LRDecayOnPlateau(Callback):
-    """Multiply every param group's LR by ``factor`` after each non-improving epoch."""
+    """Multiply every param group's LR by ``factor`` after each non-improving epoch, down to
+    ``min_lr``; an LR already below ``min_lr`` is kept (the floor never raises it)."""
 
     def __init__(self, factor: float = 0.1, min_lr: float = 1e-6) -> None:
         self.factor = factor
@@ -135,7 +136,7 @@ class LRDecayOnPlateau(Callback):
         if trainer.state.improved:
             return
         for group in trainer.optimizer.param_groups:
-            group["lr"] = max(group["lr"] * self.factor, self.min_lr)
+            group["lr"] = max(group["lr"] * self.factor, min(self.min_lr, group["lr"]))
         logger.info("learning rate -> %.3g", trainer.optimizer.param_groups[0]["lr"])
 
 

@@ -30,9 +30,17 @@ __all__ = [
     "compute_metrics",
     "evaluate",
     "gather_predictions",
+    "metric_names",
     "predict",
     "slice_metrics",
 ]
+
+#: the metrics of one task by task type, in the order they are reported; ``gauc`` only when
+#: the split has groups (the ``group`` role)
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "logloss", "gauc", "calibration_ratio", "ece"),
+    "regression": ("mse", "mae"),
+}
 
 
 @dataclass
@@ -268,32 +276,88 @@ def compute_metrics(
     labels = predictions.labels
     keep = np.ones(len(labels), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
     groups = predictions.groups
-    scored: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None, str]] = []
-    for task in feature_map.tasks:
-        if task.output not in probs:
-            continue
+    per_task: dict[str, dict[str, float]] = {}
+    for task in _scored_tasks(feature_map, probs):
         mask = keep.copy()
-        if task.given:
-            mask &= labels[:, feature_map.label_index(task.given)] == 1
-        y = labels[:, feature_map.label_index(task.label)]
-        scored.append((task.name, y, probs[task.output], mask, task.type))
+        if task.given is not None:
+            mask &= labels[:, task.given] == 1
+        y = labels[:, task.labels[0]]
+        for other in task.labels[1:]:  # pctcvr: click x conversion
+            y = y * labels[:, other]
+        g = None if groups is None else groups[mask]
+        per_task[task.name] = _task_metrics(y[mask], probs[task.output][mask], g, task.kind)
+    return _named_metrics(per_task, feature_map)
+
+
+def metric_names(
+    feature_map: FeatureMap, outputs: list[str] | tuple[str, ...], *, groups: bool = True
+) -> list[str]:
+    """The names of the metrics :func:`compute_metrics` returns for a model with logit
+    columns ``outputs`` on ``feature_map``'s tasks (without the ``val_`` prefix of a metrics
+    line), in order; ``groups``: whether the split has groups (``gauc``).
+
+    Early stopping's ``train.monitor`` must be one of these (see :class:`Trainer`). Names
+    that depend on the data are left out: a task with no rows in a split gets ``rows``
+    instead of its metrics."""
+    probs = derive_probabilities({name: np.zeros(0) for name in outputs})
+    per_task = {
+        task.name: dict.fromkeys(task_metric_names(task.kind, groups), 0.0)
+        for task in _scored_tasks(feature_map, probs)
+    }
+    return list(_named_metrics(per_task, feature_map))
+
+
+def task_metric_names(kind: str, groups: bool) -> list[str]:
+    """The metrics of one task of type ``kind`` (``binary``/``regression``), in order."""
+    return [m for m in TASK_METRICS[kind] if groups or m != "gauc"]
+
+
+@dataclass(frozen=True)
+class _ScoredTask:
+    """A task :func:`compute_metrics` scores: its metric prefix, the probability column, the
+    label columns whose product is its target, its ``given`` mask column and its type."""
+
+    name: str
+    output: str
+    labels: tuple[int, ...]
+    given: int | None
+    kind: str
+
+
+def _scored_tasks(feature_map: FeatureMap, probs: dict[str, Any]) -> list[_ScoredTask]:
+    """The tasks scored from predictions of the outputs in ``probs`` (derived ones
+    included): every task whose output is there, and ``pctcvr`` on all impressions for a
+    click/conversion dataset that has no ``pctcvr`` task."""
+    scored = [
+        _ScoredTask(
+            task.name,
+            task.output,
+            (feature_map.label_index(task.label),),
+            feature_map.label_index(task.given) if task.given else None,
+            task.type,
+        )
+        for task in feature_map.tasks
+        if task.output in probs
+    ]
     pair = funnel(feature_map)
     if pair is not None and "pctcvr" in probs and "pctcvr" not in feature_map.outputs:
         click, conversion = pair
-        y = (
-            labels[:, feature_map.label_index(click.label)]
-            * labels[:, feature_map.label_index(conversion.label)]
-        )
-        scored.append(("pctcvr", y, probs["pctcvr"], keep, "binary"))
+        labels = (feature_map.label_index(click.label), feature_map.label_index(conversion.label))
+        scored.append(_ScoredTask("pctcvr", "pctcvr", labels, None, "binary"))
     if not scored:
         raise ValueError(
             f"no task of this dataset ({[t.name for t in feature_map.tasks]}) is predicted by "
             f"outputs {sorted(probs)}"
         )
-    per_task = {
-        name: _task_metrics(y[mask], p[mask], None if groups is None else groups[mask], kind)
-        for name, y, p, mask, kind in scored
-    }
+    return scored
+
+
+def _named_metrics(
+    per_task: dict[str, dict[str, float]], feature_map: FeatureMap
+) -> dict[str, float]:
+    """The metrics line of a split from each scored task's metrics: a single-task dataset's
+    as they are; otherwise prefixed by the task's name, plus the unprefixed mean over the
+    dataset's tasks."""
     if len(per_task) == 1 and len(feature_map.tasks) == 1:
         return next(iter(per_task.values()))
     out: dict[str, float] = {}
@@ -314,27 +378,24 @@ def _task_metrics(
         return {"rows": 0.0}
     if kind == "regression":
         err = p.astype(np.float64) - y.astype(np.float64)
-        return {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}
-    if np.all(y == y[0]):
+        out = {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}
+    elif np.all(y == y[0]):
         from adrank.metrics import calibration, logloss
 
         cal = calibration(y, p)
-        out = {"auc": float("nan"), "logloss": logloss(y, p)}
+        out = {"auc": float("nan"), "logloss": logloss(y, p), "gauc": float("nan")}
+        out |= {"calibration_ratio": float(cal["ratio"]), "ece": float(cal["ece"])}
+    else:
+        out = evaluate_all(y, p, None)
         if groups is not None:
-            out["gauc"] = float("nan")
-        return out | {"calibration_ratio": float(cal["ratio"]), "ece": float(cal["ece"])}
-    out = evaluate_all(y, p, None)
-    if groups is not None:
-        from adrank.metrics import gauc
+            from adrank.metrics import gauc
 
-        try:
-            value = gauc(y, p, groups)
-        except ValueError:  # no group has both classes (tiny splits): undefined, not fatal
-            value = float("nan")
-        out = {"auc": out["auc"], "logloss": out["logloss"], "gauc": value} | {
-            k: v for k, v in out.items() if k not in ("auc", "logloss")
-        }
-    return out
+            try:
+                out["gauc"] = gauc(y, p, groups)
+            except ValueError:  # no group has both classes (tiny splits): undefined, not fatal
+                out["gauc"] = float("nan")
+    # the names and order metric_names() promises
+    return {name: out[name] for name in task_metric_names(kind, groups is not None)}
 
 
 def _legacy_metrics(

@@ -63,6 +63,15 @@ from adrank.train.evaluation import (
     gather_predictions,
 )
 from adrank.train.graph_step import CudaGraphs, StepGraph, cuda_graph_unsupported
+from adrank.train.guards import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    apply_num_threads,
+    check_monitor,
+    diverged_error,
+    log_interruption,
+    sigterm_as_interrupt,
+)
 from adrank.train.losses import net_regularized_parameters, training_loss
 from adrank.train.optim import build_optimizer, clip_grad_norm
 from adrank.train.sampling import correct_predictions
@@ -75,7 +84,16 @@ from adrank.train.step import (  # noqa: F401  (eager_fallback: re-exported)
 )
 from adrank.utils import atomic_write, seed_everything
 
-__all__ = ["TrainResult", "TrainState", "Trainer", "check_device", "fit"]
+__all__ = [
+    "TrainResult",
+    "TrainState",
+    "Trainer",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "apply_num_threads",
+    "check_device",
+    "fit",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +248,10 @@ class Trainer:
         self.last_grad_norm: torch.Tensor | None = None
         self._loss_sum = torch.zeros((), device=self.device)
         self._seen = 0
+        #: where fit is (for the message of an interruption) and the epoch checkpoint.pt holds
+        self.where = "before the first epoch"
+        self.checkpoint_epoch = 0
+        self.host_train: Iterable[Batch] | None = None
         self.callbacks: list[cb.Callback] = [
             cb.EarlyStopping(config.monitor, config.patience),
             cb.LRDecayOnPlateau(config.lr_decay_factor, config.min_lr),
@@ -317,6 +339,7 @@ class Trainer:
             "run": self.run_identity,
         }
         save_checkpoint(path, payload)
+        self.checkpoint_epoch = s.epoch
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore everything :meth:`save_checkpoint` wrote (RNG states included).
@@ -345,11 +368,25 @@ class Trainer:
             k for k, v in ckpt["config"].items() if now.get(k) != v and k not in _RESUMABLE_CHANGES
         )
         if changed:
-            logger.warning("resuming %s with changed training settings: %s", path, changed)
+            logger.warning(
+                "resuming %s with changed training settings (they apply from epoch %d on): %s",
+                path, ckpt["epoch"] + 1, changed,
+            )  # fmt: skip
         self.model.load_state_dict(ckpt["model"])
         if self.position is not None and ckpt.get("position") is not None:
             self.position.load_state_dict(ckpt["position"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])  # its learning rates too
+        saved_lr = ckpt["config"].get("learning_rate")
+        if isinstance(saved_lr, (int, float)) and 0 < saved_lr != self.config.learning_rate:
+            # a changed train.learning_rate applies, with the decays so far kept (the
+            # optimizer state alone would silently resume at the checkpoint's rate)
+            scale = self.config.learning_rate / saved_lr
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * scale
+            logger.info(
+                "learning_rate %g -> %g: the learning rate is now %.3g",
+                saved_lr, self.config.learning_rate, self.lr,
+            )  # fmt: skip
         for group in self.optimizer.param_groups:  # this run's mode, not the checkpoint's
             if "capturable" in group:  # (a cuda_graph run's checkpoint resumed on CPU)
                 group["capturable"] = self._graph is not None
@@ -369,6 +406,7 @@ class Trainer:
             best_state=None if best_state is None else {k: v.cpu() for k, v in best_state.items()},
         )
         restore_rng_state(ckpt["rng"])
+        self.checkpoint_epoch = self.state.epoch
         logger.info("resumed from %s after epoch %d", path, self.state.epoch)
 
     # ----------------------------------------------------------------- training
@@ -382,7 +420,17 @@ class Trainer:
         if self.device.type != "cpu" and batch.labels.device != self._batch_device:
             batch = batch.to(self.device, non_blocking=True)  # a device loader's are there
         # cuda_graph=True: the step recorded as a CUDA graph (adrank.train.graph_step)
-        loss = self._step(batch, "none") if self._graph is None else self._graph(batch)
+        try:
+            loss = self._step(batch, "none") if self._graph is None else self._graph(batch)
+        except ValueError as exc:
+            if len(batch) == 1 and "Expected more than 1 value per channel" in str(exc):
+                raise ValueError(
+                    f"a training batch of 1 row reached a BatchNorm layer, which cannot train "
+                    f"on one row (train.batch_size={self.config.batch_size}): use "
+                    "train.batch_size >= 2 (a loader that drops a final batch of 1 row, as "
+                    "InMemoryLoader does) or turn the model's batch_norm off"
+                ) from exc
+            raise
         self._seen += len(batch)
         return loss
 
@@ -452,12 +500,21 @@ class Trainer:
             c.on_epoch_begin(self, epoch)
         start = time.perf_counter()
         step = 0
+        # On CPU each step's loss is checked (reading it costs no device sync), so a
+        # diverging run stops at its first NaN step; elsewhere once per epoch (below). One
+        # rank of a distributed run must not stop alone (the others would wait for it).
+        each_step = self.device.type == "cpu" and self.world_size == 1
+        total = "?" if self.steps_per_epoch is None else self.steps_per_epoch
         for step, batch in enumerate(train, start=1):
-            self.train_step(batch)
+            self.where = f"in epoch {epoch} at step {step} of {total}"
+            loss = self.train_step(batch)
+            if each_step and not math.isfinite(value := float(loss)):
+                raise diverged_error(self, epoch, step, value, batch)
             for c in self.callbacks:
                 c.on_batch_end(self, step, len(batch))
         if step == 0:
             raise ValueError("the training loader yielded no batches")
+        self.where = f"after the training steps of epoch {epoch}"
         train_loss = self.running_loss()  # the epoch's only sync
         train_time = time.perf_counter() - start
         if self.world_size > 1:  # global mean loss and sample count over all ranks
@@ -465,12 +522,12 @@ class Trainer:
             loss_sum, seen = all_reduce_sum([train_loss * self._seen, self._seen])
             train_loss, self._seen = loss_sum / max(seen, 1), int(seen)
         if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"training loss is {train_loss} in epoch {epoch}; lower learning_rate or "
-                "set grad_clip_norm"
-            )
+            raise diverged_error(self, epoch, None, train_loss)
+        if not self._weights_finite():  # the last step can break the weights: not "best"
+            raise diverged_error(self, epoch, None, train_loss)
         logs: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
         if valid is not None:
+            self.where = f"in the validation of epoch {epoch}"
             metrics = self.evaluate(valid)
             logs.update({f"val_{k}": v for k, v in metrics.items()})
         epoch_time = time.perf_counter() - start
@@ -488,6 +545,13 @@ class Trainer:
             " ".join(f"{k}={v:.6g}" for k, v in logs.items() if isinstance(v, float)),
         )
         return logs
+
+    def _weights_finite(self) -> bool:
+        """Whether every trained parameter and floating buffer is finite (one sync)."""
+        tensors = [p.detach() for p in self._params]
+        tensors += [b for b in self.model.buffers() if b.is_floating_point()]
+        checks = [torch.isfinite(t).all() for t in tensors if t.numel()]
+        return not checks or bool(torch.stack([c.to(self.device) for c in checks]).all())
 
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
         """Metrics on ``loader`` (all predictions first, then :func:`compute_metrics`).
@@ -538,7 +602,7 @@ class Trainer:
     def _train_loader(
         self, train: InMemoryLoader | TensorData | Iterable[Batch]
     ) -> Iterable[Batch]:
-        loader = self._host_train_loader(train)
+        loader = self.host_train = self._host_train_loader(train)
         return feed_device(loader, self.device, self.config.device_data_fraction)  # CUDA only
 
     def _host_train_loader(
@@ -582,9 +646,10 @@ class Trainer:
         ``run_dir/checkpoint.pt`` if it exists and reproduces the uninterrupted run.
         """
         cfg = self.config
+        if valid is not None:  # a misspelt monitor, before anything else is done
+            check_monitor(self, valid)
         seed_everything(cfg.seed, cfg.deterministic)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
+        apply_num_threads(cfg.num_threads)
         tf32 = Tf32(cfg.resolved_tf32(self.device.type))
         train = self._train_loader(train)
         valid_loader = None if valid is None else self._eval_loader(valid)
@@ -598,33 +663,44 @@ class Trainer:
                 self.load_checkpoint(self.checkpoint_path)
             else:
                 logger.info("no checkpoint at %s: starting from scratch", self.checkpoint_path)
+        # SIGTERM stops a single process as Ctrl-C does (a distributed job's workers are
+        # stopped by their launcher, and must not wait for each other's cleanup).
+        interrupted: KeyboardInterrupt | None = None
         try:
-            for c in self.callbacks:
-                c.on_train_begin(self)
-            while not self.state.stop and self.state.epoch < cfg.max_epochs:
-                epoch = self.state.epoch + 1
-                logs = self._run_epoch(epoch, train, valid_loader)
-                self.state.epoch = epoch
-                self.state.history.append(logs)
+            with sigterm_as_interrupt(self.world_size == 1):
                 for c in self.callbacks:
-                    c.on_epoch_end(self, epoch, logs)
-            if self._graph is not None:
-                self._graph.report()
-            if self.state.best_state is not None:
-                self.model.load_state_dict(self.state.best_state)
-            self.model.eval()
-            test_metrics = None
-            if test is not None:
-                test_metrics = self.evaluate(self._eval_loader(test))
-                logger.info("test (epoch %d): %s", self.state.best_epoch, test_metrics)
-            result = self._result(test_metrics)
-            for c in self.callbacks:
-                c.on_train_end(self, result)
-            return result
+                    c.on_train_begin(self)
+                while not self.state.stop and self.state.epoch < cfg.max_epochs:
+                    epoch = self.state.epoch + 1
+                    logs = self._run_epoch(epoch, train, valid_loader)
+                    self.where = f"at the end of epoch {epoch}"
+                    self.state.epoch = epoch
+                    self.state.history.append(logs)
+                    for c in self.callbacks:
+                        c.on_epoch_end(self, epoch, logs)
+                if self._graph is not None:
+                    self._graph.report()
+                if self.state.best_state is not None:
+                    self.model.load_state_dict(self.state.best_state)
+                self.model.eval()
+                test_metrics = None
+                if test is not None:
+                    self.where = "while scoring the test split"
+                    test_metrics = self.evaluate(self._eval_loader(test))
+                    logger.info("test (epoch %d): %s", self.state.best_epoch, test_metrics)
+                result = self._result(test_metrics)
+                for c in self.callbacks:
+                    c.on_train_end(self, result)
+                return result
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            raise
         finally:
             tf32.restore()
             for c in self.callbacks:
                 c.teardown(self)
+            if interrupted is not None:  # after the progress bar is gone
+                log_interruption(self, interrupted)
 
     def _result(self, test: dict[str, float] | None) -> TrainResult:
         history = self.state.history

@@ -9,8 +9,14 @@ Storage convention: a destination ending in ``.gz`` is written gzip-compressed (
 name, mtime 0, like ``gzip -9n``); any other destination is written as plain content.
 
 Nothing is written at the destination until the whole transfer succeeded and the md5
-matched: data streams into temp files in the destination's directory and is moved into place
-with ``os.replace``. Temp files are removed on every error.
+matched: data streams into temp files in the destination's directory, is flushed to disk
+(``fsync``) and is moved into place with ``os.replace``. Temp files are removed on every
+error.
+
+Timeouts: ``timeout`` bounds each network read, so a server that stops sending fails after
+``timeout`` seconds; a server that keeps sending a trickle (a byte a second) never trips it.
+``deadline`` bounds a whole transfer (connection to last byte); its default comes from
+``$ADRANK_DOWNLOAD_DEADLINE_S`` (unset: no deadline).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import gzip
 import hashlib
 import http.client
 import logging
+import math
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -42,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 Decompress = Literal["gz", "zip"]
+#: The environment variable that sets the default ``deadline`` of a transfer, in seconds.
+DEADLINE_ENV = "ADRANK_DOWNLOAD_DEADLINE_S"
 
 
 class DownloadError(DatasetUnavailableError):
@@ -58,6 +68,7 @@ def download_file(
     decompress: Decompress | None = None,
     archive_member: str | None = None,
     size: int | None = None,
+    deadline: float | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
@@ -70,17 +81,23 @@ def download_file(
         decompress: ``"gz"`` if the remote file is gzip-compressed, ``"zip"`` if it is a zip
             archive (then ``archive_member`` names the member; implied by ``archive_member``).
         size: expected uncompressed size in bytes (not checked if ``None``).
+        deadline: seconds the whole transfer may take, however steadily data arrives
+            (``None``: ``$ADRANK_DOWNLOAD_DEADLINE_S``, else no limit).
 
     Raises:
         DownloadError: HTTP error (e.g. 404), unreachable host, the connection dropped
-            before ``Content-Length`` bytes arrived, or the destination's folder cannot be
-            written (read-only, not a folder, disk full). No file is left behind.
+            before ``Content-Length`` bytes arrived, the transfer passed its ``deadline``,
+            or the destination's folder cannot be written (read-only, not a folder, disk
+            full). No file is left behind.
+        ValueError: ``deadline`` (or ``$ADRANK_DOWNLOAD_DEADLINE_S``) is not a positive
+            number of seconds.
         ChecksumError: the content's md5 or size differs. No file is left behind.
     """
     dest = Path(dest)
     kind = _decompress_kind(decompress, archive_member)
+    limit = resolve_deadline(deadline)
     with _temp_path(dest, ".download", url) as raw:
-        content_type = _fetch(url, raw, timeout=timeout, progress=progress)
+        content_type = _fetch(url, raw, timeout=timeout, progress=progress, deadline=limit)
         _store(raw, dest, md5, size, kind, archive_member, url, content_type)
     return dest
 
@@ -109,6 +126,7 @@ def ensure_files(
     timeout: float = 60,
     progress: bool = False,
     verify: bool = False,
+    deadline: float | None = None,
 ) -> None:
     """Make sure every file ``builder`` needs is under ``data_dir``.
 
@@ -120,6 +138,7 @@ def ensure_files(
 
     Args:
         verify: also check the md5 of files already present (slower; off by default).
+        deadline: seconds each transfer may take in all (:func:`download_file`).
 
     Raises:
         DatasetUnavailableError: a required file is missing and ``download`` is off, it has
@@ -127,6 +146,7 @@ def ensure_files(
         ChecksumError: a downloaded (or, with ``verify``, present) file has the wrong md5.
     """
     data_dir = Path(data_dir)
+    limit = resolve_deadline(deadline)
     required = builder.expected_files(data_dir)
     if verify:
         for f in (*required, *builder.optional_files):
@@ -143,18 +163,44 @@ def ensure_files(
     if no_source:
         raise unavailable_error(builder, data_dir, missing, f"no public download for {no_source}")
     try:
-        _download_all(missing, data_dir, timeout=timeout, progress=progress)
+        _download_all(missing, data_dir, timeout=timeout, progress=progress, deadline=limit)
     except DownloadError as exc:
         still = [f for f in required if find_file(data_dir, f.path) is None]
         raise unavailable_error(builder, data_dir, still, f"download failed: {exc}") from exc
     try:
-        _download_all([f for f in missing_optional if f.url], data_dir, timeout, progress)
+        _download_all([f for f in missing_optional if f.url], data_dir, timeout, progress, limit)
     except DownloadError as exc:
         logger.warning("optional file of dataset %r not downloaded: %s", builder.name, exc)
 
 
 # ---- internals --------------------------------------------------------------------------
-def _download_all(files: list[RemoteFile], data_dir: Path, timeout: float, progress: bool) -> None:
+def resolve_deadline(deadline: float | None) -> float | None:
+    """``deadline``, else ``$ADRANK_DOWNLOAD_DEADLINE_S`` (unset or empty: ``None``),
+    checked to be a positive, finite number of seconds."""
+    source = "deadline"
+    if deadline is None:
+        text = os.environ.get(DEADLINE_ENV, "").strip()
+        if not text:
+            return None
+        source = f"${DEADLINE_ENV}"
+        try:
+            deadline = float(text)
+        except ValueError:
+            raise ValueError(f"{source} must be a number of seconds, got {text!r}") from None
+    if isinstance(deadline, bool) or not (
+        isinstance(deadline, int | float) and math.isfinite(deadline) and deadline > 0
+    ):
+        raise ValueError(f"{source} must be a positive number of seconds, got {deadline!r}")
+    return float(deadline)
+
+
+def _download_all(
+    files: list[RemoteFile],
+    data_dir: Path,
+    timeout: float,
+    progress: bool,
+    deadline: float | None = None,
+) -> None:
     """Download ``files``; files that are members of the same zip URL share one transfer."""
     by_url: dict[str, list[RemoteFile]] = {}
     for f in files:
@@ -162,7 +208,7 @@ def _download_all(files: list[RemoteFile], data_dir: Path, timeout: float, progr
     for url, group in by_url.items():
         first_dest = data_dir / group[0].path
         with _temp_path(first_dest, ".download", url) as raw:
-            content_type = _fetch(url, raw, timeout=timeout, progress=progress)
+            content_type = _fetch(url, raw, timeout=timeout, progress=progress, deadline=deadline)
             for f in group:
                 dest = data_dir / f.path
                 kind = _decompress_kind(None, f.archive_member, url)
@@ -205,22 +251,31 @@ def _temp_path(dest: Path, suffix: str, url: str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _fetch(url: str, target: Path, timeout: float, progress: bool) -> str:
+def _fetch(
+    url: str, target: Path, timeout: float, progress: bool, deadline: float | None = None
+) -> str:
     """Stream ``url`` into ``target`` and return the response's ``Content-Type``; raise
     :class:`DownloadError` on any failure, including a transfer shorter than the announced
-    ``Content-Length`` and a failure to write ``target``."""
+    ``Content-Length``, one still running ``deadline`` seconds after it started, and a
+    failure to write ``target``."""
     from adrank import __version__
 
     request = urllib.request.Request(url, headers={"User-Agent": f"adrank/{__version__}"})
     logger.info("downloading %s", url)
+    end = time.monotonic() + deadline if deadline is not None else None
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(request, timeout=_read_timeout(timeout, end))
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"HTTP {exc.code} ({exc.reason}) for {url}") from exc
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        if end is not None and time.monotonic() >= end:
+            raise _past_deadline(url, deadline, 0, None) from exc
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot download {url}: {reason}") from exc
     received = 0
+    # read1: whatever has arrived (up to CHUNK), so the deadline is checked between reads
+    # even when the server sends a byte at a time (read(CHUNK) would wait for all of it)
+    read = getattr(response, "read1", None) or response.read
     with response:
         length = response.headers.get("Content-Length")
         content_type = response.headers.get("Content-Type", "")
@@ -229,8 +284,14 @@ def _fetch(url: str, target: Path, timeout: float, progress: bool) -> str:
             with open(target, "wb") as out, _progress(url, expected, progress) as advance:
                 while True:
                     try:
-                        block = response.read(CHUNK)
+                        if end is not None:
+                            if time.monotonic() >= end:
+                                raise _past_deadline(url, deadline, received, expected)
+                            _set_read_timeout(response, _read_timeout(timeout, end))
+                        block = read(CHUNK)
                     except (http.client.HTTPException, OSError) as exc:
+                        if end is not None and time.monotonic() >= end:
+                            raise _past_deadline(url, deadline, received, expected) from exc
                         raise DownloadError(
                             f"transfer of {url} was interrupted after {received} bytes"
                             + (f" of {expected}" if expected is not None else "")
@@ -250,6 +311,33 @@ def _fetch(url: str, target: Path, timeout: float, progress: bool) -> str:
         )
     logger.info("downloaded %s (%d bytes)", url, received)
     return content_type
+
+
+def _read_timeout(timeout: float, end: float | None) -> float:
+    """The socket timeout for the next read: ``timeout``, cut to what is left before
+    ``end`` (a monotonic time) when there is a deadline."""
+    if end is None:
+        return timeout
+    return max(0.05, min(timeout, end - time.monotonic()))
+
+
+def _set_read_timeout(response: object, seconds: float) -> None:
+    """Set the socket timeout of an open HTTP response (a no-op for ``file://``)."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    if sock is not None and hasattr(sock, "settimeout"):
+        sock.settimeout(seconds)
+
+
+def _past_deadline(
+    url: str, deadline: float | None, received: int, expected: int | None
+) -> DownloadError:
+    of = f" of {expected}" if expected is not None else ""
+    return DownloadError(
+        f"transfer of {url} did not finish within its deadline of {deadline:g}s "
+        f"({received} bytes{of} received; the server is sending too slowly). Raise it "
+        f"with ${DEADLINE_ENV}, or try again later"
+    )
 
 
 @contextmanager
@@ -319,6 +407,7 @@ def _store(
             os.replace(out_tmp, dest)
         except OSError as exc:
             raise _write_error(url, dest.parent, exc) from exc
+        _fsync_dir(dest.parent)
 
 
 @contextmanager
@@ -347,12 +436,30 @@ def _open_content(
 
 @contextmanager
 def _open_dest(dest: Path, tmp: Path) -> Iterator[IO[bytes]]:
+    """The temp file ``tmp`` to write ``dest``'s content into (through gzip for ``.gz``);
+    flushed to disk on a normal exit, so it is complete before it is renamed to ``dest``."""
     with open(tmp, "wb") as fh:
         if dest.name.endswith(".gz"):
             with gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0) as gz:
                 yield gz
         else:
             yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check(what: str, got_md5: str, got_size: int, md5: str | None, size: int | None) -> None:
