@@ -280,12 +280,18 @@ class ParquetStreamLoader:
         per_rank = self._num_groups // self.world_size
         return [int(g) for g in order[self.rank * per_rank : (self.rank + 1) * per_rank]]
 
+    def _drops_last_row(self, rows: int) -> bool:
+        """As :class:`InMemoryLoader`, a shuffled (training) epoch drops a final 1-row
+        batch, which BatchNorm cannot train on (another row each epoch)."""
+        return self.shuffle and rows > 1 and rows % self.batch_size == 1
+
     def __len__(self) -> int:
         rows = sum(self._group_rows[g] for g in self._my_groups())
-        return -(-rows // self.batch_size)
+        return -(-(rows - self._drops_last_row(rows)) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         groups = self._my_groups()
+        total = sum(self._group_rows[g] for g in groups)
         q: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         gen = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
@@ -320,7 +326,8 @@ class ParquetStreamLoader:
                 for start in range(0, full, self.batch_size):
                     yield _slice(chunk, start, start + self.batch_size)
                 carry = _slice(chunk, full, n) if full < n else None
-            if carry is not None and len(carry):
+            last = 0 if carry is None else len(carry)
+            if last > 1 or (last == 1 and not self._drops_last_row(total)):
                 yield carry
         finally:
             stop.set()

@@ -295,15 +295,29 @@ class FeatureProcessor:
             return pl.Series(f.name, ids, dtype=pl.Int64)
         arr = x.fill_nan(None).fill_null(f.fill_value).to_numpy().astype(np.float64)
         arr[~np.isfinite(arr)] = f.fill_value
+        with np.errstate(over="ignore"):  # overflow to inf is handled below
+            out = self._normalize(arr, f).astype(np.float32)
+        overflow = ~np.isfinite(out)
+        if overflow.any():  # a finite value beyond float32 (1e39) would train and serve inf
+            out[overflow] = self._normalize(np.array([f.fill_value], np.float64), f)[0]
+            logger.warning(
+                "numeric feature %r: %d value(s) beyond float32's range (|x| > 3.4e38) after "
+                "normalizer %r took the fill value %g; normalizer: log1p keeps such magnitudes",
+                f.name, int(overflow.sum()), f.normalizer, f.fill_value,
+            )  # fmt: skip
+        return pl.Series(f.name, out)
+
+    def _normalize(self, arr: np.ndarray, f: NumericFeature) -> np.ndarray:
+        """``f``'s normalizer with the training split's statistics (float64)."""
         st = self.numeric_stats_[f.name]
         if f.normalizer == "log1p":
-            arr = np.sign(arr) * np.log1p(np.abs(arr))
-        elif f.normalizer == "standard":
-            arr = (arr - st["mean"]) / (st["std"] if st["std"] > 0 else 1.0)
-        elif f.normalizer == "minmax":
+            return np.sign(arr) * np.log1p(np.abs(arr))
+        if f.normalizer == "standard":
+            return (arr - st["mean"]) / (st["std"] if st["std"] > 0 else 1.0)
+        if f.normalizer == "minmax":
             span = st["max"] - st["min"]
-            arr = (arr - st["min"]) / (span if span > 0 else 1.0)
-        return pl.Series(f.name, arr.astype(np.float32))
+            return (arr - st["min"]) / (span if span > 0 else 1.0)
+        return arr
 
     def _encode_sequence(self, col: pl.Series, f: SequenceFeature) -> pl.Series:
         col = col.cast(pl.Utf8)

@@ -320,3 +320,30 @@ def test_a_header_with_a_repeated_name_is_named_as_such_under_auto(tmp_path: Pat
     result = prepare(tmp_path, train)
     assert_clean_error(result, "looks like data")
     assert "repeats" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("normalizer", "expected"),
+    [("none", 0.0), ("log1p", 89.80081939697266), ("standard", None), ("minmax", 1.0)],
+)
+def test_numbers_beyond_float32_never_become_inf(
+    normalizer: str, expected: float | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1e39 is finite in a CSV (float64) but inf in float32: with no normalizer it was
+    stored as inf and the model trained (and served) NaN. It now takes the fill value, with
+    a warning; a normalizer that brings it into range (log1p) keeps it."""
+    from adrank.data.processor import FeatureProcessor
+
+    schema = Schema.from_dict(
+        {
+            "tasks": ["click"],
+            "features": [{"name": "price", "type": "numeric", "normalizer": normalizer}],
+        }
+    )
+    frame = pl.DataFrame({"click": [1, 0, 1], "price": [1.5, 1e39, 2.5]})
+    out = FeatureProcessor(schema).fit(frame).transform(frame)["price"].to_numpy()
+    assert out.dtype.name == "float32" and bool(pl.Series(out).is_finite().all())
+    if expected is not None:
+        assert out[1] == pytest.approx(expected)
+    overflowed = normalizer == "none"
+    assert ("beyond float32's range" in caplog.text) == overflowed

@@ -119,3 +119,15 @@ def test_training_epoch_never_ends_with_a_one_row_batch(prepared) -> None:
     assert len(shuffled) == 3
     ordered = InMemoryLoader(data, 333)  # evaluation keeps every row
     assert [len(b) for b in ordered] == [333, 333, 333, 1]
+
+
+def test_streamed_training_epoch_never_ends_with_a_one_row_batch(prepared) -> None:
+    """The same rule in the Parquet streaming loader (its last batch of 1 row crashed
+    BatchNorm models); evaluation streams keep every row."""
+    path, fm = prepared
+    shuffled = ParquetStreamLoader(path, fm, 333, shuffle=True, seed=3)
+    assert [len(b) for b in shuffled] == [333, 333, 333] and len(shuffled) == 3
+    ordered = ParquetStreamLoader(path, fm, 333)
+    assert [len(b) for b in ordered] == [333, 333, 333, 1] and len(ordered) == 4
+    whole = ParquetStreamLoader(path, fm, 500, shuffle=True)  # no 1-row tail: nothing dropped
+    assert sum(len(b) for b in whole) == N
