@@ -400,8 +400,17 @@ def _launch_train(
     try:
         launch_cli(nproc, argv)
     except DistributedTrainingError as exc:
-        fail(str(exc))
+        fail(f"{exc}; {_resume_hint(out)}")
     console.print(f"{nproc} workers finished in {time.perf_counter() - t0:.1f}s -> {out}")
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """What to rerun after a failed distributed training: --resume only when the run
+    directory holds a checkpoint to continue from."""
+    checkpoint = run_dir / "checkpoint.pt"
+    if checkpoint.is_file():
+        return f"rerun with --resume to continue from the last checkpoint ({checkpoint})"
+    return f"no epoch had finished ({run_dir} holds no checkpoint): rerun without --resume"
 
 
 # Command families defined in adrank/commands/ register themselves on `app` when imported.

@@ -272,3 +272,25 @@ def test_nproc_launcher_passes_overwrite_to_the_workers(
     res = CliRunner().invoke(app, [*train, "--overwrite"])
     assert res.exit_code == 0, res.output
     assert "--overwrite" in seen[0] and "--resume" not in seen[0]
+
+
+def test_a_failed_distributed_training_says_whether_to_resume(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure message said "rerun with --resume" even when no epoch had finished (and
+    --resume then started from scratch); the CLI now looks for the run's checkpoint."""
+    import adrank.train.launch as launch
+
+    def failed(nproc: int, argv: list[str]) -> None:
+        raise launch.DistributedTrainingError("distributed training failed: rank 1", 1, 13)
+
+    monkeypatch.setattr(launch, "launch_cli", failed)
+    fresh = tmp_path / "fresh"
+    train = ["train", "--prepared", str(run.parent / "data"), "--model", "lr", "--nproc", "2",
+             *FAST]  # fmt: skip
+    res = CliRunner().invoke(app, [*train, "--run-dir", str(fresh)])
+    assert res.exit_code == 1 and "rerun without --resume" in res.output, res.output
+    (fresh / "checkpoint.pt").parent.mkdir(exist_ok=True)
+    (fresh / "checkpoint.pt").write_bytes(b"an epoch's checkpoint")
+    res = CliRunner().invoke(app, [*train, "--run-dir", str(fresh), "--resume"])
+    assert res.exit_code == 1 and "rerun with --resume to continue" in res.output, res.output

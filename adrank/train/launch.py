@@ -122,7 +122,7 @@ def launch(
         run_id=f"adrank-{uuid.uuid4().hex[:12]}",
         rdzv_backend="c10d",
         rdzv_endpoint="localhost:0",  # like torchrun --standalone: a free port
-        max_restarts=0,  # a failed worker fails the job (resume with --resume)
+        max_restarts=0,  # a failed worker fails the job (the CLI says whether to --resume)
         monitor_interval=monitor_interval_s,
         start_method="spawn",
     )
@@ -138,8 +138,7 @@ def launch(
             f"distributed training failed: worker rank {rank} (local rank "
             f"{failure.local_rank}, pid {failure.pid}) {_describe_exit(failure.exitcode)}"
             f"{detail}; the other {nproc - 1} worker(s) were stopped. See that worker's "
-            "output above for its error; rerun with --resume to continue from the last "
-            "checkpoint",
+            "output above for its error",
             rank=rank,
             exit_code=failure.exitcode,
         ) from None
