@@ -31,7 +31,7 @@ from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.debias.position import build_position_method, build_position_model
-from adrank.outputs import OutputDirError, claim_dir, release_dir
+from adrank.outputs import OutputDirError, claim_dir, read_marker, release_dir
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.distributed import (
     barrier,
@@ -148,9 +148,27 @@ RUN_FILES = (
 )  # fmt: skip
 
 
+def legacy_run_entries(run_dir: Path) -> frozenset[str]:
+    """What an unmarked ``run_dir`` may hold to be adopted as a run written before output
+    markers existed (:func:`adrank.outputs.claim_dir`): the run files and ``processor/``,
+    but only when it holds a readable adrank manifest (a finished run) or a checkpoint (an
+    interrupted one). A user's own ``config.yaml`` or ``processor/`` folder is never
+    adopted: training would have overwritten or replaced it."""
+    if not run_dir.is_dir() or read_marker(run_dir) is not None:
+        return frozenset()
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = None
+    finished = isinstance(manifest, dict) and "format_version" in manifest
+    if finished or (run_dir / "checkpoint.pt").is_file():
+        return frozenset(RUN_FILES) | {"processor"}
+    return frozenset()
+
+
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Claim ``run_dir`` for a run; refuse to silently start over an interrupted run."""
-    claim_dir(run_dir, "run", legacy_entries=frozenset(RUN_FILES) | {"processor"}, hold=True)
+    claim_dir(run_dir, "run", legacy_entries=legacy_run_entries(run_dir), hold=True)
     has_checkpoint = (run_dir / "checkpoint.pt").exists()
     if has_checkpoint and not (resume or overwrite):
         raise OutputDirError(

@@ -294,3 +294,26 @@ def test_a_failed_distributed_training_says_whether_to_resume(
     (fresh / "checkpoint.pt").write_bytes(b"an epoch's checkpoint")
     res = CliRunner().invoke(app, [*train, "--run-dir", str(fresh), "--resume"])
     assert res.exit_code == 1 and "rerun with --resume to continue" in res.output, res.output
+
+
+@pytest.mark.parametrize("mine", ["processor/notes.txt", "config.yaml"])
+def test_training_never_adopts_a_users_folder_named_like_run_files(
+    run: Path, tmp_path: Path, mine: str
+) -> None:
+    """An unmarked folder holding only names a run writes (a user's ``processor/`` or
+    ``config.yaml``) was adopted as a run from before output markers, and training then
+    replaced the user's ``processor/`` folder or overwrote their ``config.yaml``."""
+    folder = tmp_path / "mine"
+    (folder / mine).parent.mkdir(parents=True, exist_ok=True)
+    (folder / mine).write_text(KEEP_TEXT)
+    res = CliRunner().invoke(
+        app, ["train", "--prepared", str(run.parent / "data"), "--model", "lr", "--run-dir",
+              str(folder), *FAST],
+    )  # fmt: skip
+    assert res.exit_code == 1 and "not created by adrank" in res.output, res.output
+    assert (folder / mine).read_text() == KEEP_TEXT
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert files == [mine]  # nothing added (no marker, no lock), nothing replaced
+
+
+KEEP_TEXT = "the user's own file\n"

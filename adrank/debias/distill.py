@@ -48,7 +48,12 @@ from torch.func import functional_call
 
 from adrank.config import TrainConfig
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
-from adrank.debias.position import PositionMethod, _weighted_mean, weighted_bce
+from adrank.debias.position import (
+    PositionMethod,
+    _weighted_mean,
+    check_single_click_output,
+    weighted_bce,
+)
 from adrank.models.base import CTRModel
 from adrank.tasks import model_outputs, resolve_objectives
 
@@ -170,6 +175,7 @@ class DistillMethod(PositionMethod):
 
     def __init__(self, config: TrainConfig, student: CTRModel) -> None:
         super().__init__(config)
+        check_single_click_output(f"distill={config.distill!r}", student, config)
         objectives = resolve_objectives(student, student.feature_map, config.task)
         if len(objectives) != 1:
             raise DistillError(

@@ -84,6 +84,24 @@ def clipped_positions(positions: torch.Tensor, position_max: int) -> torch.Tenso
     return positions.long().clamp(1, position_max)
 
 
+def check_positions(positions: torch.Tensor) -> None:
+    """A :class:`PositionDataError` naming the first position (B,) below 1 or not finite.
+
+    Positions count from 1 (the top slot). Clipping a 0-based or negative position to 1
+    would silently merge it into the top slot, whose examination PAL and DLA fix at 1."""
+    bad = positions < 1
+    if positions.is_floating_point():
+        bad = bad | ~torch.isfinite(positions)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        value = positions[row].item()
+        raise PositionDataError(
+            f"role 'position': found {value!r} in row {row} of a training batch; positions "
+            "count from 1 (1 = the top slot) and must be finite. For 0-based positions, add 1 "
+            "to the column"
+        )
+
+
 class PositionFeatureModel(CTRModel):
     """A registered model with the position as one more categorical input field.
 
@@ -213,7 +231,12 @@ class PositionMethod(nn.Module):
         return value  # type: ignore[return-value]
 
     def positions(self, batch: Batch) -> torch.Tensor:
-        return clipped_positions(self.role(batch, "position"), self.position_max)
+        """The batch's positions as ids in ``[1, position_max]``: positions above
+        ``position_max`` share its slot; a position below 1 or not finite is a
+        :class:`PositionDataError` (positions count from 1, the top slot)."""
+        raw = self.role(batch, "position")
+        check_positions(raw)
+        return clipped_positions(raw, self.position_max)
 
     def training_features(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The inputs of the model's training forward (default: the batch's features)."""
@@ -376,6 +399,41 @@ def _single_logit(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dim() == 1 else logits[:, 0]
 
 
+def check_single_click_output(
+    what: str, model: CTRModel, config: TrainConfig, model_name: str | None = None
+) -> None:
+    """A clear error unless ``model`` trains one binary output learned on every row.
+
+    A multi-task model trains several outputs (and refuses ``train.task``); a task with a
+    ``given`` label (conversion given click) is learned only on the rows where that label
+    is 1, which a strategy's loss over every impression would ignore; a regression task
+    has no click probability."""
+    from adrank.tasks import resolve_objectives
+
+    inner = model.inner if isinstance(model, PositionFeatureModel) else model
+    trained = inner.trained_outputs or inner.outputs
+    if trained is not None and len(trained) > 1:
+        name = model_name or type(inner).__name__
+        raise ValueError(
+            f"{what} trains one click output; {name!r} is a multi-task model (it trains "
+            f"{list(trained)}): use a single-task model, with train.task=NAME on multi-task "
+            "data"
+        )
+    feature_map = model.feature_map
+    for objective in resolve_objectives(model, feature_map, config.task):
+        if objective.type != "binary":
+            raise ValueError(
+                f"{what} trains a binary click output; task {objective.task!r} is {objective.type}"
+            )
+        if objective.mask is not None:
+            given = feature_map.labels[objective.mask]
+            raise ValueError(
+                f"{what} learns from every impression; task {objective.task!r} is learned only "
+                f"where {given!r} = 1, so it cannot be trained this way: choose the click task "
+                "with train.task=NAME"
+            )
+
+
 POSITION_METHODS: dict[str, type[PositionMethod]] = {
     m.name: m for m in (FeaturePositionMethod, PALMethod, PositionKDMethod, IPSMethod, DLAMethod)
 }
@@ -399,6 +457,7 @@ def build_position_method(
     if method == "none":
         return None
     feature_map = model.feature_map
+    check_single_click_output(f"position_method={method!r}", model, config, model_name)
     if method == "feature" and not isinstance(model, PositionFeatureModel):
         raise ValueError(
             "position_method='feature' trains a PositionFeatureModel: build the model with "

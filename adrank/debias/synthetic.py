@@ -107,7 +107,8 @@ def simulate_split(
     k = spec.list_size
     order = rng.permutation(n)
     if group_column is not None:
-        groups = frame.get_column(group_column).cast(pl.Utf8).to_numpy()[order]
+        # a missing group value is one more group (sorted first), not a failed comparison
+        groups = frame.get_column(group_column).cast(pl.Utf8).fill_null("").to_numpy()[order]
         order = order[np.argsort(groups, kind="stable")]
     lists = n // k
     order = order[: lists * k]
@@ -153,6 +154,11 @@ def simulate_position_logs(
     for name, frame in frames.items():
         if name not in relevance_logits:
             raise KeyError(f"no relevance logits for split {name!r}")
+        if frame.height < spec.list_size:
+            raise ValueError(
+                f"split {name!r} has {frame.height} rows, fewer than one list "
+                f"(list_size={spec.list_size}): its logs would be empty"
+            )
         logs = simulate_split(
             frame.drop(list(drop_columns)),
             np.asarray(relevance_logits[name], dtype=np.float64),
