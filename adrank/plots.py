@@ -4,8 +4,9 @@ Needs matplotlib (``pip install adrank[plot]``); every writer raises ``ImportErr
 hint without it. Files are written atomically (a temp file renamed into place).
 
 * :func:`plot_reliability`: mean observed rate against mean predicted probability in equal-
-  width probability bins (from :func:`adrank.metrics.calibration`), each point with its
-  Wilson interval and sized by its row count, next to the diagonal;
+  count bins (quantiles of the predictions), each point with its Wilson interval and sized
+  by its row count, next to the diagonal; the title gives pred/obs and the equal-width ECE
+  of :func:`adrank.metrics.calibration`;
 * :func:`plot_position_ctr`: click rate by position with Wilson intervals, one line per
   curve (e.g. per logging policy, or observed vs the model's mean pCTR);
 * :func:`field_calibration`: pred/obs by a field's values through the slice API
@@ -150,8 +151,9 @@ def field_calibration(
     ``ratio`` (the slice API's ``calibration_ratio``), and ``error``, the field-level
     calibration error ``sum_v n_v / N * |mean_pred_v - mean_obs_v|`` over the values kept.
     ``by``/``values``/``min_rows`` are those of :func:`slice_metrics`; ``task`` names the
-    task (default: the first one the predictions cover) and is scored on all rows."""
-    from adrank.train.evaluation import role_value_names, slice_metrics
+    task (default: the first one the predictions cover); a conditional task (``given:``)
+    is scored on its given rows, as the slice metrics score it."""
+    from adrank.train.evaluation import role_value_names, slice_metrics, slice_rows
 
     if values is None and isinstance(by, str):  # a vocab role's slices carry its values' names
         values = role_value_names(feature_map, by)
@@ -164,15 +166,22 @@ def field_calibration(
     probs = outputs[chosen[0].output]
     y = predictions.labels[:, feature_map.label_index(chosen[0].label)]
     output = chosen[0].name
-    raw_names = {str(values.get(k.item(), k) if values else k): k for k in np.unique(keys)}
+    scored = np.ones(len(y), dtype=bool)
+    if chosen[0].given:  # pcvr on clicked rows, as slice_metrics scores it
+        scored = predictions.labels[:, feature_map.label_index(chosen[0].given)] == 1
     per_value: dict[str, dict[str, float]] = {}
     total, error = 0.0, 0.0
-    for name, metrics in slices.items():
-        if name == "all" or name not in raw_names:
+    for name, rows in slice_rows(keys, values):  # the slices slice_metrics scored
+        metrics = slices.get(name)
+        if metrics is None:  # fewer than min_rows rows
             continue
-        rows = keys == raw_names[name]
+        rows = rows & scored
+        if not rows.any():
+            continue
         pred, obs = float(probs[rows].mean()), float(y[rows].mean())
-        ratio = metrics.get("calibration_ratio", metrics.get(f"{output}_calibration_ratio"))
+        # the task's own ratio: the unprefixed one of a multi-task dataset is the mean
+        # over its tasks
+        ratio = metrics.get(f"{output}_calibration_ratio", metrics.get("calibration_ratio"))
         per_value[name] = {"rows": float(rows.sum()), "mean_pred": pred, "mean_obs": obs}
         per_value[name]["ratio"] = float("nan") if ratio is None else float(ratio)
         total += rows.sum()

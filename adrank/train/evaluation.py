@@ -9,6 +9,7 @@ rank (:func:`gather_predictions`) before calling it.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -19,7 +20,7 @@ import torch
 
 from adrank.data.batches import Batch, InMemoryLoader, TensorData
 from adrank.data.feature_map import FeatureMap
-from adrank.metrics import evaluate_all
+from adrank.metrics import _sortable, evaluate_all
 from adrank.tasks import derive_probabilities, funnel, model_outputs
 from adrank.train.distributed import all_gather_arrays, get_world_size, is_distributed
 
@@ -33,7 +34,10 @@ __all__ = [
     "metric_names",
     "predict",
     "slice_metrics",
+    "slice_rows",
 ]
+
+log = logging.getLogger(__name__)
 
 #: the metrics of one task by task type, in the order they are reported; ``gauc`` only when
 #: the split has groups (the ``group`` role)
@@ -264,17 +268,25 @@ def compute_metrics(
     prefixed by its name (``click_auc``); a task with a ``given`` label is scored only on
     rows where that label is 1 (CVR AUC on clicked rows). A click/conversion dataset also
     gets ``pctcvr_*`` on all impressions (label = click x conversion). The unprefixed keys
-    are then the mean over the scored tasks. ``rows`` (bool (N,)) restricts every metric to
-    a subset of the rows (see :func:`slice_metrics`).
+    are then the mean over the dataset's own tasks (not ``pctcvr`` when it is only derived);
+    a task whose metric is NaN (one class on its rows) makes that mean NaN, and a task with
+    no rows gets ``{task}_rows`` = 0 instead of its metrics and is left out of the mean.
+    ``rows`` (bool (N,)) restricts every metric to a subset of the rows (see
+    :func:`slice_metrics`).
 
     A legacy ``label_names`` tuple in place of the feature map keeps the format-v1
     behaviour (one column per label, in order).
     """
-    if feature_map is None or not isinstance(feature_map, FeatureMap):
-        return _legacy_metrics(predictions, feature_map)
-    probs = predictions.by_output()
     labels = predictions.labels
     keep = np.ones(len(labels), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    if keep.shape != (len(labels),):
+        raise ValueError(f"rows has shape {keep.shape} for {len(labels)} predictions")
+    if feature_map is None or not isinstance(feature_map, FeatureMap):
+        if rows is not None:
+            groups = None if predictions.groups is None else predictions.groups[keep]
+            predictions = Predictions(predictions.probs[keep], labels[keep], groups)
+        return _legacy_metrics(predictions, feature_map)
+    probs = predictions.by_output()
     groups = predictions.groups
     per_task: dict[str, dict[str, float]] = {}
     for task in _scored_tasks(feature_map, probs):
@@ -357,14 +369,17 @@ def _named_metrics(
 ) -> dict[str, float]:
     """The metrics line of a split from each scored task's metrics: a single-task dataset's
     as they are; otherwise prefixed by the task's name, plus the unprefixed mean over the
-    dataset's tasks."""
+    dataset's tasks that have rows."""
     if len(per_task) == 1 and len(feature_map.tasks) == 1:
         return next(iter(per_task.values()))
     out: dict[str, float] = {}
     for name, metrics in per_task.items():
         out.update({f"{name}_{k}": v for k, v in metrics.items()})
     task_names = [t.name for t in feature_map.tasks if t.name in per_task]
-    for key in per_task[task_names[0]] if task_names else ():
+    # every metric some task has, in order (a task without rows has only ``rows``: whichever
+    # task that is, it is left out of the mean)
+    keys = dict.fromkeys(k for n in task_names for k in per_task[n] if k != "rows")
+    for key in keys:
         values = [per_task[n][key] for n in task_names if key in per_task[n]]
         out[key] = float(np.mean(values))
     return out
@@ -441,8 +456,10 @@ def slice_metrics(
     ``by`` is a role name in ``predictions.roles`` (``"domain"``, ``"position"``, ...) or an
     array (N,) of values (a feature's ids, warm/cold flags). ``values`` maps raw slice
     values to display names (a vocab role's values are used by default). Slices with fewer
-    than ``min_rows`` rows are left out. Each slice's dict has ``rows`` (its row count).
-    This is the one slicing API for domains, positions and features.
+    than ``min_rows`` rows are left out; otherwise the slices' ``rows`` sum to the
+    ``"all"`` entry's, a missing value (NaN, ``None``) being a slice of its own (see
+    :func:`slice_rows` for the names). Each slice's dict has ``rows`` (its row count). This
+    is the one slicing API for domains, positions and features.
     """
     if isinstance(by, str):
         if by not in predictions.roles:
@@ -457,13 +474,45 @@ def slice_metrics(
     out: dict[str, dict[str, float]] = {
         "all": compute_metrics(predictions, feature_map) | {"rows": float(len(keys))}
     }
-    for key in np.unique(keys):
-        rows = keys == key
+    for name, rows in slice_rows(keys, values):
         if rows.sum() < min_rows:
             continue
-        name = values.get(key.item(), str(key)) if values else str(key)
         metrics = compute_metrics(predictions, feature_map, rows=rows)
-        out[str(name)] = metrics | {"rows": float(rows.sum())}
+        out[name] = metrics | {"rows": float(rows.sum())}
+    return out
+
+
+def slice_rows(
+    keys: np.ndarray, values: dict[int, str] | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """The slices of :func:`slice_metrics`: ``(name, rows)`` per distinct value of ``keys``
+    (N,) in sorted order, ``rows`` a bool mask (N,); together they hold every row once.
+
+    A missing value (NaN, ``None``) is one slice (``"nan"``, ``"None"``) after the others.
+    ``name`` is ``values[key]`` (else the key as text); a name that is ``"all"`` (the
+    overall metrics) or another slice's gets `` (key)`` appended (logged), so no slice
+    replaces another."""
+    keys = np.asarray(keys).reshape(-1)
+    sortable, uniques = _sortable(keys)
+    if uniques is None:
+        distinct, inverse = np.unique(sortable, return_inverse=True)  # one NaN, last
+        uniques = list(distinct)  # numpy scalars: their text is the default name
+    else:
+        inverse = sortable
+    inverse = inverse.reshape(-1)
+    taken = {"all"}
+    out = []
+    for code, key in enumerate(uniques):
+        raw = key.item() if isinstance(key, np.generic) else key
+        name = str(values.get(raw, str(key)) if values else key)
+        if name in taken:
+            renamed, i = f"{name} ({raw!r})", 2
+            while renamed in taken:
+                renamed, i = f"{name} ({raw!r}, {i})", i + 1
+            log.warning("slice value %r is shown as %r: %r is taken", raw, renamed, name)
+            name = renamed
+        taken.add(name)
+        out.append((name, inverse == code))
     return out
 
 
