@@ -184,7 +184,11 @@ def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     input: Annotated[Path, typer.Option("--input", help="Raw records: csv/tsv/parquet/jsonl.")],
     output: Annotated[
-        Path, typer.Option("--output", help="Output .csv or .parquet: the input plus outputs.")
+        Path,
+        typer.Option(
+            "--output",
+            help="Output .csv, .tsv, .parquet or .jsonl (by suffix): the input plus outputs.",
+        ),
     ],
     batch_size: Annotated[int, typer.Option(min=1, help="Rows scored per batch.")] = (
         SCORE_BATCH_SIZE
@@ -213,8 +217,9 @@ def predict_cmd(
 
     Rows are raw, as for training: a recipe's derived features (Criteo's buckets, Avazu's
     hour of day) are computed from their raw columns by the run's declared transforms.
-    OUTPUT is written atomically; an existing file is refused unless --overwrite (the input
-    file is never replaced)."""
+    A CSV/TSV/Parquet input is read, scored and written in batches, so memory does not
+    grow with the file. OUTPUT is written atomically; an existing file is refused unless
+    --overwrite (the input file is never replaced)."""
     from adrank.serve.predictor import predict_file
 
     has_header = {"auto": "auto", "yes": True, "no": False}[header.value]

@@ -421,6 +421,7 @@ class Predictor:
                 f"required column(s) {missing} are missing from the input; it has {frame.columns}",
                 field=missing[0],
             )
+        frame = self.join_histories(frame)
         absent = [c for c in self.field_kinds if c not in frame.columns]
         if absent:  # optional fields: null columns take the schema defaults
             frame = frame.with_columns(
@@ -432,6 +433,53 @@ class Predictor:
                 ]
             )
         return frame
+
+    def join_histories(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with every list-valued sequence column (a Parquet or JSON-lines
+        history, a pandas column of lists) joined by the field's delimiter, as the record
+        path joins a list; items must be strings or integers and hold no delimiter. A
+        nested value (list, struct) in any other field's column is a :class:`RecordError`
+        naming it (cast to text, it would be scored silently as an unseen value)."""
+        joined: list[pl.Expr] = []
+        for name, dtype in frame.schema.items():
+            kind = self.field_kinds.get(name)
+            if kind is None or not dtype.is_nested():
+                continue
+            if kind != "sequence" or not isinstance(dtype, (pl.List, pl.Array)):
+                expected = "a number" if kind == "numeric" else "a string or integer"
+                raise RecordError(
+                    f"column {name!r} ({kind}) holds nested values ({dtype}); expected {expected}",
+                    field=name,
+                )
+            inner = dtype.inner
+            if not (inner == pl.Utf8 or inner == pl.Categorical or inner.is_integer()):
+                raise RecordError(
+                    f"column {name!r} (sequence) holds lists of {inner}; expected a delimited "
+                    "string or a list of strings or integers",
+                    field=name,
+                )
+            items = pl.col(name).list.eval(pl.element().cast(pl.Utf8))
+            delimiter = self.delimiters[name]
+            split = frame.select(
+                items.list.eval(pl.element().str.contains(delimiter, literal=True))
+            )
+            hits = split.to_series().list.any().fill_null(False)
+            if hits.any():
+                row = int(hits.arg_true()[0])
+                raise RecordError(
+                    f"row {row}: column {name!r} (sequence): an item holds the delimiter "
+                    f"{delimiter!r}; give each id as its own list item",
+                    field=name,
+                    index=row,
+                )
+            if frame.select(items.list.eval(pl.element().is_null()).list.any()).to_series().any():
+                raise RecordError(
+                    f"column {name!r} (sequence): a list holds a null item; expected a list of "
+                    "strings or integers",
+                    field=name,
+                )
+            joined.append(items.list.join(delimiter).alias(name))
+        return frame.with_columns(joined) if joined else frame
 
     def encode(self, data: Any) -> pl.DataFrame:
         """Raw records -> processed model inputs (labels not required)."""
@@ -518,7 +566,7 @@ class Predictor:
     def outputs_from_logits(self, logits: torch.Tensor) -> dict[str, np.ndarray]:
         """Logits (N,) or (N, K) -> every output by name, float64 (N,) each: sigmoid,
         down-sampling correction, calibration, derivation (see the module docstring)."""
-        columns = logits.reshape(len(logits), -1)
+        columns = logits if logits.dim() == 2 else logits.reshape(len(logits), -1)
         if columns.shape[1] != len(self.model_outputs):
             raise ArtifactError(
                 f"{self.artifact.directory}: the model gives {columns.shape[1]} output "
@@ -555,7 +603,11 @@ class Predictor:
     def predict_outputs(self, data: Any) -> dict[str, np.ndarray]:
         """Every output (``self.outputs``) by name for raw records, float64 (N,) each."""
         is_records = isinstance(data, Sequence) and not isinstance(data, (str, bytes))
-        if is_records and 0 < len(data) <= FAST_PATH_MAX_RECORDS:
+        if not is_records:
+            data = self._frame(data)  # a Polars frame: checking it again is cheap
+        if len(data) == 0:  # no rows: no scores (N = 0), every output present
+            return self.outputs_from_logits(torch.zeros(0, len(self.model_outputs)))
+        if is_records and len(data) <= FAST_PATH_MAX_RECORDS:
             from adrank.serve.columnar import PairRecords, encode_pairs
 
             features = encode_pairs(self, data) if isinstance(data, PairRecords) else None
