@@ -46,7 +46,13 @@ from adrank.data.prepare import PreparedData
 from adrank.data.processor import FeatureProcessor
 from adrank.debias.position import build_position_model
 from adrank.models.base import CTRModel
-from adrank.utils import atomic_write, atomic_write_text, content_digest, default_dir_mode
+from adrank.utils import (
+    atomic_write,
+    atomic_write_text,
+    content_digest,
+    default_dir_mode,
+    swap_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +139,7 @@ def _replace_dir(source: Path, target: Path) -> None:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         default_dir_mode(tmp)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=tmp.parent))
-            old.rmdir()
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)  # the run's own processor: not the user's
+            swap_dir(tmp, target)  # the run's own processor: not the user's
         else:
             os.replace(tmp, target)
     except BaseException:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from adrank.utils import WriteError, default_dir_mode
+from adrank.utils import WriteError, default_dir_mode, swap_dir
 
 __all__ = [
     "HOLD_LOCK",
@@ -380,12 +380,4 @@ def _swap_into_place(tmp: Path, path: Path, kind: str, legacy_entries: frozenset
         path.rmdir()
         os.replace(tmp, path)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    old.rmdir()
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(old, path)  # put the previous output back
-        raise
-    shutil.rmtree(old, ignore_errors=True)  # only adrank's own entries (checked above)
+    swap_dir(tmp, path)  # only adrank's own entries (checked above)

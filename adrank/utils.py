@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import resource
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -108,6 +109,21 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def swap_dir(new: Path, target: Path) -> None:
+    """Put the folder ``new`` in place of the existing folder ``target`` with renames (a
+    reader sees one or the other); if the second rename fails, ``target`` is put back. The
+    old folder is then removed: callers pass only folders adrank wrote."""
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old.rmdir()
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
