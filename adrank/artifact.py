@@ -31,10 +31,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -55,6 +55,7 @@ from adrank.utils import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ARTIFACT_FORMAT_VERSION = 2
 #: run directories of these format versions load (v1: single-task, feature map v1)
@@ -181,8 +182,8 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     config = RunConfig.load(run_dir / "config.yaml")
-    feature_map = FeatureMap.load(run_dir / "feature_map.json")
-    processor = FeatureProcessor.load(run_dir / "processor")
+    feature_map = _load_part(run_dir / "feature_map.json", FeatureMap.load)
+    processor = _load_part(run_dir / "processor", FeatureProcessor.load)
     # a position-feature model (train.position_method=feature) scores at its fixed position
     model = build_position_model(config.model, feature_map, config.params, config.train)
     weights = run_dir / "model.pt"
@@ -202,10 +203,10 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
             f"(config.yaml, feature_map.json): {' '.join(str(exc).split())[:300]}"
         ) from exc
     model.to(device).eval()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = _load_part(run_dir / "metrics.json", _read_json)
     calibration = None
     if manifest.get("calibration"):
-        calibration = json.loads((run_dir / manifest["calibration"]).read_text())
+        calibration = _load_part(run_dir / manifest["calibration"], _read_json)
         from adrank.serve.calibration import READABLE_CALIBRATION_VERSIONS
 
         if calibration.get("version") not in READABLE_CALIBRATION_VERSIONS:
@@ -215,6 +216,22 @@ def load_artifact(run_dir: str | Path, device: str = "cpu") -> Artifact:
                 f"{list(READABLE_CALIBRATION_VERSIONS)}); re-run `adrank calibrate`"
             )
     return Artifact(run_dir, manifest, config, feature_map, processor, model, metrics, calibration)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _load_part(path: Path, load: Callable[[Path], T]) -> T:
+    """``load(path)``, with a damaged file (truncated JSON, a processor missing a key) an
+    :class:`ArtifactError` naming it instead of the parser's bare error."""
+    try:
+        return load(path)
+    except ArtifactError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or ["no detail"])[0][:200]
+        raise ArtifactError(f"{path} is damaged ({type(exc).__name__}: {first})") from exc
 
 
 def update_manifest(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,3 +147,21 @@ def test_versions_and_backend_errors(synthetic_runs, predictor) -> None:
         Predictor.load(synthetic_runs.run_a, backend="tensorrt")
     with pytest.raises(ArtifactError, match="adrank export"):
         Predictor.load(synthetic_runs.run_b, backend="torchscript")
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    ["feature_map.json", "metrics.json", "processor/processor.json"],
+)
+def test_a_damaged_artifact_file_is_named(synthetic_runs, tmp_path, damaged: str) -> None:
+    """A truncated JSON file of a run raised the parser's bare JSONDecodeError (or an
+    AttributeError from the processor); a server loading or swapping in the run could not
+    tell which file was bad."""
+    import shutil
+
+    run = Path(shutil.copytree(synthetic_runs.run_a, tmp_path / "run"))
+    path = run / damaged
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    named = re.escape(damaged.split("/")[0])  # the processor is named by its folder
+    with pytest.raises(ArtifactError, match=rf"{named} is damaged \(JSONDecodeError"):
+        Predictor.load(run)
