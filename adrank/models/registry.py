@@ -13,6 +13,7 @@ import inspect
 import numbers
 import pkgutil
 import types
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -100,7 +101,20 @@ def build_model(
     model = cls(feature_map, **params)
     if default_init:
         initialize_weights(model)
+    _BUILT_WITH[model] = dict(params)
     return model
+
+
+#: the hyperparameters each model built by :func:`build_model` was given (kept beside the
+#: module, not on it: an attribute would travel into TorchScript and state dicts)
+_BUILT_WITH: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def built_params(model: Any) -> dict[str, Any] | None:
+    """The hyperparameters :func:`build_model` built ``model`` with (``None`` for a model
+    built otherwise), e.g. for a teacher of the same architecture."""
+    params = _BUILT_WITH.get(model)
+    return None if params is None else dict(params)
 
 
 def _checked(model: str, name: str, value: Any, hint: Any) -> Any:

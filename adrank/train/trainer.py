@@ -35,6 +35,7 @@ from adrank.data.batches import Batch, InMemoryLoader, TensorData
 from adrank.data.device_loader import feed_device
 from adrank.debias.position import PositionMethod, build_position_method, registered_name
 from adrank.models.base import CTRModel, ModelOutput
+from adrank.models.registry import built_params
 from adrank.nn.dropout import dropout_kernel
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
@@ -186,7 +187,9 @@ class Trainer:
             check_sparse_embeddings(config, self.world_size, self.amp)
         self.position = position
         if position is None and config.position_method != "none":
-            self.position = build_position_method(config, model, model_name=registered_name(model))
+            self.position = build_position_method(
+                config, model, model_name=registered_name(model), params=built_params(model)
+            )  # kd's teacher of the student's architecture gets the student's hyperparameters
         elif position is None and config.distill != "none":  # adrank.debias.distill
             from adrank.debias.distill import build_distill_method
 

@@ -280,3 +280,16 @@ def test_resume_restores_the_method_state(method, prepared, tmp_path):
         torch.testing.assert_close(method_.state_dict()[name], value, msg=name)
     for name, value in full_model.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+
+
+def test_kd_teacher_built_by_the_trainer_has_the_students_hyperparameters(prepared):
+    """A Trainer given only ``position_method='kd'`` built the teacher with default
+    hyperparameters (400x400x400 for a DNN), whatever the student's were; docs/debiasing.md
+    says the teacher is the student's architecture."""
+    model = build_model("dnn", prepared.feature_map, hidden_units=[16, 8], embedding_dim=4)
+    trainer = Trainer(model, config("kd"))
+    teacher = trainer.position.teacher.inner
+    widths = [m.out_features for m in teacher.modules() if isinstance(m, torch.nn.Linear)]
+    student = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == student == [16, 8, 1]
+    assert teacher.state_dict()["embedding.fused.weight"].shape[1] == 4
