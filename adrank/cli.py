@@ -199,15 +199,18 @@ def prepare_files_cmd(
 
     OUTPUT must be new, empty, or earlier prepared data: a folder holding anything else is
     refused, never overwritten."""
-    from adrank.data.prepare import prepare_frames
+    from adrank.data.prepare import PREPARED_KIND, prepare_frames, prepared_legacy_entries
     from adrank.data.readers import DataFormatError
     from adrank.data.schema import Schema, SchemaError
-    from adrank.outputs import OutputDirError
+    from adrank.outputs import OutputDirError, check_publishable
 
     try:
         sch = Schema.load(schema)
+        named = [("train", train), ("valid", valid), ("test", test)]
+        legacy = prepared_legacy_entries(name for name, path in named if path is not None)
+        check_publishable(output, PREPARED_KIND, legacy)  # before reading the input
         frames = read_split_files(
-            [("train", train), ("valid", valid), ("test", test)],
+            named,
             header=Header.no if no_header else header,
             columns=columns,
             separator=separator,
@@ -254,8 +257,9 @@ def train_cmd(
         bool,
         typer.Option(
             "--overwrite",
-            help="Start over in a RUN_DIR that holds an earlier (interrupted or finished) run; "
-            "removes only the files a run writes.",
+            help="Start over in a RUN_DIR that holds an earlier (interrupted or finished) run. "
+            "Its files are moved aside and removed when the new run finishes; if it fails, "
+            "they are put back.",
         ),
     ] = False,
     nproc: Annotated[

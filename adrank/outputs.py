@@ -47,6 +47,7 @@ __all__ = [
     "HOLD_LOCK",
     "MARKER",
     "OutputDirError",
+    "check_publishable",
     "claim_dir",
     "dir_busy",
     "hold_dir",
@@ -317,20 +318,13 @@ def publish_dir(
 
     ``legacy_entries``: an unmarked directory holding nothing but these names (an output
     written before markers existed) may be replaced too."""
-    path = Path(path).absolute()
-    if path.is_symlink():  # write where the link points; never replace the link itself
-        if not path.exists():
-            raise _refuse(path, f"it is a symbolic link to {os.readlink(path)}, which is missing")
-        path = path.resolve()
-    if path.exists() and not path.is_dir():
-        raise _refuse(path, "it is a file")
+    path = check_publishable(path, kind, legacy_entries)  # fail before doing the work
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise _refuse(path, "a part of its parent is a file, not a folder") from None
     except OSError as exc:
         raise _cannot_write(path, exc) from None
-    _check_replaceable(path, kind, legacy_entries)  # fail before doing the work
     with _sibling_lock(path):
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -351,6 +345,40 @@ def publish_dir(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return path
+
+
+def check_publishable(
+    path: str | Path, kind: str, legacy_entries: frozenset[str] = frozenset()
+) -> Path:
+    """What :func:`publish_dir` checks before it builds, without writing anything: the
+    target is not a file, may be replaced (see the module docstring), and its nearest
+    existing parent is a folder this process can write into. Commands call it before they
+    read their input, so a bad ``--output`` fails at once, not after the work. Returns the
+    path ``publish_dir`` writes (a symbolic link's target)."""
+    path = Path(path).absolute()
+    if path.is_symlink():  # write where the link points; never replace the link itself
+        if not path.exists():
+            raise _refuse(path, f"it is a symbolic link to {os.readlink(path)}, which is missing")
+        path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise _refuse(path, "it is a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _refuse(path, f"a part of its parent is a file, not a folder ({parent})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        read_only = errno.EROFS if _read_only(parent) else errno.EACCES
+        raise _cannot_write(path, OSError(read_only, os.strerror(read_only), str(parent)))
+    _check_replaceable(path, kind, legacy_entries)
+    return path
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _check_replaceable(path: Path, kind: str, legacy_entries: frozenset[str]) -> None:

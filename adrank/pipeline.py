@@ -105,7 +105,8 @@ def train_run(
 
     ``run_dir`` must be new, empty, or an adrank run directory (:func:`adrank.outputs.claim_dir`).
     One that holds a checkpoint is continued with ``resume=True`` or started over with
-    ``overwrite=True`` (which removes only the files a run writes); anything else is refused
+    ``overwrite=True`` (the earlier run's files are moved aside and removed only when the new
+    run finishes, put back when it fails: :func:`prepare_run_dir`); anything else is refused
     before training.
 
     In a distributed worker (``WORLD_SIZE > 1`` in the environment) this joins the process
@@ -128,10 +129,18 @@ def train_run(
             prepared = _prepare_once(config.dataset, data_dir, cache_dir)
         run_dir = Path(run_dir)
         held = is_main_process()
+        parked = False
         try:
             if held:  # holds run_dir until training ends: a second trainer is refused
-                prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-            return _train(config, run_dir, prepared, resume, force_progress, warm)
+                parked = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            result = _train(config, run_dir, prepared, resume, force_progress, warm)
+            if held:
+                discard_replaced(run_dir)
+            return result
+        except BaseException as exc:
+            if parked:
+                settle_replaced(run_dir, exc)
+            raise
         finally:
             if held:
                 release_dir(run_dir)
@@ -166,21 +175,104 @@ def legacy_run_entries(run_dir: Path) -> frozenset[str]:
     return frozenset()
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Claim ``run_dir`` for a run; refuse to silently start over an interrupted run."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Claim ``run_dir`` for a run; refuse to silently start over an interrupted run.
+
+    ``overwrite`` moves the earlier run's files aside into ``run_dir/.adrank-replaced``
+    (renames: no copy, no extra disk) and returns True; :func:`train_run` removes them when
+    the new run finishes and puts them back when it fails (:func:`settle_replaced`)."""
     claim_dir(run_dir, "run", legacy_entries=legacy_run_entries(run_dir), hold=True)
     has_checkpoint = (run_dir / "checkpoint.pt").exists()
     if has_checkpoint and not (resume or overwrite):
+        kept = (
+            f"; the run it replaced is kept in {run_dir / REPLACED}"
+            if (run_dir / REPLACED).is_dir()
+            else ""
+        )
         raise OutputDirError(
             f"{run_dir} holds a checkpoint of an earlier run (interrupted or finished); pass "
-            "--resume to continue it or --overwrite to start over"
+            f"--resume to continue it or --overwrite to start over{kept}"
         )
     if overwrite and not resume:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        processor = run_dir / "processor"
-        if processor.is_dir() and (processor / "processor.json").exists():
-            shutil.rmtree(processor)
+        park_run(run_dir)
+        return True
+    return False
+
+
+#: where ``overwrite`` keeps the replaced run's files until the new run finishes
+REPLACED = ".adrank-replaced"
+
+
+def _run_entries(run_dir: Path) -> list[Path]:
+    """The files (and ``processor/``) a training run wrote into ``run_dir``."""
+    entries = [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
+    processor = run_dir / "processor"
+    if processor.is_dir() and (processor / "processor.json").exists():
+        entries.append(processor)
+    return entries
+
+
+def _remove(entries: list[Path]) -> None:
+    for entry in entries:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def park_run(run_dir: Path) -> None:
+    """Move the run files in ``run_dir`` into ``run_dir/.adrank-replaced``. When an earlier
+    overwrite left that folder (it was interrupted), the folder keeps the last *finished*
+    run: the unfinished files beside it are the ones being replaced and are removed, and a
+    finished run beside it (its swap was cut short) supersedes it."""
+    parked = run_dir / REPLACED
+    entries = _run_entries(run_dir)
+    if parked.is_dir():
+        if not (run_dir / "manifest.json").is_file():
+            _remove(entries)
+            return
+        shutil.rmtree(parked)
+    if not entries:
+        return
+    tmp = run_dir / (REPLACED + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for entry in entries:
+        entry.rename(tmp / entry.name)
+    tmp.rename(parked)
+
+
+def discard_replaced(run_dir: Path) -> None:
+    """The new run finished: drop the run it replaced."""
+    parked = run_dir / REPLACED
+    if parked.is_dir():
+        shutil.rmtree(parked)
+        logger.info("%s finished; the run it replaced was removed", run_dir)
+
+
+def settle_replaced(run_dir: Path, exc: BaseException) -> None:
+    """The new run of an overwrite did not finish. Interrupted (Ctrl-C, SIGTERM) it keeps
+    its checkpoint for ``--resume`` and the replaced run stays in ``.adrank-replaced``;
+    failed (an error, a full disk, divergence) its files are removed and the replaced run
+    is put back, so ``--overwrite`` takes effect only when the new run finishes."""
+    parked = run_dir / REPLACED
+    if not parked.is_dir():
+        return
+    if isinstance(exc, KeyboardInterrupt):
+        logger.warning(
+            "the run this one replaces is kept in %s until this run finishes (--resume)", parked
+        )
+        return
+    try:
+        _remove(_run_entries(run_dir))
+        for entry in parked.iterdir():
+            entry.rename(run_dir / entry.name)
+        parked.rmdir()
+    except OSError as err:
+        logger.error("the replaced run could not be put back from %s: %s", parked, err)
+        return
+    logger.warning("training failed; the run it was to replace was put back in %s", run_dir)
 
 
 def _one_class(data: TensorData, objective: Any) -> str | None:

@@ -140,11 +140,20 @@ def resolve_task(feature_map: FeatureMap, task: str | None, model_name: str = "m
     )
 
 
+def model_name(model: torch.nn.Module) -> str:
+    """The name errors call ``model`` by: its class in lower case (``deepfm``); a wrapper
+    that keeps the model it wraps as ``inner`` (``PositionFeatureModel``) is named after it."""
+    inner = getattr(model, "inner", None)
+    if isinstance(inner, torch.nn.Module):
+        return model_name(inner)
+    return type(model).__name__.lower()
+
+
 def model_outputs(model: torch.nn.Module, feature_map: FeatureMap, task: str | None) -> list[str]:
     """The names of the model's logit columns."""
     declared = getattr(model, "outputs", None)
     if declared is None:
-        return [resolve_task(feature_map, task, type(model).__name__.lower()).output]
+        return [resolve_task(feature_map, task, model_name(model)).output]
     return list(declared)
 
 
@@ -154,11 +163,11 @@ def resolve_objectives(
     """The objectives the model is trained through, each checked against the dataset."""
     declared = getattr(model, "outputs", None)
     if declared is None:
-        chosen = resolve_task(feature_map, task, type(model).__name__.lower())
+        chosen = resolve_task(feature_map, task, model_name(model))
         return [task_objective(feature_map, chosen)]
     if task is not None:
         raise TaskError(
-            f"{type(model).__name__} is a multi-task model (outputs {list(declared)}); "
+            f"{model_name(model)!r} is a multi-task model (outputs {list(declared)}); "
             f"--set task={task} is for single-task models"
         )
     trained = getattr(model, "trained_outputs", None) or declared

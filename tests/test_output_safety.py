@@ -94,8 +94,32 @@ def test_train_overwrite_restarts_a_finished_run_and_keeps_foreign_files(
     res = CliRunner().invoke(app, [*train, "--overwrite"])
     assert res.exit_code == 0, res.output
     assert notes.read_text() == KEEP and (out / "manifest.json").exists()
+    assert not (out / ".adrank-replaced").exists()  # the replaced run is gone once done
     res = CliRunner().invoke(app, [*train, "--overwrite", "--resume"])
     assert res.exit_code != 0 and "at most one of --resume" in res.output
+
+
+def test_train_overwrite_that_fails_puts_the_earlier_run_back(run: Path, tmp_path: Path) -> None:
+    """--overwrite takes effect only when the new run finishes: a run that diverges (a real
+    failure mid-training) leaves the earlier finished run exactly as it was."""
+    out = tmp_path / "run"
+    train = ["train", "--prepared", str(run.parent / "data"), "--model", "lr", "--run-dir",
+             str(out), *FAST]  # fmt: skip
+    assert CliRunner().invoke(app, train).exit_code == 0
+    before = {
+        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".adrank.lock"
+    }
+    res = CliRunner().invoke(app, [*train, "--overwrite", "--set", "train.learning_rate=1e38"])
+    assert res.exit_code != 0 and "loss is nan" in res.output
+    assert "put back" in res.output
+    after = {
+        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".adrank.lock"
+    }
+    assert after == before and (out / "processor" / "processor.json").is_file()
+    assert not (out / ".adrank-replaced").exists()
+    from adrank.serve.predictor import Predictor
+
+    assert Predictor.load(out) is not None  # the earlier run still loads
 
 
 def test_model_export_keeps_foreign_files_and_writes_the_manifest_last(
@@ -196,6 +220,35 @@ def test_datasets_export_cli_on_real_rows(data_dir: Path, tmp_path: Path) -> Non
         assert res.exit_code == 0, res.output
     test = pl.read_csv(tmp_path / "out" / "test.csv", infer_schema=False)
     assert test.height == 391 and test["I1"].null_count() > 0  # raw: missing stays missing
+
+
+def test_prepare_and_export_refuse_a_bad_output_before_reading_input(tmp_path: Path) -> None:
+    """The output is checked first: with an input that cannot be read (a missing training
+    file, absent dataset files), the error is still the output's, so a bad --output never
+    costs the reading and processing of a large input."""
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    blocker = tmp_path / "a_file"
+    blocker.write_text(KEEP)
+    notes = _keep(tmp_path / "mine")
+    missing = str(tmp_path / "missing.csv")
+    for output, reason in ((blocker / "data", "is a file, not a folder"),
+                           (notes.parent, "not created by adrank")):  # fmt: skip
+        res = CliRunner().invoke(
+            app,
+            ["prepare", "--schema", str(tmp_path / "schema.yaml"), "--train", missing,
+             "--output", str(output)],
+        )  # fmt: skip
+        assert res.exit_code != 0 and reason in " ".join(res.output.split()), res.output
+        res = CliRunner().invoke(
+            app,
+            ["datasets", "export", "criteo", "--no-download", "--data-dir",
+             str(tmp_path / "nodata"), "--output", str(output)],
+        )  # fmt: skip
+        assert res.exit_code != 0 and reason in " ".join(res.output.split()), res.output
+    assert blocker.read_text() == KEEP and sorted(p.name for p in notes.parent.iterdir()) == [
+        "notes.txt"
+    ]
+    assert not (tmp_path / "nodata").exists()
 
 
 def test_benchmark_dir_claims_adopts_legacy_results_and_refuses_foreign(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adrank.outputs import MARKER, OutputDirError, claim_dir, publish_dir, read_marker
-from adrank.pipeline import prepare_run_dir
+from adrank.pipeline import REPLACED, discard_replaced, prepare_run_dir, settle_replaced
 
 
 def write_result(name: str, text: str):
@@ -90,6 +90,53 @@ def test_run_dir_with_checkpoint_needs_resume_or_overwrite(tmp_path: Path) -> No
     prepare_run_dir(run, resume=False, overwrite=True)
     assert not (run / "checkpoint.pt").exists()
     assert (run / "my_analysis.ipynb").read_text() == "user file"  # only run files removed
+
+
+def _fake_run(run: Path, tag: str) -> None:
+    for name in ("manifest.json", "model.pt", "checkpoint.pt"):
+        (run / name).write_text(tag)
+    (run / "processor").mkdir()
+    (run / "processor" / "processor.json").write_text(tag)
+
+
+def test_overwrite_parks_the_earlier_run_and_a_failure_puts_it_back(tmp_path: Path) -> None:
+    run = claim_dir(tmp_path / "run", "run")
+    _fake_run(run, "old")
+    (run / "notes.txt").write_text("user file")
+    assert prepare_run_dir(run, resume=False, overwrite=True)
+    assert sorted(p.name for p in (run / REPLACED).iterdir()) == [
+        "checkpoint.pt", "manifest.json", "model.pt", "processor",
+    ]  # fmt: skip
+    assert not (run / "model.pt").exists() and (run / "notes.txt").exists()
+    (run / "checkpoint.pt").write_text("new")
+    (run / "metrics.jsonl").write_text("new")
+    settle_replaced(run, OSError(28, "No space left on device"))
+    assert (run / "model.pt").read_text() == "old" and (run / "checkpoint.pt").read_text() == "old"
+    assert (run / "processor" / "processor.json").read_text() == "old"
+    assert not (run / "metrics.jsonl").exists() and not (run / REPLACED).exists()
+    assert (run / "notes.txt").read_text() == "user file"
+
+
+def test_interrupted_overwrite_keeps_both_runs_until_one_finishes(tmp_path: Path) -> None:
+    run = claim_dir(tmp_path / "run", "run")
+    _fake_run(run, "old")
+    prepare_run_dir(run, resume=False, overwrite=True)
+    (run / "checkpoint.pt").write_text("new")
+    settle_replaced(run, KeyboardInterrupt())  # Ctrl-C / SIGTERM: the new run is resumable
+    assert (run / "checkpoint.pt").read_text() == "new"
+    assert (run / REPLACED / "model.pt").read_text() == "old"
+    with pytest.raises(OutputDirError, match="the run it replaced is kept in"):
+        prepare_run_dir(run, resume=False, overwrite=False)
+    # overwriting again replaces the unfinished run and keeps the finished one aside
+    assert prepare_run_dir(run, resume=False, overwrite=True)
+    assert not (run / "checkpoint.pt").exists()
+    assert (run / REPLACED / "model.pt").read_text() == "old"
+    # a finished run beside a stale parked one (its swap was cut short) supersedes it
+    _fake_run(run, "newer")
+    prepare_run_dir(run, resume=False, overwrite=True)
+    assert (run / REPLACED / "model.pt").read_text() == "newer"
+    discard_replaced(run)  # the new run finished
+    assert not (run / REPLACED).exists()
 
 
 def test_run_dirs_from_before_markers_are_adopted(tmp_path: Path) -> None:

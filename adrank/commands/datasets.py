@@ -106,15 +106,20 @@ def datasets_export(
     built beside the target and renamed into place; it must be new, empty, or an earlier
     export: a folder holding anything else is refused, never overwritten."""
     from adrank.data.datasets import ensure_files, get_dataset, resolve_data_dir
-    from adrank.outputs import OutputDirError
+    from adrank.data.export import EXPORT_KIND, LEGACY_ENTRIES
+    from adrank.outputs import OutputDirError, check_publishable
 
     out = output or Path(f"{name}_export")
     try:
+        check_publishable(out, EXPORT_KIND, LEGACY_ENTRIES)  # before building the splits
         builder = get_dataset(name)
         root = resolve_data_dir(data_dir)
         ensure_files(builder, root, download=download)
         with console.status(f"building {name} splits ..."):
             splits = builder.build_splits(root, seed=seed)
+    except OutputDirError as exc:
+        fail(str(exc))
+        return
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         fail(str(exc).strip("'\""))
         return

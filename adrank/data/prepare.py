@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,16 @@ def check_task_labels(schema: Schema, columns: list[str], where: str = "data") -
                 )
 
 
+#: the output kind of prepared data (:mod:`adrank.outputs`)
+PREPARED_KIND = "prepared"
+
+
+def prepared_legacy_entries(split_names: Iterable[str]) -> frozenset[str]:
+    """What prepared data written before output markers existed holds (it may be replaced)."""
+    names = {f"{name}.parquet" for name in split_names}
+    return frozenset({"processor", "feature_map.json", "stats.json"} | names)
+
+
 def prepare_frames(
     schema: Schema,
     splits: dict[str, pl.DataFrame],
@@ -168,10 +178,8 @@ def prepare_frames(
         atomic_write_text(tmp / "stats.json", json.dumps(meta, indent=2))
         result.update(feature_map=feature_map, paths=paths, stats=stats)
 
-    legacy = frozenset({"processor", "feature_map.json", "stats.json"}) | {
-        f"{name}.parquet" for name in splits
-    }
-    output_dir = publish_dir(output_dir, "prepared", build, legacy_entries=legacy)
+    legacy = prepared_legacy_entries(splits)
+    output_dir = publish_dir(output_dir, PREPARED_KIND, build, legacy_entries=legacy)
     result["paths"] = {k: output_dir / v.name for k, v in result["paths"].items()}
     return PreparedData(output_dir, result["feature_map"], result["paths"], result["stats"])
 

@@ -452,13 +452,11 @@ class FeatureProcessor:
             bad = bad | (x <= low) | (x > high)
         elif role == "weight":
             bad = bad | (x < 0)
+        elif role == "position":  # 1 = the top slot; a 0 would be clipped into it in training
+            bad = bad | (x < 1) | (x != x.floor())
         if bad.any():
             row = int(bad.fill_null(True).arg_max())  # type: ignore[arg-type]
-            rule = (
-                "in (0, 1]"
-                if spec.bounds
-                else ("finite and >= 0" if role == "weight" else "a finite number")
-            )
+            rule = _ROLE_RULES.get(role, "in (0, 1]" if spec.bounds else "a finite number")
             raise SchemaError(
                 f"role {role!r} (column {raw.name!r}) must be {rule}; found {raw[row]!r} "
                 f"in row {row}"
@@ -633,6 +631,13 @@ class FeatureProcessor:
 
 def _text_series(name: str, values: Iterable[Any]) -> pl.Series:
     return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.Utf8)
+
+
+#: what a numeric role's values must be, where it is more than a finite number
+_ROLE_RULES = {
+    "weight": "finite and >= 0",
+    "position": "a whole number >= 1 (1 = the top slot; add 1 to 0-based positions)",
+}
 
 
 def _fit_role_vocab(col: pl.Series) -> list[str]:

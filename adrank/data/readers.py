@@ -359,6 +359,9 @@ def _check_schema(
             expected = f"a number in ({spec.bounds[0]:g}, {spec.bounds[1]:g}]"
         elif role == "weight":
             bad, expected = bad | (value < 0), "a finite number >= 0"
+        elif role == "position":
+            bad = bad | (value < 1) | (value != value.floor())
+            expected = "a whole number >= 1 (1 = the top slot; add 1 to 0-based positions)"
         else:
             expected = "a finite number"
         masks.append(raw.is_null().alias(f"__role_missing:{role}"))

@@ -233,6 +233,34 @@ def test_propensity_outside_its_range_names_the_line(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("bad", ["0", "-2", "1.5"])
+def test_positions_below_one_or_fractional_are_refused_at_prepare_time(
+    tmp_path: Path, bad: str
+) -> None:
+    """Positions count from 1 (the top slot): a 0-based file is refused when it is prepared,
+    naming the line, instead of at the first training batch of a position method."""
+    schema = "tasks: [click]\nroles: {position: pos}\nfeatures: [{name: user, type: categorical}]\n"
+    train = tmp_path / "train.csv"
+    train.write_text(f"click,user,pos\n1,u1,1\n0,u2,{bad}\n1,u3,3\n")
+    assert_clean_error(
+        prepare(tmp_path, train, schema), f"line 3: column 'pos' (role 'position'): expected a "
+        f"whole number >= 1 (1 = the top slot; add 1 to 0-based positions), got '{bad}'"
+    )  # fmt: skip
+
+
+def test_processor_refuses_a_position_below_one_in_a_frame() -> None:
+    """Frames given in code (no reader) meet the same rule in the processor."""
+    from adrank.data.processor import FeatureProcessor
+
+    schema = Schema.from_dict(
+        {"tasks": ["click"], "roles": {"position": "pos"},
+         "features": [{"name": "user", "type": "categorical"}]}
+    )  # fmt: skip
+    frame = pl.DataFrame({"click": [1, 0], "user": ["a", "b"], "pos": [1, 0]})
+    with pytest.raises(SchemaError, match=r"role 'position' \(column 'pos'\) must be a whole"):
+        FeatureProcessor(schema).fit(frame).transform(frame)
+
+
 def test_processor_role_error_shows_the_raw_value() -> None:
     from adrank.data.processor import FeatureProcessor
 

@@ -184,3 +184,19 @@ def test_distillation_refuses_a_conditional_task_before_loading_the_teacher(dist
     model = build_position_model("lr", prep.feature_map, {}, config)
     with pytest.raises(ValueError, match=r"distill=.*'conversion'.*'click' = 1"):
         build_distill_method(config, model)
+
+
+def test_task_errors_under_the_feature_method_name_the_users_model() -> None:
+    """position_method=feature wraps the model; errors about its task name the model the
+    user chose (``lr``), not the wrapper class."""
+    from adrank.data.feature_map import FeatureMap, FieldInfo, TaskInfo
+    from adrank.tasks import TaskError, model_outputs
+
+    two_tasks = FeatureMap(
+        (FieldInfo("user", "categorical", vocab_size=10),),
+        labels=("a", "b"),
+        tasks=(TaskInfo("a", "a", output="a"), TaskInfo("b", "b", output="b")),
+    )
+    model = build_position_model("lr", two_tasks, {}, cfg("feature"))
+    with pytest.raises(TaskError, match=r"single-task model 'lr' must be told"):
+        model_outputs(model, two_tasks, None)
