@@ -291,7 +291,7 @@ def summarize(cell: dict[str, Any]) -> dict[str, Any]:
         "samples_per_s_runs": rates,
         "epoch_s": runs[0]["train_rows"] / sps,
         "test_auc_mean": statistics.fmean(aucs) if aucs else None,
-        "test_auc_std": statistics.pstdev(aucs) if len(aucs) > 1 else 0.0,
+        "test_auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
         "test_aucs": aucs,
         "test_logloss_mean": statistics.fmean([r["test_logloss"] for r in runs]),
         "epochs_mean": statistics.fmean([len(r["epoch_train_s"]) for r in runs]),
