@@ -40,8 +40,9 @@ def evaluate_cmd(
     plots: Annotated[
         Path | None,
         typer.Option(
-            help="Write reliability.png (and position_ctr.png when the data has a position "
-            "role) to this directory (needs matplotlib)."
+            help="Write reliability.png (reliability_<task>.png per binary task of a "
+            "multi-task run; position_ctr.png when the data has a position role) to this "
+            "directory (needs matplotlib)."
         ),
     ] = None,
     data_dir: DataDirOpt = None,
