@@ -4,7 +4,8 @@ Suites: ``data`` (preprocessing + batch assembly on frappe), ``train`` (training
 vs peers and a pure-PyTorch floor), ``preprocess`` (adrank vs pandas preprocessing),
 ``inference`` (batch and in-process scoring), ``ooc`` (out-of-core training on synthetic
 Criteo-scale data), ``load`` (HTTP /v1/rank load test), ``ddp`` (1 vs N processes),
-``kernels`` (dropout, attention and scoring-batch micro-benchmarks), ``gpu`` (adrank vs a
+``kernels`` (dropout, attention and scoring-batch micro-benchmarks), ``dropout`` (training
+speed with the torch vs fast dropout kernel), ``gpu`` (adrank vs a
 hand-written loop on one GPU; see ``benchmarks/GPU_RUNBOOK.md``), ``sequences`` (long-history
 cost of the sequence models on synthetic histories), ``swap`` (a server following a model
 store while versions are published under load). No suite name runs all
@@ -26,6 +27,7 @@ SUITES = {
     "load": "load_test",
     "ddp": "ddp_scaling",
     "kernels": "kernels",
+    "dropout": "dropout_speed",
     "gpu": "gpu",
     "sequences": "sequences",
     "swap": "store_swap",
