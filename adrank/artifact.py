@@ -309,13 +309,38 @@ def open_prepared_data(
 
     recorded = artifact.manifest.get("prepared_data")
     if recorded and Path(recorded, "stats.json").exists():
-        return PreparedData.open(recorded)
-    if artifact.config.dataset:
-        return prepare_dataset(artifact.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
-    raise FileNotFoundError(
-        f"{artifact.directory}: the prepared data it was trained on "
-        f"({recorded or 'not recorded'}) is gone and the run names no dataset to rebuild it"
-    )
+        prepared = PreparedData.open(recorded)
+    elif artifact.config.dataset:
+        prepared = prepare_dataset(artifact.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    else:
+        raise FileNotFoundError(
+            f"{artifact.directory}: the prepared data it was trained on "
+            f"({recorded or 'not recorded'}) is gone and the run names no dataset to rebuild it"
+        )
+    check_same_processor(artifact, prepared)
+    return prepared
+
+
+def _processor_digest(folder: Path) -> str:
+    return content_digest(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def check_same_processor(artifact: Artifact, prepared: PreparedData) -> None:
+    """Refuse prepared data encoded by another processor than the run's own: the folder was
+    prepared again since the run was trained (other vocabularies: every id would mean
+    something else, and the metrics or a calibration fitted on them would be silently
+    wrong)."""
+    own = artifact.directory / "processor"
+    theirs = Path(prepared.processor_dir)
+    if not own.is_dir() or not theirs.is_dir():
+        return
+    if _processor_digest(own) != _processor_digest(theirs):
+        raise ArtifactError(
+            f"{prepared.directory} was prepared again after {artifact.directory} was trained: "
+            "its processor differs from the run's (other vocabularies, so its ids mean other "
+            "values), and scoring its rows with this model would give wrong results. Restore "
+            "the prepared data the run was trained on, or train the run again on this data"
+        )
 
 
 def artifact_digest(run_dir: str | Path, manifest: dict[str, Any]) -> str:

@@ -17,6 +17,8 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from adrank.utils import error_text
+
 app = typer.Typer(
     help="adrank: CTR/CVR prediction and ad ranking, from raw logs to a ranked auction.",
     no_args_is_help=True,
@@ -311,7 +313,7 @@ def train_cmd(
             cfg = resolve_run_config(str(dataset), model, config, set_ or [])
         check_device(cfg.train.device)  # before the data are prepared or workers start
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc).strip("'\""))
+        fail(error_text(exc))
         return
     name = dataset or (prepared.name if prepared is not None else "")
     out = run_dir or Path("runs") / f"{name}-{model.lower()}-seed{cfg.train.seed}"
@@ -343,7 +345,7 @@ def train_cmd(
         )
     # ArithmeticError: a NaN/inf training loss or validation metric (a diverging run)
     except (KeyError, ValueError, RuntimeError, FileNotFoundError, ArithmeticError) as exc:
-        fail(str(exc).strip("'\""))
+        fail(error_text(exc))
         return
     except TrainingInterrupted as exc:  # SIGTERM: the trainer said what it kept
         raise typer.Exit(128 + exc.signum) from None

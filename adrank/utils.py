@@ -166,3 +166,11 @@ def content_digest(paths: Iterable[Path], extra: str = "", chunk: int = 1 << 20)
             while block := fh.read(chunk):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` for a user: a ``KeyError``'s own text, not the repr that
+    ``str(KeyError)`` gives (``"'unknown model ...'"``); every other error as ``str``."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from adrank.cli import CacheDirOpt, DataDirOpt, app, console, fail, models_for_dataset
+from adrank.utils import error_text
 
 
 @app.command("benchmark")
@@ -80,7 +81,7 @@ def benchmark_cmd(
                 force_progress=True,
             )
         except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-            fail(str(exc).strip("'\""))
+            fail(error_text(exc))
             return
         for line in checked.report():
             console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -143,7 +144,7 @@ def benchmark_cmd(
             force_progress=True,
         )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        fail(str(exc).strip("'\""))
+        fail(error_text(exc))
         return
     rows = write_report(runs, dataset, output)
     console.print(to_markdown(rows, dataset))

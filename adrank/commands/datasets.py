@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from adrank.cli import BadRows, CacheDirOpt, DataDirOpt, app, console, fail, split_table
+from adrank.utils import error_text
 
 datasets_app = typer.Typer(help="List, prepare and export public datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -78,7 +79,7 @@ def datasets_prepare(
                 download=download,
             )
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        fail(str(exc).strip("'\""))
+        fail(error_text(exc))
         return
     for split, st in prepared.stats.items():
         rates = ", ".join(f"{k}={v:.4f}" for k, v in st.positive_rate.items())
@@ -121,7 +122,7 @@ def datasets_export(
         fail(str(exc))
         return
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
-        fail(str(exc).strip("'\""))
+        fail(error_text(exc))
         return
     from adrank.data.export import export_splits
 

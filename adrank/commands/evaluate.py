@@ -14,6 +14,7 @@ from rich.table import Table
 
 from adrank.cli import CacheDirOpt, DataDirOpt, Header, app, console, fail
 from adrank.config import SCORE_BATCH_SIZE
+from adrank.utils import error_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,7 +73,7 @@ def evaluate_cmd(
             [] if plots is None else write_evaluation_plots(preds, art.feature_map, plots, title)
         )
     except (ArtifactError, KeyError, ValueError, OSError, ImportError) as exc:
-        fail(str(exc).strip("'\""))  # OSError: e.g. --plots names a file, not a folder
+        fail(error_text(exc))  # OSError: e.g. --plots names a file, not a folder
         return
     metrics["seconds"] = time.perf_counter() - t0
     if json_:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from adrank.cli import DataDirOpt, app, console, fail
+from adrank.utils import error_text
 
 
 def _parse_options(options: list[str]) -> dict[str, str]:
@@ -96,7 +97,7 @@ def stream_cmd(
             save=save,
         )
     except (ConfigError, KeyError, ValueError, FileNotFoundError, OutputDirError) as exc:
-        fail(str(exc).strip("'\""))
+        fail(error_text(exc))
         return
     table = Table(title=f"{model} {strategy} on {dataset} ({len(parts)} chunks, seed {seed})")
     for col in ("chunk", "rows", "AUC", "logloss", "pred/obs", "warm AUC", "cold AUC",

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.table import Table
 
 from adrank.artifact import ArtifactError
+from adrank.utils import error_text
 
 _EXPECTED = (ArtifactError, FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError)
 
@@ -60,7 +61,7 @@ def run_calibrate(
     try:
         report = calibrate(run_dir, method, data_dir=data_dir, cache_dir=cache_dir)
     except _EXPECTED as exc:
-        raise ServeCommandError(str(exc).strip("'\"")) from exc
+        raise ServeCommandError(error_text(exc)) from exc
     fitted = ", ".join(f"{name} on {rows:,}" for name, rows in report.fitted_rows.items())
     table = Table(title=f"{method} calibration of {run_dir} (fitted on valid rows: {fitted})")
     columns = ("split", "rows", "pred/obs before", "pred/obs after", "ECE before", "ECE after")
@@ -96,7 +97,7 @@ def run_export(
             run_dir, fmt, rows=rows, tolerance=tolerance, data_dir=data_dir, cache_dir=cache_dir
         )
     except _EXPECTED as exc:
-        raise ServeCommandError(str(exc).strip("'\"")) from exc
+        raise ServeCommandError(error_text(exc)) from exc
     return (
         f"wrote {result.path} ({fmt}); max |p - eager| = {result.max_abs_diff:.3g} "
         f"on {result.rows:,} rows (tolerance {tolerance:g})"
@@ -178,6 +179,6 @@ def run_serve(
             **follow,
         )
     except (ArtifactError, FileNotFoundError, ImportError, ValueError) as exc:
-        raise ServeCommandError(str(exc).strip("'\"")) from exc
+        raise ServeCommandError(error_text(exc)) from exc
     except OSError as exc:  # the shared socket of several workers, taken since the check
         raise ServeCommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
