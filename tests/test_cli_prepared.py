@@ -92,9 +92,9 @@ def test_evaluate_slices_by_feature_and_role(prepared: Path, tmp_path: Path) -> 
     slices = json.loads(res.output)["slices"]
     # raw values through the processor's vocabulary; test rows cycle a0..a4 (12 each), but
     # 3 of the a2 rows show z9, which training never saw
-    assert set(slices) == {"all", "a0", "a1", "a2", "a3", "a4", "<unseen>"}
+    assert set(slices) == {"all", "a0", "a1", "a2", "a3", "a4", "<unseen or missing>"}
     assert [slices[f"a{k}"]["rows"] for k in range(5)] == [12.0, 12.0, 9.0, 12.0, 12.0]
-    assert slices["<unseen>"]["rows"] == 3.0 and slices["all"]["rows"] == 60.0
+    assert slices["<unseen or missing>"]["rows"] == 3.0 and slices["all"]["rows"] == 60.0
     res = CliRunner().invoke(app, ["evaluate", str(run), "--slice-by", "warm:ad", "--json"])
     assert res.exit_code == 0, res.output
     warm = json.loads(res.output)["slices"]
@@ -124,7 +124,12 @@ def test_multi_task_run_prints_per_task_metrics(prepared: Path, tmp_path: Path) 
     slices = json.loads(res.output)["slices"]
     assert {"click_auc", "purchase_auc", "rows"} <= set(slices["a0"])
     # z9 rows have no purchase: undefined AUC / pred/obs come out as null, not NaN
-    assert slices["<unseen>"]["purchase_auc"] is None
+    assert slices["<unseen or missing>"]["purchase_auc"] is None
+    # purchase is measured on clicked rows: the slice says how many
+    assert 0 < slices["all"]["purchase_rows"] < slices["all"]["rows"]
+    res = CliRunner().invoke(app, ["evaluate", str(run), "--slice-by", "ad"])
+    line = next(ln for ln in res.output.splitlines() if "│ all" in ln and "purchase" in ln)
+    assert f"{slices['all']['purchase_rows']:,.0f}" in [c.strip() for c in line.split("│")]
 
 
 def test_dataset_and_prepared_are_mutually_exclusive(prepared: Path) -> None:

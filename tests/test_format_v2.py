@@ -210,6 +210,10 @@ def test_metrics_score_conversion_on_clicked_rows_and_ctcvr_on_all() -> None:
     assert slices["app"]["rows"] + slices["web"]["rows"] == 200
     even = domain == 1
     assert slices["app"]["click_auc"] == auc(labels[even, 0], pctr[even])
+    # the conversion task is measured on clicked rows: its row count says so per slice
+    assert slices["app"]["buy_rows"] == float((even & clicked).sum())
+    assert slices["all"]["buy_rows"] == float(clicked.sum()) < slices["all"]["rows"]
+    assert "click_rows" not in slices["app"]  # a task without `given` counts every row
 
 
 def test_derivations_never_multiply_pctcvr_by_pctr() -> None:

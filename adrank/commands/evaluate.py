@@ -130,7 +130,7 @@ def _slice_keys(
     if warm:  # the unseen id: not in the training vocabulary (or rarer than min_count)
         return np.where(ids == OOV_ID, "cold", "warm"), None
     vocab = art.processor.vocab_.get(field.embedding_group or name)
-    values = {0: "<padding>", 1: "<unseen>"}
+    values = {0: "<padding>", 1: "<unseen or missing>"}  # both map to the OOV id
     values |= {i + NUM_RESERVED_IDS: str(v) for i, v in enumerate(vocab or ())}
     return ids, values if vocab is not None else None
 
@@ -175,9 +175,8 @@ def _slice_table(title: str, slices: dict[str, dict[str, float]], tasks: list[st
             cells = [m.get(f"{prefix}{k}", float("nan")) for k in keys]
             ratio = m.get(f"{prefix}calibration_ratio", float("nan"))
             task = [prefix[:-1]] if len(tasks) > 1 else []
-            table.add_row(
-                name, *task, f"{m['rows']:,.0f}", *(f"{v:.4f}" for v in cells), f"{ratio:.4f}"
-            )
+            rows = m.get(f"{prefix}rows", m["rows"])  # a conversion task: its clicked rows
+            table.add_row(name, *task, f"{rows:,.0f}", *(f"{v:.4f}" for v in cells), f"{ratio:.4f}")
     return table
 
 

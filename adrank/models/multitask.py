@@ -66,7 +66,11 @@ def check_outputs(
             trained = f" (trained through {list(trained_outputs)})" if trained_outputs else ""
             missing, hint = f"no task with output {output!r}", ""
             if output == "pctr":
-                hint = "; pctr needs a click task (a binary task without `given`)"
+                hint = (
+                    "; pctr is the output of the click task: a dataset's only task, the task "
+                    "a conversion task is `given`, or one declared with `output: pctr` "
+                    "(docs/schema.md)"
+                )
             if output in ("pcvr", "pctcvr"):
                 click = have.get("pctr")
                 given = click.label if click is not None else "<click label>"

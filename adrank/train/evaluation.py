@@ -458,8 +458,10 @@ def slice_metrics(
     values to display names (a vocab role's values are used by default). Slices with fewer
     than ``min_rows`` rows are left out; otherwise the slices' ``rows`` sum to the
     ``"all"`` entry's, a missing value (NaN, ``None``) being a slice of its own (see
-    :func:`slice_rows` for the names). Each slice's dict has ``rows`` (its row count). This
-    is the one slicing API for domains, positions and features.
+    :func:`slice_rows` for the names). Each slice's dict has ``rows`` (its row count) and,
+    for a task with a ``given`` label, ``<task>_rows`` (the rows it is measured on: a
+    conversion task's clicked rows). This is the one slicing API for domains, positions and
+    features.
     """
     if isinstance(by, str):
         if by not in predictions.roles:
@@ -471,14 +473,35 @@ def slice_metrics(
         keys = np.asarray(by).reshape(-1)
         if len(keys) != len(predictions.labels):
             raise ValueError(f"'by' has {len(keys)} values for {len(predictions.labels)} rows")
+    everything = np.ones(len(keys), dtype=bool)
     out: dict[str, dict[str, float]] = {
-        "all": compute_metrics(predictions, feature_map) | {"rows": float(len(keys))}
+        "all": compute_metrics(predictions, feature_map)
+        | {"rows": float(len(keys))}
+        | _given_rows(predictions, feature_map, everything)
     }
     for name, rows in slice_rows(keys, values):
         if rows.sum() < min_rows:
             continue
         metrics = compute_metrics(predictions, feature_map, rows=rows)
-        out[name] = metrics | {"rows": float(rows.sum())}
+        out[name] = (
+            metrics | {"rows": float(rows.sum())} | _given_rows(predictions, feature_map, rows)
+        )
+    return out
+
+
+def _given_rows(
+    predictions: Predictions, feature_map: FeatureMap, rows: np.ndarray
+) -> dict[str, float]:
+    """``<task>_rows``: the rows a task with a ``given`` label is measured on (a conversion
+    task's clicked rows) among ``rows``, for a multi-task dataset."""
+    labels = np.asarray(predictions.labels)
+    if labels.ndim != 2 or len(feature_map.tasks) < 2:
+        return {}
+    out = {}
+    for task in feature_map.tasks:
+        if task.given:
+            given = labels[:, feature_map.label_index(task.given)] == 1
+            out[f"{task.name}_rows"] = float((given & rows).sum())
     return out
 
 
