@@ -357,6 +357,7 @@ def load_split(prepared: PreparedData, split: str) -> TensorData:
     """One split of prepared data, in memory."""
     if split not in prepared.splits:
         raise KeyError(
-            f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)})"
+            f"split {split!r} not in {prepared.directory} (has {sorted(prepared.splits)}); "
+            f"choose one with --split {sorted(prepared.splits)[-1]}"
         )
     return TensorData.from_parquet(prepared.splits[split], prepared.feature_map)

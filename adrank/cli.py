@@ -352,10 +352,10 @@ def train_cmd(
     if os.environ.get("RANK", "0") != "0":  # a DDP worker: rank 0 reports
         return
     tr = result.train
+    test = ", ".join(f"{k}={v:.4f}" for k, v in (tr.test or {}).items()) or "(no test split)"
     console.print(
         f"{model}: best epoch {tr.best_epoch}/{tr.epochs_run}, valid AUC "
-        f"{tr.best_valid.get('auc', float('nan')):.4f}, test "
-        + ", ".join(f"{k}={v:.4f}" for k, v in (tr.test or {}).items())
+        f"{tr.best_valid.get('auc', float('nan')):.4f}, test {test}"
     )
     console.print(
         f"{result.num_parameters:,} parameters, {tr.train_time_s:.1f}s, "

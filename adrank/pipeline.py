@@ -31,7 +31,14 @@ from adrank.data.batches import InMemoryLoader, TensorData
 from adrank.data.feature_map import FeatureMap
 from adrank.data.prepare import PreparedData, prepare_dataset
 from adrank.debias.position import build_position_method, build_position_model
-from adrank.outputs import OutputDirError, claim_dir, read_marker, release_dir
+from adrank.outputs import (
+    HOLD_LOCK,
+    MARKER,
+    OutputDirError,
+    claim_dir,
+    read_marker,
+    release_dir,
+)
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train.distributed import (
     barrier,
@@ -129,11 +136,12 @@ def train_run(
             prepared = _prepare_once(config.dataset, data_dir, cache_dir)
         run_dir = Path(run_dir)
         held = is_main_process()
-        parked = False
+        parked, created, failed = False, not run_dir.exists(), True
         try:
             if held:  # holds run_dir until training ends: a second trainer is refused
                 parked = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             result = _train(config, run_dir, prepared, resume, force_progress, warm)
+            failed = False
             if held:
                 discard_replaced(run_dir)
             return result
@@ -143,6 +151,8 @@ def train_run(
             raise
         finally:
             if held:
+                if failed and created:  # while still holding it: see remove_if_unused
+                    remove_if_unused(run_dir)
                 release_dir(run_dir)
     finally:
         if joined:
@@ -241,6 +251,21 @@ def park_run(run_dir: Path) -> None:
     for entry in entries:
         entry.rename(tmp / entry.name)
     tmp.rename(parked)
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run directory this call created when the run failed before writing into
+    it (a setting refused after the folder was claimed): only adrank's marker and lock.
+    Called while the lock is held, so no other trainer is inside; one that starts meanwhile
+    re-creates its lock file and the ``rmdir`` fails, leaving the folder to it."""
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+        if names <= {MARKER, HOLD_LOCK}:
+            for name in names:
+                (run_dir / name).unlink()
+            run_dir.rmdir()
+    except OSError:  # another process wrote into it meanwhile: leave it
+        pass
 
 
 def discard_replaced(run_dir: Path) -> None:

@@ -370,3 +370,26 @@ def test_training_never_adopts_a_users_folder_named_like_run_files(
 
 
 KEEP_TEXT = "the user's own file\n"
+
+
+def test_a_train_refused_after_claiming_a_new_run_dir_leaves_nothing(
+    run: Path, tmp_path: Path
+) -> None:
+    """A setting refused once the folder is claimed (an unknown model parameter) used to
+    leave a new run directory holding only adrank's marker and lock."""
+    out = tmp_path / "runs" / "t1"
+    res = CliRunner().invoke(
+        app,
+        ["train", "--prepared", str(run.parent / "data"), "--model", "lr", "--run-dir",
+         str(out), *FAST, "--set", "params.foo=1"],
+    )  # fmt: skip
+    assert res.exit_code != 0 and "foo" in res.output
+    assert not out.exists()
+    existing = tmp_path / "mine"  # a folder that existed before is left as it was
+    existing.mkdir()
+    res = CliRunner().invoke(
+        app,
+        ["train", "--prepared", str(run.parent / "data"), "--model", "lr", "--run-dir",
+         str(existing), *FAST, "--set", "params.foo=1"],
+    )  # fmt: skip
+    assert res.exit_code != 0 and existing.is_dir()

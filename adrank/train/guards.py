@@ -211,3 +211,33 @@ def has_groups(data: object) -> bool | None:
     if isinstance(data, TensorData):
         return "group" in data.data.roles
     return None
+
+
+#: fewer training steps per epoch than this get a warning (:func:`warn_few_steps`)
+FEW_STEPS = 10
+
+
+def warn_few_steps(train: Any, batch_size: int) -> None:
+    """Warn when the training data make fewer than :data:`FEW_STEPS` steps per epoch: a
+    batch size meant for millions of rows (4,096) on a small log of one's own gives one or
+    two updates per epoch, and the model barely moves from its initialisation."""
+    steps = len(train) if hasattr(train, "__len__") else None
+    if steps is None or steps >= FEW_STEPS:
+        return
+    data = getattr(train, "data", None)
+    rows = len(data) if data is not None and hasattr(data, "__len__") else None
+    size = "" if rows is None else f" of {rows:,} rows"
+    hint = "" if rows is None else f" (e.g. train.batch_size={_pow2_at_most(max(rows // 20, 1))})"
+    logger.warning(
+        "the training data%s make %d step(s) per epoch at train.batch_size=%d: the model is "
+        "updated only that often per epoch; a batch size giving 20 or more steps%s learns "
+        "more from small data",
+        size,
+        steps,
+        batch_size,
+        hint,
+    )
+
+
+def _pow2_at_most(n: int) -> int:
+    return 1 << (n.bit_length() - 1)

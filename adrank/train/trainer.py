@@ -72,6 +72,7 @@ from adrank.train.guards import (
     diverged_error,
     log_interruption,
     sigterm_as_interrupt,
+    warn_few_steps,
 )
 from adrank.train.losses import net_regularized_parameters, training_loss
 from adrank.train.optim import build_optimizer, clip_grad_norm
@@ -655,6 +656,7 @@ class Trainer:
         apply_num_threads(cfg.num_threads)
         tf32 = Tf32(cfg.resolved_tf32(self.device.type))
         train = self._train_loader(train)
+        warn_few_steps(train, cfg.batch_size)
         valid_loader = None if valid is None else self._eval_loader(valid)
         if self.position is not None and valid is not None:
             self.position.attach_validation(valid)
@@ -664,6 +666,15 @@ class Trainer:
             # Every rank loads rank 0's checkpoint (run_dir must be shared across nodes).
             if broadcast_object(self.checkpoint_path.exists()):
                 self.load_checkpoint(self.checkpoint_path)
+                if self.state.stop or self.state.epoch >= cfg.max_epochs:
+                    why = "stopped early" if self.state.stop else "reached train.max_epochs"
+                    logger.warning(
+                        "the checkpoint is of a finished run (%s after epoch %d): nothing is "
+                        "left to train, and its result is reported again; raise "
+                        "train.max_epochs (and train.patience) to train on",
+                        why,
+                        self.state.epoch,
+                    )
             else:
                 logger.info("no checkpoint at %s: starting from scratch", self.checkpoint_path)
         # SIGTERM stops a single process as Ctrl-C does (a distributed job's workers are
