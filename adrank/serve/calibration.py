@@ -55,6 +55,8 @@ CALIBRATION_FORMAT_VERSION = 2
 #: calibration files of these versions load (v1: one map per label column)
 READABLE_CALIBRATION_VERSIONS = (1, 2)
 CalibrationMethod = Literal["isotonic", "platt"]
+#: an isotonic map fitted on fewer rows than this of either class gets a warning
+FEW_CLASS_ROWS = 50
 METHODS: tuple[str, ...] = ("isotonic", "platt")
 _EPS = 1e-7
 #: calibrated probabilities are kept this far from 0 and 1
@@ -254,6 +256,16 @@ def fit_output_calibration(
                 f"{'positive' if positives else 'negative'}; a calibration map needs both "
                 "classes (it would map every prediction to "
                 f"{1 if positives else 0})"
+            )
+        if method == "isotonic" and min(positives, len(y) - positives) < FEW_CLASS_ROWS:
+            logger.warning(
+                "isotonic calibration of %r is fitted on %d rows (%d positive): with this "
+                "few, its map is a step function of few steps that sends whole ranges of "
+                "predictions to one rate, or to ~0 below its lowest positive; platt "
+                "(2 parameters) is steadier on small data",
+                name,
+                len(y),
+                positives,
             )
         maps[name] = fit(p, y)
     return {
