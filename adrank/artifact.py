@@ -302,20 +302,28 @@ def open_prepared_data(
     *,
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    prepared: str | Path | None = None,
 ) -> Any:
-    """The prepared data a run was trained on: the directory recorded in the manifest, or
-    (when it is gone) the run's dataset prepared again (reusing the cache when possible)."""
+    """The prepared data a run was trained on: ``prepared`` when given (the folder moved),
+    else the directory recorded in the manifest, or (when it is gone) the run's dataset
+    prepared again (reusing the cache when possible). Data encoded by another processor
+    than the run's own are refused (:func:`check_same_processor`)."""
     from adrank.data.prepare import prepare_dataset
 
     recorded = artifact.manifest.get("prepared_data")
-    if recorded and Path(recorded, "stats.json").exists():
+    if prepared is not None:
+        if not Path(prepared, "stats.json").is_file():
+            raise FileNotFoundError(f"--prepared {prepared} holds no prepared data (stats.json)")
+        prepared = PreparedData.open(prepared)
+    elif recorded and Path(recorded, "stats.json").exists():
         prepared = PreparedData.open(recorded)
     elif artifact.config.dataset:
         prepared = prepare_dataset(artifact.config.dataset, data_dir=data_dir, cache_dir=cache_dir)
     else:
         raise FileNotFoundError(
             f"{artifact.directory}: the prepared data it was trained on "
-            f"({recorded or 'not recorded'}) is gone and the run names no dataset to rebuild it"
+            f"({recorded or 'not recorded'}) is gone and the run names no dataset to rebuild it; "
+            "if the folder moved, give its new place with --prepared DIR"
         )
     check_same_processor(artifact, prepared)
     return prepared

@@ -82,6 +82,14 @@ DataDirOpt = Annotated[
         help="Raw data directory (default: $ADRANK_DATA_DIR, then ~/.cache/adrank).",
     ),
 ]
+PreparedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prepared",
+        help="The run's prepared data, where it is now (default: where the run was trained "
+        "from); data prepared again with other vocabularies are refused.",
+    ),
+]
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option(

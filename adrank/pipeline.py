@@ -522,12 +522,14 @@ def predict_split(
     *,
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    prepared: str | Path | None = None,
 ) -> tuple[Any, TensorData, Predictions]:
-    """Score a split of the run's prepared data with the saved model: ``(artifact, the
-    split's processed data, predictions)`` (negative down-sampling corrected)."""
+    """Score a split of the run's prepared data (or of ``prepared``, the same data moved)
+    with the saved model: ``(artifact, the split's processed data, predictions)``
+    (negative down-sampling corrected)."""
     art = load_artifact(run_dir)
-    prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
-    data = load_split(prepared, split)
+    data_source = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared)
+    data = load_split(data_source, split)
     train_cfg = art.config.train
     outputs = model_outputs(art.model, art.feature_map, train_cfg.task)
     preds = collect_predictions(

@@ -59,3 +59,27 @@ def test_evaluate_calibrate_export_refuse_data_prepared_again(tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     after = json.loads(res.output)["metrics"]
     assert [after["auc"], after["logloss"]] == [before["metrics"][k] for k in ("auc", "logloss")]
+
+
+def test_moved_prepared_data_is_found_with_prepared(tmp_path: Path) -> None:
+    """evaluate, calibrate and export named the missing folder but could not be told where
+    it went; --prepared points them at it (and still refuses other data)."""
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    _prepare(tmp_path, 0)
+    run = tmp_path / "run"
+    train = ["train", "--prepared", str(tmp_path / "prep"), "--model", "lr", "--run-dir", str(run)]
+    assert CliRunner().invoke(app, [*train, *FAST]).exit_code == 0
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "prep").rename(moved)
+    res = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert res.exit_code != 0 and "--prepared DIR" in " ".join(res.output.split())
+    for cmd in (["evaluate", str(run)], ["calibrate", str(run), "--method", "platt"],
+                ["export", str(run), "--format", "torchscript"]):  # fmt: skip
+        res = CliRunner().invoke(app, [*cmd, "--prepared", str(moved)])
+        assert res.exit_code == 0, (cmd, res.output)
+    assert json.loads((run / "manifest.json").read_text())["calibration"] == "calibration.json"
+    _prepare(tmp_path, 5)  # other data at the old place: refused through --prepared too
+    res = CliRunner().invoke(app, ["evaluate", str(run), "--prepared", str(tmp_path / "prep")])
+    assert res.exit_code != 0 and "was prepared again" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["evaluate", str(run), "--prepared", str(tmp_path)])
+    assert res.exit_code != 0 and "holds no prepared data" in " ".join(res.output.split())

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from adrank.cli import CacheDirOpt, DataDirOpt, app, console, fail
+from adrank.cli import CacheDirOpt, DataDirOpt, PreparedOpt, app, console, fail
 
 
 class CalibrationMethod(str, Enum):
@@ -30,6 +30,7 @@ def calibrate_cmd(
     ),
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
+    prepared: PreparedOpt = None,
 ) -> None:
     """Fit calibration per output on the validation split (pcvr on clicked rows), store it in
     the run, and report pred/obs and ECE before/after (derived pctcvr included)."""
@@ -37,7 +38,7 @@ def calibrate_cmd(
 
     try:
         with console.status("calibrating ..."):
-            report = run_calibrate(run_dir, method.value, data_dir, cache_dir)
+            report = run_calibrate(run_dir, method.value, data_dir, cache_dir, prepared)
         console.print(report)
     except ServeCommandError as exc:
         fail(str(exc))
@@ -51,13 +52,16 @@ def export_cmd(
     ),
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
+    prepared: PreparedOpt = None,
 ) -> None:
     """Export the model into the run directory (parity-checked on 10k test rows)."""
     from adrank.serve.cli_commands import ServeCommandError, run_export
 
     try:
         with console.status(f"exporting to {format.value} ..."):
-            report = run_export(run_dir, format.value, data_dir=data_dir, cache_dir=cache_dir)
+            report = run_export(
+                run_dir, format.value, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared
+            )
         console.print(report)
     except ServeCommandError as exc:
         fail(str(exc))

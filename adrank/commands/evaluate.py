@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from adrank.cli import CacheDirOpt, DataDirOpt, Header, app, console, fail
+from adrank.cli import CacheDirOpt, DataDirOpt, Header, PreparedOpt, app, console, fail
 from adrank.config import SCORE_BATCH_SIZE
 from adrank.utils import error_text
 
@@ -48,6 +48,7 @@ def evaluate_cmd(
     ] = None,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
+    prepared: PreparedOpt = None,
 ) -> None:
     """Score a split of the run's dataset with the saved model and print the metrics (per
     task for a multi-task dataset; per slice, with the field-level calibration error, with
@@ -61,7 +62,9 @@ def evaluate_cmd(
 
     t0 = time.perf_counter()
     try:
-        art, data, preds = predict_split(run_dir, split, data_dir=data_dir, cache_dir=cache_dir)
+        art, data, preds = predict_split(
+            run_dir, split, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared
+        )
         metrics = compute_metrics(preds, art.feature_map)
         slices = None
         if slice_by is not None:

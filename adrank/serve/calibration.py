@@ -357,6 +357,7 @@ def calibrate(
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     n_bins: int = 10,
+    prepared_dir: str | Path | None = None,
 ) -> CalibrationReport:
     """Fit ``method`` on the run's validation split, one map per emitted output (see the
     module docstring), store it as ``calibration.json`` (the manifest is rewritten
@@ -369,7 +370,9 @@ def calibrate(
     art = load_artifact(run_dir)
     fm = art.feature_map
     outputs = run_outputs(art)
-    prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
+    prepared = open_prepared_data(
+        art, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared_dir
+    )
     valid = _split_predictions(art, prepared, "valid", outputs)
     if valid is None:
         raise ValueError(f"{run_dir}: the prepared data has no 'valid' split to calibrate on")

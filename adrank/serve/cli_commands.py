@@ -52,6 +52,7 @@ def run_calibrate(
     method: str = "isotonic",
     data_dir: Path | None = None,
     cache_dir: Path | None = None,
+    prepared: Path | None = None,
 ) -> Table:
     """Fit and store calibration; returns a before/after table (pred/obs ratio and ECE per
     split and output, with the rows each output is measured on: ``pcvr`` on clicked rows).
@@ -59,7 +60,9 @@ def run_calibrate(
     from adrank.serve.calibration import calibrate
 
     try:
-        report = calibrate(run_dir, method, data_dir=data_dir, cache_dir=cache_dir)
+        report = calibrate(
+            run_dir, method, data_dir=data_dir, cache_dir=cache_dir, prepared_dir=prepared
+        )
     except _EXPECTED as exc:
         raise ServeCommandError(error_text(exc)) from exc
     fitted = ", ".join(f"{name} on {rows:,}" for name, rows in report.fitted_rows.items())
@@ -88,13 +91,20 @@ def run_export(
     tolerance: float = 1e-5,
     data_dir: Path | None = None,
     cache_dir: Path | None = None,
+    prepared: Path | None = None,
 ) -> str:
     """Export with the parity check; returns a one-line summary."""
     from adrank.serve.export import export
 
     try:
         result = export(
-            run_dir, fmt, rows=rows, tolerance=tolerance, data_dir=data_dir, cache_dir=cache_dir
+            run_dir,
+            fmt,
+            rows=rows,
+            tolerance=tolerance,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            prepared_dir=prepared,
         )
     except _EXPECTED as exc:
         raise ServeCommandError(error_text(exc)) from exc

@@ -211,6 +211,7 @@ def export(
     tolerance: float = 1e-5,
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    prepared_dir: str | Path | None = None,
 ) -> ExportResult:
     """Export a run's model into the run directory, check pCTR parity against eager
     PyTorch on the first ``rows`` test rows (max abs diff <= ``tolerance``), and record the
@@ -226,7 +227,9 @@ def export(
     if target.exists() and not target.is_file():
         raise ValueError(f"{target} is not a file; move it away to export {fmt} there")
     art = load_artifact(run_dir)
-    prepared = open_prepared_data(art, data_dir=data_dir, cache_dir=cache_dir)
+    prepared = open_prepared_data(
+        art, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared_dir
+    )
     split = "test" if "test" in prepared.splits else "valid"
     data = load_split(prepared, split).data.features
     features = {k: v[:rows] for k, v in data.items()}
