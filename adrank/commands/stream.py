@@ -25,8 +25,23 @@ def _parse_options(options: list[str]) -> dict[str, str]:
 
 @app.command("stream")
 def stream_cmd(
-    dataset: Annotated[str, typer.Option(help="Dataset with a time role (e.g. movielens_100k).")],
     model: Annotated[str, typer.Option(help="Model name (see `adrank models`).")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Dataset with a time role (e.g. movielens_100k); or --schema/--input."),
+    ] = None,
+    schema_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--schema", help="Your own logs: a schema with a time role (with --input files)."
+        ),
+    ] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--input", help="A raw log file (csv/tsv/parquet/jsonl) of --schema; repeatable."
+        ),
+    ] = None,
     strategy: Annotated[
         str,
         typer.Option(help="Update strategy: full_retrain, sliding_window, fine_tune, ..."),
@@ -60,16 +75,32 @@ def stream_cmd(
     ] = "last",
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Cut DATASET into chunks in time order; for each chunk t update MODEL with STRATEGY,
-    then score chunk t+1 before training on it. Prints AUC per chunk, compute (rows x
-    epochs) and wall time; OUT gets records.jsonl and run directories (chunk_NNN)."""
-    from adrank.config import ConfigError, resolve_run_config
+    """Cut DATASET (or your own logs: --schema with --input files) into chunks in time
+    order; for each chunk t update MODEL with STRATEGY, then score chunk t+1 before training
+    on it. Prints AUC per chunk, compute (rows x epochs) and wall time; OUT gets
+    records.jsonl and run directories (chunk_NNN)."""
+    from adrank.config import ConfigError, RunConfig, resolve_run_config
+    from adrank.data.readers import DataFormatError
+    from adrank.data.schema import Schema, SchemaError
     from adrank.outputs import OutputDirError
-    from adrank.stream.protocol import StreamSettings, cut_chunks, load_stream, time_column
+    from adrank.stream.protocol import (
+        StreamSettings,
+        cut_chunks,
+        load_stream,
+        load_stream_files,
+        time_column,
+    )
     from adrank.stream.runner import run_stream
 
+    if (dataset is None) == (schema_file is None) or (schema_file is None) != (not inputs):
+        fail("give either --dataset NAME, or --schema FILE with one or more --input FILE")
+        return
+    name = dataset or Path(str(schema_file)).stem
     try:
-        cfg = resolve_run_config(dataset, model, None, set_ or [])
+        if dataset is not None:
+            cfg = resolve_run_config(dataset, model, None, set_ or [])
+        else:
+            cfg = RunConfig(model=model).with_overrides([*(set_ or []), "dataset="])
         settings = StreamSettings(
             chunks=chunks,
             period_s=period_s,
@@ -78,7 +109,11 @@ def stream_cmd(
             min_count=min_count,
             evict_after=evict_after,
         )
-        schema, frame = load_stream(dataset, data_dir)
+        if dataset is not None:
+            schema, frame = load_stream(dataset, data_dir)
+        else:
+            schema = Schema.load(schema_file)
+            frame = load_stream_files(schema, list(inputs or ()))
         parts = cut_chunks(frame, time_column(schema), chunks, period_s)
         if len(parts) < 2:
             raise ValueError(f"the stream has {len(parts)} chunk(s); it needs at least 2")
@@ -92,14 +127,22 @@ def stream_cmd(
             _parse_options(option or []),
             settings,
             seed,
-            dataset=dataset,
+            dataset=name,
             out=out,
             save=save,
         )
-    except (ConfigError, KeyError, ValueError, FileNotFoundError, OutputDirError) as exc:
+    except (
+        ConfigError,
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+        OutputDirError,
+        SchemaError,
+        DataFormatError,
+    ) as exc:
         fail(error_text(exc))
         return
-    table = Table(title=f"{model} {strategy} on {dataset} ({len(parts)} chunks, seed {seed})")
+    table = Table(title=f"{model} {strategy} on {name} ({len(parts)} chunks, seed {seed})")
     for col in ("chunk", "rows", "AUC", "logloss", "pred/obs", "warm AUC", "cold AUC",
                 "compute", "update s"):  # fmt: skip
         table.add_column(col, justify="right")

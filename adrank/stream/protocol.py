@@ -112,6 +112,21 @@ def load_stream(dataset: str, data_dir: str | Path | None = None) -> tuple[Schem
     return schema, frame.sort(column, maintain_order=True)
 
 
+def load_stream_files(
+    schema: Schema, paths: list[Path] | tuple[Path, ...], *, bad_rows: str = "error"
+) -> pl.DataFrame:
+    """All rows of raw log files (CSV/TSV/Parquet/JSON lines), read and checked with
+    ``schema`` as ``adrank prepare`` reads them, in event-time order of its ``time`` role."""
+    from adrank.data.readers import read_raw
+
+    if not paths:
+        raise ValueError("no input files: give at least one --input FILE")
+    column = time_column(schema)
+    frames = [read_raw(Path(p), schema=schema, bad_rows=bad_rows).frame for p in paths]  # type: ignore[arg-type]
+    frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+    return frame.sort(column, maintain_order=True)
+
+
 def cut_chunks(
     frame: pl.DataFrame, time: str, chunks: int = 20, period_s: float | None = None
 ) -> list[pl.DataFrame]:
