@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from adrank.data.feature_map import FeatureMap
 from adrank.data.processor import FeatureProcessor
-from adrank.data.schema import Schema
+from adrank.data.schema import Schema, infer_outputs
 from adrank.outputs import publish_dir
 from adrank.utils import atomic_write_text, content_digest
 
@@ -37,9 +37,14 @@ ROW_GROUP_SIZE = 65_536
 
 @dataclass
 class SplitStats:
+    """One prepared split: its rows, each label's mean, the seconds it took, and per task
+    with a ``given`` label the rows whose label is 1 where the given label is 0 (see
+    :func:`positives_without_given`)."""
+
     rows: int
     positive_rate: dict[str, float]
     seconds: float
+    positives_without_given: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +115,59 @@ def check_task_labels(schema: Schema, columns: list[str], where: str = "data") -
                 )
 
 
+def positives_without_given(schema: Schema, frame: pl.DataFrame) -> dict[str, int]:
+    """Per binary task with a ``given`` label: the rows whose label is 1 where the given
+    label is 0 (a conversion without a click, under ``given: click``). One vectorized pass."""
+    tasks = [
+        t
+        for t in schema.tasks
+        if t.given is not None and t.type == "binary" and {t.label, t.given} <= set(frame.columns)
+    ]
+    if not tasks or frame.height == 0:
+        return {t.name: 0 for t in tasks}
+
+    def number(column: str) -> pl.Expr:
+        return pl.col(column).cast(pl.Float64, strict=False)
+
+    counts = frame.select(
+        ((number(t.given) == 0) & (number(t.label) == 1)).sum().alias(t.name) for t in tasks
+    ).row(0, named=True)
+    return {name: int(n or 0) for name, n in counts.items()}
+
+
+def warn_positives_without_given(
+    schema: Schema, split: str, rows: int, counts: dict[str, int]
+) -> None:
+    """Log a warning per task whose label is 1 in rows where its ``given`` label is 0,
+    saying what training does with those rows (they are kept: dropping them would lose
+    rows silently)."""
+    outputs = dict(zip((t.name for t in schema.tasks), infer_outputs(schema.tasks), strict=True))
+    ctr = next((t for t in schema.tasks if outputs[t.name] == "pctr"), None)
+    for task in schema.tasks:
+        n = counts.get(task.name, 0)
+        if not n:
+            continue
+        given, label = task.given, task.label
+        output = outputs[task.name]
+        effect = (
+            f"{output} ignores them (its loss and the {task.name}_* metrics are masked to "
+            f"{given}=1 rows)"
+        )
+        if output == "pcvr" and ctr is not None and ctr.label == given:
+            effect += (
+                f"; pctcvr counts them as negatives (its label is {given} × {label} = 0), in "
+                "ESMM's training and in the pctcvr_* metrics"
+            )
+        logger.warning(
+            "the %s split: task %r (given: %s) has %d row(s) (%.2f%% of %d) with %s=1 but "
+            "%s=0, outside the task as declared: a conversion without the %s (view-through) "
+            "or a broken join of the %s and %s labels. They are kept: %s. To learn them as "
+            "positives, declare the task per impression instead (no 'given'; output: pctcvr)",
+            split, task.name, given, n, 100.0 * n / max(rows, 1), rows, label, given, given,
+            given, label, effect,
+        )  # fmt: skip
+
+
 #: the output kind of prepared data (:mod:`adrank.outputs`)
 PREPARED_KIND = "prepared"
 
@@ -146,9 +204,12 @@ def prepare_frames(
 
     def build(tmp: Path) -> None:
         t0 = time.perf_counter()
+        outside: dict[str, dict[str, int]] = {}
         for name, frame in splits.items():
             check_task_labels(schema, frame.columns, where=f"the {name} split")
             schema.check_columns(frame.columns, where=f"the {name} split")
+            outside[name] = positives_without_given(schema, frame)
+            warn_positives_without_given(schema, name, frame.height, outside[name])
         processor = fitted  # a given fitted processor encodes the splits as it is
         if processor is None:
             processor = FeatureProcessor(schema).fit(splits["train"], vectors=vectors)
@@ -165,7 +226,9 @@ def prepare_frames(
                 encoded.to_arrow(), tmp / f"{name}.parquet", row_group_size=ROW_GROUP_SIZE
             )
             seconds = time.perf_counter() - t1 + (fit_s if name == "train" else 0.0)
-            stats[name] = SplitStats(frame.height, _positive_rates(frame, schema.labels), seconds)
+            stats[name] = SplitStats(
+                frame.height, _positive_rates(frame, schema.labels), seconds, outside[name]
+            )
             paths[name] = output_dir / f"{name}.parquet"
             if on_split:
                 on_split(name, stats[name])

@@ -6,7 +6,9 @@ feature processor builds its vocabularies from strings. With a :class:`Schema`, 
 columns are cast to ``Float64`` and must be 0 or 1 (a regression task's label: a finite
 number), numeric columns are cast strictly to ``Float64`` (empty -> null, filled later by the
 processor), and the values of numeric roles (weight, time, position, propensity, examination)
-are checked as the processor would (a bad value is a bad row, named by line).
+are checked as the processor would (a bad value is a bad row, named by line). A ``time``
+value in text may also be an ISO-8601 date/time (no offset: UTC): it is rewritten to the
+Unix seconds the processor stores for a Parquet timestamp.
 
 Malformed input raises :class:`DataFormatError` naming the file, the 1-based line (``row``
 for Parquet), the column, the bad value and what was expected. With ``bad_rows="skip"``
@@ -26,7 +28,7 @@ returned frame only when some value of that field in that frame differs from 1.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,12 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adrank.data.readers_base import (
+    ISO_DATE_START,
     MAX_EXAMPLES,
+    TIME_EXPECTED,
     Piece,
     ReadOptions,
     category_text_expr,
     check_unique,
     empty_to_null,
+    iso_seconds,
     resolve_bad_rows,
 )
 from adrank.data.readers_text import csv_pieces, drop_unit_values, libfm_pieces, looks_like_header
@@ -54,6 +59,7 @@ __all__ = [
     "DataFormatError",
     "Format",
     "ReadResult",
+    "check_numeric_columns",
     "detect_format",
     "iter_raw_batches",
     "looks_like_header",
@@ -147,7 +153,7 @@ def read_raw(
     pieces = list(_pieces(path, opts, batch_rows=None, chunk_bytes=_CHUNK_BYTES))
     examples = [e for p in pieces for e in p.examples]
     skipped = sum(p.skipped for p in pieces)
-    return _result([p.frame for p in pieces], path, opts, skipped, examples)
+    return _result([p.frame for p in pieces], path, opts, skipped, examples, whole=True)
 
 
 def iter_raw_batches(
@@ -162,6 +168,7 @@ def iter_raw_batches(
     schema: Schema | None = None,
     bad_rows: Literal["error", "skip"] = "error",
     n_rows: int | None = None,
+    numeric: Sequence[str] = (),
 ) -> Iterator[ReadResult]:
     """Stream a file as frames of exactly ``batch_rows`` rows (the last may be shorter).
 
@@ -169,11 +176,18 @@ def iter_raw_batches(
     in byte chunks of about ``chunk_bytes`` (default 64 MiB), so memory stays bounded. Other
     arguments are as in :func:`read_raw`. ``skipped_rows`` of a batch counts the rows dropped
     while it was being filled; an all-skipped file yields one empty batch.
+
+    ``numeric``: columns checked as a schema's numeric features are (text that is not a
+    number, or ±inf, is a bad row named by line; empty and NaN are missing), without a schema,
+    so without its labels and roles: input to score (:func:`adrank.serve.predict_file`). The
+    values are checked, not cast; a listed column the file lacks is not checked.
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     path, opts = _prepare(path, fmt, separator, has_header, column_names, schema, bad_rows, n_rows)
-    pieces = _pieces(path, opts, batch_rows=batch_rows, chunk_bytes=chunk_bytes or _CHUNK_BYTES)
+    pieces = _pieces(
+        path, opts, batch_rows=batch_rows, chunk_bytes=chunk_bytes or _CHUNK_BYTES, numeric=numeric
+    )
     parts: list[pl.DataFrame] = []
     filled, skipped, examples, emitted = 0, 0, [], False
     empty: pl.DataFrame | None = None
@@ -189,7 +203,7 @@ def iter_raw_batches(
                 yield _result(parts, path, opts, skipped, examples)
                 parts, filled, skipped, examples, emitted = [], 0, 0, [], True
     if filled or skipped or not emitted:
-        yield _result(parts or [empty], path, opts, skipped, examples)
+        yield _result(parts or [empty], path, opts, skipped, examples, whole=not emitted)
 
 
 def validate_frame(
@@ -210,6 +224,23 @@ def validate_frame(
     _check_bad_rows(bad_rows)
     lines = np.arange(frame.height, dtype=np.int64) + line_offset
     piece = _check_schema(frame, schema, str(source), bad_rows, lines, "line")
+    return piece.frame, piece.skipped, [text for _, text in piece.examples]
+
+
+def check_numeric_columns(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    source: str | Path,
+    lines: np.ndarray,
+    unit: str = "line",
+    bad_rows: Literal["error", "skip"] = "error",
+) -> tuple[pl.DataFrame, int, list[str]]:
+    """Check ``columns`` of ``frame`` as a schema's numeric features are checked (the
+    ``numeric`` option of :func:`iter_raw_batches`, for a frame already read); return
+    ``(frame, n_skipped, examples)``. Row ``i`` is reported as ``f"{unit} {lines[i]}"``;
+    values are not cast, and a column ``frame`` lacks is not checked."""
+    _check_bad_rows(bad_rows)
+    piece = _check_numeric(frame, columns, str(source), bad_rows, lines, unit)
     return piece.frame, piece.skipped, [text for _, text in piece.examples]
 
 
@@ -257,9 +288,14 @@ def _check_bad_rows(bad_rows: str) -> None:
 
 
 def _pieces(
-    path: Path, opts: ReadOptions, batch_rows: int | None, chunk_bytes: int
+    path: Path,
+    opts: ReadOptions,
+    batch_rows: int | None,
+    chunk_bytes: int,
+    numeric: Sequence[str] = (),
 ) -> Iterator[Piece]:
-    """Parsed pieces of the file, each validated against the schema when one is given."""
+    """Parsed pieces of the file, each validated against the schema when one is given (and
+    its ``numeric`` columns checked, see :func:`iter_raw_batches`)."""
     if opts.fmt == "parquet":
         raw = _parquet_pieces(path, opts, batch_rows)
     elif opts.fmt == "libfm":
@@ -271,22 +307,41 @@ def _pieces(
             checked = _check_schema(piece.frame, opts.schema, str(path), opts.bad_rows, lines, unit)
             examples = sorted(piece.examples + checked.examples)
             piece = Piece(checked.frame, piece.skipped + checked.skipped, examples)
+        if numeric:
+            checked = _check_numeric(piece.frame, numeric, str(path), opts.bad_rows, lines, unit)
+            examples = sorted(piece.examples + checked.examples)
+            piece = Piece(checked.frame, piece.skipped + checked.skipped, examples)
         if piece.skipped:
             logger.debug("%s: skipped %d bad rows in a piece", path, piece.skipped)
         yield piece
 
 
 def _result(
-    parts: list[pl.DataFrame], path: Path, opts: ReadOptions, skipped: int, examples: list
+    parts: list[pl.DataFrame],
+    path: Path,
+    opts: ReadOptions,
+    skipped: int,
+    examples: list,
+    whole: bool = False,
 ) -> ReadResult:
+    """A :class:`ReadResult` of ``parts``, logging the skipped rows (``whole``: the parts
+    are every row read from the file, so an empty frame means that every row was bad)."""
     frame = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical", rechunk=True)
     if opts.fmt == "libfm":
         frame = drop_unit_values(frame)
     shown = [text for _, text in sorted(examples)[:MAX_EXAMPLES]]
-    if skipped:
+    if skipped and whole and frame.height == 0:  # skipping bad rows left nothing
         logger.warning(
-            "%s: skipped %d bad rows (bad_rows='skip'), e.g. %s", path, skipped, "; ".join(shown)
-        )
+            "%s: skipped %d bad rows: every row read was bad, so none is left. That is a "
+            "wrong format (a column's values, the separator or the schema), not a few bad "
+            "rows: correct the file or the schema. E.g. %s",
+            path, skipped, "; ".join(shown),
+        )  # fmt: skip
+    elif skipped:
+        logger.warning(
+            "%s: skipped %d bad row%s, e.g. %s",
+            path, skipped, "" if skipped == 1 else "s", "; ".join(shown),
+        )  # fmt: skip
     return ReadResult(frame, path, skipped, shown)
 
 
@@ -328,13 +383,10 @@ def _check_schema(
             (f"__missing:{col}", _describe_missing(col, expected)),
             (f"__label:{col}", _describe_bad(col, expected)),
         ]
-    for col in dict.fromkeys(c for c in numeric if c not in schema.labels):
-        raw, value = _as_float(frame, col, source)
-        masks.append((raw.is_not_null() & value.is_null()).alias(f"__number:{col}"))
-        masks.append(value.is_infinite().alias(f"__finite:{col}"))
-        casts.append(value.alias(col))
-        checks.append((f"__number:{col}", _describe_bad(col, "a number")))
-        checks.append((f"__finite:{col}", _describe_bad(col, "a finite number")))
+    number_masks, number_casts, number_checks = _numeric_checks(
+        frame, [c for c in numeric if c not in schema.labels], source
+    )
+    masks, casts, checks = masks + number_masks, casts + number_casts, checks + number_checks
     sequences = {f.source or f.name for f in schema.features if isinstance(f, SequenceFeature)}
     for col in dict.fromkeys(c for c in strings if c not in numeric and c not in schema.labels):
         dtype = frame.schema[col]
@@ -346,6 +398,7 @@ def _check_schema(
             )
         if dtype != pl.String and not nested:
             casts.append(category_text_expr(pl.col(col), dtype).alias(col))
+    iso_time: tuple[str, pl.Expr, pl.Expr] | None = None  # (column, is ISO, seconds)
     for role, col in schema.roles.items():
         spec = ROLES[role]
         if spec.kind not in ("float", "int") or col in schema.labels:
@@ -353,6 +406,13 @@ def _check_schema(
         if frame.schema[col].is_temporal() and role == "time":
             continue  # a timestamp: the processor stores it as Unix seconds
         raw, value = _as_float(frame, col, source)
+        is_text = role == "time" and frame.schema[col] == pl.String
+        if is_text and frame.select(pl.col(col).str.contains(ISO_DATE_START).any()).item():
+            # a value that starts like a date: an ISO-8601 date/time becomes Unix seconds
+            # (parsed once here, as the expressions below use the seconds several times)
+            seconds = pl.lit(iso_seconds(frame.get_column(col)))
+            iso_time = (col, value.is_null() & seconds.is_not_null(), seconds)
+            value = pl.coalesce(value, seconds.cast(pl.Float64))
         bad = value.is_null() | value.is_infinite()
         if spec.bounds is not None:
             bad = bad | (value <= spec.bounds[0]) | (value > spec.bounds[1])
@@ -362,6 +422,8 @@ def _check_schema(
         elif role == "position":
             bad = bad | (value < 1) | (value != value.floor())
             expected = "a whole number >= 1 (1 = the top slot; add 1 to 0-based positions)"
+        elif role == "time":
+            expected = TIME_EXPECTED
         else:
             expected = "a finite number"
         masks.append(raw.is_null().alias(f"__role_missing:{role}"))
@@ -369,12 +431,87 @@ def _check_schema(
         what = f"role {role!r} needs {expected}"
         checks.append((f"__role_missing:{role}", _describe_missing_role(col, what)))
         checks.append((f"__role:{role}", _describe_bad(col, expected, f" (role {role!r})")))
+    if iso_time is not None:
+        masks.append(iso_time[1].alias("__iso:time"))
     probe = frame.with_columns(masks) if masks else frame
+    if iso_time is not None:
+        col, is_iso, seconds = iso_time
+        _check_iso_time_unshared(probe, schema, col, source, lines, unit)
+        as_seconds = pl.when(is_iso).then(seconds.cast(pl.String)).otherwise(pl.col(col))
+        casts.append(as_seconds.alias(col))  # the processor reads the seconds as it reads numbers
     keep, n_bad, examples = resolve_bad_rows(probe, checks, lines, unit, source, bad_rows)
     out = frame.with_columns(casts) if casts else frame
     if keep is not None:
         out = out.filter(pl.Series(keep))
     return Piece(out, n_bad, examples)
+
+
+def _check_iso_time_unshared(
+    probe: pl.DataFrame, schema: Schema, col: str, source: str, lines: np.ndarray, unit: str
+) -> None:
+    """Refuse ISO-8601 times in the ``time`` role's column when a feature, a transform or
+    another role reads that column too: the reader gives the role Unix seconds by rewriting
+    the column, which would change what those read (and serving sends them the text)."""
+    readers = [f"feature {f.name!r}" for f in schema.features if (f.source or f.name) == col]
+    readers += [f"transform {t.name!r}" for t in schema.transforms if col in t.inputs]
+    readers += [
+        f"role {r!r}"
+        for r, c in schema.roles.items()
+        if r != "time" and (c == col or (isinstance(c, tuple) and col in c))
+    ]
+    found = probe.get_column("__iso:time")
+    if not readers or not found.any():
+        return
+    i = int(found.arg_max())  # type: ignore[arg-type]
+    raise DataFormatError(
+        f"{source}: {unit} {int(lines[i])}: column {col!r} (role 'time') holds an ISO-8601 "
+        f"date/time, {probe.get_column(col)[i]!r}, and {', '.join(readers)} also read(s) "
+        "that column; the time role needs it as Unix seconds, which would change what they "
+        "read. Give the time role a column of its own (a copy of the column), or write the "
+        "times as Unix seconds"
+    )
+
+
+def _numeric_checks(
+    frame: pl.DataFrame, columns: Sequence[str], source: str
+) -> tuple[list[pl.Expr], list[pl.Expr], list[tuple[str, Callable[[dict[str, Any]], str]]]]:
+    """``(masks, casts, checks)`` of numeric feature ``columns``: text that is not a number,
+    and ±inf, are bad (empty and NaN are missing); the casts give Float64 values."""
+    masks: list[pl.Expr] = []
+    casts: list[pl.Expr] = []
+    checks: list[tuple[str, Callable[[dict[str, Any]], str]]] = []
+    for col in dict.fromkeys(columns):
+        if frame.schema[col] == pl.String:  # _as_float's values, in a third of its time
+            text = pl.col(col).str.strip_chars()
+            number = text.cast(pl.Float64, strict=False)
+            not_a_number, value = number.is_null() & (text != ""), number.fill_nan(None)
+        else:
+            raw, value = _as_float(frame, col, source)
+            number, not_a_number = value, raw.is_not_null() & value.is_null()
+        masks.append(not_a_number.alias(f"__number:{col}"))
+        masks.append(number.is_infinite().alias(f"__finite:{col}"))
+        casts.append(value.alias(col))
+        checks.append((f"__number:{col}", _describe_bad(col, "a number")))
+        checks.append((f"__finite:{col}", _describe_bad(col, "a finite number")))
+    return masks, casts, checks
+
+
+def _check_numeric(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    source: str,
+    bad_rows: str,
+    lines: np.ndarray,
+    unit: str,
+) -> Piece:
+    """:func:`_numeric_checks` of the ``columns`` ``frame`` has, without the casts."""
+    present = [c for c in columns if c in frame.columns]
+    masks, _, checks = _numeric_checks(frame, present, source)
+    if not masks:
+        return Piece(frame)
+    probe = frame.with_columns(masks)
+    keep, n_bad, examples = resolve_bad_rows(probe, checks, lines, unit, source, bad_rows)
+    return Piece(frame if keep is None else frame.filter(pl.Series(keep)), n_bad, examples)
 
 
 def _separator_hint(columns: list[str]) -> str:

@@ -90,7 +90,8 @@ def resolve_bad_rows(
 ) -> tuple[np.ndarray | None, int, list[tuple[int, str]]]:
     """Find rows where any boolean check column is true.
 
-    Returns ``(keep_mask or None, n_bad, examples)``; raises in ``"error"`` mode.
+    Returns ``(keep_mask or None, n_bad, examples)``; raises in ``"error"`` mode (when every
+    row is bad, the message says the format is wrong instead of offering to skip rows).
     ``checks`` pairs a mask column with a function describing the row's problem.
     """
     if not checks:
@@ -102,14 +103,82 @@ def resolve_bad_rows(
         return None, 0, []
     first = np.flatnonzero(bad)[: MAX_EXAMPLES if bad_rows == "skip" else 1]
     examples = []
+    failed = ""
     for i in first:
         row = frame.row(int(i), named=True)
-        text = next(describe(row) for c, describe in checks if row[c])
-        examples.append((int(lines[i]), f"{unit} {int(lines[i])}: {text}"))
+        failed, describe = next((c, describe) for c, describe in checks if row[c])
+        examples.append((int(lines[i]), f"{unit} {int(lines[i])}: {describe(row)}"))
     if bad_rows == "error":
-        raise DataFormatError(f"{source}: {examples[0][1]}{total_note(n_bad)}")
+        note = total_note(n_bad)
+        if n_bad == frame.height:  # nothing is good: a format, not a few rows, is wrong
+            same = bool(frame.select(pl.col(failed).fill_null(False).all()).item())
+            note = all_bad_note(n_bad, same, span=f"{unit}s {lines[0]}-{lines[-1]}")
+        raise DataFormatError(f"{source}: {examples[0][1]}{note}")
     return ~bad, n_bad, examples
 
 
 def total_note(n_bad: int) -> str:
-    return f" ({n_bad} bad row(s) in total; --bad-rows skip (bad_rows='skip') drops them)"
+    """The closing note of a bad-row error: the count, and that skipping bad rows would drop
+    them (worded for the command line and for Python alike)."""
+    return f" ({n_bad} bad row(s) in total; bad-rows mode 'skip' would drop them)"
+
+
+def all_bad_note(n_rows: int, same: bool, hint: str = "", span: str = "") -> str:
+    """The closing note of a bad-row error when every row read is bad: skipping would drop
+    them all, so it names the format, not the rows (``same``: every row fails the check
+    shown; ``hint``: what to check, when known; ``span``: where the rows are, ``lines
+    2-9``)."""
+    if n_rows == 1:  # one bad value says little about the column's format
+        return f" (the only row read{': ' + hint if hint else ''})"
+    rows = f"all {n_rows} rows read" + (f", {span}," if span else "")
+    if same:
+        hint = hint or "the column is not in the expected format: convert it, or correct the schema"
+        return f" ({rows} fail this way: {hint})"
+    hint = hint or "check the file against the schema: its columns, separator and value formats"
+    return f" ({rows} are bad: {hint})"
+
+
+#: an ISO-8601 date, or date and time (RFC 3339 included): ``2023-11-14``,
+#: ``2023-11-14T22:17``, ``2023-11-14T22:17:42.5Z``, ``2023-11-14 22:17:42+05:30``
+ISO_TIME = (
+    r"^(?<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[Tt ](?<hm>\d{2}:\d{2})(?<sec>:\d{2}(?:[.,]\d+)?)?"
+    r"(?<zone>[Zz]|[+-]\d{2}(?::?\d{2})?)?)?$"
+)
+#: how a value that may be an ISO-8601 date/time starts (a number never does)
+ISO_DATE_START = r"^\s*\d{4}-\d{2}-\d{2}"
+#: what a ``time`` role value may be, for messages
+TIME_EXPECTED = (
+    "a finite number (e.g. Unix seconds) or an ISO-8601 date/time (2023-11-14T22:17:42Z)"
+)
+
+
+def iso_seconds(text: pl.Series) -> pl.Series:
+    """Integer Unix seconds (Int64) of ISO-8601 date/time strings; null where a value is
+    not one (or is not a real date/time, such as month 13).
+
+    A value without an offset is UTC, and a date alone is its midnight UTC. The seconds are
+    the processor's for a Parquet timestamp column (``cast(Datetime("us")).dt.epoch("s")``:
+    whole seconds, fractions rounded down), so a time read from text and one read from
+    Parquet are the same number. Vectorized: one regex and one ``strptime``."""
+    parts = text.str.strip_chars().str.extract_groups(ISO_TIME).struct.unnest()
+    zone = pl.col("zone")
+    zone = (
+        pl.when(zone.is_null() | (zone.str.to_uppercase() == "Z"))
+        .then(pl.lit("+00:00"))
+        .when(zone.str.len_chars() == 3)
+        .then(zone + ":00")
+        .otherwise(zone)
+    )
+    canonical = pl.concat_str(
+        pl.col("date"),
+        pl.lit("T"),
+        pl.col("hm").fill_null("00:00"),
+        pl.col("sec").fill_null(":00").str.replace(",", ".", literal=True),
+        zone,
+    )
+    parsed = canonical.str.strptime(
+        pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%z", strict=False
+    )
+    seconds = parts.select(parsed.cast(pl.Datetime("us")).dt.epoch("s").alias(text.name))
+    return seconds.to_series()

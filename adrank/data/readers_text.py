@@ -18,6 +18,7 @@ from adrank.data.readers_base import (
     MAX_EXAMPLES,
     Piece,
     ReadOptions,
+    all_bad_note,
     check_unique,
     empty_to_null,
     resolve_bad_rows,
@@ -77,8 +78,12 @@ def csv_pieces(
                 for i in shown
             ]
             if opts.bad_rows == "error":
+                note = total_note(len(pos))
+                if len(pos) == len(idx):  # no row fits the header: the separator is wrong?
+                    hint = "check the separator and the header (or the given column names)"
+                    note = all_bad_note(len(pos), True, hint, f"lines {lines[0]}-{lines[-1]}")
                 raise DataFormatError(
-                    f"{path}: {examples[0][1]} (separator {opts.separator!r}){total_note(len(pos))}"
+                    f"{path}: {examples[0][1]} (separator {opts.separator!r}){note}"
                 )
             idx, lines = idx[~wrong], lines[~wrong]
         if len(idx):

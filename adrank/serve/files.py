@@ -2,19 +2,31 @@
 :func:`iter_records`) and :func:`predict_file`, which streams the input in batches of
 :data:`READ_ROWS` rows and writes its columns plus one column per output, in the format
 the output's suffix names (:data:`OUTPUT_FORMATS`), atomically and never over the input or
-(without ``overwrite``) an existing file. Re-exported by :mod:`adrank.serve.predictor`."""
+(without ``overwrite``) an existing file. Re-exported by :mod:`adrank.serve.predictor`.
+
+:func:`predict_file` checks its input as ``adrank prepare`` checks training files: a
+numeric feature's value that is not a number or is ±inf is refused naming the file, the
+line (``row`` for Parquet, ``record`` for JSON lines) and the value (empty and NaN are
+missing values and take the feature's fill value, as in training), and every numeric
+feature's column must be present (no row is skipped: the output has one row per input
+row)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import polars as pl
 
-from adrank.serve.predictor import SCORE_BATCH_SIZE, Predictor
+from adrank.data.readers_base import total_note
+from adrank.data.schema import NumericFeature
+from adrank.data.text_scan import DataFormatError
+from adrank.serve.predictor import SCORE_BATCH_SIZE, Predictor, RecordError
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -104,17 +116,25 @@ def iter_records(
     column_names: list[str] | None = None,
     separator: str | None = None,
     expected: Sequence[str] = (),
+    numeric: Sequence[str] = (),
 ) -> Iterator[pl.DataFrame]:
     """:func:`read_records` in frames of ``batch_rows`` rows (the last may be shorter):
     CSV/TSV are read in byte chunks and Parquet by row groups, so memory is bounded by the
-    batch (JSON lines are read whole, then sliced)."""
+    batch (JSON lines are read whole, then sliced). The ``numeric`` columns are checked as
+    ``adrank prepare`` checks a numeric feature's (text that is not a number, ±inf: a
+    :class:`~adrank.data.readers.DataFormatError` naming the file, the line, ``row`` of a
+    Parquet file or ``record`` of a JSON-lines file, the column and the value)."""
+    from adrank.data.readers import check_numeric_columns, iter_raw_batches
+
     if _is_jsonl(path):
         frame = pl.read_ndjson(path, infer_schema_length=None)
         for start in range(0, max(frame.height, 1), batch_rows):
-            yield frame.slice(start, batch_rows)
+            batch = frame.slice(start, batch_rows)
+            if numeric:  # records, not lines: blank lines are not counted
+                records = np.arange(start + 1, start + 1 + batch.height, dtype=np.int64)
+                check_numeric_columns(batch, numeric, path, records, unit="record")
+            yield batch
         return
-    from adrank.data.readers import iter_raw_batches
-
     has_header = _resolve_header(path, has_header, column_names, separator, expected)
     for batch in iter_raw_batches(
         path,
@@ -122,8 +142,33 @@ def iter_records(
         has_header=has_header,  # type: ignore[arg-type]
         column_names=column_names,
         separator=separator,
+        numeric=numeric,
     ):
         yield batch.frame
+
+
+#: the readers' closing note on bad rows (``total_note``), which offers to skip them
+_SKIP_NOTE = re.compile(re.escape(total_note(1234567)).replace("1234567", r"(\d+)") + "$")
+
+
+def _no_skipping(exc: DataFormatError) -> DataFormatError:
+    """``exc`` with the readers' note offering to skip bad rows replaced: a prediction file
+    has one row per input row, so ``adrank predict`` skips none (and has no such option)."""
+    text = _SKIP_NOTE.sub(
+        lambda m: (
+            f" ({m[1]} bad row(s) in total; adrank predict skips no row, as its output has "
+            "one row per input row: correct them)"
+        ),
+        str(exc),
+    )
+    return exc if text == str(exc) else DataFormatError(text)
+
+
+def _numeric_columns(predictor: Predictor) -> list[str]:
+    """The raw columns of the run's numeric features (not those its transforms derive)."""
+    features = predictor.processor.schema.features
+    sources = (f.source or f.name for f in features if isinstance(f, NumericFeature))
+    return list(dict.fromkeys(c for c in sources if c not in predictor.derived))
 
 
 class OutputExistsError(FileExistsError):
@@ -235,6 +280,10 @@ def predict_file(
     fmt = output_format(output_path)
     predictor = Predictor.load(run_dir, batch_size=batch_size)
     read_rows = -(-max(READ_ROWS, batch_size) // batch_size) * batch_size
+    numeric = _numeric_columns(predictor)
+    # a file must hold every numeric column too (a frame or a record may leave one out):
+    # a renamed upstream column would otherwise silently take the fill value in every row
+    needed = list(dict.fromkeys([*predictor.required_fields, *numeric]))
     batches = iter_records(
         input_path,
         batch_rows=read_rows,
@@ -242,12 +291,27 @@ def predict_file(
         column_names=column_names,
         separator=separator,
         expected=predictor.required_fields,
+        numeric=numeric,
     )
     rows, seconds = 0, 0.0
 
     def score(frame: pl.DataFrame, first: bool) -> pl.DataFrame:
         nonlocal rows, seconds
         if first:
+            missing = [c for c in needed if c not in frame.columns]
+            if missing:
+                absent = [c for c in missing if c in numeric]
+                why = (
+                    f". A file needs every numeric feature's column too ({absent}): leave a "
+                    "value empty where it is unknown, and it takes the feature's fill value"
+                    if absent
+                    else ""
+                )
+                raise RecordError(
+                    f"{input_path}: required column(s) {missing} are missing from the input; "
+                    f"it has {frame.columns}{why}",
+                    field=missing[0],
+                )
             missing = [c for c in predictor.passthrough if c not in frame.columns]
             if missing:
                 logger.warning("pass-through column(s) %s are not in %s", missing, input_path)
@@ -267,6 +331,11 @@ def predict_file(
         try:
             for i, frame in enumerate(batches):
                 writer.write(score(frame, first=i == 0))
+        except DataFormatError as exc:
+            plain = _no_skipping(exc)
+            if plain is exc:
+                raise
+            raise plain from exc
         finally:
             writer.close()
         check_output_path(output_path, input_path, overwrite)  # it may have appeared since

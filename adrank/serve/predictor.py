@@ -30,7 +30,9 @@ raw ``hour`` and derives ``hour_of_day`` and ``weekday``, exactly as in training
   OOV (or the transform's missing value), as in training. Fields listed in
   ``optional_fields`` are exempted.
 * **optional**: numeric fields (missing -> the schema's ``fill_value``) and sequence fields
-  (missing -> empty sequence).
+  (missing -> empty sequence). A file scored by :func:`predict_file` must still hold every
+  numeric field's column, and its numeric values are checked as ``adrank prepare`` checks
+  them (see :mod:`adrank.serve.files`).
 * **unknown keys** in a record (not a feature field, a label, or a role column such as the
   group, the time or a pass-through column) are rejected with an error listing them, unless
   ``allow_unknown=True``. Role and label columns are accepted and never reach the model;

@@ -206,7 +206,8 @@ features: [{name: user, type: categorical}]
     ("row", "message"),
     [
         ("0,u2,-1,5", "column 'w' (role 'weight'): expected a finite number >= 0, got '-1'"),
-        ("0,u2,1,yesterday", "column 't' (role 'time'): expected a finite number, got 'yesterday'"),
+        ("0,u2,1,yesterday", "column 't' (role 'time'): expected a finite number (e.g. Unix "
+         "seconds) or an ISO-8601 date/time (2023-11-14T22:17:42Z), got 'yesterday'"),
         ("0,u2,,5", "column 'w': missing value (role 'weight' needs a finite number >= 0)"),
     ],
 )  # fmt: skip
@@ -218,7 +219,7 @@ def test_bad_role_values_name_file_line_and_value(tmp_path: Path, row: str, mess
     assert_clean_error(prepare(tmp_path, train, ROLE_SCHEMA), "train.csv: line 3: " + message)
     skipped = prepare(tmp_path, train, ROLE_SCHEMA, "--bad-rows", "skip")
     assert skipped.exit_code == 0, skipped.output
-    assert "skipped 1 bad rows" in skipped.output
+    assert "skipped 1 bad row," in " ".join(skipped.output.split())
     encoded = pl.read_parquet(tmp_path / "prepared" / "train.parquet")
     assert encoded["__time__"].to_list() == [4, 6]
 
