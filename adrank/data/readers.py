@@ -387,6 +387,13 @@ def _check_schema(
         frame, [c for c in numeric if c not in schema.labels], source
     )
     masks, casts, checks = masks + number_masks, casts + number_casts, checks + number_checks
+    # a transform's numeric input (Criteo's I1..I13): checked the same, not cast (another
+    # transform may read it as text)
+    inputs = numeric_transform_inputs(schema)
+    number_masks, _, number_checks = _numeric_checks(
+        frame, [c for c in inputs if c not in numeric and c not in schema.labels], source
+    )
+    masks, checks = masks + number_masks, checks + number_checks
     sequences = {f.source or f.name for f in schema.features if isinstance(f, SequenceFeature)}
     for col in dict.fromkeys(c for c in strings if c not in numeric and c not in schema.labels):
         dtype = frame.schema[col]
@@ -470,6 +477,13 @@ def _check_iso_time_unshared(
         "read. Give the time role a column of its own (a copy of the column), or write the "
         "times as Unix seconds"
     )
+
+
+def numeric_transform_inputs(schema: Schema) -> list[str]:
+    """The raw columns the schema's transforms read as numbers (``log_square_bucket``'s)."""
+    from adrank.data.transforms import raw_inputs
+
+    return [c for c, kind in raw_inputs(schema.transforms).items() if kind == "numeric"]
 
 
 def _numeric_checks(

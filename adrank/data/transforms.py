@@ -89,20 +89,22 @@ def _number(column: str) -> pl.Expr:
 
 @dataclass(frozen=True)
 class LogSquareBucket(Transform):
-    """Criteo's integer bucketing (the Kaggle winners' and BARS's): a missing value is 0;
-    ``v > 2 -> floor(log(v)^2)``, else ``v``; the result is a category (text)."""
+    """Criteo's integer bucketing (the Kaggle winners' and BARS's): a missing value (empty,
+    NaN) is 0; ``v > 2 -> floor(log(v)^2)``, else ``v``; the result is a category (text).
+    Text that is not a number, and ±inf, are invalid (:meth:`invalid`)."""
 
     fn: ClassVar[str] = "log_square_bucket"
     input_kind: ClassVar[str] = "numeric"
 
     def expr(self, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
-        v = _number(self.inputs[0]).fill_null(0.0)
+        v = _number(self.inputs[0]).fill_nan(None).fill_null(0.0)
         bucket = pl.when(v > 2).then((v.log() ** 2).floor()).otherwise(v)
         return bucket.cast(pl.Int64).cast(pl.String)
 
     def invalid(self) -> pl.Expr:
         raw = pl.col(self.inputs[0]).cast(pl.String).str.strip_chars()
-        return raw.is_not_null() & (raw != "") & _number(self.inputs[0]).is_null()
+        number = _number(self.inputs[0])
+        return (raw.is_not_null() & (raw != "") & number.is_null()) | number.is_infinite()
 
 
 @dataclass(frozen=True)

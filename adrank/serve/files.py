@@ -165,10 +165,14 @@ def _no_skipping(exc: DataFormatError) -> DataFormatError:
 
 
 def _numeric_columns(predictor: Predictor) -> list[str]:
-    """The raw columns of the run's numeric features (not those its transforms derive)."""
-    features = predictor.processor.schema.features
-    sources = (f.source or f.name for f in features if isinstance(f, NumericFeature))
-    return list(dict.fromkeys(c for c in sources if c not in predictor.derived))
+    """The raw columns of the run's numeric features (not those its transforms derive), and
+    the raw columns its transforms read as numbers (Criteo's I1..I13)."""
+    from adrank.data.readers import numeric_transform_inputs
+
+    schema = predictor.processor.schema
+    sources = (f.source or f.name for f in schema.features if isinstance(f, NumericFeature))
+    numeric = [c for c in sources if c not in predictor.derived]
+    return list(dict.fromkeys([*numeric, *numeric_transform_inputs(schema)]))
 
 
 class OutputExistsError(FileExistsError):
