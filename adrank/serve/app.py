@@ -30,9 +30,11 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``; ``docs/servin
 
 Invalid payloads answer 422 with one entry per offending field (``loc`` names it; the
 bodies are JSON-safe even when the input was a NaN); bodies over ``max_body_bytes`` answer
-413; more than ``max_candidates`` ads (or ``max_records`` scored rows) answer 422. Scoring
-is CPU-bound, so it runs in worker threads (at most ``scoring_threads`` at once) and torch
-uses ``torch_threads`` intra-op threads.
+413, once the rest of the body is read and discarded up to a bound
+(:class:`~adrank.serve.http_metrics.DrainRefusedBody`); more than ``max_candidates`` ads
+(or ``max_records`` scored rows) answer 422. Scoring is CPU-bound, so it runs in worker
+threads (at most ``scoring_threads`` at once) and torch uses ``torch_threads`` intra-op
+threads.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +54,15 @@ try:
     import anyio
     import anyio.to_thread
     import uvicorn
-    from fastapi import Depends, FastAPI, HTTPException, Request, Response
-    from fastapi.exception_handlers import http_exception_handler
+    from fastapi import Depends, FastAPI, HTTPException, Response
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import PlainTextResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the HTTP service needs fastapi and uvicorn: pip install 'adrank[serve]'"
     ) from exc
 
-import numpy as np
 import torch
 
 from adrank.data.schema import SchemaError
@@ -71,7 +71,22 @@ from adrank.serve.domains import DomainFallbacks
 from adrank.serve.fastpath import RankInput, fast_body_route, json_response, parse_rank_body
 from adrank.serve.history import HistoryClipper
 from adrank.serve.holder import ModelHolder
-from adrank.serve.http_metrics import Metrics, ObserveAndLimit
+from adrank.serve.http_errors import (
+    auction_outputs,
+    billing_hint,
+    check_finite,
+    check_reserves,
+    click_output,
+    invalid_request,
+    numeric_fields,
+    rank_features,
+    rank_record_error,
+    record_error,
+    shared_field_hint,
+    too_many,
+    unparsable_body,
+)
+from adrank.serve.http_metrics import DRAIN_FACTOR, DrainRefusedBody, Metrics, ObserveAndLimit
 from adrank.serve.impressions import ImpressionLog, rank_record
 from adrank.serve.model_root import (
     BadModelReference,
@@ -86,9 +101,8 @@ from adrank.serve.payloads import (
     RankResponse,
     ReloadRequest,
     feature_errors,
-    json_safe,
 )
-from adrank.serve.predictor import Predictor, RecordError
+from adrank.serve.predictor import RecordError
 from adrank.serve.ranking import (
     AdCandidate,
     BillingError,
@@ -103,121 +117,6 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- app -----
-def _too_many(what: str, limit: int, got: int) -> HTTPException:
-    msg = f"at most {limit} {what} per request, got {got}"
-    return HTTPException(422, [{"loc": ["body", what], "msg": msg, "type": "too_long"}])
-
-
-def _record_error(exc: RecordError, where: list[Any]) -> HTTPException:
-    return HTTPException(422, [{"loc": where, "msg": str(exc), "type": "value_error"}])
-
-
-def _check_reserves(req: RankRequest) -> None:
-    """The legacy per-click reserve is for CPC-only requests and is not combined with R."""
-    if req.reserve_price > 0 and req.reserve_ecpm > 0:
-        msg = "give reserve_ecpm (per 1000 impressions) or the legacy reserve_price, not both"
-        raise HTTPException(422, [{"loc": ["body", "reserve_price"], "msg": msg}])
-    if req.reserve_price > 0:
-        for i, cand in enumerate(req.candidates):
-            if cand.billing != "cpc":
-                msg = (
-                    f"reserve_price is per click and applies only when every candidate is cpc; "
-                    f"candidate {i} (ad_id {cand.ad_id!r}) bids {cand.billing}: give "
-                    "reserve_ecpm (per 1000 impressions) instead"
-                )
-                raise HTTPException(422, [{"loc": ["body", "reserve_price"], "msg": msg}])
-
-
-def _click_output(predictor: Predictor) -> str | None:
-    """The output ranked as pCTR: ``pctr``, or the only output of a single-output model
-    outside the click/conversion funnel (as the first version of the service did), unless
-    that output is a regression (a watch time is no click probability)."""
-    if "pctr" in predictor.outputs:
-        return "pctr"
-    only = predictor.model_outputs
-    regression = {t.output for t in predictor.feature_map.tasks if t.type == "regression"}
-    if len(only) == 1 and only[0] not in ("pcvr", "pctcvr", *regression):
-        return only[0]
-    return None
-
-
-def _auction_outputs(predictor: Predictor) -> list[str]:
-    """The canonical outputs the auction can use from this predictor."""
-    names = [n for n in predictor.outputs if n in ("pctr", "pcvr", "pctcvr")]
-    if _click_output(predictor) not in (None, "pctr"):
-        names.append("pctr")
-    return names
-
-
-def _rank_location(req: RankRequest, exc: RecordError) -> list[Any]:
-    """Where in a rank request the field of the failing scored pair came from."""
-    pair = 0
-    for i, cand in enumerate(req.candidates):
-        creatives = cand.creatives or [None]
-        for j, creative in enumerate(creatives):
-            if pair == exc.index:
-                if creative is not None and exc.field in creative.features:
-                    return ["body", "candidates", i, "creatives", j, "features", exc.field]
-                if exc.field in cand.features or exc.field not in req.context:
-                    return ["body", "candidates", i, "features", exc.field]
-                return ["body", "context", exc.field]
-            pair += 1
-    return ["body", "candidates"]
-
-
-def _numeric_fields(predictor: Predictor) -> frozenset[str]:
-    return frozenset(k for k, kind in predictor.field_kinds.items() if kind == "numeric")
-
-
-def _rank_features(req: RankRequest) -> Iterator[tuple[list[Any], Mapping[str, Any]]]:
-    yield ["body", "context"], req.context
-    for i, cand in enumerate(req.candidates):
-        yield ["body", "candidates", i, "features"], cand.features
-        for j, creative in enumerate(cand.creatives or ()):
-            yield ["body", "candidates", i, "creatives", j, "features"], creative.features
-
-
-def _check_finite(outputs: Mapping[str, np.ndarray]) -> None:
-    """No response may hold a non-finite number: the inputs are checked, so one here is a
-    fault of the model (a 500 with a JSON body, not an unencodable response)."""
-    for name, values in outputs.items():
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raise HTTPException(
-                500, f"the model gave a non-finite {name} for scored record {int(bad[0])}"
-            )
-
-
-def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with the validation errors, made JSON-safe (an echoed NaN input is "NaN")."""
-    errors = [{k: v for k, v in e.items() if k != "url"} for e in exc.errors()]
-    return JSONResponse({"detail": json_safe(errors)}, status_code=422)
-
-
-#: FastAPI's whole message for a JSON body it could not decode (too deeply nested, an
-#: integer of more than 4300 digits); :func:`_unparsable` says which.
-_PARSE_ERROR = "There was an error parsing the body"
-
-
-async def _unparsable(request: Request, exc: StarletteHTTPException) -> Response:
-    """FastAPI's bare 400 for an undecodable body, with the reason; other HTTP errors as
-    FastAPI answers them."""
-    if exc.status_code != 400 or exc.detail != _PARSE_ERROR:
-        return await http_exception_handler(request, exc)
-    body = await request.body()  # cached by the request that failed
-    try:
-        json.loads(body)
-        reason = "it could not be decoded"
-    except RecursionError:
-        reason = "it is nested too deeply"
-    except ValueError as err:  # e.g. an integer of more than 4300 digits
-        reason = str(err).split(";")[0]
-    detail = [
-        {"type": "json_invalid", "loc": ["body"], "msg": f"the body is not valid JSON: {reason}"}
-    ]
-    return JSONResponse({"detail": json_safe(detail)}, status_code=400)
-
-
 def create_app(
     run_dir: str | Path,
     *,
@@ -292,8 +191,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.impression_log = log
     app.state.store_follower = follower
-    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _unparsable)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, unparsable_body)  # type: ignore[arg-type]
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -333,12 +232,12 @@ def create_app(
 
     def predict_sync(req: PredictRequest) -> PredictResponse:
         if len(req.records) > max_records:
-            raise _too_many("records", max_records, len(req.records))
+            raise too_many("records", max_records, len(req.records))
         predictor, reference = holder.serving()
         where = ((["body", "records", i], r) for i, r in enumerate(req.records))
-        errors = feature_errors(where, _numeric_fields(predictor))
+        errors = feature_errors(where, numeric_fields(predictor))
         in_context = iter([(["body", "context"], req.context)])
-        errors += feature_errors(in_context, _numeric_fields(predictor))
+        errors += feature_errors(in_context, numeric_fields(predictor))
         if errors:
             raise HTTPException(422, errors)
         limits = histories.limits(predictor.processor.schema)
@@ -350,14 +249,16 @@ def create_app(
             i = exc.index or 0
             shared = exc.field in req.context and exc.field not in req.records[i]
             loc = ["body", "context", exc.field] if shared else ["body", "records", i, exc.field]
-            raise _record_error(exc, loc) from exc
+            missing = exc.field not in req.context and exc.field not in req.records[i]
+            hint = shared_field_hint("record", "each record") if missing else ""
+            raise record_error(exc, loc, hint) from exc
         except SchemaError as exc:
             raise HTTPException(422, [{"loc": ["body", "records"], "msg": str(exc)}]) from exc
-        _check_finite(probs)
+        check_finite(probs)
         metrics.add_scored(len(req.records))
         names = predictor.outputs
         columns = [probs[name].tolist() for name in names]
-        click = _click_output(predictor)
+        click = click_output(predictor)
         passthrough = None
         if predictor.passthrough:
             passthrough = [{c: r.get(c) for c in predictor.passthrough} for r in records]
@@ -373,18 +274,18 @@ def create_app(
     def rank_sync(req: RankRequest | RankInput) -> Response:
         started = time.time()
         if len(req.candidates) > max_candidates:
-            raise _too_many("candidates", max_candidates, len(req.candidates))
+            raise too_many("candidates", max_candidates, len(req.candidates))
         pairs = sum(len(c.creatives or (None,)) for c in req.candidates)
         if pairs > max_records:
             msg = f"at most {max_records} scored (ad, creative) pairs per request, got {pairs}"
             raise HTTPException(
                 422, [{"loc": ["body", "candidates"], "msg": msg, "type": "too_long"}]
             )
-        _check_reserves(req)
+        check_reserves(req)
         predictor, reference = holder.serving()
         # a body the fast path parsed went through orjson, which refuses non-Unicode text
         errors = feature_errors(
-            _rank_features(req), _numeric_fields(predictor), text=not isinstance(req, RankInput)
+            rank_features(req), numeric_fields(predictor), text=not isinstance(req, RankInput)
         )
         if errors:
             raise HTTPException(422, errors)
@@ -402,8 +303,13 @@ def create_app(
                 for c in req.candidates
             ]
         )
-        try:
-            check_billing(ads, _auction_outputs(predictor))
+        try:  # the message names the model's own outputs (some named after their tasks)
+            check_billing(
+                ads,
+                auction_outputs(predictor),
+                model_outputs=predictor.outputs,
+                hint=billing_hint(predictor),
+            )
         except BillingError as exc:
             loc = ["body", "candidates", exc.index, "billing"]
             detail = [{"loc": loc, "msg": str(exc), "type": "value_error"}]
@@ -412,9 +318,9 @@ def create_app(
 
         def score(records: list[dict[str, Any]]) -> dict[str, Any]:
             probs = predictor.predict_outputs(records)
-            _check_finite(probs)
+            check_finite(probs)
             domains.observe(predictor, records)
-            click = _click_output(predictor)
+            click = click_output(predictor)
             scored["all"] = probs
             scored["auction"] = probs if click in (None, "pctr") else {"pctr": probs[click]}
             return scored["auction"]
@@ -429,7 +335,7 @@ def create_app(
                 reserve_ecpm=req.reserve_ecpm,
             )
         except RecordError as exc:
-            raise _record_error(exc, _rank_location(req, exc)) from exc
+            raise rank_record_error(req, exc) from exc
         except SchemaError as exc:
             raise HTTPException(422, [{"loc": ["body"], "msg": str(exc)}]) from exc
         metrics.add_scored(result.scored_pairs)
@@ -498,6 +404,8 @@ def create_app(
 
     paths = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(ObserveAndLimit, metrics=metrics, max_body_bytes=max_body_bytes, paths=paths)
+    # outermost: a refused body is read to its end (bounded) before the 413 goes out
+    app.add_middleware(DrainRefusedBody, limit=DRAIN_FACTOR * max_body_bytes)
     return app
 
 

@@ -129,7 +129,7 @@ def parse_rank_body(body: bytes) -> RankInput | None:
     for c in raw:
         ad = _candidate(c)
         if ad is None or str(ad.ad_id) in ids:
-            return None
+            return None  # a repeated id too: pydantic's error names the repeat's candidate
         ids.add(str(ad.ad_id))
         candidates.append(ad)
     slots = data.get("slots", 1)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+import anyio
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -183,3 +185,65 @@ class ObserveAndLimit:
                 await self.app(scope, receive, send_observed)
         finally:
             self.metrics.observe(scope["method"], path, status, time.perf_counter() - start)
+
+
+#: How much of a refused (413) body the server reads and discards before it answers, as a
+#: multiple of ``max_body_bytes``, and for how long at most.
+DRAIN_FACTOR = 4
+DRAIN_SECONDS = 10.0
+
+
+class DrainRefusedBody:
+    """Outer ASGI middleware: before a 413 goes out for a body that was not read to its
+    end, read and discard the rest of it, up to ``limit`` bytes and ``seconds``.
+
+    :class:`~adrank.serve.http_metrics.ObserveAndLimit` answers 413 as soon as a body is
+    known to be too large, without reading the rest. uvicorn then closes the connection of
+    a client that asked to close it (``Connection: close``, as Python's urllib sends), with
+    the unread body still in the socket's buffer: the kernel answers with a reset, and a
+    client that writes its whole body before reading the response (urllib again) gets
+    ``BrokenPipeError`` or ``ConnectionResetError`` instead of the 413. Read to its end,
+    the body leaves nothing unread, and every client sees the 413.
+
+    The drain is bounded: a body declared (``Content-Length``) larger than the bound is
+    not read at all, a streamed (chunked) one is read up to the bound, and the 413 then
+    goes out as before (such a client may still see a reset). A client that sent
+    ``Expect: 100-continue`` has not sent its body: it gets the 413 at once, never a
+    ``100 Continue``. Other requests pass through untouched."""
+
+    def __init__(self, app: Any, limit: int, seconds: float = DRAIN_SECONDS) -> None:
+        self.app = app
+        self.limit = limit
+        self.seconds = seconds
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def receive_tracked() -> Any:
+            nonlocal ended
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                ended = True
+            return message
+
+        async def send_after_drain(message: Any) -> None:
+            if not ended and message["type"] == "http.response.start" and message["status"] == 413:
+                await self._drain(scope, receive_tracked, lambda: ended)
+            await send(message)
+
+        await self.app(scope, receive_tracked, send_after_drain)
+
+    async def _drain(self, scope: Any, receive: Any, ended: Any) -> None:
+        headers = dict(scope.get("headers") or ())
+        if b"100-continue" in headers.get(b"expect", b"").lower():
+            return  # the client waits for our answer before sending the body
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return  # more than we would read: answer now
+        read = 0
+        with anyio.move_on_after(self.seconds):
+            while not ended() and read <= self.limit:
+                read += len((await receive()).get("body", b""))

@@ -34,6 +34,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PlainValidator,
     StrictInt,
     StrictStr,
@@ -55,9 +56,29 @@ MAX_ID_CHARS = 128
 MAX_ID_INT = 2**53 - 1
 #: Largest magnitude of a numeric feature value (model inputs are float32).
 MAX_FEATURE_MAGNITUDE = 3.4e38
+#: The one error of a feature value of no allowed type (an object, say).
+FEATURE_VALUE_ERROR = (
+    "a feature value must be a string, a number, a boolean or null, or (for a history) a "
+    "list of strings and integers"
+)
+
+
+class _OneError:
+    """Marks a union whose failure is one error (``FEATURE_VALUE_ERROR``), not one per
+    member type: pydantic's own union reports five for an object. It is set in the core
+    schema (no Python code runs per value), and leaves the JSON schema as it is."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        schema = handler(source)
+        union = schema["schema"] if schema["type"] == "nullable" else schema
+        union["custom_error_type"] = "feature_value"
+        union["custom_error_message"] = FEATURE_VALUE_ERROR
+        return schema
+
+
 #: A feature value; a list (a history) holds strings and integers only (strict: pydantic
 #: would otherwise turn ``true`` or ``1.0`` in a list into the id ``1``).
-FeatureValue = str | int | float | bool | None | list[StrictStr | StrictInt]
+FeatureValue = Annotated[str | int | float | bool | list[StrictStr | StrictInt] | None, _OneError()]
 
 
 def is_unicode(text: str) -> bool:
@@ -268,13 +289,22 @@ def feature_errors(
     return errors
 
 
-def _repeated(ids: list[str]) -> str | None:
+def _duplicate(ids: list[str | int], where: str, what: str, before: str, after: str = "") -> None:
+    """Raise a ``duplicate_id`` error for the first id of ``ids`` whose text repeats an
+    earlier one, with the message ``before`` + the id + ``after``. A model
+    validator's error is located at the model: ``ctx["loc"]`` is the repeated id's place in
+    it (``["candidates", i, "ad_id"]``), which the HTTP app appends to ``loc``, and
+    ``ctx["id"]`` the id, which it gives as the error's ``input``."""
     seen: set[str] = set()
-    for i in ids:
-        if i in seen:
-            return i
-        seen.add(i)
-    return None
+    for i, value in enumerate(ids):
+        text = str(value)
+        if text in seen:
+            shown = f"{before}{json_safe(value)!r}{after}"
+            # the whole message is the template's last replacement: an id holding a
+            # "{...}" of its own is shown as it is
+            context = {"id": value, "loc": [where, i, what], "message": shown}
+            raise PydanticCustomError("duplicate_id", "{message}", context)
+        seen.add(text)
 
 
 class _Strict(BaseModel):
@@ -330,10 +360,14 @@ class CandidateIn(_Strict):
 
     @model_validator(mode="after")
     def _unique_creatives(self) -> CandidateIn:
-        ids = [str(c.creative_id) for c in self.creatives or ()]
-        twice = _repeated(ids)
-        if twice is not None:
-            raise ValueError(f"ad {self.ad_id!r} lists creative_id {twice!r} more than once")
+        if self.creatives:
+            _duplicate(
+                [c.creative_id for c in self.creatives],
+                "creatives",
+                "creative_id",
+                f"ad {json_safe(self.ad_id)!r} lists creative_id ",
+                " more than once",
+            )
         return self
 
 
@@ -358,11 +392,13 @@ class RankRequest(_Strict):
 
     @model_validator(mode="after")
     def _unique_ads(self) -> RankRequest:
-        twice = _repeated([str(c.ad_id) for c in self.candidates])
-        if twice is not None:
-            raise ValueError(
-                f"candidates list ad_id {twice!r} more than once (ids are compared as text)"
-            )
+        _duplicate(
+            [c.ad_id for c in self.candidates],
+            "candidates",
+            "ad_id",
+            "candidates list ad_id ",
+            " more than once (ids are compared as text)",
+        )
         return self
 
 

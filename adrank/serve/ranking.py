@@ -191,9 +191,18 @@ def pair_records(
     return PairRecords(context, rows), index
 
 
-def check_billing(ads: Sequence[AdCandidate], outputs: Collection[str]) -> None:
+def check_billing(
+    ads: Sequence[AdCandidate],
+    outputs: Collection[str],
+    *,
+    model_outputs: Sequence[str] | None = None,
+    hint: str | None = None,
+) -> None:
     """Raise :class:`BillingError` for the first ad whose billing type needs an output that
-    is not in ``outputs`` (or whose billing type is unknown)."""
+    is not in ``outputs`` (or whose billing type is unknown). The message lists
+    ``model_outputs`` as what the model gives (default: ``outputs``, sorted), and ends with
+    ``hint`` when given (default: for a conversion bid, serve a model with conversion
+    outputs)."""
     kinds = {ad.billing for ad in ads}
     if all(k in REQUIRED_OUTPUTS and set(REQUIRED_OUTPUTS[k]) <= set(outputs) for k in kinds):
         return  # the usual case: one check per billing type, not per ad
@@ -208,15 +217,17 @@ def check_billing(ads: Sequence[AdCandidate], outputs: Collection[str]) -> None:
             )
         missing = [o for o in REQUIRED_OUTPUTS[ad.billing] if o not in outputs]
         if missing:
-            hint = (
-                "; serve a model with click and conversion outputs (pctr and pcvr, e.g. esmm) "
-                "or bid cpc"
-                if ad.billing != "cpc"
-                else ""
-            )
+            gives = sorted(outputs) if model_outputs is None else list(model_outputs)
+            if hint is None:
+                hint = (
+                    "; serve a model with click and conversion outputs (pctr and pcvr, e.g. "
+                    "esmm) or bid cpc"
+                    if ad.billing != "cpc"
+                    else ""
+                )
             raise BillingError(
                 f"candidate {i} (ad_id {ad.ad_id!r}) bids {ad.billing}, which needs the "
-                f"model output(s) {missing}; this model gives {sorted(outputs)}{hint}",
+                f"model output(s) {missing}; this model gives {gives}{hint}",
                 index=i,
                 ad_id=ad.ad_id,
                 missing=missing,

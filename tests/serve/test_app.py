@@ -149,7 +149,10 @@ def loc_of(res: httpx.Response) -> list[list[Any]]:
         ),
         (lambda b: b["context"].update(user=True), ["body", "context", "user"]),
         (lambda b: b["context"].pop("site"), ["body", "candidates", 0, "features", "site"]),
-        (lambda b: b["candidates"].append(b["candidates"][0]), ["body"]),
+        (
+            lambda b: b["candidates"].append(b["candidates"][0]),
+            ["body", "candidates", 4, "ad_id"],
+        ),
     ],
 )
 def test_bad_rank_payloads_answer_422_naming_the_field(

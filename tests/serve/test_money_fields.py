@@ -183,10 +183,10 @@ def test_a_non_finite_model_output_is_a_json_500_not_a_null() -> None:
     import numpy as np
     from fastapi import HTTPException
 
-    from adrank.serve.app import _check_finite
+    from adrank.serve.http_errors import check_finite
 
-    _check_finite({"pctr": np.array([0.25, 1.0])})
+    check_finite({"pctr": np.array([0.25, 1.0])})
     with pytest.raises(HTTPException) as err:
-        _check_finite({"pctr": np.array([0.25, 0.5]), "pcvr": np.array([0.1, np.inf])})
+        check_finite({"pctr": np.array([0.25, 0.5]), "pcvr": np.array([0.1, np.inf])})
     assert err.value.status_code == 500
     assert err.value.detail == "the model gave a non-finite pcvr for scored record 1"
