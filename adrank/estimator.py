@@ -92,6 +92,10 @@ def infer_schema(frame: pl.DataFrame, label: str = LABEL) -> Schema:
     return Schema.from_dict({"labels": [label], "features": features})
 
 
+#: files of an ``adrank train`` run that :meth:`CTRClassifier.save` never writes
+TRAINING_FILES = ("checkpoint.pt", "best.pt", "metrics.jsonl", "test_predictions.npy")
+
+
 class CTRClassifier:
     """Binary CTR classifier over any registered adrank model.
 
@@ -99,7 +103,8 @@ class CTRClassifier:
         model: registered model name (``adrank models``).
         params: model hyperparameters (validated against the model's signature).
         train: TrainConfig or a dict of its fields (batch_size, max_epochs, ...).
-        schema: optional Schema; inferred from the first ``fit`` frame otherwise.
+        schema: optional Schema (or its dict, or the path of its YAML/JSON file); inferred
+            from the first ``fit`` frame otherwise.
         valid_fraction: share of rows held out for early stopping when ``eval_set`` is None.
         random_state: seed for the hold-out split and training.
     """
@@ -109,7 +114,7 @@ class CTRClassifier:
         model: str = "deepfm",
         params: dict[str, Any] | None = None,
         train: TrainConfig | dict[str, Any] | None = None,
-        schema: Schema | None = None,
+        schema: Schema | dict[str, Any] | str | Path | None = None,
         valid_fraction: float = 0.1,
         random_state: int = 2021,
     ) -> None:
@@ -136,11 +141,26 @@ class CTRClassifier:
         return self
 
     # ------------------------------------------------------------------ helpers ------
+    def _given_schema(self) -> Schema | None:
+        """``schema`` as a :class:`Schema` (a dict or a file's path is read here, so
+        ``get_params`` keeps what the user gave)."""
+        if self.schema is None or isinstance(self.schema, Schema):
+            return self.schema
+        if isinstance(self.schema, dict):
+            return Schema.from_dict(self.schema)
+        if isinstance(self.schema, str | Path):
+            return Schema.load(self.schema)
+        raise TypeError(
+            f"schema must be a Schema, its dict or the path of its file, got "
+            f"{type(self.schema).__name__}"
+        )
+
     def _label(self) -> str:
         """The label column: the given schema's one label, else :data:`LABEL`."""
-        if self.schema is None:
+        schema = self._given_schema()
+        if schema is None:
             return LABEL
-        labels = list(self.schema.labels)
+        labels = list(schema.labels)
         if len(labels) != 1:
             raise ValueError(f"CTRClassifier learns one binary label; the schema has {labels}")
         return labels[0]
@@ -194,7 +214,7 @@ class CTRClassifier:
             train_frame, valid_frame = frame.filter(~is_valid), frame.filter(is_valid)
         else:
             train_frame, valid_frame = frame, None
-        self.schema_ = self.schema or infer_schema(train_frame, label)
+        self.schema_ = self._given_schema() or infer_schema(train_frame, label)
         self.processor_ = FeatureProcessor(self.schema_).fit(train_frame)
         self.feature_map_ = self.processor_.feature_map()
         self.label_ = label
@@ -240,19 +260,28 @@ class CTRClassifier:
         """ROC AUC of the predicted click probabilities."""
         return auc(np.asarray(y).reshape(-1), self.predict_proba(X)[:, 1])
 
-    def save(self, run_dir: str | Path) -> Path:
+    def save(self, run_dir: str | Path, *, overwrite: bool = False) -> Path:
         """Write a run directory (artifact) that :meth:`load` and ``adrank.serve.Predictor``
         can load.
 
         ``run_dir`` must be new, empty or an adrank run directory: a folder of the user's
         is refused (:class:`~adrank.outputs.OutputDirError`), never written into, and so is
         a run directory whose ``processor`` is a symbolic link (checked before anything is
-        written). The processor is written to a temporary folder and swapped in."""
+        written). An earlier save there is replaced; a training run (``adrank train``'s
+        checkpoint and metrics) only with ``overwrite=True``. The replaced files are moved
+        aside and removed once this one is written (put back if writing fails). The
+        processor is written to a temporary folder and swapped in."""
         import tempfile
 
         from adrank.artifact import write_artifact
         from adrank.outputs import OutputDirError, claim_dir
-        from adrank.pipeline import legacy_run_entries
+        from adrank.pipeline import (
+            RUN_FILES,
+            discard_replaced,
+            legacy_run_entries,
+            park_run,
+            settle_replaced,
+        )
 
         self._check_fitted()
         run_dir = Path(run_dir)
@@ -267,16 +296,31 @@ class CTRClassifier:
         # adrank version from before the markers; a user's own config.yaml or processor/
         # folder is never written into
         run_dir = claim_dir(run_dir, "run", legacy_entries=legacy_run_entries(run_dir))
-        with tempfile.TemporaryDirectory(prefix="adrank-processor-") as tmp:
-            self.processor_.save(Path(tmp) / "processor")
-            return write_artifact(
-                run_dir,
-                config=self.config_,
-                processor_dir=Path(tmp) / "processor",
-                feature_map=self.feature_map_,
-                model=self.model_,
-                metrics={"valid": self.best_valid_, "test": None},
+        held = [name for name in RUN_FILES if (run_dir / name).is_file()]
+        trained = [name for name in TRAINING_FILES if name in held]
+        if trained and not overwrite:  # an `adrank train` run, not an earlier save
+            raise OutputDirError(
+                f"{run_dir} holds a training run ({', '.join(trained)}); pass overwrite=True "
+                "to replace it, or save into another directory"
             )
+        if held:
+            park_run(run_dir)
+        try:
+            with tempfile.TemporaryDirectory(prefix="adrank-processor-") as tmp:
+                self.processor_.save(Path(tmp) / "processor")
+                path = write_artifact(
+                    run_dir,
+                    config=self.config_,
+                    processor_dir=Path(tmp) / "processor",
+                    feature_map=self.feature_map_,
+                    model=self.model_,
+                    metrics={"valid": self.best_valid_, "test": None},
+                )
+        except BaseException as exc:
+            settle_replaced(run_dir, exc)
+            raise
+        discard_replaced(run_dir)
+        return path
 
     @classmethod
     def load(cls, run_dir: str | Path) -> CTRClassifier:

@@ -183,3 +183,38 @@ def test_position_methods_train_through_the_estimator(tmp_path):
     assert next(m.out_features for m in teacher.modules() if hasattr(m, "out_features")) == 4
     meta = json.loads((tmp_path / "kd" / "manifest.json").read_text())
     assert meta["model"] == "dnn"
+
+
+def test_save_refuses_a_training_run_unless_overwrite(fitted, tmp_path):
+    """save() wrote a DNN's model.pt beside a DIN training run's checkpoint.pt, best.pt
+    and metrics.jsonl (and the run no longer evaluated): a training run is replaced only
+    with overwrite=True, and then none of its files is left beside the new one."""
+    from adrank.outputs import claim_dir
+
+    clf, X, _ = fitted
+    run = claim_dir(tmp_path / "trained", "run")
+    for name in ("checkpoint.pt", "best.pt", "metrics.jsonl", "model.pt", "manifest.json"):
+        (run / name).write_text("from adrank train")
+    with pytest.raises(OutputDirError, match=r"holds a training run .*overwrite=True"):
+        clf.save(run)
+    assert (run / "model.pt").read_text() == "from adrank train"
+    clf.save(run, overwrite=True)
+    assert not (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").exists()
+    assert not (run / ".adrank-replaced").exists()
+    loaded = adrank.CTRClassifier.load(run)
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=1e-6)
+
+
+def test_schema_may_be_given_as_a_dict(tmp_path):
+    """CTRClassifier(schema={...}) failed with AttributeError: 'dict' object has no
+    attribute 'labels'."""
+    import polars as pl
+
+    clicks = [int(i % 5 == 0 or i % 7 == 0) for i in range(400)]
+    frame = pl.DataFrame({"ad": [f"a{i % 5}" for i in range(400)], "click": clicks})
+    schema = {"tasks": ["click"], "features": [{"name": "ad", "type": "categorical"}]}
+    clf = adrank.CTRClassifier(model="lr", schema=schema, train={"max_epochs": 1, "batch_size": 64})
+    clf.fit(frame.drop("click"), frame["click"])
+    assert clf.get_params()["schema"] is schema and clf.schema_.labels == ("click",)
+    with pytest.raises(TypeError, match="schema must be a Schema"):
+        adrank.CTRClassifier(schema=3).fit(frame.drop("click"), frame["click"])

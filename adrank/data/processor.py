@@ -51,7 +51,7 @@ from adrank.data.schema import (
     SequenceFeature,
     infer_outputs,
 )
-from adrank.data.transforms import apply_transforms
+from adrank.data.transforms import TransformError, apply_transforms
 from adrank.utils import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -286,6 +286,15 @@ class FeatureProcessor:
 
     def _encode_numeric(self, frame: pl.DataFrame, f: NumericFeature) -> pl.Series:
         x = self._numeric_values(frame, f)
+        infinite = x.is_infinite().fill_null(False)
+        if infinite.any():  # as the file readers and the HTTP service refuse it
+            row = int(infinite.arg_max())  # type: ignore[arg-type]
+            raise TransformError(
+                f"numeric feature {f.name!r} is {x[row]} in row {row}; a numeric value must be "
+                "finite (a missing one is null, NaN or empty and takes the fill value)",
+                column=f.source or f.name,
+                row=row,
+            )
         if f.buckets:
             # searchsorted on boundaries: id = bucket index + 2; missing -> OOV
             arr = x.fill_nan(None).to_numpy()
@@ -319,8 +328,34 @@ class FeatureProcessor:
             return (arr - st["min"]) / (span if span > 0 else 1.0)
         return arr
 
+    def check_aligned(self, frame: pl.DataFrame) -> None:
+        """Refuse rows whose aligned histories (``aligned_with``: one attribute per event of
+        another history) hold different numbers of items: the attributes would be paired with
+        the wrong events (a null or empty history has none). Pairs the frame does not hold
+        both of are not checked here. Raises
+        :class:`~adrank.data.transforms.TransformError` naming the column and the row."""
+        for f in self.schema.features:
+            if not isinstance(f, SequenceFeature) or not f.aligned_with:
+                continue
+            other = self.schema.feature(f.aligned_with)
+            mine, theirs = f.source or f.name, other.source or other.name
+            if mine not in frame.columns or theirs not in frame.columns:
+                continue  # encoded apart (a served user history): checked where both are
+            a = _item_counts(frame, mine, f.delimiter)
+            b = _item_counts(frame, theirs, getattr(other, "delimiter", f.delimiter))
+            bad = np.flatnonzero(a != b)
+            if bad.size:
+                row = int(bad[0])
+                raise TransformError(
+                    f"history {mine!r} has {a[row]} item(s) in row {row} but {theirs!r}, which "
+                    f"it is aligned with, has {b[row]}: aligned histories give one value per "
+                    "event, so their lengths must match",
+                    column=mine,
+                    row=row,
+                )
+
     def _encode_sequence(self, col: pl.Series, f: SequenceFeature) -> pl.Series:
-        col = col.cast(pl.Utf8)
+        col = _history_text(col, f.delimiter)
         n = col.len()
         # Empty tokens ("a||b", "") are not items.
         lists = col.str.split(f.delimiter).list.eval(pl.element().filter(pl.element() != ""))
@@ -374,6 +409,7 @@ class FeatureProcessor:
                 f"columns {missing} are missing from the input; available: {frame.columns}"
             )
         frame = apply_transforms(frame, self.schema.transforms)
+        self.check_aligned(frame)
         out: dict[str, pl.Series] = {}
         for label in self.schema.labels:
             if label in frame.columns:
@@ -638,6 +674,21 @@ _ROLE_RULES = {
     "weight": "finite and >= 0",
     "position": "a whole number >= 1 (1 = the top slot; add 1 to 0-based positions)",
 }
+
+
+def _history_text(col: pl.Series, delimiter: str) -> pl.Series:
+    """A history column as delimited text: a list column (Parquet, a frame in code) is
+    joined with the field's delimiter, as the service joins a request's lists."""
+    if isinstance(col.dtype, pl.List | pl.Array):
+        return col.cast(pl.List(pl.Utf8)).list.join(delimiter)
+    return col.cast(pl.Utf8)
+
+
+def _item_counts(frame: pl.DataFrame, column: str, delimiter: str) -> np.ndarray:
+    """Items per row of a history column (empty tokens are not items)."""
+    text = _history_text(frame.get_column(column), delimiter)
+    lists = text.str.split(delimiter).list.eval(pl.element().filter(pl.element() != ""))
+    return lists.list.len().fill_null(0).to_numpy().astype(np.int64)
 
 
 def _fit_role_vocab(col: pl.Series) -> list[str]:

@@ -98,6 +98,34 @@ def _once(predictor: Predictor, feature: Any, value: Any, n: int) -> torch.Tenso
     return encoded.expand(n, *encoded.shape[1:])
 
 
+def _check_aligned_context(
+    predictor: Predictor, context: Mapping[str, Any], varying: set[str]
+) -> None:
+    """The context's aligned histories hold as many items each (they are encoded one field
+    at a time below, so the processor's own check never sees them together); a
+    :class:`~adrank.serve.predictor.RecordError` on the context's field otherwise."""
+    import polars as pl
+
+    from adrank.data.transforms import TransformError
+    from adrank.serve.predictor import RecordError
+
+    schema = predictor.processor.schema
+    if not any(isinstance(f, SequenceFeature) and f.aligned_with for f in schema.features):
+        return
+    texts = {}
+    for f in schema.features:
+        src = f.source or f.name
+        if isinstance(f, SequenceFeature) and src not in varying:
+            value = context.get(src)
+            if type(value) is list:
+                value = predictor.delimiters.get(src, "|").join(str(x) for x in value)
+            texts[src] = pl.Series(src, [value], dtype=pl.Utf8)
+    try:
+        predictor.processor.check_aligned(pl.DataFrame(texts))
+    except TransformError as exc:
+        raise RecordError(str(exc).replace(" in row 0", ""), field=exc.column, index=0) from exc
+
+
 def encode_pairs(predictor: Predictor, pairs: PairRecords) -> dict[str, torch.Tensor] | None:
     """Model input tensors for ``pairs`` with the context encoded once, or None when the
     request needs the record-by-record path (see the module docstring)."""
@@ -113,6 +141,7 @@ def encode_pairs(predictor: Predictor, pairs: PairRecords) -> dict[str, torch.Te
     missing = [n for n in predictor.required_fields if n not in context]
     if missing and any(name not in row for row in rows for name in missing):
         return None
+    _check_aligned_context(predictor, context, varying)
     out: dict[str, torch.Tensor] = {}
     for f in predictor.processor.schema.features:
         lookup = predictor._lookups.get(f.name)

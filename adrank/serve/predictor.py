@@ -545,9 +545,13 @@ class Predictor:
             except TransformError as exc:
                 raise RecordError(str(exc), field=exc.column, index=exc.row) from exc
         out: dict[str, torch.Tensor] = {}
+        try:
+            proc.check_aligned(frame)
+            series_of = {f.name: proc.encode_feature(frame, f) for f in features}
+        except TransformError as exc:  # unequal aligned histories, a non-finite number
+            raise RecordError(str(exc), field=exc.column, index=exc.row) from exc
         for f in features:
-            src = f.source or f.name
-            series = proc.encode_feature(frame, f)
+            series = series_of[f.name]
             kind = self.feature_map.field(f.name).kind
             dtype = np.float32 if kind == "numeric" else np.int64
             # polars hands out read-only buffers; a copy is cheap at serving batch sizes

@@ -78,3 +78,21 @@ def test_predict_refuses_a_bad_transform_input_naming_the_line(tmp_path: Path) -
     )
     assert res.exit_code != 0
     assert "bad.csv: line 4: column 'I1'" in " ".join(res.output.split()), res.output
+
+
+def test_an_infinite_numeric_value_in_a_frame_is_refused_not_filled() -> None:
+    """Files and HTTP refused ±inf but a frame in code (CTRClassifier, Predictor.predict)
+    took the fill value silently: the processor refuses it too; NaN stays missing."""
+    from adrank.data.processor import FeatureProcessor
+
+    schema = Schema.from_dict(
+        {"tasks": ["click"], "features": [{"name": "ad", "type": "categorical"},
+                                          {"name": "price", "type": "numeric"}]}
+    )  # fmt: skip
+    frame = pl.DataFrame({"click": [1, 0, 1], "ad": ["a", "b", "a"], "price": [1.0, 2.0, 3.0]})
+    proc = FeatureProcessor(schema).fit(frame)
+    nan = frame.with_columns(pl.Series("price", [1.0, float("nan"), None]))
+    assert proc.transform(nan)["price"].is_finite().all()
+    inf = frame.with_columns(pl.Series("price", [1.0, 2.0, float("-inf")]))
+    with pytest.raises(TransformError, match=r"'price' is -inf in row 2; .* must be finite"):
+        proc.transform(inf)

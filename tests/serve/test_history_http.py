@@ -238,3 +238,57 @@ def test_columnar_encode_leaves_odd_histories_to_the_record_path(din_run: Path) 
     # a candidate's own history: per-pair encoding
     own = [{"item": "i3", "genre": "g3", "hist_item": ["i1"]}]
     assert encode_pairs(predictor, PairRecords({"hist_item": ["i2"]}, own)) is None
+
+
+def test_aligned_histories_of_different_lengths_are_refused(server: Any, din_run: Path) -> None:
+    """hist_genre gives one genre per event of hist_item: a request whose lists differ in
+    length (or that leaves the aligned one out) paired genres with the wrong items and was
+    scored (200); now a 422 naming the field, over HTTP and in the Predictor."""
+    from adrank.serve.predictor import RecordError
+
+    items = ["i3", "i4"]
+    body = {
+        "context": {"user": "u1", "hist_item": ["i1", "i2", "i3"], "hist_genre": ["g1"]},
+        "candidates": [{"ad_id": i, "bid": 1.0, "features": {"item": i, "genre": "g0"}}
+                       for i in items],
+        "slots": 2,
+    }  # fmt: skip
+    res = httpx.post(f"{server.url}/v1/rank", json=body, timeout=30)
+    assert res.status_code == 422, res.text
+    detail = res.json()["detail"][0]
+    assert "hist_genre" in " ".join(map(str, detail["loc"])) + detail["msg"]
+    assert (
+        "'hist_genre' has 1 item(s) but 'hist_item', which it is aligned with, has 3"
+        in (detail["msg"])
+    )
+    del body["context"]["hist_genre"]  # an aligned history left out is empty: refused too
+    assert httpx.post(f"{server.url}/v1/rank", json=body, timeout=30).status_code == 422
+    predict = {"context": {"user": "u1", "hist_item": ["i1", "i2"], "hist_genre": ["g1"]},
+               "records": [{"item": "i3", "genre": "g3"}]}  # fmt: skip
+    assert httpx.post(f"{server.url}/v1/predict", json=predict, timeout=30).status_code == 422
+    record = {"user": "u1", "item": "i3", "genre": "g3", "hist_item": "i1|i2", "hist_genre": "g1"}
+    with pytest.raises(RecordError, match="aligned"):
+        Predictor.load(din_run).predict_outputs([record])
+
+
+def test_prepare_refuses_unequal_aligned_histories_and_reads_list_columns(
+    tmp_path: Path,
+) -> None:
+    from adrank.data.processor import FeatureProcessor
+    from adrank.data.transforms import TransformError
+
+    frame = _frame(200, 5)
+    row7 = pl.int_range(pl.len()) == 7
+    bad = frame.with_columns(
+        pl.when(row7).then(pl.lit("i1|i2|i3")).otherwise(pl.col("hist_item")).alias("hist_item"),
+        pl.when(row7).then(pl.lit("g1")).otherwise(pl.col("hist_genre")).alias("hist_genre"),
+    )
+    proc = FeatureProcessor(SCHEMA).fit(frame)
+    with pytest.raises(TransformError, match=r"'hist_genre' has 1 item\(s\) in row 7 .* has 3"):
+        proc.transform(bad)
+    # lists (a frame in code, Parquet) encode as the delimited text does
+    lists = frame.with_columns(
+        pl.col("hist_item").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
+        pl.col("hist_genre").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
+    )
+    assert proc.transform(lists).equals(proc.transform(frame))
