@@ -72,6 +72,12 @@ def ope_cmd(
         read_table,
     )
 
+    if context and reward_model is not RewardModelName.logistic:
+        fail(
+            f"--context-col is used by --reward-model logistic only (got "
+            f"--reward-model {reward_model.value}, which would ignore it)"
+        )
+        return
     try:
         if open_bandit is not None:
             name, _, campaign = open_bandit.partition("/")

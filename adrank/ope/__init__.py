@@ -105,6 +105,7 @@ def evaluate_policy(
     ``seed``."""
     action_dist = check_action_dist(action_dist)
     _check_compatible(data, action_dist)
+    warn_unlogged_actions(data, action_dist)
     q_hat = None
     if reward_model is not None:
         model = make_reward_model(reward_model) if isinstance(reward_model, str) else reward_model
@@ -113,6 +114,30 @@ def evaluate_policy(
         data.reward, data.action, data.position, data.propensity, action_dist, q_hat
     )
     return estimate_all(terms, n_bootstrap=n_bootstrap, seed=seed, level=level)
+
+
+def unlogged_share(data: LoggedData, action_dist: np.ndarray) -> float:
+    """The policy's mean probability (over rounds and positions) on actions that no logged
+    round shows: their rewards are never observed."""
+    full = action_dist if action_dist.ndim == 3 else action_dist[None]
+    unseen = np.ones(full.shape[1], dtype=bool)
+    unseen[np.unique(data.action)] = False
+    return float(full[:, unseen, :].sum(axis=1).mean())
+
+
+def warn_unlogged_actions(data: LoggedData, action_dist: np.ndarray) -> None:
+    """Warn when the policy puts probability on actions the logs never show: IPS and SNIPS
+    see no reward for them (they count as 0), and DM and DR extrapolate a reward model to
+    them, so the estimators disagree for a reason no interval shows."""
+    share = unlogged_share(data, action_dist)
+    if share > 0.01:
+        log.warning(
+            "the policy puts %.1f%% of its probability (mean over rounds and positions) on "
+            "actions the logs never show: their rewards are unobserved, so IPS/SNIPS count "
+            "them as 0 and DM/DR extrapolate to them; the estimates are not comparable to "
+            "the logs' value for that share",
+            100 * share,
+        )
 
 
 def on_policy_value(

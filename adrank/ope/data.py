@@ -200,17 +200,20 @@ def check_action_dist(action_dist: np.ndarray, n_rounds: int | None = None) -> n
         r, a, k = np.argwhere(bad)[0]
         where = f"row {r}, " if dist.ndim == 3 else ""
         raise OffPolicyDataError(
-            f"policy {where}action {a}, position {k}: probability {full[r, a, k]!r} is not in "
-            "[0, 1]"
+            f"policy {where}action {a}, position {k}: probability {float(full[r, a, k])!r} is "
+            "not in [0, 1]"
         )
     sums = full.sum(axis=1)  # (n, K)
     off = np.abs(sums - 1.0) > SUM_TOLERANCE
     if off.any():
         r, k = np.argwhere(off)[0]
         where = f"row {r}, " if dist.ndim == 3 else ""
+        hint = ""
+        if k == 0 and sums[r, k] == 0 and full.shape[2] > 1:
+            hint = "; positions are 0-based here (the top slot is 0), unlike the logs' 1-based ones"
         raise OffPolicyDataError(
             f"policy {where}position {k}: action probabilities sum to {sums[r, k]:.9g}, "
-            f"expected 1 (within {SUM_TOLERANCE:g})"
+            f"expected 1 (within {SUM_TOLERANCE:g}){hint}"
         )
     return dist
 
@@ -237,6 +240,15 @@ def load_action_dist(path: Path | str, n_rounds: int | None = None) -> np.ndarra
         except OffPolicyDataError as exc:
             raise OffPolicyDataError(f"{path}: {exc}") from None
     prob = _numeric(frame, "probability", "probability")
+    keys = [c for c in ("round", "action", "position") if c in ints]
+    repeated = frame.select(keys).is_duplicated()
+    if repeated.any():
+        row = int(repeated.arg_max())  # type: ignore[arg-type]
+        at = ", ".join(f"{c} {int(ints[c][row])}" for c in keys)
+        raise OffPolicyDataError(
+            f"{path}: {at} is given more than once (row {row} and another); each action "
+            "and position (of a round) takes one probability"
+        )
     n_actions, n_pos = int(ints["action"].max()) + 1, int(ints["position"].max()) + 1
     if "round" in ints:
         rounds = int(ints["round"].max()) + 1 if n_rounds is None else n_rounds
