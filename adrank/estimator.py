@@ -58,7 +58,7 @@ def _binary_labels(y: Any, rows: int, what: str = "y") -> np.ndarray:
     if bad.any():
         row = int(np.argmax(bad))
         raise ValueError(
-            f"{what} must contain only 0 and 1; found {labels[row]!r} in row {row} "
+            f"{what} must contain only 0 and 1; found {labels[row].item()!r} in row {row} "
             f"({int(bad.sum())} bad row(s) in total)"
         )
     return labels

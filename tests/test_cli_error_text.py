@@ -34,3 +34,14 @@ def test_a_message_starting_with_a_quote_keeps_it(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code != 0
     assert "error: 'esmm' is a multi-task model" in " ".join(res.output.split()), res.output
+
+
+def test_evaluate_checks_plots_before_scoring(tmp_path: Path) -> None:
+    """--plots naming a file gave a raw '[Errno 17] File exists' after the whole split was
+    scored; it is refused first, in words."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no-run"), "--plots", str(afile)])
+    assert res.exit_code != 0
+    assert "--plots" in res.output and "is a file; give a folder" in " ".join(res.output.split())
+    assert afile.read_text() == "mine"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -60,6 +61,14 @@ def evaluate_cmd(
     from adrank.plots import field_calibration, write_evaluation_plots
     from adrank.train.evaluation import compute_metrics, slice_metrics
 
+    if plots is not None and (plots.exists() and not plots.is_dir()):
+        fail(f"--plots {plots} is a file; give a folder to write the PNG files into")
+        return
+    if plots is not None:
+        parent = next(p for p in (plots, *plots.parents) if p.exists())
+        if not os.access(parent, os.W_OK | os.X_OK):
+            fail(f"--plots {plots}: cannot write into {parent}")
+            return
     t0 = time.perf_counter()
     try:
         art, data, preds = predict_split(

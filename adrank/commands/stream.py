@@ -91,12 +91,14 @@ def stream_cmd(
         time_column,
     )
     from adrank.stream.runner import run_stream
+    from adrank.stream.strategies import build_strategy
 
     if (dataset is None) == (schema_file is None) or (schema_file is None) != (not inputs):
         fail("give either --dataset NAME, or --schema FILE with one or more --input FILE")
         return
     name = dataset or Path(str(schema_file)).stem
     try:
+        build_strategy(strategy, _parse_options(option or []))  # before the data are read
         if dataset is not None:
             cfg = resolve_run_config(dataset, model, None, set_ or [])
         else:

@@ -92,8 +92,9 @@ def time_column(schema: Schema) -> str:
     column = schema.roles.get("time")
     if not isinstance(column, str):
         raise ValueError(
-            f"dataset {schema.name or ''!r} declares no 'time' role: a stream needs event "
-            "times to order its rows (declare roles: {time: COLUMN} in the schema)"
+            f"{'the schema' if schema.name in ('', 'dataset') else repr(schema.name)} declares "
+            "no 'time' role: a stream needs event times to order its rows (declare roles: "
+            "{time: COLUMN} in the schema)"
         )
     return column
 

@@ -64,3 +64,21 @@ def test_stream_sources_are_checked(tmp_path: Path) -> None:
         app, ["stream", "--model", "lr", *schema, "--input", str(bad), "--out", str(tmp_path / "o")]
     )
     assert res.exit_code != 0 and "bad.csv: line 3" in res.output
+
+
+def test_a_bad_strategy_or_option_is_refused_before_the_data_are_read(tmp_path: Path) -> None:
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    missing = str(tmp_path / "not-there.csv")  # never read: the strategy is checked first
+    base = [
+        "stream",
+        "--model",
+        "lr",
+        "--schema",
+        str(tmp_path / "schema.yaml"),
+        "--input",
+        missing,
+    ]
+    res = CliRunner().invoke(app, [*base, "--strategy", "bogus"])
+    assert res.exit_code != 0 and "unknown strategy 'bogus'" in res.output
+    res = CliRunner().invoke(app, [*base, "--strategy", "sliding_window", "--option", "windw=3"])
+    assert res.exit_code != 0 and "has no option(s) ['windw']" in " ".join(res.output.split())
