@@ -18,14 +18,23 @@ def publish_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     store: Annotated[Path, typer.Option(help="The model store (a model root; created).")],
     name: Annotated[str, typer.Option(help=_NAME_HELP)] = "default",
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incompatible",
+            help="Publish a model whose inputs or outputs differ from the latest version's.",
+        ),
+    ] = False,
 ) -> None:
     """Copy a run into the store as the next immutable version STORE/NAME/N, then move
-    NAME's latest pointer to it (servers started with --store follow it)."""
+    NAME's latest pointer to it (servers started with --store follow it). A model that
+    reads or gives other fields than the latest version is refused without
+    --allow-incompatible."""
     from adrank.serve.model_root import ModelRootError
     from adrank.serve.model_store import StoreError, publish
 
     try:
-        done = publish(run_dir, store, name)
+        done = publish(run_dir, store, name, allow_incompatible=allow_incompatible)
     except (StoreError, ModelRootError, OSError) as exc:
         fail(str(exc))
     note = "" if done.latest == done.version else f" (latest stays {done.latest}: it is newer)"

@@ -106,11 +106,55 @@ def latest_version(directory: str | Path) -> int | None:
     return int(text)
 
 
-def publish(run_dir: str | Path, store: str | Path, name: str = DEFAULT_NAME) -> Published:
+def input_changes(store: str | Path, name: str, run_dir: str | Path) -> list[str]:
+    """How the model in ``run_dir`` would change what clients of ``name``'s latest version
+    send and get (the swap gate's signature, :mod:`adrank.serve.swap_gate`); empty when
+    nothing changes or nothing is published yet."""
+    from adrank.serve.predictor import Predictor
+    from adrank.serve.swap_gate import serving_signature, signature_differences
+
+    try:
+        target = model_dir(store, name)
+        latest = latest_version(target) if target.is_dir() else None
+    except StoreError:  # no store yet, or a bad pointer: publish itself says so
+        return []
+    if latest is None:
+        return []
+    try:
+        serving = serving_signature(Predictor.load(target / str(latest)))
+        candidate = serving_signature(Predictor.load(run_dir))
+    except Exception as exc:  # a model that does not load: the swap gate judges it
+        logger.warning("could not compare %s with %s/%d: %s", run_dir, name, latest, exc)
+        return []
+    return signature_differences(serving, candidate)
+
+
+def publish(
+    run_dir: str | Path,
+    store: str | Path,
+    name: str = DEFAULT_NAME,
+    *,
+    allow_incompatible: bool = False,
+) -> Published:
     """Copy the finished run ``run_dir`` into ``store`` as the next version of ``name`` and
-    move ``latest`` to it unless a later version is already there (module docstring)."""
+    move ``latest`` to it unless a later version is already there (module docstring).
+
+    A model whose inputs or outputs differ from the latest version's (:func:`input_changes`)
+    is refused unless ``allow_incompatible``: a server following the store refuses to swap
+    it in, but one started later would serve it to clients of the old one."""
     run_dir = Path(run_dir)
     files = _run_files(run_dir)
+    changes = input_changes(store, name, run_dir)
+    if changes and not allow_incompatible:
+        raise StoreError(
+            f"{run_dir} reads or gives other fields than {name}'s latest version ("
+            + "; ".join(changes[:5])
+            + "): servers following the store would refuse it, and one started later would "
+            "serve it to the old clients. Publish it under another --name, or pass "
+            "--allow-incompatible"
+        )
+    if changes:
+        logger.warning("publishing %s with other inputs or outputs: %s", run_dir, changes[:5])
     Path(store).mkdir(parents=True, exist_ok=True)
     target = model_dir(store, name)
     _claim_model_dir(target)

@@ -204,11 +204,12 @@ def test_server_follows_the_store_forward_through_the_gate(synthetic_runs, varia
     assert follower.poll() == "refused"  # remembered, not loaded again
     assert metric(client, "adrank_model_reloads_refused_total") == 1
 
+    # latest is the broken version 3 (it does not load): publish cannot compare, the gate does
     publish(variant_runs.other_schema, store)  # reads hist with another length
     assert follower.poll() == "refused"
     assert "'hist'" in follower.refused[4] and serving() == "default/2"
 
-    publish(synthetic_runs.run_b, store)
+    publish(synthetic_runs.run_b, store, allow_incompatible=True)  # latest is the other one
     assert follower.poll() == "swapped" and serving() == "default/5"
     assert metric(client, "adrank_store_version") == 5
     assert metric(client, "adrank_store_swaps_total") == 2
@@ -220,6 +221,21 @@ def test_server_follows_the_store_forward_through_the_gate(synthetic_runs, varia
     assert metric(client, "adrank_store_rollbacks_total") == 1
     publish(synthetic_runs.run_b, store)
     assert follower.poll() == "swapped" and serving() == "default/6"
+
+
+def test_publish_refuses_other_inputs_than_the_latest_version(
+    synthetic_runs, variant_runs, tmp_path
+):
+    """A model the following servers would refuse was published (latest moved to it), and a
+    server started later served it to the old clients: refused unless the operator says so."""
+    store = tmp_path / "store"
+    publish(synthetic_runs.run_a, store)
+    publish(variant_runs.grown, store)  # a grown vocabulary: the same inputs, accepted
+    with pytest.raises(StoreError, match=r"reads or gives other fields .*'hist'"):
+        publish(variant_runs.other_schema, store)
+    assert latest_version(store / "default") == 2
+    done = publish(variant_runs.other_schema, store, allow_incompatible=True)
+    assert done.version == 3 and latest_version(store / "default") == 3
 
 
 def test_a_worker_starts_on_the_newest_good_version(synthetic_runs, tmp_path):
