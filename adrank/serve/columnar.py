@@ -103,27 +103,35 @@ def _check_aligned_context(
 ) -> None:
     """The context's aligned histories hold as many items each (they are encoded one field
     at a time below, so the processor's own check never sees them together); a
-    :class:`~adrank.serve.predictor.RecordError` on the context's field otherwise."""
-    import polars as pl
-
-    from adrank.data.transforms import TransformError
+    :class:`~adrank.serve.predictor.RecordError` on the context's field otherwise. Counted
+    in Python, as the processor counts them (empty tokens are not items): one request."""
     from adrank.serve.predictor import RecordError
 
-    schema = predictor.processor.schema
-    if not any(isinstance(f, SequenceFeature) and f.aligned_with for f in schema.features):
-        return
-    texts = {}
-    for f in schema.features:
-        src = f.source or f.name
-        if isinstance(f, SequenceFeature) and src not in varying:
-            value = context.get(src)
-            if type(value) is list:
-                value = predictor.delimiters.get(src, "|").join(str(x) for x in value)
-            texts[src] = pl.Series(src, [value], dtype=pl.Utf8)
-    try:
-        predictor.processor.check_aligned(pl.DataFrame(texts))
-    except TransformError as exc:
-        raise RecordError(str(exc).replace(" in row 0", ""), field=exc.column, index=0) from exc
+    for f in predictor.processor.schema.features:
+        if not isinstance(f, SequenceFeature) or not f.aligned_with:
+            continue
+        other = predictor.processor.schema.feature(f.aligned_with)
+        mine, theirs = f.source or f.name, other.source or other.name
+        if mine in varying or theirs in varying:
+            continue  # a candidate's own history: the record path checks it
+        a = _items(context.get(mine), f.delimiter)
+        b = _items(context.get(theirs), getattr(other, "delimiter", f.delimiter))
+        if a != b:
+            raise RecordError(
+                f"history {mine!r} has {a} item(s) but {theirs!r}, which it is aligned with, "
+                f"has {b}: aligned histories give one value per event, so their lengths must "
+                "match",
+                field=mine,
+                index=0,
+            )
+
+
+def _items(value: Any, delimiter: str) -> int:
+    """Items of a history value (a list, delimited text or None)."""
+    if value is None:
+        return 0
+    tokens = value if type(value) is list else str(value).split(delimiter)
+    return sum(1 for t in tokens if str(t) != "")
 
 
 def encode_pairs(predictor: Predictor, pairs: PairRecords) -> dict[str, torch.Tensor] | None:
