@@ -214,9 +214,11 @@ class FeatureProcessor:
         for f in self.schema.features:
             if not self._counted(f):
                 continue
-            col = category_text(self._source(frame, f))
             if isinstance(f, SequenceFeature):
+                col = history_text(self._source(frame, f), f.delimiter)
                 col = col.str.split(f.delimiter).explode()
+            else:
+                col = category_text(self._source(frame, f))
             col = col.filter(col.is_not_null() & (col != ""))
             counts.setdefault(_table_of(f), []).append(
                 col.rename("value").value_counts(name="count")
@@ -355,7 +357,7 @@ class FeatureProcessor:
                 )
 
     def _encode_sequence(self, col: pl.Series, f: SequenceFeature) -> pl.Series:
-        col = _history_text(col, f.delimiter)
+        col = history_text(col, f.delimiter)
         n = col.len()
         # Empty tokens ("a||b", "") are not items.
         lists = col.str.split(f.delimiter).list.eval(pl.element().filter(pl.element() != ""))
@@ -676,17 +678,41 @@ _ROLE_RULES = {
 }
 
 
-def _history_text(col: pl.Series, delimiter: str) -> pl.Series:
+def history_text(col: pl.Series, delimiter: str) -> pl.Series:
     """A history column as delimited text: a list column (Parquet, a frame in code) is
-    joined with the field's delimiter, as the service joins a request's lists."""
-    if isinstance(col.dtype, pl.List | pl.Array):
-        return col.cast(pl.List(pl.Utf8)).list.join(delimiter)
-    return col.cast(pl.Utf8)
+    joined with the field's delimiter, as the service joins a request's lists. Items must
+    be strings or integers and hold neither the delimiter (joined, one id would become
+    several) nor a null: a :class:`TransformError` names the column and row."""
+    if not isinstance(col.dtype, pl.List | pl.Array):
+        return category_text(col)  # one id per row as a number (pandas' float ids: 1.0 -> "1")
+    inner = col.dtype.inner
+    if not (inner == pl.Utf8 or inner == pl.Categorical or inner.is_integer() or inner == pl.Null):
+        raise TransformError(
+            f"history {col.name!r} holds lists of {inner}; expected a delimited string or "
+            "a list of strings or integers",
+            column=col.name,
+        )
+    items = col.cast(pl.List(pl.Utf8))
+    holds = items.list.eval(pl.element().str.contains(delimiter, literal=True))
+    for bad, what in (
+        (holds, "holds the delimiter"),
+        (items.list.eval(pl.element().is_null()), "is null"),
+    ):
+        hits = bad.list.any().fill_null(False)
+        if hits.any():
+            row = int(hits.arg_true()[0])
+            raise TransformError(
+                f"history {col.name!r}: an item in row {row} {what} ({delimiter!r} separates "
+                "items); give each id as its own list item",
+                column=col.name,
+                row=row,
+            )
+    return items.list.join(delimiter)
 
 
 def _item_counts(frame: pl.DataFrame, column: str, delimiter: str) -> np.ndarray:
     """Items per row of a history column (empty tokens are not items)."""
-    text = _history_text(frame.get_column(column), delimiter)
+    text = history_text(frame.get_column(column), delimiter)
     lists = text.str.split(delimiter).list.eval(pl.element().filter(pl.element() != ""))
     return lists.list.len().fill_null(0).to_numpy().astype(np.int64)
 

@@ -68,6 +68,7 @@ import torch
 from adrank.artifact import Artifact, ArtifactError, artifact_digest, load_artifact
 from adrank.config import SCORE_BATCH_SIZE
 from adrank.data.batches import table_to_batch
+from adrank.data.processor import history_text
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
     OOV_ID,
@@ -442,7 +443,7 @@ class Predictor:
         path joins a list; items must be strings or integers and hold no delimiter. A
         nested value (list, struct) in any other field's column is a :class:`RecordError`
         naming it (cast to text, it would be scored silently as an unseen value)."""
-        joined: list[pl.Expr] = []
+        joined: list[pl.Series] = []
         for name, dtype in frame.schema.items():
             kind = self.field_kinds.get(name)
             if kind is None or not dtype.is_nested():
@@ -453,34 +454,10 @@ class Predictor:
                     f"column {name!r} ({kind}) holds nested values ({dtype}); expected {expected}",
                     field=name,
                 )
-            inner = dtype.inner
-            if not (inner == pl.Utf8 or inner == pl.Categorical or inner.is_integer()):
-                raise RecordError(
-                    f"column {name!r} (sequence) holds lists of {inner}; expected a delimited "
-                    "string or a list of strings or integers",
-                    field=name,
-                )
-            items = pl.col(name).list.eval(pl.element().cast(pl.Utf8))
-            delimiter = self.delimiters[name]
-            split = frame.select(
-                items.list.eval(pl.element().str.contains(delimiter, literal=True))
-            )
-            hits = split.to_series().list.any().fill_null(False)
-            if hits.any():
-                row = int(hits.arg_true()[0])
-                raise RecordError(
-                    f"row {row}: column {name!r} (sequence): an item holds the delimiter "
-                    f"{delimiter!r}; give each id as its own list item",
-                    field=name,
-                    index=row,
-                )
-            if frame.select(items.list.eval(pl.element().is_null()).list.any()).to_series().any():
-                raise RecordError(
-                    f"column {name!r} (sequence): a list holds a null item; expected a list of "
-                    "strings or integers",
-                    field=name,
-                )
-            joined.append(items.list.join(delimiter).alias(name))
+            try:  # the processor's checked join, as prepare and fit read a list history
+                joined.append(history_text(frame.get_column(name), self.delimiters[name]))
+            except TransformError as exc:
+                raise RecordError(str(exc), field=name, index=exc.row) from None
         return frame.with_columns(joined) if joined else frame
 
     def encode(self, data: Any) -> pl.DataFrame:

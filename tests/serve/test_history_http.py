@@ -292,3 +292,60 @@ def test_prepare_refuses_unequal_aligned_histories_and_reads_list_columns(
         pl.col("hist_genre").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
     )
     assert proc.transform(lists).equals(proc.transform(frame))
+
+
+def test_list_histories_are_checked_as_the_service_checks_them() -> None:
+    """A list item holding the delimiter became two ids, and a null item was dropped,
+    silently (the Predictor refused both): the processor refuses them naming the row."""
+    from adrank.data.processor import FeatureProcessor
+    from adrank.data.transforms import TransformError
+
+    frame = _frame(50, 5)
+    proc = FeatureProcessor(SCHEMA).fit(frame)
+    lists = frame.with_columns(
+        pl.col("hist_item").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
+        pl.col("hist_genre").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
+    )
+    row3 = pl.int_range(pl.len()) == 3
+    split = lists.with_columns(
+        pl.when(row3).then(pl.lit(["i1|i2"])).otherwise(pl.col("hist_item")).alias("hist_item"),
+        pl.when(row3).then(pl.lit(["g1", "g2"])).otherwise("hist_genre").alias("hist_genre"),
+    )
+    with pytest.raises(TransformError, match=r"'hist_item': an item in row 3 holds the delim") as e:
+        proc.transform(split)
+    assert (e.value.column, e.value.row) == ("hist_item", 3)
+    holes = lists.with_columns(
+        pl.when(row3).then(pl.lit(["i1", None])).otherwise(pl.col("hist_item")).alias("hist_item")
+    )
+    with pytest.raises(TransformError, match=r"'hist_item': an item in row 3 is null"):
+        proc.transform(holes)
+    floats = lists.with_columns(pl.lit([1.5], pl.List(pl.Float64)).alias("hist_item"))
+    with pytest.raises(TransformError, match=r"'hist_item' holds lists of Float64"):
+        proc.transform(floats)
+    ints = lists.with_columns(pl.lit([1, 2], pl.List(pl.Int64)).alias("hist_item"))
+    assert proc.transform(ints.with_columns(pl.lit(["g1", "g2"]).alias("hist_genre"))).height == 50
+    # a whole history left null is an empty history, as the text path reads it
+    empty = lists.with_columns(
+        pl.when(row3).then(None).otherwise(pl.col("hist_item")).alias("hist_item"),
+        pl.when(row3).then(None).otherwise(pl.col("hist_genre")).alias("hist_genre"),
+    )
+    text = frame.with_columns(
+        pl.when(row3).then(pl.lit("")).otherwise(pl.col("hist_item")).alias("hist_item"),
+        pl.when(row3).then(pl.lit("")).otherwise(pl.col("hist_genre")).alias("hist_genre"),
+    )
+    assert proc.transform(empty).equals(proc.transform(text))
+
+
+def test_fit_reads_list_histories_as_transform_does() -> None:
+    """Fitting on list-typed histories (a Parquet file, a frame in code) crashed with a
+    polars cast error; it builds the vocabulary the delimited text builds."""
+    from adrank.data.processor import FeatureProcessor
+
+    frame = _frame(80, 5)
+    lists = frame.with_columns(
+        pl.col("hist_item").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
+        pl.col("hist_genre").str.split("|").list.eval(pl.element().filter(pl.element() != "")),
+    )
+    from_text = FeatureProcessor(SCHEMA).fit(frame)
+    from_lists = FeatureProcessor(SCHEMA).fit(lists)
+    assert from_lists.transform(lists).equals(from_text.transform(frame))
