@@ -9,7 +9,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -289,6 +289,20 @@ def train_cmd(
             "vocabularies grow on the new training split (docs/streaming.md).",
         ),
     ] = None,
+    train_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--train",
+            help="With --init-from: your own new logs (csv/tsv/parquet/jsonl) in the run's "
+            "schema, read as `adrank prepare` reads them (instead of --dataset).",
+        ),
+    ] = None,
+    valid_file: Annotated[
+        Path | None, typer.Option("--valid", help="With --train: validation logs.")
+    ] = None,
+    test_file: Annotated[Path | None, typer.Option("--test", help="With --train: test logs.")] = (
+        None
+    ),
 ) -> None:
     """Train MODEL on DATASET (or on --prepared data); writes config, processor, weights and
     metrics to RUN_DIR.
@@ -296,22 +310,43 @@ def train_cmd(
     RUN_DIR must be new, empty, or an adrank run directory. One that holds a run (a
     checkpoint or a finished run) is continued with --resume or started over with
     --overwrite; without either it is refused before training."""
+    from adrank.artifact import ArtifactError
     from adrank.config import ConfigError, RunConfig, resolve_run_config
     from adrank.data.prepare import PreparedData
+    from adrank.data.readers import DataFormatError
+    from adrank.data.schema import SchemaError
     from adrank.models import get_model_class
     from adrank.pipeline import train_run
+    from adrank.stream.warm_start import WarmStart
     from adrank.train.trainer import TrainingInterrupted, check_device
 
-    if (dataset is None) == (prepared is None):
+    if train_file is None and (valid_file or test_file):
+        fail("--valid and --test go with --train FILE (and --init-from RUN)")
+        return
+    if train_file is not None and (init_from is None or dataset or prepared):
+        fail(
+            "--train FILE continues a finished run on your own logs: give --init-from RUN and "
+            "no --dataset or --prepared (to train from scratch on your own logs, run `adrank "
+            "prepare --schema ...` and then `adrank train --prepared DIR`)"
+        )
+        return
+    if train_file is None and (dataset is None) == (prepared is None):
         fail("give exactly one of --dataset NAME or --prepared DIR (they are mutually exclusive)")
         return
     if resume and overwrite:
         fail("give at most one of --resume (continue the run) and --overwrite (start over)")
         return
     data: PreparedData | None = None
+    warm: WarmStart | None = None
     try:
         get_model_class(model)
-        if prepared is not None:
+        if train_file is not None:
+            warm = WarmStart(cast(Path, init_from))
+            cfg = RunConfig.load(config) if config is not None else warm.artifact.config
+            if cfg.model.lower() != model.lower():
+                raise ConfigError(f"config is for model {cfg.model!r}, but --model is {model!r}")
+            cfg = cfg.with_overrides([*(set_ or []), "dataset="])
+        elif prepared is not None:
             data = PreparedData.open(prepared.resolve())
             cfg = RunConfig.load(config) if config is not None else RunConfig(model=model)
             if cfg.model.lower() != model.lower():
@@ -320,10 +355,10 @@ def train_cmd(
         else:
             cfg = resolve_run_config(str(dataset), model, config, set_ or [])
         check_device(cfg.train.device)  # before the data are prepared or workers start
-    except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, KeyError, ValueError, FileNotFoundError, ArtifactError) as exc:
         fail(error_text(exc))
         return
-    name = dataset or (prepared.name if prepared is not None else "")
+    name = dataset or (prepared or train_file or Path()).name.split(".")[0]
     out = run_dir or Path("runs") / f"{name}-{model.lower()}-seed{cfg.train.seed}"
     if (out / "manifest.json").exists() and not (resume or overwrite):
         fail(
@@ -340,6 +375,17 @@ def train_cmd(
                       resume, data_dir, cache_dir, overwrite=overwrite)  # fmt: skip
         return
     try:
+        if warm is not None:  # your own logs: read, grow the run's vocabularies, encode
+            named = [("train", train_file), ("valid", valid_file), ("test", test_file)]
+            frames = read_split_files(
+                named, header=Header.auto, columns=None, separator=None,
+                schema=warm.processor.schema, bad_rows="error",
+            )  # fmt: skip
+            warm.prepared = warm.prepare_splits(
+                frames,  # type: ignore[arg-type]
+                f"{name}-{_files_digest(named)}",
+                cache_dir=cache_dir,
+            )
         result = train_run(
             cfg,
             out,
@@ -349,10 +395,13 @@ def train_cmd(
             resume=resume,
             overwrite=overwrite,
             force_progress=True,
-            init_from=init_from,
+            init_from=warm or init_from,
         )
     # ArithmeticError: a NaN/inf training loss or validation metric (a diverging run)
-    except (KeyError, ValueError, RuntimeError, FileNotFoundError, ArithmeticError) as exc:
+    except (
+        KeyError, ValueError, RuntimeError, FileNotFoundError, ArithmeticError, SchemaError,
+        DataFormatError, ArtifactError,
+    ) as exc:  # fmt: skip
         fail(error_text(exc))
         return
     except TrainingInterrupted as exc:  # SIGTERM: the trainer said what it kept
@@ -369,6 +418,19 @@ def train_cmd(
         f"{result.num_parameters:,} parameters, {tr.train_time_s:.1f}s, "
         f"{tr.train_samples_per_s:,.0f} train samples/s -> {out}"
     )
+
+
+def _files_digest(files: list[tuple[str, Path | None]]) -> str:
+    """A short digest of the given files' paths, sizes and modification times: the prepared
+    cache entry of a warm start on them (other files, or changed ones, get another entry)."""
+    import hashlib
+
+    parts = []
+    for split, path in files:
+        if path is not None:
+            st = path.stat()
+            parts.append(f"{split}={path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def _launch_train(

@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ from adrank.train.sampling import (
 from adrank.train.trainer import Trainer, TrainResult
 from adrank.utils import atomic_write, content_digest, seed_everything
 
+if TYPE_CHECKING:
+    from adrank.stream.warm_start import WarmStart
+
 logger = logging.getLogger(__name__)
 
 #: how long the other workers wait while local rank 0 prepares the dataset
@@ -102,13 +105,15 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     force_progress: bool = False,
-    init_from: str | Path | None = None,
+    init_from: str | Path | WarmStart | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``config.dataset`` (or ``prepared``) into ``run_dir``.
 
     ``init_from`` (a finished run directory) continues from that run's weights, optimizer
     state and processor, whose vocabularies grow on the new training split
-    (:mod:`adrank.stream.warm_start`); single process, ``config.dataset`` only.
+    (:mod:`adrank.stream.warm_start`); single process, on ``config.dataset``, or on your own
+    logs when it is a :class:`~adrank.stream.warm_start.WarmStart` whose
+    :meth:`~adrank.stream.warm_start.WarmStart.prepare_splits` ran (``config.dataset`` empty).
 
     ``run_dir`` must be new, empty, or an adrank run directory (:func:`adrank.outputs.claim_dir`).
     One that holds a checkpoint is continued with ``resume=True`` or started over with
@@ -385,24 +390,28 @@ def _prepare_once(
 
 def _warm_start(
     config: RunConfig,
-    init_from: str | Path,
+    init_from: str | Path | WarmStart,
     prepared: PreparedData | None,
     resume: bool,
     data_dir: str | Path | None,
     cache_dir: str | Path | None,
 ) -> Any:
     """``--init-from``: the run to continue, with the new dataset encoded by its grown
-    processor (``.prepared``)."""
+    processor (``.prepared``). ``init_from`` may be a :class:`WarmStart` whose data are
+    already prepared (your own logs: :meth:`WarmStart.prepare_splits`)."""
     from adrank.stream.warm_start import WarmStart
 
-    if resume or prepared is not None or not config.dataset or get_world_size() > 1:
+    given = isinstance(init_from, WarmStart) and init_from.prepared is not None
+    if resume or prepared is not None or get_world_size() > 1 or (given == bool(config.dataset)):
         raise ValueError(
-            "--init-from starts a new single-process run on --dataset from a finished run; it "
-            "does not combine with --resume, --prepared or --nproc"
+            "--init-from starts a new single-process run from a finished run, on --dataset or "
+            "on your own logs (--train FILE); it does not combine with --resume, --prepared "
+            "or --nproc"
         )
-    warm = WarmStart(init_from)
+    warm = init_from if isinstance(init_from, WarmStart) else WarmStart(init_from)
     warm.check(config)
-    warm.prepared = warm.prepare(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    if not given:
+        warm.prepared = warm.prepare(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
     return warm
 
 
@@ -509,7 +518,8 @@ def _train(
         feature_map=feature_map,
         model=model,
         metrics=metrics,
-        extra={"prepared_data": str(prepared.directory)},
+        extra={"prepared_data": str(prepared.directory)}
+        | ({"init_from": str(warm.run_dir)} if warm is not None else {}),
     )
     if warm is not None:
         warm.save(run_dir)

@@ -23,8 +23,9 @@ The model and its hyperparameters must be the run's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,6 +39,9 @@ from adrank.stream.vocab import GrowthStep, VocabularyGrowth
 from adrank.train.checkpoint import load_checkpoint
 from adrank.train.optim import SparseDenseAdam, build_optimizer
 from adrank.train.row_adam import row_state_from_adam
+
+if TYPE_CHECKING:
+    import polars as pl
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +164,29 @@ class WarmStart:
         root = resolve_data_dir(data_dir)
         ensure_files(builder, root)
         splits = builder.build_splits(root, seed=builder.default_seed)
+        return self.prepare_splits(splits, dataset, cache_dir=cache_dir)
+
+    def prepare_splits(
+        self,
+        splits: Mapping[str, pl.DataFrame],
+        name: str,
+        *,
+        cache_dir: str | Path | None = None,
+    ) -> PreparedData:
+        """Your own logs: grow the vocabularies on ``splits["train"]`` (raw frames of the
+        run's schema, as ``adrank prepare`` reads them) and encode every split with the grown
+        processor, written under the prepared-data cache as ``NAME-from-<run digest>``."""
+        if "train" not in splits:
+            raise ValueError(f"a warm start needs a 'train' split; got {sorted(splits)}")
         self.chunk += 1
         self.step = self.growth.observe(self.processor, splits["train"], self.chunk)
         out = Path(cache_dir) if cache_dir else default_cache_dir()
         digest = artifact_digest(self.run_dir, self.artifact.manifest)
         return prepare_frames(
             self.processor.schema,
-            splits,
-            out / f"{dataset}-from-{digest}",
-            extra_meta={"dataset": dataset, "init_from": str(self.run_dir)},
+            dict(splits),
+            out / f"{name}-from-{digest}",
+            extra_meta={"dataset": name, "init_from": str(self.run_dir)},
             fitted=self.processor,
         )
 
