@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +14,19 @@ import typer
 from adrank.cli import app, console, fail
 
 _NAME_HELP = "The model's name in the store (a relative path)."
+
+
+@contextmanager
+def _said_once() -> Iterator[None]:
+    """The command prints its result; the store's INFO line (for code that publishes and
+    servers that follow) would say it a second time."""
+    log = logging.getLogger("adrank.serve.model_store")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @app.command("publish")
@@ -34,7 +50,8 @@ def publish_cmd(
     from adrank.serve.model_store import StoreError, publish
 
     try:
-        done = publish(run_dir, store, name, allow_incompatible=allow_incompatible)
+        with _said_once():
+            done = publish(run_dir, store, name, allow_incompatible=allow_incompatible)
     except (StoreError, ModelRootError, OSError) as exc:
         fail(str(exc))
     note = "" if done.latest == done.version else f" (latest stays {done.latest}: it is newer)"
@@ -53,7 +70,8 @@ def rollback_cmd(
     from adrank.serve.model_store import StoreError, rollback
 
     try:
-        previous, current = rollback(store, to, name)
+        with _said_once():
+            previous, current = rollback(store, to, name)
     except (StoreError, ModelRootError, OSError) as exc:
         fail(str(exc))
     before = "(not a version number)" if previous is None else previous

@@ -216,3 +216,18 @@ def test_a_publish_that_cannot_write_fails_in_one_line_and_changes_nothing(
     assert versions(model) == [1] and latest_version(model) == 1
     assert not list(model.glob(".*.claim")) and not list(model.glob(".*.tmp"))
     assert publish(big, store).version == 2  # the number was not lost either
+
+
+def test_cli_says_each_publish_and_rollback_once(tmp_path: Path) -> None:
+    """``adrank publish`` printed its line and then the store's INFO log line saying the
+    same; the store still logs it for code that publishes (and restores its level)."""
+    store = tmp_path / "store"
+    for run in (stand_in_run(tmp_path / "a"), stand_in_run(tmp_path / "b")):
+        res = subprocess.run([*ADRANK, "publish", str(run), "--store", str(store)],
+                             capture_output=True, text=True, env=_env(), timeout=120)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert (res.stdout + res.stderr).count("published") == 1, res.stdout + res.stderr
+    res = subprocess.run([*ADRANK, "rollback", "--store", str(store), "--to", "1"],
+                         capture_output=True, text=True, env=_env(), timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (res.stdout + res.stderr).count("latest 2 -> 1") == 1, res.stdout + res.stderr
