@@ -19,6 +19,9 @@ Encoding rules (ids: 0 = padding, 1 = OOV, values from 2):
 * pretrained: the ids of its id feature (``share_vocab_with``); the vectors are aligned to
   that vocabulary at fit (:mod:`adrank.data.pretrained`) and saved as ``vectors_<name>.npy``.
   A sequence sharing a pretrained feature's vocabulary uses the id feature's vocabulary.
+
+The stateless rules live in :mod:`adrank.data.numeric`, :mod:`adrank.data.histories` and
+:mod:`adrank.data.roles_encoding`.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ import polars as pl
 import pyarrow as pa
 
 from adrank.data.feature_map import FeatureMap, FieldInfo, RoleInfo, TaskInfo
+from adrank.data.histories import check_aligned, history_items, history_text, item_counts, pad_items
+from adrank.data.numeric import encode_numeric, fit_numeric, numeric_series, numeric_values
 from adrank.data.pretrained import align_vectors, load_table, read_vectors, save_table
 from adrank.data.readers_base import category_text
+from adrank.data.roles_encoding import GROUP_COLUMN, encode_role, fit_role_vocab, role_column
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
     OOV_ID,
@@ -51,23 +57,25 @@ from adrank.data.schema import (
     SequenceFeature,
     infer_outputs,
 )
-from adrank.data.transforms import TransformError, apply_transforms
+from adrank.data.transforms import apply_transforms
 from adrank.utils import atomic_write, atomic_write_text
+
+__all__ = [
+    "GROUP_COLUMN",
+    "PROCESSOR_FORMAT_VERSION",
+    "READABLE_PROCESSOR_VERSIONS",
+    "FeatureProcessor",
+    "NotFittedError",
+    "history_text",
+    "role_column",
+    "stable_hash_ids",
+]
 
 logger = logging.getLogger(__name__)
 
 PROCESSOR_FORMAT_VERSION = 2
 #: processors saved by these versions load (v1: no roles besides group, no role vocabularies)
 READABLE_PROCESSOR_VERSIONS = (1, 2)
-GROUP_COLUMN = "__group__"
-
-
-def role_column(role: str, source: str) -> str:
-    """The processed column of a role (``__group__`` for the group, ``__meta__<col>`` for a
-    passthrough column)."""
-    if role == "passthrough":
-        return f"__meta__{source}"
-    return f"__{role}__"
 
 
 class NotFittedError(RuntimeError):
@@ -147,27 +155,13 @@ class FeatureProcessor:
         for f in self.schema.features:
             if not isinstance(f, NumericFeature):
                 continue
-            x = self._numeric_values(frame, f)
-            finite = x.filter(x.is_finite())
-            if f.buckets:
-                if finite.len() == 0:
-                    raise ValueError(f"numeric feature {f.name!r} has no finite training values")
-                qs = np.quantile(finite.to_numpy(), np.linspace(0, 1, f.buckets + 1)[1:-1])
-                boundaries[f.name] = sorted(set(float(q) for q in qs))
-            filled = x.fill_nan(None).fill_null(f.fill_value)
-            filled = filled.set(~filled.is_finite(), f.fill_value)
-            arr = filled.to_numpy().astype(np.float64)
-            if f.normalizer == "log1p":
-                arr = np.sign(arr) * np.log1p(np.abs(arr))
-            numeric_stats[f.name] = {
-                "mean": float(arr.mean()) if arr.size else 0.0,
-                "std": float(arr.std()) if arr.size else 1.0,
-                "min": float(arr.min()) if arr.size else 0.0,
-                "max": float(arr.max()) if arr.size else 1.0,
-            }
+            stats, bounds = fit_numeric(numeric_values(self._source(frame, f), f), f)
+            if bounds is not None:
+                boundaries[f.name] = bounds
+            numeric_stats[f.name] = stats
 
         self.role_vocab_ = {
-            role: _fit_role_vocab(frame.get_column(col))
+            role: fit_role_vocab(frame.get_column(col))
             for role, col in self.schema.roles.items()
             if ROLES[role].kind == "vocab"
         }
@@ -256,24 +250,6 @@ class FeatureProcessor:
     def _source(frame: pl.DataFrame, f: Any) -> pl.Series:
         return frame.get_column(f.source or f.name)
 
-    def _numeric_values(self, frame: pl.DataFrame, f: NumericFeature) -> pl.Series:
-        col = self._source(frame, f)
-        if col.dtype == pl.Utf8:
-            cast = col.str.strip_chars().cast(pl.Float64, strict=False)
-            bad = cast.is_null() & col.is_not_null() & (col.str.strip_chars() != "")
-            if bad.any():
-                idx = int(bad.arg_max())  # type: ignore[arg-type]
-                raise SchemaError(
-                    f"numeric column {f.source or f.name!r} has non-numeric value "
-                    f"{col[idx]!r} at row {idx}"
-                )
-            return cast
-        if not (col.dtype.is_numeric() or col.dtype == pl.Null or col.dtype == pl.Boolean):
-            raise SchemaError(
-                f"numeric column {f.source or f.name!r} has dtype {col.dtype}, expected numbers"
-            )
-        return col.cast(pl.Float64)
-
     def _encode_categorical(self, col: pl.Series, f: CategoricalFeature) -> pl.Series:
         col = category_text(col)
         if f.hash_buckets:
@@ -287,48 +263,9 @@ class FeatureProcessor:
         )
 
     def _encode_numeric(self, frame: pl.DataFrame, f: NumericFeature) -> pl.Series:
-        x = self._numeric_values(frame, f)
-        infinite = x.is_infinite().fill_null(False)
-        if infinite.any():  # as the file readers and the HTTP service refuse it
-            row = int(infinite.arg_max())  # type: ignore[arg-type]
-            raise TransformError(
-                f"numeric feature {f.name!r} is {x[row]} in row {row}; a numeric value must be "
-                "finite (a missing one is null, NaN or empty and takes the fill value)",
-                column=f.source or f.name,
-                row=row,
-            )
-        if f.buckets:
-            # searchsorted on boundaries: id = bucket index + 2; missing -> OOV
-            arr = x.fill_nan(None).to_numpy()
-            ids = np.searchsorted(np.asarray(self.boundaries_[f.name]), arr, side="right")
-            ids = ids.astype(np.int64) + NUM_RESERVED_IDS
-            ids[~np.isfinite(arr)] = OOV_ID
-            return pl.Series(f.name, ids, dtype=pl.Int64)
-        arr = x.fill_nan(None).fill_null(f.fill_value).to_numpy().astype(np.float64)
-        arr[~np.isfinite(arr)] = f.fill_value
-        with np.errstate(over="ignore"):  # overflow to inf is handled below
-            out = self._normalize(arr, f).astype(np.float32)
-        overflow = ~np.isfinite(out)
-        if overflow.any():  # a finite value beyond float32 (1e39) would train and serve inf
-            out[overflow] = self._normalize(np.array([f.fill_value], np.float64), f)[0]
-            logger.warning(
-                "numeric feature %r: %d value(s) beyond float32's range (|x| > 3.4e38) after "
-                "normalizer %r took the fill value %g; normalizer: log1p keeps such magnitudes",
-                f.name, int(overflow.sum()), f.normalizer, f.fill_value,
-            )  # fmt: skip
-        return pl.Series(f.name, out)
-
-    def _normalize(self, arr: np.ndarray, f: NumericFeature) -> np.ndarray:
-        """``f``'s normalizer with the training split's statistics (float64)."""
-        st = self.numeric_stats_[f.name]
-        if f.normalizer == "log1p":
-            return np.sign(arr) * np.log1p(np.abs(arr))
-        if f.normalizer == "standard":
-            return (arr - st["mean"]) / (st["std"] if st["std"] > 0 else 1.0)
-        if f.normalizer == "minmax":
-            span = st["max"] - st["min"]
-            return (arr - st["min"]) / (span if span > 0 else 1.0)
-        return arr
+        bounds = self.boundaries_[f.name] if f.buckets else None
+        x = numeric_values(self._source(frame, f), f)
+        return encode_numeric(x, f, self.numeric_stats_[f.name], bounds)
 
     def check_aligned(self, frame: pl.DataFrame) -> None:
         """Refuse rows whose aligned histories (``aligned_with``: one attribute per event of
@@ -336,32 +273,10 @@ class FeatureProcessor:
         the wrong events (a null or empty history has none). Pairs the frame does not hold
         both of are not checked here. Raises
         :class:`~adrank.data.transforms.TransformError` naming the column and the row."""
-        for f in self.schema.features:
-            if not isinstance(f, SequenceFeature) or not f.aligned_with:
-                continue
-            other = self.schema.feature(f.aligned_with)
-            mine, theirs = f.source or f.name, other.source or other.name
-            if mine not in frame.columns or theirs not in frame.columns:
-                continue  # encoded apart (a served user history): checked where both are
-            a = _item_counts(frame, mine, f.delimiter)
-            b = _item_counts(frame, theirs, getattr(other, "delimiter", f.delimiter))
-            bad = np.flatnonzero(a != b)
-            if bad.size:
-                row = int(bad[0])
-                raise TransformError(
-                    f"history {mine!r} has {a[row]} item(s) in row {row} but {theirs!r}, which "
-                    f"it is aligned with, has {b[row]}: aligned histories give one value per "
-                    "event, so their lengths must match",
-                    column=mine,
-                    row=row,
-                )
+        check_aligned(self.schema, frame)
 
     def _encode_sequence(self, col: pl.Series, f: SequenceFeature) -> pl.Series:
-        col = history_text(col, f.delimiter)
-        n = col.len()
-        # Empty tokens ("a||b", "") are not items.
-        lists = col.str.split(f.delimiter).list.eval(pl.element().filter(pl.element() != ""))
-        lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+        lists = history_items(col, f.delimiter)
         flat = lists.explode(empty_as_null=False, keep_nulls=False)
         table = self._vocab_table(f)
         owner = self.schema.feature(table)
@@ -374,21 +289,8 @@ class FeatureProcessor:
                 default=OOV_ID,
                 return_dtype=pl.Int64,
             )
-        flat_ids = ids.to_numpy()
-        row_of = np.repeat(np.arange(n), lengths)
-        # position of each item within its row, counted from the end (0 = last item)
-        ends = np.cumsum(lengths)
-        from_end = ends[row_of] - 1 - np.arange(len(flat_ids))
-        keep_mask = from_end < f.max_len
-        L = f.max_len
-        out = np.zeros((n, L), dtype=np.int64)
-        kept_len = np.minimum(lengths, L)
-        if f.padding == "left":
-            cols = L - 1 - from_end[keep_mask]
-        else:
-            cols = kept_len[row_of[keep_mask]] - 1 - from_end[keep_mask]
-        out[row_of[keep_mask], cols] = flat_ids[keep_mask]
-        return pl.Series(f.name, out, dtype=pl.Array(pl.Int64, L))
+        out = pad_items(ids.to_numpy(), item_counts(lists), f.max_len, f.padding)
+        return pl.Series(f.name, out, dtype=pl.Array(pl.Int64, f.max_len))
 
     # ---------------------------------------------------------------- transform ------
     def transform(self, frame: pl.DataFrame, require_labels: bool = True) -> pl.DataFrame:
@@ -468,38 +370,7 @@ class FeatureProcessor:
                 )
 
     def _encode_role(self, role: str, col: pl.Series) -> pl.Series:
-        spec = ROLES[role]
-        if spec.kind == "hash":
-            return category_text(col).hash(seed=0).reinterpret(signed=True)
-        if spec.kind == "raw":
-            return col.cast(pl.Utf8)
-        if spec.kind == "vocab":
-            values = self.role_vocab_.get(role, [])
-            ids = pl.Series(np.arange(1, len(values) + 1), dtype=pl.Int64)
-            keys = pl.Series(values, dtype=pl.Utf8)
-            return category_text(col).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
-        raw = col  # reported as given, not as the failed cast
-        if col.dtype == pl.Utf8:
-            col = col.str.strip_chars().cast(pl.Float64, strict=False)
-        elif col.dtype.is_temporal():
-            col = col.cast(pl.Datetime("us")).dt.epoch("s")
-        x = col.cast(pl.Float64)
-        bad = x.is_null() | ~x.is_finite()
-        if spec.bounds is not None:
-            low, high = spec.bounds
-            bad = bad | (x <= low) | (x > high)
-        elif role == "weight":
-            bad = bad | (x < 0)
-        elif role == "position":  # 1 = the top slot; a 0 would be clipped into it in training
-            bad = bad | (x < 1) | (x != x.floor())
-        if bad.any():
-            row = int(bad.fill_null(True).arg_max())  # type: ignore[arg-type]
-            rule = _ROLE_RULES.get(role, "in (0, 1]" if spec.bounds else "a finite number")
-            raise SchemaError(
-                f"role {role!r} (column {raw.name!r}) must be {rule}; found {raw[row]!r} "
-                f"in row {row}"
-            )
-        return x.cast(pl.Float32) if spec.kind == "float" else x.cast(pl.Int64)
+        return encode_role(role, col, self.role_vocab_.get(role, []))
 
     def encode_feature(self, frame: pl.DataFrame, feature: Feature) -> pl.Series:
         """Encode one schema feature of a raw ``frame`` (a Series named after the feature):
@@ -531,7 +402,7 @@ class FeatureProcessor:
                 continue
             values = [r.get(src) for r in records]
             if isinstance(f, NumericFeature):
-                columns[src] = _numeric_series(src, values)
+                columns[src] = numeric_series(src, values)
             else:
                 columns[src] = _text_series(src, values)
         for t in self.schema.transforms:
@@ -669,71 +540,3 @@ class FeatureProcessor:
 
 def _text_series(name: str, values: Iterable[Any]) -> pl.Series:
     return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.Utf8)
-
-
-#: what a numeric role's values must be, where it is more than a finite number
-_ROLE_RULES = {
-    "weight": "finite and >= 0",
-    "position": "a whole number >= 1 (1 = the top slot; add 1 to 0-based positions)",
-}
-
-
-def history_text(col: pl.Series, delimiter: str) -> pl.Series:
-    """A history column as delimited text: a list column (Parquet, a frame in code) is
-    joined with the field's delimiter, as the service joins a request's lists. Items must
-    be strings or integers and hold neither the delimiter (joined, one id would become
-    several) nor a null: a :class:`TransformError` names the column and row."""
-    if not isinstance(col.dtype, pl.List | pl.Array):
-        return category_text(col)  # one id per row as a number (pandas' float ids: 1.0 -> "1")
-    inner = col.dtype.inner
-    if not (inner == pl.Utf8 or inner == pl.Categorical or inner.is_integer() or inner == pl.Null):
-        raise TransformError(
-            f"history {col.name!r} holds lists of {inner}; expected a delimited string or "
-            "a list of strings or integers",
-            column=col.name,
-        )
-    items = col.cast(pl.List(pl.Utf8))
-    holds = items.list.eval(pl.element().str.contains(delimiter, literal=True))
-    for bad, what in (
-        (holds, "holds the delimiter"),
-        (items.list.eval(pl.element().is_null()), "is null"),
-    ):
-        hits = bad.list.any().fill_null(False)
-        if hits.any():
-            row = int(hits.arg_true()[0])
-            raise TransformError(
-                f"history {col.name!r}: an item in row {row} {what} ({delimiter!r} separates "
-                "items); give each id as its own list item",
-                column=col.name,
-                row=row,
-            )
-    return items.list.join(delimiter)
-
-
-def _item_counts(frame: pl.DataFrame, column: str, delimiter: str) -> np.ndarray:
-    """Items per row of a history column (empty tokens are not items)."""
-    text = history_text(frame.get_column(column), delimiter)
-    lists = text.str.split(delimiter).list.eval(pl.element().filter(pl.element() != ""))
-    return lists.list.len().fill_null(0).to_numpy().astype(np.int64)
-
-
-def _fit_role_vocab(col: pl.Series) -> list[str]:
-    """Values of a ``vocab`` role (e.g. domains) by descending frequency, ties by value."""
-    col = category_text(col).drop_nulls()
-    counts = col.rename("value").value_counts(name="count")
-    return counts.sort(["count", "value"], descending=[True, False])["value"].to_list()
-
-
-def _numeric_series(name: str, values: Iterable[Any]) -> pl.Series:
-    out: list[float | None] = []
-    for v in values:
-        if v is None or v == "":
-            out.append(None)
-        elif isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise SchemaError(f"field {name!r} must be a number, got {type(v).__name__} {v!r}")
-        else:
-            try:
-                out.append(float(v))
-            except ValueError as exc:
-                raise SchemaError(f"field {name!r} must be a number, got {v!r}") from exc
-    return pl.Series(name, out, dtype=pl.Float64)
