@@ -94,8 +94,8 @@ CacheDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--cache-dir",
-        help="Where prepared data is cached (default: $ADRANK_CACHE_DIR, then "
-        "~/.cache/adrank/processed).",
+        help="Where prepared data is cached (default: $ADRANK_CACHE_DIR, then processed/ "
+        "in ~/.cache/adrank).",
     ),
 ]
 
@@ -253,7 +253,9 @@ def train_cmd(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="Run config YAML (default: configs/models/DATASET/MODEL.yaml)."),
+        typer.Option(
+            help="Run config YAML (default: the shipped MODEL.yaml of DATASET in configs/models/)."
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,

@@ -40,6 +40,16 @@ def test_help_paragraphs_are_reflowed() -> None:
     wide = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
     text = runner.invoke(app, ["benchmark", "--help"], env=wide).output
     assert "continues where it stopped" in text
-    assert "(default: runs/benchmark; with --verify: benchmarks/results/DATASET)" in text
+    assert "with --verify: the committed results, results/DATASET in the benchmarks" in text
     listing = runner.invoke(app, ["--help"], env=wide).output
     assert "writes config, processor, weights and metrics to RUN_DIR" in listing
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "adrank")
+def test_help_is_not_cut_in_an_80_column_terminal(path: tuple[str, ...]) -> None:
+    """Rich cuts a word wider than its column with an ellipsis: long paths and defaults in
+    the help (``configs/models/DATASET/MODEL.yaml``) read ``configs/models/DATASET…`` in
+    an 80-column terminal."""
+    text = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+    cut = [line for line in text.splitlines() if "\u2026" in line]
+    assert not cut, f"{' '.join(path) or 'adrank'} --help at 80 columns cuts: {cut}"

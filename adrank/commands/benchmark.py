@@ -19,15 +19,17 @@ def benchmark_cmd(
         str,
         typer.Option(
             help="Comma-separated model names, or 'all'. On a multi-task dataset a single-task "
-            "model runs once per task (MODEL@TASK runs one task only) and is scored as a pair."
+            "model runs once per task (MODEL@TASK runs one task only) and is scored as a pair. "
+            "Default: deepfm, dcnv2, finalmlp, finalnet.",
+            show_default=False,
         ),
     ] = "deepfm,dcnv2,finalmlp,finalnet",
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (2021, 2022, ...).")] = 3,
     output: Annotated[
         Path | None,
         typer.Option(
-            help="Output directory (default: runs/benchmark; with --verify: "
-            "benchmarks/results/DATASET)."
+            help="Output directory (default: runs/benchmark; with --verify: the committed "
+            "results, results/DATASET in the benchmarks folder)."
         ),
     ] = None,
     set_: Annotated[
@@ -48,7 +50,7 @@ def benchmark_cmd(
     record: Annotated[
         bool,
         typer.Option(
-            help="With --verify: append the outcome to OUTPUT/verified.jsonl, whose "
+            help="With --verify: append the outcome to verified.jsonl in OUTPUT, whose "
             "reproductions the leaderboard's code column names for rows recorded without a "
             "code version."
         ),
