@@ -504,6 +504,7 @@ from adrank.commands import ope as _ope  # noqa: E402,F401
 from adrank.commands import store as _store  # noqa: E402,F401
 from adrank.commands import stream as _stream  # noqa: E402,F401
 from adrank.commands import datasets as _datasets  # noqa: E402,F401
+from adrank.commands import histories as _histories  # noqa: E402,F401
 
 
 def _reflow(text: str) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from adrank.data.datasets.base import DatasetBuilder, RemoteFile, register_dataset
+from adrank.data.history_builder import past_events
 from adrank.data.readers import DataFormatError, read_raw
 from adrank.data.schema import CategoricalFeature, Schema, SequenceFeature, Task
 
@@ -67,25 +68,9 @@ def strict_histories(
     delimiter: str = "|",
 ) -> dict[str, list[str]]:
     """Per row, the values of each sequence at the same user's rows with a strictly smaller
-    time, oldest first, the most recent ``max_len`` kept, joined by ``delimiter``.
-
-    The rows must be sorted by ``(user, time)``. Rows sharing a user and a time are never
-    in each other's history (file order says nothing about which came first).
-    """
-    n = len(users)
-    starts = np.ones(n, dtype=bool)  # first row of each (user, time) block
-    user_starts = np.ones(n, dtype=bool)
-    if n:
-        user_starts[1:] = users[1:] != users[:-1]
-        starts[1:] = user_starts[1:] | (times[1:] != times[:-1])
-    block = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
-    user_block = np.maximum.accumulate(np.where(user_starts, np.arange(n), 0))
-    lo = np.maximum(user_block, block - max_len)
-    values = {k: v.astype(str).tolist() for k, v in sequences.items()}
-    return {
-        k: [delimiter.join(v[a:b]) for a, b in zip(lo.tolist(), block.tolist(), strict=True)]
-        for k, v in values.items()
-    }
+    time, oldest first, the most recent ``max_len`` kept, joined by ``delimiter``
+    (:func:`adrank.data.history_builder.past_events`; the rows sorted by ``(user, time)``)."""
+    return past_events(users, times, sequences, max_len, delimiter)
 
 
 def holdout_sizes(n: np.ndarray, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, ...]:
