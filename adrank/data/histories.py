@@ -4,6 +4,9 @@ items. Used by :class:`~adrank.data.processor.FeatureProcessor` and the serving 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -16,7 +19,8 @@ def history_text(col: pl.Series, delimiter: str) -> pl.Series:
     """A history column as delimited text: a list column (Parquet, a frame in code) is
     joined with the field's delimiter, as the service joins a request's lists. Items must
     be strings or integers and hold neither the delimiter (joined, one id would become
-    several) nor a null: a :class:`TransformError` names the column and row."""
+    several), nor a null, nor be empty (it would drop out, and an aligned history's items
+    would pair with the wrong events): a :class:`TransformError` names the column and row."""
     if not isinstance(col.dtype, pl.List | pl.Array):
         return category_text(col)  # one id per row as a number (pandas' float ids: 1.0 -> "1")
     inner = col.dtype.inner
@@ -31,6 +35,7 @@ def history_text(col: pl.Series, delimiter: str) -> pl.Series:
     for bad, what in (
         (holds, "holds the delimiter"),
         (items.list.eval(pl.element().is_null()), "is null"),
+        (items.list.eval(pl.element() == ""), "is empty"),
     ):
         hits = bad.list.any().fill_null(False)
         if hits.any():
@@ -68,10 +73,11 @@ def check_aligned(schema: Schema, frame: pl.DataFrame) -> None:
         mine, theirs = f.source or f.name, other.source or other.name
         if mine not in frame.columns or theirs not in frame.columns:
             continue  # encoded apart (a served user history): checked where both are
+        theirs_delimiter = getattr(other, "delimiter", f.delimiter)
+        for column, delimiter in ((mine, f.delimiter), (theirs, theirs_delimiter)):
+            _check_no_gaps(frame.get_column(column), delimiter)
         a = item_counts(history_items(frame.get_column(mine), f.delimiter))
-        b = item_counts(
-            history_items(frame.get_column(theirs), getattr(other, "delimiter", f.delimiter))
-        )
+        b = item_counts(history_items(frame.get_column(theirs), theirs_delimiter))
         bad = np.flatnonzero(a != b)
         if bad.size:
             row = int(bad[0])
@@ -82,6 +88,48 @@ def check_aligned(schema: Schema, frame: pl.DataFrame) -> None:
                 column=mine,
                 row=row,
             )
+
+
+def _check_no_gaps(col: pl.Series, delimiter: str) -> None:
+    """An aligned history's text holds no empty item (``"a||b"``, ``"a|b|"``): dropped, it
+    would pair the items after it with the wrong events."""
+    if isinstance(col.dtype, pl.List | pl.Array):
+        return  # list items were checked by history_text
+    text = history_text(col, delimiter)
+    tokens = text.str.split(delimiter)
+    gaps = (text != "") & tokens.list.eval(pl.element() == "").list.any()
+    gaps = gaps.fill_null(False)
+    if gaps.any():
+        row = int(gaps.arg_true()[0])
+        raise TransformError(
+            f"history {col.name!r}: row {row} has an empty item ({text[row]!r}); an aligned "
+            f"history pairs items by position, so every item must be given ({delimiter!r} "
+            "separates items)",
+            column=col.name,
+            row=row,
+        )
+
+
+def list_item_problem(items: Sequence[Any], delimiter: str) -> tuple[int, str] | None:
+    """The first item of a list history (a request's list) that cannot be one id, as
+    ``(index, reason)``; None when every item is a non-empty string or an integer without
+    the delimiter (:func:`history_text`'s rule for one value)."""
+    for i, item in enumerate(items):
+        if item is None:
+            return i, "is null"
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            return i, f"is a {type(item).__name__}; expected a string or an integer"
+        if isinstance(item, str):
+            if item == "":
+                return i, "is empty"
+            if delimiter in item:
+                return i, f"holds the delimiter {delimiter!r}"
+    return None
+
+
+def text_has_gaps(text: str, delimiter: str) -> bool:
+    """Whether a non-empty history text holds an empty item (see :func:`check_aligned`)."""
+    return text != "" and "" in text.split(delimiter)
 
 
 def pad_items(flat_ids: np.ndarray, lengths: np.ndarray, max_len: int, padding: str) -> np.ndarray:

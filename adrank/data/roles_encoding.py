@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from adrank.data.readers_base import category_text
+from adrank.data.readers_base import TIME_EXPECTED, category_text, iso_seconds
 from adrank.data.schema import ROLES, SchemaError
 
 GROUP_COLUMN = "__group__"
@@ -52,7 +52,10 @@ def encode_role(role: str, col: pl.Series, vocab: Sequence[str]) -> pl.Series:
         return category_text(col).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
     raw = col  # reported as given, not as the failed cast
     if col.dtype == pl.Utf8:
+        text = col
         col = col.str.strip_chars().cast(pl.Float64, strict=False)
+        if role == "time":  # ISO-8601 text: Unix seconds, as the file readers read it
+            col = pl.select(pl.coalesce(col, iso_seconds(text).cast(pl.Float64))).to_series()
     elif col.dtype.is_temporal():
         col = col.cast(pl.Datetime("us")).dt.epoch("s")
     x = col.cast(pl.Float64)
@@ -67,6 +70,7 @@ def encode_role(role: str, col: pl.Series, vocab: Sequence[str]) -> pl.Series:
     if bad.any():
         row = int(bad.fill_null(True).arg_max())  # type: ignore[arg-type]
         rule = ROLE_RULES.get(role, "in (0, 1]" if spec.bounds else "a finite number")
+        rule = TIME_EXPECTED if role == "time" else rule
         raise SchemaError(
             f"role {role!r} (column {raw.name!r}) must be {rule}; found {raw[row]!r} in row {row}"
         )

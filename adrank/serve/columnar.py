@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
+from adrank.data.histories import text_has_gaps
 from adrank.data.schema import OOV_ID, SequenceFeature
 
 if TYPE_CHECKING:
@@ -82,8 +83,8 @@ def _plain(predictor: Predictor, record: Mapping[str, Any], histories: bool = Fa
         if not (histories and kind == "sequence" and type(value) is list):
             return False
         delimiter = predictor.delimiters.get(name, "|")
-        if not all(type(x) is int or (type(x) is str and delimiter not in x) for x in value):
-            return False
+        if not all(type(x) is int or (type(x) is str and x and delimiter not in x) for x in value):
+            return False  # the record path refuses it, naming the item
     return True
 
 
@@ -116,6 +117,18 @@ def _check_aligned_context(
             continue  # a candidate's own history: the record path checks it
         a = _items(context.get(mine), f.delimiter)
         b = _items(context.get(theirs), getattr(other, "delimiter", f.delimiter))
+        for column, delimiter in (
+            (mine, f.delimiter),
+            (theirs, getattr(other, "delimiter", f.delimiter)),
+        ):
+            value = context.get(column)
+            if isinstance(value, str) and text_has_gaps(value, delimiter):
+                raise RecordError(
+                    f"history {column!r} has an empty item ({value!r}); an aligned history "
+                    "pairs items by position, so every item must be given",
+                    field=column,
+                    index=0,
+                )
         if a != b:
             raise RecordError(
                 f"history {mine!r} has {a} item(s) but {theirs!r}, which it is aligned with, "

@@ -16,11 +16,13 @@ then :meth:`~adrank.models.sequence_base.SequenceModel.score` for its rows); the
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from adrank.data.histories import list_item_problem, text_has_gaps
 from adrank.data.schema import Schema, SequenceFeature
 from adrank.models.sequence_base import SequenceModel
 from adrank.serve.columnar import PairRecords
@@ -42,41 +44,71 @@ class HistoryClipper:
         self.dropped: dict[str, int] = {}
 
     @staticmethod
-    def limits(schema: Schema) -> dict[str, tuple[int, str]]:
+    def limits(schema: Schema) -> dict[str, tuple[int, str, str]]:
         """Raw history column -> (the largest ``max_len`` of the features reading it, its
-        delimiter)."""
-        out: dict[str, tuple[int, str]] = {}
-        for f in schema.features:
-            if isinstance(f, SequenceFeature):
-                src = f.source or f.name
-                longest = max(f.max_len, out.get(src, (0, ""))[0])
-                out[src] = (longest, f.delimiter)
-        return out
+        delimiter, its group: the column it is aligned with, or itself). Aligned columns
+        share the largest ``max_len`` of their group, so they are cut alike."""
+        out: dict[str, tuple[int, str, str]] = {}
+        features = {f.name: f for f in schema.features if isinstance(f, SequenceFeature)}
 
-    def clip(self, record: Mapping[str, Any], limits: Mapping[str, tuple[int, str]]) -> Any:
+        def root(f: SequenceFeature) -> str:
+            seen = set()
+            while f.aligned_with in features and f.name not in seen:
+                seen.add(f.name)
+                f = features[f.aligned_with]
+            return f.source or f.name
+
+        for f in features.values():
+            src = f.source or f.name
+            longest = max(f.max_len, out.get(src, (0, "", ""))[0])
+            out[src] = (longest, f.delimiter, root(f))
+        group_len: dict[str, int] = {}
+        for longest, _, group in out.values():
+            group_len[group] = max(longest, group_len.get(group, 0))
+        return {src: (group_len[g], d, g) for src, (_, d, g) in out.items()}
+
+    def clip(self, record: Mapping[str, Any], limits: Mapping[str, tuple[int, str, str]]) -> Any:
         """``record`` with each history longer than its limit cut to the newest items (a
         delimited string; a list of plain ids is joined); the record itself when nothing
-        changes. Values that are not plain ids are left for the predictor to reject."""
-        changed: dict[str, Any] | None = None
-        for name, (max_len, delimiter) in limits.items():
+        changes. Values that are not plain ids are left for the predictor to reject, and so
+        are aligned histories of different lengths (or with an empty item): cut, they
+        would look aligned."""
+        items_of: dict[str, list[str] | None] = {}
+        for name, (_, delimiter, _) in limits.items():
             value = record.get(name)
             if isinstance(value, str):
                 items = [x for x in value.split(delimiter) if x != ""]
-            elif isinstance(value, (list, tuple)) and all(_plain_id(x, delimiter) for x in value):
+            elif isinstance(value, (list, tuple)) and list_item_problem(value, delimiter) is None:
                 items = [str(x) for x in value]
             else:
+                items = None
+            if value is not None:
+                items_of[name] = items
+        members = Counter(group for _, _, group in limits.values())
+        counts: dict[str, set[int | None]] = {}
+        for name, items in items_of.items():
+            delimiter, group = limits[name][1], limits[name][2]
+            value = record.get(name)
+            aligned = members[group] > 1
+            gaps = aligned and isinstance(value, str) and text_has_gaps(value, delimiter)
+            count = None if items is None or gaps else len(items)
+            counts.setdefault(group, set()).add(count)
+        changed: dict[str, Any] | None = None
+        for name, items in items_of.items():
+            max_len, delimiter, group = limits[name]
+            whole = len(counts[group]) > 1 or None in counts[group]  # the predictor refuses it
+            if items is None or len(items) <= max_len or whole:
                 continue
-            if len(items) > max_len:
-                self._count(name, len(items) - max_len)
-                changed = dict(record) if changed is None else changed
-                changed[name] = delimiter.join(items[-max_len:])
+            self._count(name, len(items) - max_len)
+            changed = dict(record) if changed is None else changed
+            changed[name] = delimiter.join(items[-max_len:])
         return record if changed is None else changed
 
     def with_context(
         self,
         context: Mapping[str, Any],
         records: Sequence[Mapping[str, Any]],
-        limits: Mapping[str, tuple[int, str]],
+        limits: Mapping[str, tuple[int, str, str]],
     ) -> Sequence[Mapping[str, Any]]:
         """``{**context, **record}`` per record (a :class:`PairRecords`), the context's
         histories cut once and each record's own cut (a record's value wins over the
@@ -108,12 +140,6 @@ class HistoryClipper:
                 dropped,
             ),
         }
-
-
-def _plain_id(value: Any, delimiter: str) -> bool:
-    if isinstance(value, str):
-        return delimiter not in value
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _user_side(model: SequenceModel) -> list[str]:

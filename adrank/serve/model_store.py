@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from adrank.artifact import MANIFEST, REQUIRED_FILES
+from adrank.artifact import CALIBRATION_FILE, MANIFEST, REQUIRED_FILES
 from adrank.outputs import MARKER, OutputDirError, claim_dir, read_marker
 from adrank.serve.model_root import LATEST, ModelRoot, is_version, set_latest
 from adrank.utils import fsync_file
@@ -155,6 +155,14 @@ def publish(
         )
     if changes:
         logger.warning("publishing %s with other inputs or outputs: %s", run_dir, changes[:5])
+    if _drops_calibration(store, name, run_dir):
+        logger.warning(
+            "%s is not calibrated, but %s's latest version is: served scores change scale "
+            "(run `adrank calibrate %s` first, unless that is intended)",
+            run_dir,
+            name,
+            run_dir,
+        )
     Path(store).mkdir(parents=True, exist_ok=True)
     target = model_dir(store, name)
     _claim_model_dir(target)
@@ -197,6 +205,21 @@ def publish(
             current = version
     logger.info("published %s as %s/%d (latest: %d)", run_dir, name, version, current)
     return Published(version, target / str(version), current)
+
+
+def _drops_calibration(store: str | Path, name: str, run_dir: Path) -> bool:
+    """Whether ``name``'s latest version has a calibration that ``run_dir`` lacks (a warm
+    start or a retrain published without ``adrank calibrate``)."""
+    try:
+        target = model_dir(store, name)
+        current = latest_version(target) if (target / LATEST).exists() else None
+    except StoreError:
+        return False  # a new store; publish refuses a malformed pointer itself
+    return (
+        current is not None
+        and (target / str(current) / CALIBRATION_FILE).is_file()
+        and not (run_dir / CALIBRATION_FILE).is_file()
+    )
 
 
 def rollback(store: str | Path, to: int, name: str = DEFAULT_NAME) -> tuple[int | None, int]:

@@ -68,6 +68,7 @@ import torch
 from adrank.artifact import Artifact, ArtifactError, artifact_digest, load_artifact
 from adrank.config import SCORE_BATCH_SIZE
 from adrank.data.batches import table_to_batch
+from adrank.data.histories import list_item_problem
 from adrank.data.processor import history_text
 from adrank.data.schema import (
     NUM_RESERVED_IDS,
@@ -393,11 +394,12 @@ class Predictor:
                     )
                 if kind == "sequence" and isinstance(value, (list, tuple)):
                     delimiter = self.delimiters[name]
-                    split = next((v for v in value if isinstance(v, str) and delimiter in v), None)
-                    if split is not None:  # joined, it would silently become several ids
+                    problem = list_item_problem(value, delimiter)
+                    if problem is not None:  # joined, it would become several ids, or none
+                        at, why = problem
                         raise RecordError(
-                            f"record {i}: field {name!r} (sequence): item {split!r} holds the "
-                            f"delimiter {delimiter!r}; send each id as its own list item",
+                            f"record {i}: field {name!r} (sequence): item {at} "
+                            f"({value[at]!r}) {why}; send each id as its own list item",
                             field=name,
                             index=i,
                         )

@@ -362,3 +362,29 @@ def test_cli_messages_do_not_use_the_python_keyword(tmp_path: Path) -> None:
     assert "skipped 1 bad row, e.g. line 3" in outputs[1]
     assert "all 2 rows read, lines 2-3, fail this way" in outputs[2] and "skip" not in outputs[2]
     assert "every row read was bad" in outputs[3]
+
+
+def test_scoring_reads_iso_times_as_training_did(tmp_path: Path) -> None:
+    """``adrank predict`` on the very file ``prepare`` read refused its ISO times ("role
+    'time' must be a finite number"): frames, files and records now read them as the file
+    readers do."""
+    frame = pl.DataFrame({"click": [1, 0], "ad": ["a", "b"],
+                          "ts": ["2023-11-14T22:17:42Z", "1700000262"]})  # fmt: skip
+    proc = FeatureProcessor(TIMED).fit(frame)
+    assert proc.transform(frame)["__time__"].to_list() == [1700000262] * 2
+    with pytest.raises(Exception, match=r"must be a finite number .* or an ISO-8601"):
+        proc.transform(frame.with_columns(pl.lit("soon").alias("ts")))
+    schema = _timed_schema_file(tmp_path)
+    train = tmp_path / "train.csv"
+    lines = [f"{i % 2},a{i % 3},2023-11-{1 + i % 28:02d}T10:00:00Z" for i in range(64)]
+    train.write_text("click,ad,ts\n" + "\n".join(lines) + "\n")
+    res = cli("prepare", "--schema", str(schema), "--train", str(train), "--valid", str(train),
+              "--output", str(tmp_path / "p"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = cli("train", "--model", "lr", "--prepared", str(tmp_path / "p"), "--run-dir",
+              str(tmp_path / "run"), "--set", "train.max_epochs=1")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = cli("predict", str(tmp_path / "run"), "--input", str(train), "--output",
+              str(tmp_path / "scores.csv"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert pl.read_csv(tmp_path / "scores.csv").height == 64

@@ -122,21 +122,30 @@ SCHEMA = Schema.from_dict(
 def test_histories_keep_their_newest_items_and_cuts_are_counted() -> None:
     clipper = HistoryClipper()
     limits = clipper.limits(SCHEMA)
-    # hist is read by two features: the longest max_len (5) is kept for both
-    assert limits == {"hist": (5, "|"), "hist_genre": (3, "|"), "tags": (2, ",")}
+    # hist is read by two features: the longest max_len (5) is kept for both, and for
+    # hist_genre, aligned with it (aligned histories are cut alike)
+    assert limits == {"hist": (5, "|", "hist"), "hist_genre": (5, "|", "hist"),
+                      "tags": (2, ",", "tags")}  # fmt: skip
     record = {
         "item": "a",
         "hist": ["i1", "i2", 3, "i4", "i5", "i6", "i7"],  # oldest first
-        "hist_genre": "g1|g2||g3|g4",  # empty tokens are not items
-        "tags": "x,y",
+        "hist_genre": "g1|g2|g3|g4|g5|g6|g7",
+        "tags": "x,,y,z",  # empty tokens are not items (tags is aligned with nothing)
     }
     out = clipper.clip(record, limits)
-    assert out == {"item": "a", "hist": "3|i4|i5|i6|i7", "hist_genre": "g2|g3|g4", "tags": "x,y"}
+    assert out == {"item": "a", "hist": "3|i4|i5|i6|i7", "hist_genre": "g3|g4|g5|g6|g7",
+                   "tags": "y,z"}  # fmt: skip
     assert record["hist"][0] == "i1"  # the caller's record is not changed
     short = {"item": "a", "hist": ["i1"], "tags": ["x"]}
     assert clipper.clip(short, limits) is short
     odd = {"hist": ["a|b", "c", "d", "e", "f", "g"], "tags": [True, "x", "y"]}
     assert clipper.clip(odd, limits) is odd  # left for the predictor to reject
+    # aligned histories of different lengths, or with an empty item, are left whole: cut,
+    # they would look aligned (the predictor refuses them with the real lengths)
+    unequal = {"hist": [f"i{k}" for k in range(30)], "hist_genre": [f"g{k}" for k in range(29)]}
+    assert clipper.clip(unequal, limits) is unequal
+    gap = {"hist": "|".join(f"i{k}" for k in range(7)), "hist_genre": "g1||g3|g4|g5|g6|g7|g8"}
+    assert clipper.clip(gap, limits) is gap
     merged = clipper.with_context(
         {"hist": "1|2|3|4|5|6", "tags": "u"}, [{"item": "a"}, {"item": "b", "tags": "v"}], limits
     )
@@ -144,5 +153,7 @@ def test_histories_keep_their_newest_items_and_cuts_are_counted() -> None:
     assert list(merged) == [{"hist": "2|3|4|5|6", "tags": "u", "item": "a"},
                       {"hist": "2|3|4|5|6", "tags": "v", "item": "b"}]  # fmt: skip
     counters = clipper.metric_values()
-    assert counters["adrank_history_truncated_total"][2] == {"hist": 2, "hist_genre": 1}
-    assert counters["adrank_history_items_dropped_total"][2] == {"hist": 3, "hist_genre": 1}
+    assert counters["adrank_history_truncated_total"][2] == {"hist": 2, "hist_genre": 1,
+                                                            "tags": 1}  # fmt: skip
+    assert counters["adrank_history_items_dropped_total"][2] == {"hist": 3, "hist_genre": 2,
+                                                                "tags": 1}  # fmt: skip

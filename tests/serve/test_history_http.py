@@ -349,3 +349,66 @@ def test_fit_reads_list_histories_as_transform_does() -> None:
     from_text = FeatureProcessor(SCHEMA).fit(frame)
     from_lists = FeatureProcessor(SCHEMA).fit(lists)
     assert from_lists.transform(lists).equals(from_text.transform(frame))
+
+
+def _post(url: str, path: str, context: dict[str, Any]) -> httpx.Response:
+    body: dict[str, Any] = {"context": {"user": "u1", **context}}
+    if path == "/v1/rank":
+        candidate = {"ad_id": "i3", "bid": 1.0, "features": {"item": "i3", "genre": "g3"}}
+        body |= {"candidates": [candidate], "slots": 1}
+    else:
+        body["records"] = [{"item": "i3", "genre": "g3"}]
+    return httpx.post(f"{url}{path}", json=body, timeout=30)
+
+
+@pytest.mark.parametrize("path", ["/v1/rank", "/v1/predict"])
+def test_unequal_aligned_histories_longer_than_max_len_are_refused(server: Any, path: str) -> None:
+    """The service cut each history to its newest max_len items before the alignment
+    check: 30 items with 29 genres (or 300 with 25) were cut to 6 and 6 and scored, every
+    event paired with the previous event's genre (a 200); now a 422 with the real lengths."""
+    items = [f"i{x % 40}" for x in range(30)]
+    genres = [genre_of(x) for x in items]
+    res = _post(server.url, path, {"hist_item": items, "hist_genre": genres[1:]})
+    assert res.status_code == 422, res.text
+    assert "has 29 item(s)" in res.text or "has 30 item(s)" in res.text
+    res = _post(server.url, path, {"hist_item": "|".join(items), "hist_genre": "g1|g2"})
+    assert res.status_code == 422, res.text
+    ok = _post(server.url, path, {"hist_item": items, "hist_genre": genres})  # cut alike
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("path", ["/v1/rank", "/v1/predict"])
+def test_empty_history_items_are_refused(server: Any, path: str) -> None:
+    """["1", "", "3"] dropped the empty item and paired the later genres with the wrong
+    items (a 200 scored as 1-Action, 3-Comedy, ...); a list's empty item is refused like a
+    null one, and so is an empty token inside an aligned history's text."""
+    res = _post(server.url, path, {"hist_item": ["i1", "", "i3"], "hist_genre": ["g1", "g2", "g3"]})
+    assert res.status_code == 422, res.text
+    assert "is empty" in res.text
+    res = _post(server.url, path, {"hist_item": "i1||i3", "hist_genre": "g1|g2|g3"})
+    assert res.status_code == 422, res.text
+    assert "empty item" in res.text
+
+
+def test_processor_refuses_gaps_in_aligned_text_only() -> None:
+    from adrank.data.processor import FeatureProcessor
+    from adrank.data.transforms import TransformError
+
+    frame = _frame(40, 7)
+    proc = FeatureProcessor(SCHEMA).fit(frame)
+    row2 = pl.int_range(pl.len()) == 2
+    gap = frame.with_columns(
+        pl.when(row2).then(pl.lit("i1||i3")).otherwise("hist_item").alias("hist_item"),
+        pl.when(row2).then(pl.lit("g1|g2|g3")).otherwise("hist_genre").alias("hist_genre"),
+    )
+    with pytest.raises(TransformError, match=r"'hist_item': row 2 has an empty item"):
+        proc.transform(gap)
+    history = {"name": "hist_item", "type": "sequence", "max_len": 4, "share_vocab_with": "item"}
+    unaligned = Schema.from_dict(
+        {"tasks": ["click"], "features": [{"name": "item", "type": "categorical"}, history]}
+    )
+    plain = frame.select("click", "item", "hist_item")
+    proc = FeatureProcessor(unaligned).fit(plain)
+    loose = plain.with_columns(pl.when(row2).then(pl.lit("i1||i3|")).otherwise("hist_item"))
+    tight = plain.with_columns(pl.when(row2).then(pl.lit("i1|i3")).otherwise("hist_item"))
+    assert proc.transform(loose).equals(proc.transform(tight))  # documented: not items

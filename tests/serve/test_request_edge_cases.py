@@ -162,7 +162,7 @@ def test_history_items_holding_the_delimiter_are_refused(
     conn: http.client.HTTPConnection, synthetic_runs
 ) -> None:
     predictor = Predictor.load(synthetic_runs.run_a)
-    with pytest.raises(RecordError, match="'1\\|2' holds the delimiter") as err:
+    with pytest.raises(RecordError, match=r"item 0 \('1\|2'\) holds the delimiter") as err:
         predictor.predict_outputs([{**RECORD, "hist": ["1|2", "3"]}])
     assert err.value.field == "hist" and err.value.index == 0
     # the same ids as separate items, or as one delimited string, are fine

@@ -231,3 +231,25 @@ def test_cli_says_each_publish_and_rollback_once(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=_env(), timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert (res.stdout + res.stderr).count("latest 2 -> 1") == 1, res.stdout + res.stderr
+
+
+def test_publish_warns_when_the_new_version_drops_the_calibration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warm-started run carries no calibration.json: published over a calibrated latest,
+    the served pCTR changed scale (0.79 -> 0.51 on one request) without a word."""
+    calibrated = stand_in_run(tmp_path / "calibrated")
+    (calibrated / "calibration.json").write_text("{}")
+    manifest = json.loads((calibrated / "manifest.json").read_text())
+    manifest["files"].append("calibration.json")
+    (calibrated / "manifest.json").write_text(json.dumps(manifest))
+    store = tmp_path / "store"
+    with caplog.at_level(logging.WARNING, logger="adrank.serve.model_store"):
+        publish(calibrated, store)
+        assert "calibrated" not in caplog.text
+        publish(stand_in_run(tmp_path / "plain"), store)
+    assert "is not calibrated, but default's latest version is" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="adrank.serve.model_store"):
+        publish(stand_in_run(tmp_path / "plain2"), store)  # the latest is plain now
+    assert "calibrated" not in caplog.text
