@@ -180,7 +180,9 @@ def models_for_dataset(dataset: str) -> list[str]:
 @app.command("prepare")
 def prepare_files_cmd(
     schema: Annotated[Path, typer.Option(help="Schema YAML/JSON file.")],
-    train: Annotated[Path, typer.Option(help="Training split (csv/tsv/parquet/libfm[.gz]).")],
+    train: Annotated[
+        Path, typer.Option(help="Training split (csv/tsv/parquet/jsonl/libfm, optionally .gz).")
+    ],
     output: Annotated[Path, typer.Option(help="Output directory.")],
     valid: Annotated[Path | None, typer.Option(help="Validation split.")] = None,
     test: Annotated[Path | None, typer.Option(help="Test split.")] = None,

@@ -1,4 +1,5 @@
-"""Raw-data readers: CSV/TSV (plain or gzip), Parquet and libFM, with bad-input handling.
+"""Raw-data readers: CSV/TSV (plain or gzip), Parquet, JSON lines and libFM, with bad-input
+handling.
 
 Every reader returns raw values in a Polars frame: CSV/TSV columns are read as strings
 (empty strings become null); categorical and sequence columns stay strings because the
@@ -11,7 +12,8 @@ value in text may also be an ISO-8601 date/time (no offset: UTC): it is rewritte
 Unix seconds the processor stores for a Parquet timestamp.
 
 Malformed input raises :class:`DataFormatError` naming the file, the 1-based line (``row``
-for Parquet), the column, the bad value and what was expected. With ``bad_rows="skip"``
+for Parquet, ``record`` for JSON lines, whose values keep their JSON types as Parquet's
+do), the column, the bad value and what was expected. With ``bad_rows="skip"``
 offending rows are dropped instead and counted in :attr:`ReadResult.skipped_rows`.
 
 Text files are scanned as bytes with NumPy: one vectorized pass finds record boundaries
@@ -35,8 +37,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from adrank.data.readers_base import (
     ISO_DATE_START,
@@ -46,11 +46,11 @@ from adrank.data.readers_base import (
     ReadOptions,
     category_text_expr,
     check_unique,
-    empty_to_null,
     iso_seconds,
     resolve_bad_rows,
 )
 from adrank.data.readers_text import csv_pieces, drop_unit_values, libfm_pieces, looks_like_header
+from adrank.data.readers_typed import jsonl_pieces, parquet_pieces
 from adrank.data.schema import ROLES, NumericFeature, Schema, SequenceFeature
 from adrank.data.text_scan import DataFormatError
 
@@ -69,8 +69,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["csv", "tsv", "parquet", "libfm"]
-FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet", "libfm")
+Format = Literal["csv", "tsv", "parquet", "libfm", "jsonl"]
+FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet", "libfm", "jsonl")
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -79,6 +79,8 @@ _SUFFIXES: dict[str, Format] = {
     ".pq": "parquet",
     ".libfm": "libfm",
     ".libsvm": "libfm",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
 }
 _CHUNK_BYTES = 64 << 20  # text is scanned and parsed in pieces of about this size
 
@@ -130,7 +132,7 @@ def read_raw(
     bad_rows: Literal["error", "skip"] = "error",
     n_rows: int | None = None,
 ) -> ReadResult:
-    """Read a whole CSV/TSV/Parquet/libFM file into one frame.
+    """Read a whole CSV/TSV/Parquet/JSON-lines/libFM file into one frame.
 
     Args:
         fmt: override the suffix-based :func:`detect_format`.
@@ -297,7 +299,9 @@ def _pieces(
     """Parsed pieces of the file, each validated against the schema when one is given (and
     its ``numeric`` columns checked, see :func:`iter_raw_batches`)."""
     if opts.fmt == "parquet":
-        raw = _parquet_pieces(path, opts, batch_rows)
+        raw = parquet_pieces(path, opts, batch_rows)
+    elif opts.fmt == "jsonl":
+        raw = jsonl_pieces(path, opts, batch_rows)
     elif opts.fmt == "libfm":
         raw = libfm_pieces(path, opts, chunk_bytes)
     else:
@@ -575,41 +579,3 @@ def _describe_bad(col: str, expected: str, note: str = "") -> Callable[[dict[str
 
 
 # ---- Parquet ---------------------------------------------------------------------------
-
-
-def _parquet_pieces(
-    path: Path, opts: ReadOptions, batch_rows: int | None
-) -> Iterator[tuple[Piece, np.ndarray, str]]:
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataFormatError(f"{path}: not a readable Parquet file: {exc}") from exc
-    names = pf.schema_arrow.names
-    check_unique(names, path, "the Parquet schema")
-    if pf.metadata.num_rows == 0:
-        raise DataFormatError(f"{path}: file is empty (0 rows)")
-    rename = None
-    if opts.column_names is not None:
-        if len(opts.column_names) != len(names):
-            raise DataFormatError(
-                f"{path}: column_names has {len(opts.column_names)} names but the file has"
-                f" {len(names)} columns: {names}"
-            )
-        rename = dict(zip(names, opts.column_names, strict=True))
-    remaining = opts.n_rows if opts.n_rows is not None else pf.metadata.num_rows
-    if batch_rows is None:
-        frames: Iterator[pl.DataFrame] = iter([pl.read_parquet(path, n_rows=remaining)])
-    else:
-        batches = pf.iter_batches(batch_size=batch_rows)
-        frames = (pl.DataFrame(pl.from_arrow(b)) for b in batches)
-    row = 0
-    for frame in frames:
-        frame = frame.head(remaining)
-        remaining -= frame.height
-        if rename:
-            frame = frame.rename(rename)
-        rows = np.arange(row, row + frame.height, dtype=np.int64) + 1
-        row += frame.height
-        yield Piece(empty_to_null(frame)), rows, "row"
-        if remaining <= 0:
-            break

@@ -388,3 +388,33 @@ def test_scoring_reads_iso_times_as_training_did(tmp_path: Path) -> None:
               str(tmp_path / "scores.csv"))  # fmt: skip
     assert res.exit_code == 0, res.output
     assert pl.read_csv(tmp_path / "scores.csv").height == 64
+
+
+def test_json_lines_logs_read_as_csv_logs_do(tmp_path: Path) -> None:
+    """JSON lines were advertised for `train --train`, `stream --input` and `histories`
+    but every reader refused the suffix: they read as a typed file, checked by record."""
+    import gzip
+    import json
+
+    rows = [{"click": i % 2, "ad": f"a{i % 3}", "ts": f"2023-11-{1 + i:02d}T10:00:00Z"}
+            for i in range(12)]  # fmt: skip
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with gzip.open(tmp_path / "t.jsonl.gz", "wt") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    pl.DataFrame(rows).write_csv(tmp_path / "t.csv")
+    from_csv = encoded_time(TIMED, read_raw(tmp_path / "t.csv", schema=TIMED).frame)
+    for name in ("t.jsonl", "t.jsonl.gz"):
+        assert encoded_time(TIMED, read_raw(tmp_path / name, schema=TIMED).frame) == from_csv
+    batches = list(iter_raw_batches(tmp_path / "t.jsonl", schema=TIMED, batch_rows=5))
+    assert [b.frame.height for b in batches] == [5, 5, 2]
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n" + '{"click": 3, "ad": "b", '
+                                        '"ts": 1}\n')  # fmt: skip
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl: record 2: column 'click'"):
+        read_raw(tmp_path / "bad.jsonl", schema=TIMED)
+    (tmp_path / "broken.jsonl").write_text('{"click": 1,\n')
+    with pytest.raises(DataFormatError, match="not a readable JSON-lines file"):
+        read_raw(tmp_path / "broken.jsonl", schema=TIMED)
+    schema = _timed_schema_file(tmp_path)
+    res = cli("prepare", "--schema", str(schema), "--train", str(tmp_path / "t.jsonl"),
+              "--output", str(tmp_path / "p"))  # fmt: skip
+    assert res.exit_code == 0, res.output
