@@ -68,7 +68,13 @@ import torch
 from adrank.data.schema import SchemaError
 from adrank.serve.admin import AdminAuth, warn_if_exposed
 from adrank.serve.domains import DomainFallbacks
-from adrank.serve.fastpath import RankInput, fast_body_route, json_response, parse_rank_body
+from adrank.serve.fastpath import (
+    JsonBodyRoute,
+    RankInput,
+    fast_body_route,
+    json_response,
+    parse_rank_body,
+)
 from adrank.serve.history import HistoryClipper
 from adrank.serve.holder import ModelHolder
 from adrank.serve.http_errors import (
@@ -214,9 +220,16 @@ def create_app(
     # request's latency without adding throughput; waiting requests queue in the event loop.
     limiter = anyio.CapacityLimiter(scoring_threads)
 
-    @app.post("/v1/predict", response_model=PredictResponse)
     async def predict(req: PredictRequest) -> PredictResponse:
         return await anyio.to_thread.run_sync(predict_sync, req, limiter=limiter)
+
+    app.router.add_api_route(
+        "/v1/predict",
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        route_class_override=JsonBodyRoute,
+    )
 
     async def rank(req: RankRequest) -> Response:
         return await anyio.to_thread.run_sync(rank_sync, req, limiter=limiter)

@@ -156,8 +156,9 @@ Endpoint = Callable[[Any], Coroutine[Any, Any, Response]]
 def fast_body_route(parse: Callable[[bytes], Any]) -> type[APIRoute]:
     """An :class:`APIRoute` class whose handler first tries ``parse(body)`` on a JSON
     request and, when it gives a value, awaits the endpoint with it directly; otherwise
-    (or for another content type) FastAPI's handler runs, with its own parsing, validation
-    and error bodies. The endpoint takes the body model as its only argument and returns a
+    (a ``+json`` one) FastAPI's handler runs, with its own parsing, validation and error
+    bodies. A body of another media type is a 415
+    (:func:`refuse_non_json`). The endpoint takes the body model as its only argument and returns a
     :class:`Response` itself."""
 
     class FastBodyRoute(APIRoute):
@@ -166,7 +167,10 @@ def fast_body_route(parse: Callable[[bytes], Any]) -> type[APIRoute]:
             endpoint: Endpoint = self.endpoint  # type: ignore[assignment]
 
             async def handler(request: Request) -> Response:
-                if _is_json(request.headers):
+                refused = await refuse_non_json(request)
+                if refused is not None:
+                    return refused
+                if _content_type(request.headers) == "application/json":
                     parsed = parse(await request.body())  # the body is cached for `default`
                     if parsed is not None:
                         return await endpoint(parsed)
@@ -177,6 +181,36 @@ def fast_body_route(parse: Callable[[bytes], Any]) -> type[APIRoute]:
     return FastBodyRoute
 
 
-def _is_json(headers: Mapping[str, str]) -> bool:
-    kind = headers.get("content-type", "").split(";")[0].strip().lower()
-    return kind == "application/json"
+class JsonBodyRoute(APIRoute):
+    """An :class:`APIRoute` whose body must be JSON: another media type is a 415
+    (:func:`refuse_non_json`) before FastAPI's handler runs."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        default = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            refused = await refuse_non_json(request)
+            return refused if refused is not None else await default(request)
+
+        return handler
+
+
+async def refuse_non_json(request: Request) -> Response | None:
+    """A 415 naming the header to send for a body that is not declared JSON (a form, as
+    ``curl -d`` sends, text, or no content type); None for JSON or a ``+json`` type.
+    FastAPI answered a 422 echoing the whole body."""
+    kind = _content_type(request.headers)
+    if kind == "application/json" or kind.endswith("+json"):
+        return None
+    await request.body()  # read it: the client sees the answer, not a reset connection
+    sent = f"sent as {kind!r}" if kind else "sent without a Content-Type"
+    detail = (
+        f"the body is {sent}; send JSON with the header Content-Type: application/json "
+        "(curl: -H 'Content-Type: application/json')"
+    )
+    return json_response({"detail": detail}, 415)
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    """The request's media type, lower case, without parameters ("" when absent)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower()

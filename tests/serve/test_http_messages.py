@@ -424,3 +424,29 @@ def test_the_drain_is_bounded(stall: bool) -> None:
         assert sum(received) == 1000 and 0.4 < time.monotonic() - started < 3
     else:
         assert sum(received) == 11_000  # past the bound by one chunk, no more
+
+
+@pytest.mark.parametrize("path", ["/v1/rank", "/v1/predict"])
+def test_a_body_that_is_not_sent_as_json_gets_a_short_415(
+    small_limit_server: Any, path: str
+) -> None:
+    """`curl -d '{...}'` sends a form: FastAPI answered 422 "Input should be a valid
+    dictionary" echoing the whole body (a 3.2 MB request got a 4 MB error); now a 415 that
+    names the header to send (a body without a Content-Type too). A `+json` type is JSON."""
+    record = dict(CONTEXT, ad="1", creative="1-1")
+    body = rank_body() if path == "/v1/rank" else {"records": [record]}
+    raw = json.dumps(body).encode()
+    url = small_limit_server.url + path
+    for kind in ("application/x-www-form-urlencoded", "text/plain; charset=utf-8"):
+        status, reply = _urlopen(url, raw, {"Content-Type": kind})
+        assert status == 415, reply
+        assert "Content-Type: application/json" in reply["detail"]
+        assert len(json.dumps(reply)) < 300  # the body is not echoed
+    status, reply = _urlopen(url, raw, {"Content-Type": "application/vnd.api+json"})
+    assert status == 200, reply
+    host, port = urlsplit(small_limit_server.url).netloc.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", path, body=raw, headers={"Content-Length": str(len(raw))})
+    res = conn.getresponse()
+    assert res.status == 415 and b"without a Content-Type" in res.read()
+    conn.close()
