@@ -47,13 +47,22 @@ def evaluate_cmd(
             "directory (needs matplotlib)."
         ),
     ] = None,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated",
+            help="Apply the run's calibration (adrank calibrate) first: the scores serving "
+            "and predict give.",
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
     prepared: PreparedOpt = None,
 ) -> None:
     """Score a split of the run's dataset with the saved model and print the metrics (per
     task for a multi-task dataset; per slice, with the field-level calibration error, with
-    --slice-by; reliability and per-position plots with --plots)."""
+    --slice-by; reliability and per-position plots with --plots). The scores are the
+    model's own unless --calibrated."""
     import json
 
     from adrank.artifact import ArtifactError
@@ -74,6 +83,8 @@ def evaluate_cmd(
         art, data, preds = predict_split(
             run_dir, split, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared
         )
+        if calibrated:
+            preds = _calibrated(art, preds)
         metrics = compute_metrics(preds, art.feature_map)
         slices = None
         if slice_by is not None:
@@ -111,6 +122,31 @@ def evaluate_cmd(
                       f"{field_cal['error']:.6f}")  # fmt: skip
     for path in written:
         console.print(f"wrote {path}")
+    if art.calibration is not None and not calibrated:
+        console.print(
+            f"scores before the run's {art.calibration['method']} calibration; --calibrated "
+            "reports the scores serving and predict give"
+        )
+
+
+def _calibrated(art: Artifact, preds: Predictions) -> Predictions:
+    """``preds`` with the run's stored calibration applied to each output it maps."""
+    import dataclasses
+
+    import numpy as np
+
+    from adrank.serve.calibration import calibrate_outputs, output_calibration
+
+    if art.calibration is None:
+        raise ValueError(
+            "--calibrated: the run has no calibration; run `adrank calibrate RUN_DIR` first"
+        )
+    outputs = preds.outputs or [t.output for t in art.feature_map.tasks]
+    probs = preds.probs.reshape(len(preds.probs), -1)
+    calibration = output_calibration(art.calibration, outputs, art.feature_map)
+    mapped = calibrate_outputs(calibration, {n: probs[:, i] for i, n in enumerate(outputs)})
+    stacked = np.stack([mapped[n] for n in outputs], axis=1).reshape(preds.probs.shape)
+    return dataclasses.replace(preds, probs=stacked)
 
 
 def _slice_keys(

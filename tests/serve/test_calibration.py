@@ -186,3 +186,31 @@ def test_calibrate_frappe_improves_ece(frappe_run: Path, tmp_path: Path) -> None
         before, after = report.splits[split]["before"], report.splits[split]["after"]
         assert after["ece"] < before["ece"] / 2, (split, before, after)
         assert abs(after["ratio"] - 1) < 0.02
+
+
+def test_evaluate_says_which_scores_it_reports_and_calibrated_matches_calibrate(
+    synthetic_runs, tmp_path: Path
+) -> None:
+    """`adrank evaluate` on a calibrated run reported the uncalibrated scores (pred/obs
+    0.98 where calibrate said 1.19 on the same split) without a word; it now says so, and
+    --calibrated gives the served scores: calibrate's own "after" numbers."""
+    from typer.testing import CliRunner
+
+    from adrank.cli import app
+
+    run = Path(shutil.copytree(synthetic_runs.run_a, tmp_path / "run"))
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(run), "--calibrated"])
+    assert res.exit_code == 1 and "run `adrank calibrate" in res.output
+    report = calibrate(run, "isotonic")
+    raw = runner.invoke(app, ["evaluate", str(run), "--json"])
+    cal = runner.invoke(app, ["evaluate", str(run), "--json", "--calibrated"])
+    assert raw.exit_code == 0 and cal.exit_code == 0, raw.output + cal.output
+    before = json.loads(raw.output)["metrics"]
+    after = json.loads(cal.output)["metrics"]
+    test = report.splits["test"]
+    assert before["ece"] == pytest.approx(test["before"]["ece"], abs=1e-9)
+    assert after["ece"] == pytest.approx(test["after"]["ece"], abs=1e-9)
+    assert after["ece"] != before["ece"]
+    text = runner.invoke(app, ["evaluate", str(run)]).output
+    assert "scores before the run's isotonic calibration" in text
