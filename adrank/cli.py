@@ -350,6 +350,7 @@ def train_cmd(
             if cfg.model.lower() != model.lower():
                 raise ConfigError(f"config is for model {cfg.model!r}, but --model is {model!r}")
             cfg = cfg.with_overrides([*(set_ or []), "dataset="])
+            warm.check(cfg)  # before the logs are read
         elif prepared is not None:
             data = PreparedData.open(prepared.resolve())
             cfg = RunConfig.load(config) if config is not None else RunConfig(model=model)

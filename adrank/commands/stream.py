@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from adrank.cli import DataDirOpt, app, console, fail
@@ -115,6 +116,7 @@ def stream_cmd(
             schema, frame = load_stream(dataset, data_dir)
         else:
             schema = Schema.load(schema_file)
+            name = schema.name if schema.name != "dataset" else name  # its own name, if any
             frame = load_stream_files(schema, list(inputs or ()))
         parts = cut_chunks(frame, time_column(schema), chunks, period_s)
         if len(parts) < 2:
@@ -144,7 +146,12 @@ def stream_cmd(
     ) as exc:
         fail(error_text(exc))
         return
-    table = Table(title=f"{model} {strategy} on {name} ({len(parts)} chunks, seed {seed})")
+    table = Table(
+        title=f"{model} {strategy} on {name} ({len(parts)} chunks, seed {seed})",
+        box=box.SIMPLE_HEAD,  # no column rules: nine columns fit in 80 columns
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for col in ("chunk", "rows", "AUC", "logloss", "pred/obs", "warm AUC", "cold AUC",
                 "compute", "update s"):  # fmt: skip
         table.add_column(col, justify="right")

@@ -108,6 +108,9 @@ def add_histories(
     column that exists already."""
     if not columns:
         raise HistoryError("give at least one column to collect (the item id first)")
+    repeated = sorted({c for c in columns if list(columns).count(c) > 1})
+    if repeated:
+        raise HistoryError(f"column(s) {repeated} are given more than once; give each once")
     needed = [user, time, *columns, *([positive] if positive else [])]
     missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
     if missing:

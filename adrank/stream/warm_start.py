@@ -144,9 +144,10 @@ class WarmStart:
             if old.params.get(k) != config.params.get(k)
         )
         if changed:
+            runs = ", ".join(f"{k}={old.params.get(k, '(the default)')}" for k in changed)
             raise ValueError(
                 f"--init-from {self.run_dir}: model params {changed} differ from the run's "
-                f"({ {k: old.params.get(k) for k in changed} }); warm starts keep the architecture"
+                f"({runs}); warm starts keep the architecture"
             )
 
     def prepare(

@@ -70,6 +70,7 @@ def test_times_may_be_dates_iso_text_or_numbers_in_text() -> None:
     ("change", "kwargs", "message"),
     [
         (None, {"columns": ["nope"]}, r"\['nope'\] are not in the log"),
+        (None, {"columns": ["item", "item"]}, r"\['item'\] are given more than once"),
         (pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise("user").alias("user"), {},
          "user column 'user': row 3 has no user"),
         (pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise("genre").alias("genre"),

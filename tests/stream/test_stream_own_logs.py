@@ -32,7 +32,7 @@ def _log(path: Path, rows: range, seed: int) -> Path:
 
 
 def test_stream_runs_on_schema_and_input_files(tmp_path: Path) -> None:
-    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    (tmp_path / "schema.yaml").write_text("name: shop\n" + SCHEMA)  # titled by its name
     # two files whose rows interleave in time: the stream orders them by the time role
     first = _log(tmp_path / "a.csv", range(0, 1200, 2), 0)
     second = _log(tmp_path / "b.csv", range(1, 1200, 2), 1)
@@ -45,7 +45,7 @@ def test_stream_runs_on_schema_and_input_files(tmp_path: Path) -> None:
          "--save", "none"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "lr fine_tune on schema (3 chunks" in " ".join(res.output.split())
+    assert "lr fine_tune on shop (3 chunks" in " ".join(res.output.split())
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert [r["chunk"] for r in records] == [1, 2] and [r["rows"] for r in records] == [400, 400]
     assert np.isfinite([r["auc"] for r in records]).all()

@@ -106,3 +106,13 @@ def test_init_from_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
                   "--train", train, "--run-dir", tmp_path / "r")  # fmt: skip
     assert out.exit_code == 1
     assert "notarun" in out.output and "Traceback" not in out.output
+
+
+def test_other_params_are_refused_before_the_logs_are_read(day1_run: Path, tmp_path: Path) -> None:
+    """The refusal came after reading the logs and growing the vocabularies, and quoted
+    the run's value of a parameter it left at its default as None."""
+    out = _invoke("train", "--model", "deepfm", "--init-from", day1_run, "--train",
+                  tmp_path / "missing.csv", "--set", "params.embedding_dim=3",
+                  "--run-dir", tmp_path / "r")  # fmt: skip
+    assert out.exit_code == 1
+    assert "embedding_dim=(the default)" in out.output  # not the missing file's error
