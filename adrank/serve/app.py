@@ -64,6 +64,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 import torch
+from uvicorn.supervisors import Multiprocess
 
 from adrank.data.schema import SchemaError
 from adrank.serve.admin import AdminAuth, warn_if_exposed
@@ -92,7 +93,13 @@ from adrank.serve.http_errors import (
     too_many,
     unparsable_body,
 )
-from adrank.serve.http_metrics import DRAIN_FACTOR, DrainRefusedBody, Metrics, ObserveAndLimit
+from adrank.serve.http_metrics import (
+    DRAIN_FACTOR,
+    DrainRefusedBody,
+    Metrics,
+    ObserveAndLimit,
+    with_label,
+)
 from adrank.serve.impressions import ImpressionLog, rank_record
 from adrank.serve.model_root import (
     BadModelReference,
@@ -138,6 +145,7 @@ def create_app(
     scoring_threads: int = 1,
     follow_store: bool = False,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    worker_label: bool = False,
 ) -> FastAPI:
     """Build the service (the model is loaded now; errors surface immediately).
 
@@ -149,7 +157,8 @@ def create_app(
     ``scoring_threads`` bounds how many requests are scored at once per process.
     ``follow_store``: ``model_root`` is a model store and ``run_dir`` a model name in it;
     the app serves its ``latest`` version and follows it every ``poll_interval`` seconds
-    (:mod:`adrank.serve.store_follower`)."""
+    (:mod:`adrank.serve.store_follower`). ``worker_label``: every ``/metrics`` sample
+    carries ``worker="<pid>"`` (a multi-worker server: each scrape reaches one worker)."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     auth = AdminAuth(admin_token) if admin_token else None  # validates the token first
@@ -386,10 +395,10 @@ def create_app(
             counters |= follower.metric_values()
         counters |= histories.metric_values()
         counters |= domains.metric_values()
-        return PlainTextResponse(
-            metrics.render(info, counters),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
-        )
+        text = metrics.render(info, counters)
+        if worker_label:
+            text = with_label(text, "worker", str(os.getpid()))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     if auth is not None:
 
@@ -470,8 +479,15 @@ _ENV_CONFIG = "ADRANK_SERVE_CONFIG"
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory for multi-worker serving: ``create_app(**json($ADRANK_SERVE_CONFIG))``."""
+    """uvicorn factory for multi-worker serving: ``create_app(**json($ADRANK_SERVE_CONFIG))``.
+    A worker is a fresh process: its adrank log lines (swaps, refusals) go to stderr at the
+    parent's level, marked with its pid."""
     config = json.loads(os.environ[_ENV_CONFIG])
+    level = config.pop("log_level", None)
+    if level is not None and not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+        )
     config["optional_fields"] = tuple(config.get("optional_fields", ()))
     return create_app(**config)
 
@@ -499,7 +515,9 @@ def serve(
         logger.warning("--workers %d: /admin/* is disabled (it would reach one worker)", workers)
     # fail fast in the parent, with the model's own error
     create_app(run_dir, **{k: v for k, v in app_options.items() if k != "impression_log"})
-    options = {**app_options, "run_dir": str(run_dir)}
+    root_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    options = {**app_options, "run_dir": str(run_dir), "worker_label": True}
+    options["log_level"] = root_level
     for key in ("model_root", "impression_log"):
         if options.get(key) is not None:
             options[key] = str(options[key])
@@ -513,9 +531,21 @@ def serve(
         log_level=log_level,
         access_log=False,
     )
-    from uvicorn.supervisors import Multiprocess
+    _Supervisor(config, sockets=[_listening_socket(host, port)]).run()
 
-    Multiprocess(config, sockets=[_listening_socket(host, port)]).run()
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, closing its own copy of the listening socket before it
+    stops the workers. Each worker closes its copy as it starts draining; with the parent's
+    still open, the kernel kept accepting connections that no worker would serve and reset
+    them when the parent exited (connection resets in a rolling deploy). Closed, new
+    connections are refused, which a client or proxy retries safely, and the workers finish
+    the requests they hold."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

@@ -29,6 +29,24 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+def with_label(text: str, name: str, value: str) -> str:
+    """The exposition ``text`` with ``name="value"`` added to every sample (comment lines
+    unchanged): a multi-worker server's ``worker`` label."""
+    label = f'{name}="{_label(value)}"'
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            out.append(line)
+            continue
+        end = min(i for i in (line.find("{"), line.find(" "), len(line)) if i >= 0)
+        metric, rest = line[:end], line[end:]
+        if not rest.startswith("{"):
+            rest = "{}" + rest
+        comma = "" if rest[1:2] == "}" else ","
+        out.append(f"{metric}{{{label}{comma}{rest[1:]}")
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
