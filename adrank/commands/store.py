@@ -63,15 +63,23 @@ def rollback_cmd(
     store: Annotated[Path, typer.Option(help="The model store.")],
     to: Annotated[int, typer.Option(help="The published version latest should name.")],
     name: Annotated[str, typer.Option(help=_NAME_HELP)] = "default",
+    allow_incompatible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incompatible",
+            help="Roll back to a version whose inputs or outputs differ from the latest's.",
+        ),
+    ] = False,
 ) -> None:
     """Point NAME's latest back at an earlier published version (nothing is deleted);
-    servers following the store move to it."""
+    servers following the store move to it. A version the servers would refuse (it does not
+    load, or reads other inputs than the latest without --allow-incompatible) is refused."""
     from adrank.serve.model_root import ModelRootError
     from adrank.serve.model_store import StoreError, rollback
 
     try:
         with _said_once():
-            previous, current = rollback(store, to, name)
+            previous, current = rollback(store, to, name, allow_incompatible=allow_incompatible)
     except (StoreError, ModelRootError, OSError) as exc:
         fail(str(exc))
     before = "(not a version number)" if previous is None else previous

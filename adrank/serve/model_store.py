@@ -42,11 +42,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adrank.artifact import CALIBRATION_FILE, MANIFEST, REQUIRED_FILES
 from adrank.outputs import MARKER, OutputDirError, claim_dir, read_marker
 from adrank.serve.model_root import LATEST, ModelRoot, is_version, set_latest
 from adrank.utils import fsync_file
+
+if TYPE_CHECKING:
+    from adrank.serve.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +110,12 @@ def latest_version(directory: str | Path) -> int | None:
     return int(text)
 
 
-def input_changes(store: str | Path, name: str, run_dir: str | Path) -> list[str]:
-    """How the model in ``run_dir`` would change what clients of ``name``'s latest version
-    send and get (the swap gate's signature, :mod:`adrank.serve.swap_gate`); empty when
-    nothing changes or nothing is published yet."""
+def input_changes(
+    store: str | Path, name: str, run_dir: str | Path, candidate: Predictor | None = None
+) -> list[str]:
+    """How the model in ``run_dir`` (``candidate``, when already loaded) would change what
+    clients of ``name``'s latest version send and get (the swap gate's signature,
+    :mod:`adrank.serve.swap_gate`); empty when nothing changes or nothing is published yet."""
     from adrank.serve.predictor import Predictor
     from adrank.serve.swap_gate import serving_signature, signature_differences
 
@@ -118,15 +124,29 @@ def input_changes(store: str | Path, name: str, run_dir: str | Path) -> list[str
         latest = latest_version(target) if target.is_dir() else None
     except StoreError:  # no store yet, or a bad pointer: publish itself says so
         return []
-    if latest is None:
+    if latest is None or (target / str(latest)).resolve() == Path(run_dir).resolve():
         return []
     try:
         serving = serving_signature(Predictor.load(target / str(latest)))
-        candidate = serving_signature(Predictor.load(run_dir))
+        candidate = candidate or Predictor.load(run_dir)
     except Exception as exc:  # a model that does not load: the swap gate judges it
-        logger.warning("could not compare %s with %s/%d: %s", run_dir, name, latest, exc)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        logger.warning("could not compare %s with %s/%d: %s", run_dir, name, latest, first)
         return []
-    return signature_differences(serving, candidate)
+    return signature_differences(serving, serving_signature(candidate))
+
+
+def _checked(run_dir: Path, what: str) -> Predictor:
+    """The model in ``run_dir`` through the swap gate's own checks (it loads; one all-null
+    record scores finite probabilities), or a :class:`StoreError`: servers would refuse it."""
+    from adrank.serve.swap_gate import SwapRefused, load_checked
+
+    try:
+        return load_checked(run_dir)
+    except SwapRefused as exc:
+        raise StoreError(
+            f"{what}: {exc}. Servers following the store would refuse it; nothing was changed"
+        ) from None
 
 
 def publish(
@@ -135,16 +155,20 @@ def publish(
     name: str = DEFAULT_NAME,
     *,
     allow_incompatible: bool = False,
+    check: bool = True,
 ) -> Published:
     """Copy the finished run ``run_dir`` into ``store`` as the next version of ``name`` and
     move ``latest`` to it unless a later version is already there (module docstring).
 
     A model whose inputs or outputs differ from the latest version's (:func:`input_changes`)
     is refused unless ``allow_incompatible``: a server following the store refuses to swap
-    it in, but one started later would serve it to clients of the old one."""
+    it in, but one started later would serve it to clients of the old one. With ``check``
+    (the default; ``adrank publish`` always checks) a model the swap gate would refuse (it
+    does not load, or scores a non-finite value) is refused first."""
     run_dir = Path(run_dir)
     files = _run_files(run_dir)
-    changes = input_changes(store, name, run_dir)
+    candidate = _checked(run_dir, f"cannot publish {run_dir}") if check else None
+    changes = input_changes(store, name, run_dir, candidate)
     if changes and not allow_incompatible:
         raise StoreError(
             f"{run_dir} reads or gives other fields than {name}'s latest version ("
@@ -222,16 +246,37 @@ def _drops_calibration(store: str | Path, name: str, run_dir: Path) -> bool:
     )
 
 
-def rollback(store: str | Path, to: int, name: str = DEFAULT_NAME) -> tuple[int | None, int]:
+def rollback(
+    store: str | Path,
+    to: int,
+    name: str = DEFAULT_NAME,
+    *,
+    allow_incompatible: bool = False,
+    check: bool = True,
+) -> tuple[int | None, int]:
     """Point ``latest`` of ``name`` at the published version ``to`` -> (previous, to).
     Nothing is deleted; publishing again moves ``latest`` past ``to`` as usual. A pointer
-    that holds no version number is replaced too (``previous`` is then ``None``)."""
+    that holds no version number is replaced too (``previous`` is then ``None``).
+
+    With ``check`` a version the swap gate would refuse is refused (servers would stay on
+    the old one while ``latest`` named it), and so is one whose inputs or outputs differ
+    from the latest version's, unless ``allow_incompatible``."""
     target = model_dir(store, name)
     found = versions(target)
     if not found:
         raise StoreError(f"{target} holds no published versions")
     if to not in found or not (target / str(to) / MANIFEST).is_file():
         raise StoreError(f"{name} has no version {to} (published: {_ranges(found)})")
+    if check:
+        candidate = _checked(target / str(to), f"cannot roll {name} back to {to}")
+        changes = input_changes(store, name, target / str(to), candidate)
+        if changes and not allow_incompatible:
+            raise StoreError(
+                f"{name}/{to} reads or gives other fields than the latest version ("
+                + "; ".join(changes[:5])
+                + "): servers following the store would refuse it. Pass --allow-incompatible "
+                "to move latest anyway"
+            )
     with _locked(target):
         try:
             previous = latest_version(target)

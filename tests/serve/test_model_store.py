@@ -86,7 +86,9 @@ def test_publish_refuses_what_is_not_a_finished_run_or_not_a_store(synthetic_run
 
 def _publish_after(barrier, run: str, store: str, queue) -> None:
     barrier.wait()
-    queue.put(publish(run, store).version)
+    # check=False: torch does not run in a child forked after the parent used its threads,
+    # and this test is about the version numbers only
+    queue.put(publish(run, store, check=False).version)
 
 
 def test_concurrent_publishers_never_share_a_number(synthetic_runs, tmp_path):
@@ -192,7 +194,8 @@ def test_server_follows_the_store_forward_through_the_gate(synthetic_runs, varia
     assert res["model_reference"] == "default/2"
     assert res["model_version"] == Predictor.load(variant_runs.grown).version
 
-    publish(broken_copy(synthetic_runs.run_a, tmp_path / "broken"), store)
+    # check=False: a corrupt version written past `adrank publish` (which refuses it)
+    publish(broken_copy(synthetic_runs.run_a, tmp_path / "broken"), store, check=False)
     assert follower.poll() == "refused"
     assert serving() == "default/2"
     assert (
@@ -214,7 +217,7 @@ def test_server_follows_the_store_forward_through_the_gate(synthetic_runs, varia
     assert metric(client, "adrank_store_version") == 5
     assert metric(client, "adrank_store_swaps_total") == 2
 
-    rollback(store, 3)  # back to a version this worker refused: it stays
+    rollback(store, 3, check=False)  # to a version this worker refused: it stays
     assert follower.poll() == "refused" and serving() == "default/5"
     rollback(store, 1)  # the one deliberate backward move
     assert follower.poll() == "rolled back" and serving() == "default/1"
@@ -241,14 +244,14 @@ def test_publish_refuses_other_inputs_than_the_latest_version(
 def test_a_worker_starts_on_the_newest_good_version(synthetic_runs, tmp_path):
     store = tmp_path / "store"
     publish(synthetic_runs.run_a, store)
-    publish(broken_copy(synthetic_runs.run_a, tmp_path / "broken"), store)
+    publish(broken_copy(synthetic_runs.run_a, tmp_path / "broken"), store, check=False)
     app, follower = store_app(store)
     assert follower.version == 1 and set(follower.refused) == {2}
     assert follower.poll() == "refused"
     client = TestClient(app)
     assert client.post("/v1/rank", json=RANK).json()["model_reference"] == "default/1"
     only_broken = tmp_path / "only-broken"
-    publish(tmp_path / "broken", only_broken)
+    publish(tmp_path / "broken", only_broken, check=False)
     with pytest.raises(ValueError, match="passes the swap gate"):
         store_app(only_broken)
 
@@ -298,7 +301,36 @@ def test_a_version_failing_its_smoke_prediction_is_refused(synthetic_runs, tmp_p
     torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in state.items()},
                nan / "model.pt")  # fmt: skip
     app, follower = store_app(store)
-    publish(nan, store)
+    publish(nan, store, check=False)
     assert follower.poll() == "refused" and follower.version == 1
     assert "smoke prediction" in follower.refused[2]
     assert metric(TestClient(app), "adrank_store_refused_total") == 1
+
+
+def test_publish_and_rollback_refuse_what_the_servers_would_refuse(synthetic_runs, tmp_path):
+    """`adrank publish` of a run whose model.pt was cut short exited 0 and moved latest to
+    it (every server then refused it); a NaN model passed too, and `rollback --to` a refused
+    version printed "latest 101 -> 6" while the servers stayed put. Now all three are
+    refused with the gate's reason, and nothing in the store changes."""
+    import torch
+
+    store = tmp_path / "store"
+    publish(synthetic_runs.run_a, store)
+    broken = broken_copy(synthetic_runs.run_a, tmp_path / "broken")
+    with pytest.raises(StoreError, match=r"cannot publish .*model\.pt is not a torch weights"):
+        publish(broken, store)
+    nan = copy_run(synthetic_runs.run_a, tmp_path / "nan")
+    state = torch.load(nan / "model.pt", weights_only=True)
+    torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in state.items()},
+               nan / "model.pt")  # fmt: skip
+    with pytest.raises(StoreError, match="smoke prediction"):
+        publish(nan, store)
+    assert versions(store / "default") == [1] and latest_version(store / "default") == 1
+    publish(broken, store, check=False)  # written past the check (a corrupt upload): 2
+    publish(synthetic_runs.run_b, store)  # 3
+    with pytest.raises(StoreError, match="cannot roll default back to 2"):
+        rollback(store, 2)
+    assert latest_version(store / "default") == 3
+    res = CliRunner().invoke(cli_app, ["publish", str(broken), "--store", str(store)])
+    assert res.exit_code == 1 and "Servers following the store would refuse it" in res.output
+    assert rollback(store, 1) == (3, 1)  # a good version: as before

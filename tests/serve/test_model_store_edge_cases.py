@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,12 +13,9 @@ from adrank.serve.model_store import latest_version, publish, rollback, versions
 
 
 @pytest.fixture()
-def run(tmp_path: Path) -> Path:
-    """A stand-in finished run (a manifest listing no files), as in docs/serving.md."""
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "manifest.json").write_text(json.dumps({"files": []}))
-    return run
+def run(synthetic_runs) -> Path:
+    """A real finished run: `adrank publish` and rollback check that the model loads."""
+    return synthetic_runs.run_a
 
 
 def test_a_malformed_latest_is_refused_before_publishing_and_rollback_repairs_it(
@@ -49,10 +46,10 @@ def test_a_latest_naming_a_deleted_version_is_never_reused_or_kept(
     for _ in range(3):
         publish(run, store)
     model = store / "default"
-    (model / "3" / "manifest.json").chmod(0o644)
+    for path in (model / "3").rglob("*"):  # deleted by hand (versions are read-only)
+        path.chmod(0o755)
     (model / "3").chmod(0o755)
-    (model / "3" / "manifest.json").unlink()
-    (model / "3").rmdir()
+    shutil.rmtree(model / "3")
     again = publish(run, store)
     assert (again.version, again.latest) == (4, 4)
     (model / "latest").write_text("9\n")
