@@ -136,6 +136,15 @@ def input_changes(
     return signature_differences(serving, serving_signature(candidate))
 
 
+def _incompatible(what: str, changes: list[str], advice: str) -> StoreError:
+    """The refusal of a model whose inputs or outputs differ from the latest version's."""
+    return StoreError(
+        f"{what} reads or gives other fields than the latest version ("
+        + "; ".join(changes[:5])
+        + f"): servers following the store would refuse it{advice}"
+    )
+
+
 def _checked(run_dir: Path, what: str) -> Predictor:
     """The model in ``run_dir`` through the swap gate's own checks (it loads; one all-null
     record scores finite probabilities), or a :class:`StoreError`: servers would refuse it."""
@@ -170,12 +179,11 @@ def publish(
     candidate = _checked(run_dir, f"cannot publish {run_dir}") if check else None
     changes = input_changes(store, name, run_dir, candidate)
     if changes and not allow_incompatible:
-        raise StoreError(
-            f"{run_dir} reads or gives other fields than {name}'s latest version ("
-            + "; ".join(changes[:5])
-            + "): servers following the store would refuse it, and one started later would "
-            "serve it to the old clients. Publish it under another --name, or pass "
-            "--allow-incompatible"
+        raise _incompatible(
+            f"{run_dir}",
+            changes,
+            ", and one started later would serve it to the old clients. Publish it under "
+            "another --name, or pass --allow-incompatible",
         )
     if changes:
         logger.warning("publishing %s with other inputs or outputs: %s", run_dir, changes[:5])
@@ -271,11 +279,8 @@ def rollback(
         candidate = _checked(target / str(to), f"cannot roll {name} back to {to}")
         changes = input_changes(store, name, target / str(to), candidate)
         if changes and not allow_incompatible:
-            raise StoreError(
-                f"{name}/{to} reads or gives other fields than the latest version ("
-                + "; ".join(changes[:5])
-                + "): servers following the store would refuse it. Pass --allow-incompatible "
-                "to move latest anyway"
+            raise _incompatible(
+                f"{name}/{to}", changes, ". Pass --allow-incompatible to move latest anyway"
             )
     with _locked(target):
         try:
