@@ -217,6 +217,7 @@ def create_app(
             "model": predictor.artifact.manifest.get("model"),
             "model_version": predictor.version,
             "model_reference": holder.reference,
+            "backend": predictor.backend,
             "run_dir": str(current),
             "fields": sorted(predictor.field_kinds),
             "outputs": predictor.outputs,
@@ -402,7 +403,6 @@ def create_app(
 
     if auth is not None:
 
-        @app.post("/admin/reload", dependencies=[Depends(auth)])
         def reload(req: ReloadRequest | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             serving = holder.current()[0].version
@@ -424,6 +424,14 @@ def create_app(
                 "seconds": round(time.perf_counter() - t0, 4),
             }
 
+        app.router.add_api_route(
+            "/admin/reload",
+            reload,
+            methods=["POST"],
+            dependencies=[Depends(auth)],
+            route_class_override=JsonBodyRoute,
+        )
+
     paths = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(ObserveAndLimit, metrics=metrics, max_body_bytes=max_body_bytes, paths=paths)
     # outermost: a refused body is read to its end (bounded) before the 413 goes out
@@ -443,6 +451,7 @@ def _metric_values(
         "dataset": str(manifest.get("dataset")),
         "run_dir": str(run_dir),
         "calibration": str(manifest.get("calibration_method") or "none"),
+        "backend": predictor.backend,
     }
     counters: dict[str, Any] = {
         "adrank_model_reloads_total": ("counter", "Successful model reloads.", holder.reloads),

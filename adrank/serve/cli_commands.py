@@ -162,9 +162,9 @@ def run_serve(
         if not Path(store).is_dir():
             raise ServeCommandError(f"--store {store} is not a directory")
         interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
-        if not 0 < interval <= 86_400:
+        if not 0.05 <= interval <= 86_400:  # below 50 ms a worker spends its core polling
             raise ServeCommandError(
-                f"--poll-interval must be in (0, 86400] seconds, got {interval}"
+                f"--poll-interval must be in [0.05, 86400] seconds, got {interval}"
             )
         run_dir, model_root = run_dir or DEFAULT_NAME, store
         follow = {"follow_store": True, "poll_interval": interval}

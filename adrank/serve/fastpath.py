@@ -197,12 +197,15 @@ class JsonBodyRoute(APIRoute):
 
 async def refuse_non_json(request: Request) -> Response | None:
     """A 415 naming the header to send for a body that is not declared JSON (a form, as
-    ``curl -d`` sends, text, or no content type); None for JSON or a ``+json`` type.
+    ``curl -d`` sends, text, or no content type); None for JSON, a ``+json`` type, or no
+    body at all.
     FastAPI answered a 422 echoing the whole body."""
     kind = _content_type(request.headers)
     if kind == "application/json" or kind.endswith("+json"):
         return None
-    await request.body()  # read it: the client sees the answer, not a reset connection
+    body = await request.body()  # read: the client sees the answer, not a reset connection
+    if not kind and not body:
+        return None  # no body at all: an optional one (/admin/reload) is left out
     sent = f"sent as {kind!r}" if kind else "sent without a Content-Type"
     detail = (
         f"the body is {sent}; send JSON with the header Content-Type: application/json "

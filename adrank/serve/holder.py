@@ -71,8 +71,9 @@ class ModelHolder:
                 target = self.root.resolve(reference)
                 serving = self.current()[0]
                 fresh = load_checked(target, serving, label=reference, **self._kwargs)
-            except (SwapRefused, ModelNotFound, BadModelReference, OutsideModelRoot):
-                self.refused += 1
+            except (SwapRefused, ModelNotFound, BadModelReference, OutsideModelRoot) as exc:
+                self.refused += 1  # logged: an operator reads why in the server's log too
+                logger.warning("reload of %r refused: %s", reference, exc)
                 raise
             with self._swap:
                 old = self.predictor

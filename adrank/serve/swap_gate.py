@@ -118,8 +118,9 @@ def load_checked(
         diffs = signature_differences(serving_signature(serving), serving_signature(candidate))
         if diffs:
             raise SwapRefused(
-                f"{label} reads other inputs than the serving model {serving.version} "
-                f"(schemas must match; vocabularies may differ): " + "; ".join(diffs)
+                f"{label} reads or gives other fields than the serving model "
+                f"{serving.version} (inputs and outputs must match; vocabularies may "
+                "differ): " + "; ".join(diffs)
             )
     try:
         smoke_test(candidate)

@@ -267,7 +267,7 @@ def test_the_gate_compares_schemas_not_vocabularies(
     grown = Predictor.load(variant_runs.grown)
     assert a.processor.vocab_["user"] != grown.processor.vocab_["user"]
     assert signature_differences(serving_signature(a), serving_signature(grown)) == []
-    with pytest.raises(SwapRefused, match="reads other inputs than the serving model"):
+    with pytest.raises(SwapRefused, match="reads or gives other fields than the serving model"):
         load_checked(variant_runs.other_schema, a)
     assert load_checked(variant_runs.grown, a).version == versions["grown"]
 
@@ -298,3 +298,27 @@ def test_serve_warns_before_binding_everywhere(synthetic_runs, monkeypatch, capl
     assert bound == ["0.0.0.0"]
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "not a loopback address" in caplog.records[0].getMessage()
+
+
+def test_reload_refusals_are_logged_and_a_text_body_is_a_415(synthetic_runs, tmp_path, caplog):
+    """A refused reload (409/403) left no line in the server's log, and a text/plain body
+    got a 422 showing a Python bytes repr (/v1/* answered 415)."""
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from adrank.serve.app import create_app
+
+    app = create_app(synthetic_runs.run_a, torch_threads=None, admin_token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(app) as client, caplog.at_level(logging.WARNING, "adrank.serve.holder"):
+        res = client.post("/admin/reload", json={"model": "../../etc"}, headers=auth)
+        assert res.status_code == 403
+        assert "reload of '../../etc' refused" in caplog.text
+        res = client.post(
+            "/admin/reload",
+            content=b'{"model": "x"}',
+            headers=auth | {"Content-Type": "text/plain"},
+        )
+        assert res.status_code == 415 and "application/json" in res.json()["detail"]
+        assert client.post("/admin/reload", headers=auth).status_code == 200  # no body at all

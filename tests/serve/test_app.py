@@ -49,6 +49,7 @@ def client(live_server):
 def test_healthz_and_docs(client: httpx.Client, synthetic_runs) -> None:
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["model"] == "deepfm"
+    assert health["backend"] == "torch"  # which runtime scores (torch, torchscript, onnx)
     assert health["model_version"] == Predictor.load(synthetic_runs.run_a).version
     assert health["required_fields"] == ["user", "ad", "creative", "site"]
     spec = client.get("/openapi.json").json()
@@ -227,6 +228,7 @@ def test_metrics_prometheus_text(client: httpx.Client) -> None:
     assert inf[0].split()[-1] == count[0].split()[-1]
     info = next(ln for ln in lines if ln.startswith("adrank_model_info{"))
     assert 'model="deepfm"' in info and 'version="deepfm-' in info and info.endswith(" 1")
+    assert 'backend="torch"' in info
 
 
 def test_reload_under_concurrent_requests(synthetic_runs, server_class) -> None:
