@@ -38,6 +38,7 @@ from pydantic import (
     PlainValidator,
     StrictInt,
     StrictStr,
+    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
@@ -190,6 +191,11 @@ def _unicode_text(value: str, info: ValidationInfo) -> str:
 
 #: A string that must be valid Unicode (:func:`is_unicode`).
 Text = Annotated[str, AfterValidator(_unicode_text)]
+#: a client's request id: 1 to MAX_ID_CHARS characters (the constraint on the string, so
+#: its message speaks of characters, not of the "items" of the optional field)
+RequestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_unicode_text)
+]
 Money = Annotated[
     float,
     PlainValidator(_money),
@@ -383,10 +389,8 @@ class RankRequest(_Strict):
         default=0.0,
         description="reserve R per 1000 impressions: eligible iff score >= R",
     )
-    request_id: Text | None = Field(
+    request_id: RequestId | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_ID_CHARS,
         description="the client's id of this request (echoed; one is generated when absent)",
     )
 

@@ -230,6 +230,7 @@ class Predictor:
             if isinstance(f, CategoricalFeature) and src not in self.derived
         ]
         required += list(transform_inputs)
+        self._transform_inputs = frozenset(transform_inputs)
         self.required_fields: tuple[str, ...] = tuple(
             src for src in dict.fromkeys(required) if src not in optional
         )
@@ -376,9 +377,14 @@ class Predictor:
                 )
             if not required <= keys:
                 name = next(n for n in self.required_fields if n not in record)
+                why = (
+                    "an input of the schema's transforms, which read every input"
+                    if name in self._transform_inputs
+                    else "categorical fields have no default"
+                )
                 raise RecordError(
-                    f"record {i}: required field {name!r} is missing (categorical fields "
-                    "have no default; send null for an unknown value)",
+                    f"record {i}: required field {name!r} is missing ({why}; send null for "
+                    "an unknown value)",
                     field=name,
                     index=i,
                 )

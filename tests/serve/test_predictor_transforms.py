@@ -98,6 +98,11 @@ def test_derived_columns_are_refused_in_records_and_bad_inputs_named(run: Path) 
     with pytest.raises(RecordError, match="required field 'hour'") as info:
         p.predict([{k: v for k, v in record.items() if k != "hour"}])
     assert info.value.field == "hour"
+    # a numeric transform input left out: said so ("categorical fields have no default"
+    # read wrong for Criteo's I1); null is a missing value
+    with pytest.raises(RecordError, match=r"'I1' is missing \(an input of the schema's transf"):
+        p.predict([{k: v for k, v in record.items() if k != "I1"}])
+    assert p.predict([{**record, "I1": None}]).shape == (1,)
     with pytest.raises(RecordError, match=r"cannot use value '14133199'.*'hour'") as info:
         p.predict([record, {**record, "hour": "14133199"}])
     assert (info.value.field, info.value.index) == ("hour", 1)
