@@ -38,7 +38,6 @@ from pydantic import (
     PlainValidator,
     StrictInt,
     StrictStr,
-    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
@@ -191,11 +190,21 @@ def _unicode_text(value: str, info: ValidationInfo) -> str:
 
 #: A string that must be valid Unicode (:func:`is_unicode`).
 Text = Annotated[str, AfterValidator(_unicode_text)]
-#: a client's request id: 1 to MAX_ID_CHARS characters (the constraint on the string, so
-#: its message speaks of characters, not of the "items" of the optional field)
-RequestId = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_unicode_text)
-]
+
+
+def _id_length(value: str) -> str:
+    if 1 <= len(value) <= MAX_ID_CHARS:
+        return value
+    raise PydanticCustomError(
+        "string_length",
+        "String should have 1 to {max} characters, got {n}",
+        {"max": MAX_ID_CHARS, "n": len(value)},
+    )
+
+
+#: a client's request id: valid Unicode, 1 to MAX_ID_CHARS characters (checked on the
+#: string, so the message speaks of characters, not of the optional field's "items")
+RequestId = Annotated[str, AfterValidator(_unicode_text), AfterValidator(_id_length)]
 Money = Annotated[
     float,
     PlainValidator(_money),
