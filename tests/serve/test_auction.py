@@ -222,11 +222,14 @@ def test_conversion_bids_need_a_conversion_output() -> None:
     assert rank_ads(pctr_only, {}, ads[:1], slots=1).slots[0].ad_id == "a1"
 
 
-def test_serving_doc_example_runs() -> None:
-    """The Python example in docs/serving.md runs and its asserts hold (in a subprocess)."""
+def test_serving_doc_example_runs(tmp_path: Path) -> None:
+    """The Python examples in docs/serving.md run and their asserts hold (in subprocesses,
+    in page order, in a temporary folder: a block may write files the next one reads)."""
     doc = (Path(__file__).parents[2] / "docs" / "serving.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     assert blocks
     for code in blocks:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+        )
         assert done.returncode == 0, done.stderr
