@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from adrank.data.readers_base import TIME_EXPECTED, category_text, iso_seconds
+from adrank.data.readers_base import TIME_EXPECTED, category_text, text_seconds
 
 __all__ = ["HistoryError", "add_histories", "past_events"]
 
@@ -70,12 +70,8 @@ def _times(col: pl.Series) -> pl.Series:
         col = col.cast(pl.Datetime("us")).dt.epoch("s")
         bad = col.is_null()
     else:  # text: numbers (a CSV read as text) or ISO-8601 date/times
-        text = col.cast(pl.Utf8)
-        numbers = text.str.strip_chars().cast(pl.Float64, strict=False)
-        numbers = numbers.set(~numbers.is_finite().fill_null(False), None)  # type: ignore[arg-type]
-        col = pl.select(pl.coalesce(numbers, iso_seconds(text).cast(pl.Float64))).to_series()
-        col = col.alias(text.name)
-        bad = col.is_null()
+        col = text_seconds(col.cast(pl.Utf8))
+        bad = col.is_null() | ~col.is_finite().fill_null(False)
     if bad.any():
         row = int(bad.arg_true()[0])
         raise HistoryError(

@@ -153,6 +153,15 @@ TIME_EXPECTED = (
 )
 
 
+def text_seconds(text: pl.Series) -> pl.Series:
+    """Float64 seconds of time values given as text: a number (Unix seconds; a CSV read as
+    text) or an ISO-8601 date/time (:func:`iso_seconds`); null where a value is neither.
+    The processor's ``time`` role and ``adrank histories`` read text times with it."""
+    numbers = text.str.strip_chars().cast(pl.Float64, strict=False)
+    iso = iso_seconds(text).cast(pl.Float64)
+    return pl.select(pl.coalesce(numbers, iso)).to_series().alias(text.name)
+
+
 def iso_seconds(text: pl.Series) -> pl.Series:
     """Integer Unix seconds (Int64) of ISO-8601 date/time strings; null where a value is
     not one (or is not a real date/time, such as month 13).

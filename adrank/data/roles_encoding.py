@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from adrank.data.readers_base import TIME_EXPECTED, category_text, iso_seconds
+from adrank.data.readers_base import TIME_EXPECTED, category_text, text_seconds
 from adrank.data.schema import ROLES, SchemaError
 
 GROUP_COLUMN = "__group__"
@@ -52,10 +52,10 @@ def encode_role(role: str, col: pl.Series, vocab: Sequence[str]) -> pl.Series:
         return category_text(col).replace_strict(keys, ids, default=0, return_dtype=pl.Int64)
     raw = col  # reported as given, not as the failed cast
     if col.dtype == pl.Utf8:
-        text = col
-        col = col.str.strip_chars().cast(pl.Float64, strict=False)
-        if role == "time":  # ISO-8601 text: Unix seconds, as the file readers read it
-            col = pl.select(pl.coalesce(col, iso_seconds(text).cast(pl.Float64))).to_series()
+        if role == "time":  # numbers or ISO-8601 text, as the file readers read it
+            col = text_seconds(col)
+        else:
+            col = col.str.strip_chars().cast(pl.Float64, strict=False)
     elif col.dtype.is_temporal():
         col = col.cast(pl.Datetime("us")).dt.epoch("s")
     x = col.cast(pl.Float64)
