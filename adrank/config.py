@@ -104,9 +104,9 @@ class TrainConfig:
     #: of hundreds, for small batches where the host bounds the step
     #: (:mod:`adrank.train.graph_step`). One CUDA device, no fp16 AMP, position methods,
     #: distillation or sparse embeddings (``true`` is ignored there, with a warning);
-    #: ``auto``: on wherever it applies, silently off elsewhere (CPU included). Not yet
-    #: measured on a GPU: ``false`` by default.
-    cuda_graph: bool | Literal["auto"] = False
+    #: ``auto`` (the default): on wherever it applies, silently off elsewhere (CPU
+    #: included). Measured on an H200 (session 16): 1.9-8.6x the plain loop.
+    cuda_graph: bool | Literal["auto"] = "auto"
     #: the dropout mask on CPU: ``torch`` (``F.dropout``, what the published leaderboards
     #: were trained with) or ``fast`` (15-bit slices of int64 random words, a different
     #: random stream; faster, A/B-tested in ``benchmarks/results/frappe/dropout_ab.md``;

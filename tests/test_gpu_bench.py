@@ -105,7 +105,7 @@ def test_ablation_accuracy_and_profile_modes(tmp_path: Path) -> None:
         assert variant["samples_per_s"] > 0, (name, variant.get("error"))
     ablation_md = (results / "gpu_ablation.md").read_text()
     assert "| no tf32 |" in ablation_md and "| graphs inductor skipped |" in ablation_md
-    assert "| whole step as one CUDA graph |" in ablation_md  # on CPU: ignored, eager speed
+    assert "| no cuda_graph (the defaults of sessions 2-15) |" in ablation_md  # CPU: same speed
     accuracy = json.loads((results / "gpu_accuracy.json").read_text())
     assert [len(accuracy["devices"][side]["runs"]) for side in ("device", "cpu")] == [2, 2]
     assert isinstance(accuracy["within_2_pooled_std"], bool)
@@ -167,7 +167,7 @@ def test_variants_are_timed_beside_the_defaults_in_every_cell(tmp_path: Path) ->
     cells = json.loads((tmp_path / "results" / "gpu.json").read_text())["cells"]
     for cell in cells.values():
         variant = cell["variants"]["reduce-overhead"]
-        assert variant["settings"] == {"compile": "reduce-overhead"}
+        assert variant["settings"] == {"compile": "reduce-overhead", "cuda_graph": False}
         assert len(variant["runs"]) == 1 and variant["errors"] == []
         assert variant["runs"][0]["seed"] == cell["adrank"][0]["seed"]  # same seeds
         assert variant["ratio"] == pytest.approx(
@@ -178,7 +178,7 @@ def test_variants_are_timed_beside_the_defaults_in_every_cell(tmp_path: Path) ->
         )
     markdown = (tmp_path / "results" / "gpu.md").read_text()
     assert "adrank reduce-overhead, samples/s | reduce-overhead / loop |" in markdown
-    assert "reduce-overhead = `{'compile': 'reduce-overhead'}`" in markdown
+    assert "reduce-overhead = `{'compile': 'reduce-overhead', 'cuda_graph': False}`" in markdown
 
 
 def _cells_with(gains: list[float | None], errors: bool = False) -> dict[str, dict]:

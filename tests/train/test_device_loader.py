@@ -477,7 +477,9 @@ def test_cuda_trainer_steps_add_no_host_sync_to_a_plain_step(
     forward/backward/fused-Adam step of the same model on batches already on the device
     (whatever torch's own kernels do, adrank adds nothing)."""
     data = ctr_data(4000)
-    cfg = train_config(device="cuda", device_data_fraction=fraction, compile=False)
+    cfg = train_config(
+        device="cuda", device_data_fraction=fraction, compile=False, cuda_graph=False
+    )
     trainer = Trainer(new_model(), cfg)
     loader = trainer._train_loader(data)
     assert type(loader) is kind
@@ -570,7 +572,8 @@ def test_cuda_reduce_overhead_trains_like_the_default_compile() -> None:
     results = {}
     for mode in ("default", "reduce-overhead"):
         torch.manual_seed(0)
-        trainer = Trainer(new_model(), train_config(device="cuda", max_epochs=2, compile=mode))
+        cfg = train_config(device="cuda", max_epochs=2, compile=mode, cuda_graph=False)
+        trainer = Trainer(new_model(), cfg)
         results[mode] = trainer.fit(ctr_data(2000), ctr_data(500, seed=1))
     losses = {m: [h["train_loss"] for h in r.history] for m, r in results.items()}
     assert all(math.isfinite(x) for x in losses["reduce-overhead"])

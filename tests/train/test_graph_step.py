@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 
-from adrank.config import ConfigError
+from adrank.config import ConfigError, TrainConfig
 from adrank.models import build_model
 from adrank.train import Trainer
 from adrank.train.callbacks import Callback
@@ -247,6 +247,7 @@ def test_cuda_graph_setting_is_checked() -> None:
         with pytest.raises(ConfigError, match="cuda_graph must be true, false or 'auto'"):
             train_config(cuda_graph=bad)
     assert train_config(cuda_graph="auto").cuda_graph == "auto"
+    assert TrainConfig().cuda_graph == "auto"  # the default since session 16's H200 cells
     with pytest.raises(ValueError, match="warmup must be >= 1"):
         StepGraph(lambda b, g: torch.zeros(()), None, RunOnReplay(None), warmup=0)
 
