@@ -27,6 +27,7 @@ import numpy as np
 
 from adrank.artifact import ArtifactError, load_split, read_manifest
 from adrank.bench.provenance import machine_line, speed_index
+from adrank.bench.reuse import check_dataset, check_row, check_run_dir, config_digest
 from adrank.config import ConfigError, RunConfig, resolve_run_config
 from adrank.data.feature_map import FeatureMap, TaskInfo
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -96,6 +97,11 @@ class BenchmarkRun:
     #: :func:`adrank.bench.provenance.speed_index` (reference MLP steps/s at the run's
     #: threads), timed just before training; ``None`` for rows recorded before runs timed it
     speed_index: float | None = None
+    #: the dataset the run trained on, and :func:`adrank.bench.reuse.config_digest` of its
+    #: config (empty for rows recorded before runs named them; a per-task pair's row has
+    #: no digest): a row is reused only for the same dataset and config
+    dataset: str = ""
+    config_digest: str = ""
 
     @property
     def timed_under_load(self) -> bool:
@@ -467,6 +473,7 @@ class _BenchmarkState:
         self.overrides, self.force_progress = overrides, force_progress
         self.results_path = output_dir / "runs.jsonl"
         self.done = read_results(self.results_path)
+        check_dataset(self.done.values(), dataset, self.results_path)
         self._prepared = prepared
         self._test = None
 
@@ -484,18 +491,21 @@ class _BenchmarkState:
         return row
 
     def run(self, spec: str, seed: int) -> BenchmarkRun:
+        cfg = spec_config(self.dataset, spec, [*self.overrides, f"train.seed={seed}"])
+        digest = config_digest(cfg)
         row = self.done.get((spec, seed))
         if row is not None:
+            check_row(row, digest, self.overrides, self.results_path)
             logger.info(
                 "benchmark: %s seed %d already recorded in %s", spec, seed, self.results_path
             )
             return row
         task = split_spec(spec)[1]
         run_dir = self.output_dir / "runs" / f"{spec}-seed{seed}"
+        check_run_dir(run_dir, cfg)
         row = _read_finished(run_dir, spec, seed, task=task)
         if row is None:
             prepared = self.prepared_data()
-            cfg = spec_config(self.dataset, spec, [*self.overrides, f"train.seed={seed}"])
             logger.info("benchmark: %s seed %d -> %s", spec, seed, run_dir)
             code = code_version()  # at the start: the code that trains the run
             index = speed_index(cfg.train.num_threads)  # the machine's pace, just before
@@ -508,11 +518,13 @@ class _BenchmarkState:
             row.machine = machine_line()  # after training: with the run's thread count
             row.speed_index = index
         row.overrides = list(self.overrides)
+        row.dataset, row.config_digest = self.dataset, digest
         return self._record(row)
 
     def combine(self, entry: _Entry, seed: int) -> BenchmarkRun | None:
         row = self.done.get((entry.name, seed))
         if row is not None:
+            check_row(row, "", self.overrides, self.results_path)
             return row
         missing = [spec for spec in entry.parts if (spec, seed) not in self.done]
         if missing:
@@ -533,4 +545,5 @@ class _BenchmarkState:
         )
         machines = {p.machine for p in parts}
         row.machine = machines.pop() if len(machines) == 1 else ""
+        row.overrides, row.dataset = list(self.overrides), self.dataset
         return self._record(row)

@@ -24,6 +24,7 @@ from adrank.bench.provenance import (
     read_verifications,
     record_verification,
 )
+from adrank.bench.reuse import RecordedRunConflict
 from adrank.bench.runner import BenchmarkRun, _git, _read_finished, code_version, read_results
 from adrank.config import ConfigError, RunConfig
 from adrank.data.prepare import PreparedData, prepare_dataset
@@ -59,6 +60,11 @@ class VerifyResult:
     #: the standard deviation of the model's test AUC over its recorded seeds (``None``:
     #: fewer than two), the scale of a difference that is not a change
     seed_std: float | None = None
+    #: the re-run model's parameter count (``None``: not known): another count than the
+    #: row's means another model, schema or dataset, not a CPU or code difference
+    num_parameters: int | None = None
+    #: ``--set`` overrides given to the re-run on top of the row's config
+    overrides: tuple[str, ...] = ()
 
     @property
     def auc_diff(self) -> float:
@@ -90,8 +96,25 @@ class VerifyResult:
             *self._code_lines(),
             *self._cpu_lines(),
         ]
+        other_model = self.num_parameters not in (None, row.num_parameters)
+        if other_model:
+            lines.append(
+                f"parameters: the re-run's model has {self.num_parameters:,}, the row's "
+                f"{row.num_parameters:,}"
+            )
         if self.reproduced:
             lines.append(f"reproduced: both differences are within {self.tolerance:g}")
+        elif other_model:
+            lines.append(
+                "NOT reproduced: the re-run trained another model than the row (another "
+                "parameter count): is --dataset the row's, and are the config and --set "
+                "the row's?"
+            )
+        elif self.overrides:
+            lines.append(
+                f"NOT reproduced with --set {' '.join(self.overrides)}, which the row was "
+                "not trained with: the difference may come from them; verify without --set"
+            )
         elif self.other_cpu:
             noise = f"a difference above {self.tolerance:g}"
             if self.seed_std:
@@ -224,6 +247,11 @@ def verify_run(
 ) -> VerifyResult:
     """Re-train the row for (model, seed) of ``results_path`` in a temporary directory."""
     row = find_row(Path(results_path), model, seed)
+    if row.dataset and row.dataset != dataset:
+        raise RecordedRunConflict(
+            f"{results_path}: {model} seed {seed} was trained on {row.dataset}, not "
+            f"{dataset}: give --dataset {row.dataset}"
+        )
     cfg, source = row_config(row, dataset, overrides)
     if prepared is None:
         prepared = prepare_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
@@ -246,6 +274,8 @@ def verify_run(
         machine=machine_line(),
         recorded_cpu=_recorded_cpu(row, Path(results_path)),
         seed_std=_seed_std(Path(results_path), model),
+        num_parameters=new.num_parameters,
+        overrides=tuple(o for o in overrides if o not in row.overrides),
     )
 
 

@@ -60,8 +60,9 @@ def benchmark_cmd(
 ) -> None:
     """BARS protocol: tuned config per model, N seeds; writes leaderboard.md/.csv/.png.
 
-    Finished runs in OUTPUT are reused, so an interrupted benchmark continues where it
-    stopped. With --verify MODEL --seed S, re-trains that one recorded row instead."""
+    Finished runs in OUTPUT are reused (for the same dataset and config only; another
+    --set or dataset is refused), so an interrupted benchmark continues where it stopped.
+    With --verify MODEL --seed S, re-trains that one recorded row instead."""
     from adrank.bench.report import to_markdown, write_report
     from adrank.bench.runner import base_model, run_benchmark
     from adrank.models import available_models
@@ -148,7 +149,11 @@ def benchmark_cmd(
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
         fail(error_text(exc))
         return
-    rows = write_report(runs, dataset, output)
+    from adrank.bench.runner import read_results
+
+    # the leaderboard shows every row the folder records, not only this call's models
+    recorded = read_results(output / "runs.jsonl")
+    rows = write_report(list(recorded.values()) or runs, dataset, output)
     console.print(to_markdown(rows, dataset))
     console.print(
         f"leaderboard: {output / 'leaderboard.md'}, {output / 'leaderboard.csv'}, "
