@@ -384,7 +384,14 @@ class RunConfig:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like key=value")
             key, raw = item.split("=", 1)
-            value = yaml.safe_load(raw) if raw else None
+            try:
+                value = yaml.safe_load(raw) if raw else None
+            except yaml.YAMLError as exc:
+                reason = " ".join(str(exc).split())
+                raise ConfigError(
+                    f"override {item!r}: the value is not valid YAML ({reason}); quote "
+                    "text, write lists as [a, b]"
+                ) from exc
             parts = key.strip().split(".")
             if len(parts) == 1 and parts[0] in ("model", "dataset"):
                 data[parts[0]] = value
@@ -398,7 +405,8 @@ class RunConfig:
                 data[parts[0]][parts[1]] = value
             else:
                 raise ConfigError(
-                    f"override key {key!r} must be 'model', 'task', 'params.NAME' or 'train.NAME'"
+                    f"override key {key!r} must be 'model', 'dataset', 'task', 'params.NAME' "
+                    "or 'train.NAME'"
                 )
         return RunConfig.from_dict(data, where="overrides")
 
@@ -420,6 +428,8 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainC
             hint = ""
             if str in _members(hints[name]) and isinstance(value, (bool, int, float)):
                 hint = f"; quote a value YAML reads otherwise: --set 'train.{name}=\"{value}\"'"
+            if type(value) is float and math.isnan(value):
+                raise ConfigError(f"{where}: {name} must be a finite number, got nan")
             raise ConfigError(
                 f"{where}: {name} must be {declared[name]}, got {value!r} "
                 f"({type(value).__name__}){hint}"
@@ -495,4 +505,17 @@ def resolve_run_config(
     if cfg.model.lower() != model.lower():
         raise ConfigError(f"config is for model {cfg.model!r}, but --model is {model!r}")
     cfg.dataset = dataset
-    return cfg.with_overrides(list(overrides))
+    out = cfg.with_overrides(list(overrides))
+    # the config was chosen for (dataset, model): an override of either would train one
+    # model or dataset with another's tuned config
+    if out.model.lower() != model.lower():
+        raise ConfigError(
+            f"--set model={out.model} conflicts with the model {model!r} this config is for; "
+            "choose the model with --model"
+        )
+    if out.dataset != dataset:
+        raise ConfigError(
+            f"--set dataset={out.dataset} conflicts with the dataset {dataset!r} this config "
+            "is for; choose the dataset with --dataset"
+        )
+    return out

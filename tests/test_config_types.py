@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from adrank.config import ConfigError, RunConfig
+from adrank.config import ConfigError, RunConfig, resolve_run_config
 
 
 def _base() -> RunConfig:
@@ -21,7 +21,7 @@ def _base() -> RunConfig:
         ("train.max_epochs=true", r"max_epochs must be int, got True \(bool\)"),
         ("train.patience=2.5", r"patience must be int, got 2.5 \(float\)"),
         ("train.learning_rate=fast", r"learning_rate must be float, got 'fast'"),
-        ("train.learning_rate=.nan", r"learning_rate must be float, got nan"),
+        ("train.learning_rate=.nan", r"learning_rate must be a finite number, got nan"),
         ("train.task=7", r"task must be str \| None, got 7 \(int\).*train.task=\"7\""),
     ],
 )
@@ -51,3 +51,24 @@ def test_a_config_file_with_a_wrong_type_is_a_clear_error(tmp_path) -> None:
     path.write_text("model: deepfm\ntrain:\n  batch_size: [4096]\n")
     with pytest.raises(ConfigError, match=rf"{path}: train: batch_size must be int"):
         RunConfig.load(path)
+
+
+def test_an_override_that_is_not_yaml_is_a_config_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"override 'params.hidden_units=\[64,': the value is not"
+    ):
+        RunConfig(model="dnn").with_overrides(["params.hidden_units=[64,"])
+
+
+def test_nan_is_refused_as_not_finite() -> None:
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number, got nan"):
+        RunConfig(model="dnn").with_overrides(["train.learning_rate=.nan"])
+
+
+def test_set_model_or_dataset_may_not_contradict_the_chosen_config() -> None:
+    with pytest.raises(ConfigError, match="--set dataset=criteo conflicts with the dataset"):
+        resolve_run_config("frappe", "deepfm", overrides=["dataset=criteo"])
+    with pytest.raises(ConfigError, match="--set model=dcn conflicts with the model 'deepfm'"):
+        resolve_run_config("frappe", "deepfm", overrides=["model=dcn"])
+    same = resolve_run_config("frappe", "deepfm", overrides=["dataset=frappe", "model=DeepFM"])
+    assert same.dataset == "frappe"
