@@ -130,6 +130,13 @@ def main(
     )
     for noisy in ("urllib3", "httpx", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if os.environ.get("ADRANK_PLUGINS", "").strip():  # models of your own: import them now
+        from adrank.models.registry import PluginError, available_models
+
+        try:
+            available_models()
+        except PluginError as exc:
+            fail(str(exc))
 
 
 def fail(message: str, code: int = 1) -> None:

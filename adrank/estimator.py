@@ -126,6 +126,22 @@ class CTRClassifier:
         self.random_state = random_state
 
     # ------------------------------------------------------------- sklearn API ------
+    #: scikit-learn < 1.6 reads the estimator type from this attribute
+    _estimator_type = "classifier"
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn >= 1.6's tags: a binary classifier taking a DataFrame, so that
+        ``is_classifier``, ``cross_val_score`` and ``GridSearchCV`` treat it as one."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(multi_class=False),
+            input_tags=InputTags(two_d_array=True, categorical=True, string=True),
+            non_deterministic=False,
+        )
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's arguments (scikit-learn's convention; ``deep`` is unused)."""
         return {name: getattr(self, name) for name in PARAMS}

@@ -161,6 +161,30 @@ def claim_dir(
     return path
 
 
+#: what a :class:`~adrank.train.trainer.Trainer` writes into its ``run_dir``
+TRAINER_FILES = ("checkpoint.pt", "best.pt", "metrics.jsonl")
+
+
+def claim_trainer_dir(path: str | Path) -> Path:
+    """The ``run_dir`` of a :class:`~adrank.train.trainer.Trainer` used on its own: a new or
+    empty folder becomes an adrank run folder (:func:`claim_dir`), a run folder is reused,
+    and any other folder is used as it is unless it holds a file the Trainer would replace
+    (:data:`TRAINER_FILES`) that adrank did not write, which is refused."""
+    path = Path(path)
+    if not path.exists() or read_marker(path) is not None or not _listing(path):
+        return claim_dir(path, "run")
+    if not path.is_dir():
+        raise _refuse(path, "it is a file")
+    theirs = [name for name in TRAINER_FILES if (path / name).exists()]
+    if theirs:
+        raise _refuse(
+            path,
+            f"it holds {theirs}, which the Trainer would replace, and adrank did not create "
+            "the folder; give a new or empty run_dir",
+        )
+    return path
+
+
 def _listing(path: Path) -> list[str]:
     """The sorted entry names of ``path`` ([] when it does not exist); a folder that cannot
     be listed is an :class:`OutputDirError`, not a traceback."""

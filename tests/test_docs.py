@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from adrank.models import registry
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
 #: flags a fence's info string may carry, per language
@@ -85,12 +87,28 @@ def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
+def _forget_modules_under(folder: Path) -> None:
+    """Drop the modules a page imported from its temporary folder (``my_models``)."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(folder.resolve()):
+            del sys.modules[name]
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_page_code_blocks_run(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     blocks = [b for b in code_blocks(page) if b.runs]
     if not blocks:
         pytest.skip(f"{page.name} has no runnable code blocks")
     monkeypatch.chdir(tmp_path)
+    # a page may register a model of its own (python_api.md) and import its module from
+    # the temporary folder: both stay with the page, not with the tests that follow
+    registry.available_models()  # adrank's own models first, then a copy the page may add to
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    request.addfinalizer(lambda: _forget_modules_under(tmp_path))
     monkeypatch.setenv("ADRANK_CACHE_DIR", str(tmp_path / ".cache"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     env = os.environ | {"PATH": f"{_venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}"}

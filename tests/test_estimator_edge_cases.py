@@ -218,3 +218,21 @@ def test_schema_may_be_given_as_a_dict(tmp_path):
     assert clf.get_params()["schema"] is schema and clf.schema_.labels == ("click",)
     with pytest.raises(TypeError, match="schema must be a Schema"):
         adrank.CTRClassifier(schema=3).fit(frame.drop("click"), frame["click"])
+
+
+def test_scikit_learn_model_selection_treats_it_as_a_classifier() -> None:
+    """``__sklearn_tags__`` (scikit-learn >= 1.6; ``_estimator_type`` before): is_classifier,
+    and cross_val_score with a probability scorer, which refused it before."""
+    import pandas as pd
+    from sklearn.base import is_classifier
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"user": rng.integers(0, 20, 600).astype(str),
+                      "ad": rng.integers(0, 10, 600).astype(str)})  # fmt: skip
+    y = (rng.random(600) < 0.2 + 0.1 * (X["ad"].astype(int) % 5)).astype(int)
+    train = {"max_epochs": 1, "batch_size": 32, "num_threads": 1, "progress": False}
+    clf = adrank.CTRClassifier("lr", train=train)
+    assert is_classifier(clf)
+    scores = cross_val_score(clf, X, y, cv=2, scoring="roc_auc")
+    assert scores.shape == (2,) and np.all((scores > 0.5) & (scores <= 1.0))

@@ -1,8 +1,11 @@
 """The model registry: models register by name; configs are validated against the typed
 ``__init__`` signature so a bad key fails early with the list of valid ones.
 
-Every module in ``adrank.models`` is imported on first lookup, so adding a model is one file
-with an ``@register("name")`` decorator.
+Every module in ``adrank.models`` is imported on first lookup, so adding a model to adrank
+is one file with an ``@register("name")`` decorator. A model of your own lives in your own
+module: name it in the ``ADRANK_PLUGINS`` environment variable (comma-separated module
+names, importable from ``sys.path``) and every ``adrank`` command, the Predictor and the
+server find it (docs/python_api.md).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import importlib
 import inspect
 import numbers
+import os
 import pkgutil
 import types
 import weakref
@@ -29,6 +33,11 @@ def register(name: str):
     """Class decorator: ``@register("deepfm")``. Names are case-insensitive."""
 
     def wrap(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, CTRModel)):
+            raise TypeError(
+                f"@register({name!r}) decorates {cls!r}, which is not a CTRModel subclass "
+                "(adrank.models.base.CTRModel)"
+            )
         key = name.lower()
         if key in _REGISTRY and _REGISTRY[key] is not cls:
             raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[key]}")
@@ -49,6 +58,24 @@ def _load_all() -> None:
         if mod.name not in {"base", "registry"}:
             importlib.import_module(f"adrank.models.{mod.name}")
     _LOADED = True
+    for module in plugin_modules():
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any error in the user's module: say which one
+            raise PluginError(
+                f"ADRANK_PLUGINS names {module!r}, which cannot be imported: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class PluginError(ValueError):
+    """A module named in ``ADRANK_PLUGINS`` cannot be imported."""
+
+
+def plugin_modules() -> list[str]:
+    """The modules ``ADRANK_PLUGINS`` names (comma-separated), imported after adrank's own
+    models so that their ``@register`` calls add models of your own."""
+    return [m.strip() for m in os.environ.get("ADRANK_PLUGINS", "").split(",") if m.strip()]
 
 
 def available_models() -> list[str]:
@@ -60,7 +87,12 @@ def get_model_class(name: str) -> type[CTRModel]:
     _load_all()
     key = name.lower()
     if key not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        hint = (
+            ""
+            if plugin_modules()
+            else (" (a model of your own: name its module in ADRANK_PLUGINS)")
+        )
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}{hint}")
     return _REGISTRY[key]
 
 
@@ -75,7 +107,12 @@ def model_params(name: str) -> dict[str, Any]:
 
 
 def build_model(
-    name: str, feature_map: FeatureMap, *, default_init: bool = True, **params: Any
+    name: str,
+    feature_map: FeatureMap,
+    *,
+    default_init: bool = True,
+    seed: int | None = None,
+    **params: Any,
 ) -> CTRModel:
     """Instantiate a registered model, rejecting unknown hyperparameters by name, values
     of the wrong type (checked against the ``__init__`` annotations: ``hidden_units: 64``
@@ -85,7 +122,10 @@ def build_model(
     that spells one (``1e-3``, which YAML 1.1 reads as a string) is converted, as for
     ``train`` settings.
 
-    With ``default_init`` the weights get :func:`initialize_weights` (FuxiCTR's scheme)."""
+    With ``default_init`` the weights get :func:`initialize_weights` (FuxiCTR's scheme).
+    ``seed``: seed every generator first (:func:`adrank.utils.seed_everything`), so the
+    initial weights repeat; :class:`~adrank.train.trainer.Trainer` seeds again with
+    ``TrainConfig.seed`` when ``fit`` starts, which is too late for the weights."""
     cls = get_model_class(name)
     valid = model_params(name)
     unknown = sorted(set(params) - set(valid))
@@ -98,6 +138,10 @@ def build_model(
     except (NameError, TypeError):  # an annotation only a type checker can resolve
         hints = {}
     params = {k: _checked(name, k, v, hints.get(k, Any)) for k, v in params.items()}
+    if seed is not None:
+        from adrank.utils import seed_everything
+
+        seed_everything(seed)
     model = cls(feature_map, **params)
     if default_init:
         initialize_weights(model)

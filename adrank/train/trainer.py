@@ -37,6 +37,7 @@ from adrank.debias.position import PositionMethod, build_position_method, regist
 from adrank.models.base import CTRModel, ModelOutput
 from adrank.models.registry import built_params
 from adrank.nn.dropout import dropout_kernel
+from adrank.outputs import claim_trainer_dir
 from adrank.tasks import model_outputs, resolve_objectives
 from adrank.train import callbacks as cb
 from adrank.train.checkpoint import (
@@ -184,6 +185,8 @@ class Trainer:
         self.rank, self.world_size = get_rank(), get_world_size()
         self._ddp = wrap_ddp(model, self.device) if self.world_size > 1 else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None and is_main_process():
+            claim_trainer_dir(self.run_dir)  # never replaces a file the user owns
         if config.sparse_embeddings:
             check_sparse_embeddings(config, self.world_size, self.amp)
         self.position = position
@@ -557,13 +560,16 @@ class Trainer:
         checks = [torch.isfinite(t).all() for t in tensors if t.numel()]
         return not checks or bool(torch.stack([c.to(self.device) for c in checks]).all())
 
-    def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
-        """Metrics on ``loader`` (all predictions first, then :func:`compute_metrics`).
+    def evaluate(self, loader: TensorData | Iterable[Batch]) -> dict[str, float]:
+        """Metrics on ``loader`` (all predictions first, then :func:`compute_metrics`): a
+        split's :class:`TensorData` (batched as ``fit`` batches evaluation splits) or batches.
 
         In a distributed run ``loader`` is this rank's shard (``as_eval_loader`` with the
-        rank): the predictions of all ranks are gathered, rank 0 computes the metrics and
-        every rank gets its result.
+        rank; a :class:`TensorData` is sharded so): the predictions of all ranks are
+        gathered, rank 0 computes the metrics and every rank gets its result.
         """
+        if isinstance(loader, TensorData):
+            loader = self._eval_loader(loader)
         feature_map = self.model.feature_map
         if self.world_size == 1:
             predictions = self.predictions(loader)
@@ -575,9 +581,14 @@ class Trainer:
             metrics = compute_metrics(predictions, feature_map)
         return broadcast_object(metrics)
 
-    def predictions(self, loader: Iterable[Batch], *, allow_empty: bool = False) -> Predictions:
-        """The model's predictions on ``loader``, named by output and corrected for negative
-        down-sampling (:func:`adrank.train.sampling.correct_predictions`)."""
+    def predictions(
+        self, loader: TensorData | Iterable[Batch], *, allow_empty: bool = False
+    ) -> Predictions:
+        """The model's predictions on ``loader`` (a :class:`TensorData` or batches), named by
+        output and corrected for negative down-sampling
+        (:func:`adrank.train.sampling.correct_predictions`)."""
+        if isinstance(loader, TensorData):
+            loader = self._eval_loader(loader)
         predictions = collect_predictions(
             self.model, loader, self.device, self.amp, allow_empty=allow_empty, outputs=self.outputs
         )

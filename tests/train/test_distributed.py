@@ -277,8 +277,8 @@ def test_two_workers_gather_evaluate_and_write_only_on_rank_0(tmp_path: Path) ->
         assert "sharded for rank 0 of 1" in r["mismatch_error"]
     # Only rank 0 wrote files.
     assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == [
-        "best.pt", "checkpoint.pt", "metrics.jsonl"
-    ]  # fmt: skip
+        ".adrank", "best.pt", "checkpoint.pt", "metrics.jsonl"
+    ]  # fmt: skip (the marker: the Trainer claims a new run_dir)
     assert not (tmp_path / "rank1").exists()
     # Every registered model trains under DDP (no unused-parameter errors), ranks agree.
     assert sorted(r0["models"]) == sorted([*available_models(), "deepfm+unused"])

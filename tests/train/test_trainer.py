@@ -159,10 +159,34 @@ def test_checkpoint_written_atomically_every_epoch(tmp_path: Path) -> None:
         run_dir=tmp_path, callbacks=[recorder])  # fmt: skip
     assert recorder.epochs == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".adrank",  # the Trainer claimed the empty run_dir as a run folder
         "best.pt",
         "checkpoint.pt",
         "metrics.jsonl",
     ]  # no temp files left behind
+
+
+def test_a_run_dir_holding_the_users_own_files_is_refused_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """A folder adrank did not create keeps the user's files: one the Trainer would
+    replace (metrics.jsonl here) is refused before anything is written; a folder holding
+    other files only is used as it is, and a second fit into the Trainer's own folder is
+    allowed."""
+    from adrank.outputs import OutputDirError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "metrics.jsonl").write_text("my notes")
+    with pytest.raises(OutputDirError, match=r"it holds \['metrics.jsonl'\], which the Trainer"):
+        Trainer(new_model(), config(), run_dir=tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == "my notes"
+    (tmp_path / "metrics.jsonl").unlink()
+    fit(new_model(), make_data(300, 0), make_data(100, 1), config(max_epochs=1), run_dir=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "best.pt").exists()
+    own = tmp_path / "own"
+    for _ in range(2):  # a new folder is claimed; fitting into it again is fine
+        fit(new_model(), make_data(300, 0), make_data(100, 1), config(max_epochs=1), run_dir=own)
+    assert (own / ".adrank").exists()
 
 
 class Interrupt(Callback):
