@@ -275,10 +275,10 @@ def test_two_workers_gather_evaluate_and_write_only_on_rank_0(tmp_path: Path) ->
     ]
     for r in (r0, r1):
         assert "sharded for rank 0 of 1" in r["mismatch_error"]
-    # Only rank 0 wrote files.
+    # Only rank 0 wrote files (the marker: the Trainer claims a new run_dir).
     assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == [
         ".adrank", "best.pt", "checkpoint.pt", "metrics.jsonl"
-    ]  # fmt: skip (the marker: the Trainer claims a new run_dir)
+    ]  # fmt: skip
     assert not (tmp_path / "rank1").exists()
     # Every registered model trains under DDP (no unused-parameter errors), ranks agree.
     assert sorted(r0["models"]) == sorted([*available_models(), "deepfm+unused"])
