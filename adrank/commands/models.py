@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from adrank.cli import app, console
 
@@ -20,13 +21,15 @@ def models_cmd() -> None:
     table.add_column("description")
     for name in available_models():
         cls = get_model_class(name)
-        family = (
-            "multi-task"
-            if issubclass(cls, MultiTaskModel)
-            else "sequence"
-            if issubclass(cls, SequenceModel)
-            else "feature interaction"
-        )
+        if issubclass(cls, MultiTaskModel):
+            family = "multi-task"
+        elif getattr(cls, "multi_domain", False):
+            family = "multi-domain"
+        elif issubclass(cls, SequenceModel):
+            family = "sequence"
+        else:
+            family = "feature interaction"
         doc = (cls.__doc__ or "").strip().split("\n\n")[0]
-        table.add_row(name, family, " ".join(doc.split()))
+        # Text: a docstring's brackets ([B, F, D], ``[...]``) are not rich markup
+        table.add_row(name, family, Text(" ".join(doc.split())))
     console.print(table)

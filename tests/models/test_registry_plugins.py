@@ -87,3 +87,16 @@ def test_the_commands_print_a_bad_plugin_as_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
     assert "ADRANK_PLUGINS names 'no_such_plugin'" in done.stderr + done.stdout
+
+
+def test_adrank_models_keeps_brackets_and_names_multi_domain_models() -> None:
+    from typer.testing import CliRunner
+
+    from adrank.cli import app
+
+    done = CliRunner().invoke(app, ["models"], env={"COLUMNS": "400"})
+    assert done.exit_code == 0, done.output
+    rows = {line.split("│")[1].strip(): line for line in done.output.splitlines() if "│" in line}
+    assert "CA(q = attributes(t), K = V = history)" in rows["daca"]  # not eaten as markup
+    assert all("multi-domain" in rows[m] for m in ("star", "pepnet", "adaptdhm", "daca"))
+    assert "multi-task" in rows["esmm"] and "sequence" in rows["din"]
