@@ -53,6 +53,14 @@ def export_cmd(
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,
     prepared: PreparedOpt = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            help="Check parity on the first 10k records of this raw file (CSV/TSV/Parquet/"
+            "JSON lines) instead of the prepared test split.",
+        ),
+    ] = None,
 ) -> None:
     """Export the model into the run directory (parity-checked on 10k test rows)."""
     from adrank.serve.cli_commands import ServeCommandError, run_export
@@ -60,7 +68,12 @@ def export_cmd(
     try:
         with console.status(f"exporting to {format.value} ..."):
             report = run_export(
-                run_dir, format.value, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared
+                run_dir,
+                format.value,
+                data_dir=data_dir,
+                cache_dir=cache_dir,
+                prepared=prepared,
+                parity_input=input_file,
             )
         console.print(report)
     except ServeCommandError as exc:

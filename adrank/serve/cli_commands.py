@@ -92,6 +92,7 @@ def run_export(
     data_dir: Path | None = None,
     cache_dir: Path | None = None,
     prepared: Path | None = None,
+    parity_input: Path | None = None,
 ) -> str:
     """Export with the parity check; returns a one-line summary."""
     from adrank.serve.export import export
@@ -105,6 +106,7 @@ def run_export(
             data_dir=data_dir,
             cache_dir=cache_dir,
             prepared_dir=prepared,
+            parity_input=parity_input,
         )
     except _EXPECTED as exc:
         raise ServeCommandError(error_text(exc)) from exc

@@ -203,6 +203,43 @@ class ExportResult:
     max_abs_diff: float
 
 
+def _split_parity_rows(
+    art: Any,
+    rows: int,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+    prepared_dir: str | Path | None,
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """The first ``rows`` rows of the run's prepared test (else validation) split."""
+    from adrank.artifact import load_split, open_prepared_data
+
+    try:
+        prepared = open_prepared_data(
+            art, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared_dir
+        )
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}; or check parity on raw records with --input FILE") from exc
+    split = "test" if "test" in prepared.splits else "valid"
+    data = load_split(prepared, split).data.features
+    return split, {k: v[:rows] for k, v in data.items()}
+
+
+def _raw_parity_rows(
+    run_dir: str | Path, path: str | Path, rows: int
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """The first ``rows`` records of a raw file, encoded by the run's own processor."""
+    from adrank.data.batches import table_to_batch
+    from adrank.serve.predictor import Predictor
+
+    predictor = Predictor.load(run_dir)
+    frame = predictor.read(path).head(rows)
+    if frame.height == 0:
+        raise ValueError(f"--input {path} holds no records to check parity on")
+    encoded = predictor.encode(frame)
+    batch = table_to_batch(encoded.to_arrow(), predictor.feature_map)
+    return f"records of {Path(path).name}", dict(batch.features)
+
+
 def export(
     run_dir: str | Path,
     fmt: str = "torchscript",
@@ -212,11 +249,17 @@ def export(
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     prepared_dir: str | Path | None = None,
+    parity_input: str | Path | None = None,
 ) -> ExportResult:
     """Export a run's model into the run directory, check pCTR parity against eager
     PyTorch on the first ``rows`` test rows (max abs diff <= ``tolerance``), and record the
-    file in the manifest. Raises :class:`ExportParityError` (writing nothing) on a mismatch."""
-    from adrank.artifact import load_artifact, load_split, open_prepared_data, update_manifest
+    file in the manifest. Raises :class:`ExportParityError` (writing nothing) on a mismatch.
+
+    ``parity_input``: a raw file (CSV/TSV/Parquet/JSON lines, as ``adrank predict`` reads)
+    whose first ``rows`` records, encoded by the run's processor, are the parity rows
+    instead of the prepared test split: for runs whose prepared data are gone or never
+    existed (``CTRClassifier.save``)."""
+    from adrank.artifact import load_artifact, update_manifest
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
@@ -227,12 +270,10 @@ def export(
     if target.exists() and not target.is_file():
         raise ValueError(f"{target} is not a file; move it away to export {fmt} there")
     art = load_artifact(run_dir)
-    prepared = open_prepared_data(
-        art, data_dir=data_dir, cache_dir=cache_dir, prepared=prepared_dir
-    )
-    split = "test" if "test" in prepared.splits else "valid"
-    data = load_split(prepared, split).data.features
-    features = {k: v[:rows] for k, v in data.items()}
+    if parity_input is not None:
+        split, features = _raw_parity_rows(run_dir, parity_input, rows)
+    else:
+        split, features = _split_parity_rows(art, rows, data_dir, cache_dir, prepared_dir)
     n = len(next(iter(features.values())))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
