@@ -463,7 +463,7 @@ def _launch_train(
     ``source`` is ``["--dataset", NAME]`` or ``["--prepared", DIR]``. ``--overwrite`` is
     passed on: rank 0 clears the run directory (``pipeline.prepare_run_dir``)."""
     from adrank.train.distributed import local_batch_size
-    from adrank.train.launch import DistributedTrainingError, launch_cli
+    from adrank.train.launch import DistributedInterrupted, DistributedTrainingError, launch_cli
 
     try:
         local_batch_size(batch_size, nproc)
@@ -489,6 +489,9 @@ def _launch_train(
         launch_cli(nproc, argv)
     except DistributedTrainingError as exc:
         fail(f"{exc}; {_resume_hint(out)}")
+    except DistributedInterrupted as exc:  # SIGTERM/SIGINT to this process: one line
+        err_console.print(f"{exc}; {_resume_hint(out)}", markup=False, highlight=False)
+        raise typer.Exit(128 + exc.signum) from None
     console.print(f"{nproc} workers finished in {time.perf_counter() - t0:.1f}s -> {out}")
 
 
@@ -498,7 +501,10 @@ def _resume_hint(run_dir: Path) -> str:
     checkpoint = run_dir / "checkpoint.pt"
     if checkpoint.is_file():
         return f"rerun with --resume to continue from the last checkpoint ({checkpoint})"
-    return f"no epoch had finished ({run_dir} holds no checkpoint): rerun without --resume"
+    return (
+        f"no epoch had finished ({run_dir} holds no checkpoint), so there is nothing to "
+        "resume: run it again from the start"
+    )
 
 
 # Command families defined in adrank/commands/ register themselves on `app` when imported.

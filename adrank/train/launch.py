@@ -42,6 +42,19 @@ class DistributedTrainingError(RuntimeError):
         self.exit_code = exit_code
 
 
+class DistributedInterrupted(RuntimeError):
+    """The launcher itself got a signal (SIGTERM, SIGINT ...): the workers were stopped.
+
+    Attributes:
+        signum: the signal's number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        name = signal.Signals(signum).name if signum in iter(signal.Signals) else str(signum)
+        super().__init__(f"interrupted by {name}: the workers were stopped")
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def _environ(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the workers (they inherit the launcher's env)."""
@@ -107,6 +120,7 @@ def launch(
         DistributedTrainingError: a worker failed; the message names its rank and exit code.
         ValueError: ``nproc`` < 1, or ``timeout_s`` is not a finite number of seconds > 0.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -130,6 +144,8 @@ def launch(
     try:
         with _environ(env):
             return elastic_launch(config, entrypoint)(*args)
+    except SignalException as exc:  # the launcher was signalled; elastic stopped the workers
+        raise DistributedInterrupted(int(exc.sigval)) from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         detail = _failure_detail(failure.error_file_data)
