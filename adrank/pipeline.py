@@ -508,6 +508,8 @@ def _train(
         "train_samples_per_s": result.train_samples_per_s,
         "num_parameters": model.num_parameters(),
         "world_size": world_size,
+        # a run resumed in another process count trained with each of them
+        **({"world_sizes": trainer.world_sizes} if len(trainer.world_sizes) > 1 else {}),
         "machine_load": machine_load,
         "outputs": outputs,
     }

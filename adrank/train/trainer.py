@@ -183,6 +183,9 @@ class Trainer:
             logger.warning("tf32=True is ignored on %s: TF32 matmuls are CUDA-only", self.device)
         self.model = model.to(self.device)
         self.rank, self.world_size = get_rank(), get_world_size()
+        #: every process count this run has trained with (more than one after a resume in
+        #: another count; ``metrics.json`` records them)
+        self.world_sizes = [self.world_size]
         self._ddp = wrap_ddp(model, self.device) if self.world_size > 1 else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if self.run_dir is not None and is_main_process():
@@ -344,6 +347,8 @@ class Trainer:
             "rng": capture_rng_state(),
             "config": dataclasses.asdict(self.config),
             "run": self.run_identity,
+            "world_size": self.world_size,
+            "world_sizes": self.world_sizes,
         }
         save_checkpoint(path, payload)
         self.checkpoint_epoch = s.epoch
@@ -379,6 +384,15 @@ class Trainer:
                 "resuming %s with changed training settings (they apply from epoch %d on): %s",
                 path, ckpt["epoch"] + 1, changed,
             )  # fmt: skip
+        saved_world = ckpt.get("world_size")
+        if saved_world is not None and saved_world != self.world_size:
+            logger.warning(
+                "resuming %s, written by %d process(es), in %d: from epoch %d on each "
+                "process trains another shard with another per-process batch, so the run "
+                "will not repeat an uninterrupted %d-process run",
+                path, saved_world, self.world_size, ckpt["epoch"] + 1, saved_world,
+            )  # fmt: skip
+        self.world_sizes = sorted({*ckpt.get("world_sizes", [saved_world or 1]), self.world_size})
         self.model.load_state_dict(ckpt["model"])
         if self.position is not None and ckpt.get("position") is not None:
             self.position.load_state_dict(ckpt["position"])

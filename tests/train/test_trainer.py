@@ -396,3 +396,20 @@ def test_dropout_kernel_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="dropout_kernel must be one of"):
         TrainConfig(dropout_kernel="bernoulli")  # type: ignore[arg-type]
+
+
+def test_resuming_in_another_process_count_warns_and_is_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint of a 2-process run resumed in one process: a warning that the run will
+    not repeat the 2-process one, and both counts in ``world_sizes``."""
+    fit(new_model(), make_data(600, 0), make_data(200, 1), config(max_epochs=1), run_dir=tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["world_size"] == 1 and ckpt["world_sizes"] == [1]
+    ckpt |= {"world_size": 2, "world_sizes": [2]}  # as a `--nproc 2` run writes it
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    trainer = Trainer(new_model(), config(max_epochs=2), run_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="adrank.train.trainer"):
+        trainer.fit(make_data(600, 0), make_data(200, 1), resume=True)
+    assert "written by 2 process(es), in 1: from epoch 2 on" in caplog.text
+    assert trainer.world_sizes == [1, 2]
