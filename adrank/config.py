@@ -19,6 +19,7 @@ dotted paths; values are parsed as YAML scalars (never ``eval``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 from dataclasses import dataclass, field
@@ -399,8 +400,9 @@ class RunConfig:
                 data["train"]["task"] = value
             elif len(parts) == 2 and parts[0] in ("params", "train"):
                 if parts[0] == "train" and parts[1] not in data["train"]:
+                    maybe = _did_you_mean([parts[1]], data["train"])
                     raise ConfigError(
-                        f"unknown train setting {parts[1]!r}; valid: {sorted(data['train'])}"
+                        f"unknown train setting {parts[1]!r}{maybe}; valid: {sorted(data['train'])}"
                     )
                 data[parts[0]][parts[1]] = value
             else:
@@ -417,7 +419,10 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainC
     valid = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - valid)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(valid)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}{_did_you_mean(unknown, valid)}; "
+            f"valid: {sorted(valid)}"
+        )
     hints = get_type_hints(TrainConfig)
     declared = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     data = dict(data)
@@ -438,6 +443,12 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train") -> TrainC
         return TrainConfig(**data)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _did_you_mean(unknown: list[str], valid: Any) -> str:
+    """`` (did you mean 'max_epochs'?)`` for the closest valid name of each unknown one."""
+    close = [m[0] for u in unknown if (m := difflib.get_close_matches(u, list(valid), n=1))]
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def _members(hint: Any) -> tuple[Any, ...]:

@@ -72,3 +72,18 @@ def test_set_model_or_dataset_may_not_contradict_the_chosen_config() -> None:
         resolve_run_config("frappe", "deepfm", overrides=["model=dcn"])
     same = resolve_run_config("frappe", "deepfm", overrides=["dataset=frappe", "model=DeepFM"])
     assert same.dataset == "frappe"
+
+
+def test_a_misspelt_train_key_gets_a_suggestion(tmp_path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown train setting 'max_epoch' \(did you mean 'max_epochs'\?\)"
+    ):
+        _base().with_overrides(["train.max_epoch=3"])
+    path = tmp_path / "typo.yaml"
+    path.write_text("model: deepfm\ntrain:\n  learning_rat: 0.01\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"typo.yaml: train: unknown key\(s\) \['learning_rat'\] "
+        r"\(did you mean 'learning_rate'\?\)",
+    ):
+        RunConfig.load(path)
