@@ -259,6 +259,10 @@ def predict_cmd(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing --output file.")
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(help="torch, or the run's exported torchscript or onnx file (adrank export)."),
+    ] = "torch",
 ) -> None:
     """Score raw records with the run's processor and model. Writes the input columns
     (pass-through metadata included) plus one column per output: `pctr`; `pctr`, `pcvr` and
@@ -283,6 +287,7 @@ def predict_cmd(
                 column_names=columns.split(",") if columns else None,
                 separator=separator,
                 overwrite=overwrite,
+                backend=backend,
             )
     except Exception as exc:
         fail(f"{type(exc).__name__}: {exc}")

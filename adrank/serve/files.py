@@ -267,6 +267,7 @@ def predict_file(
     column_names: list[str] | None = None,
     separator: str | None = None,
     overwrite: bool = False,
+    backend: str = "torch",
 ) -> tuple[int, float]:
     """Score every row of ``input_path`` (read by :func:`iter_records` with the header,
     column and separator options, :data:`READ_ROWS` rows at a time); write its columns
@@ -276,13 +277,14 @@ def predict_file(
     Parquet or JSON lines), atomically (a temporary file renamed into place, so a failed run
     leaves no partial file). An existing ``output_path`` is refused unless ``overwrite``
     (never the input itself): see :func:`check_output_path`. Returns (rows, seconds spent
-    scoring)."""
+    scoring). ``backend``: ``torch``, or an exported ``torchscript``/``onnx`` file of the run
+    (``adrank export``), as :meth:`Predictor.load` takes it."""
     from adrank.utils import atomic_write
 
     output_path, input_path = Path(output_path), Path(input_path)
     check_output_path(output_path, input_path, overwrite)
     fmt = output_format(output_path)
-    predictor = Predictor.load(run_dir, batch_size=batch_size)
+    predictor = Predictor.load(run_dir, batch_size=batch_size, backend=backend)
     read_rows = -(-max(READ_ROWS, batch_size) // batch_size) * batch_size
     numeric = _numeric_columns(predictor)
     # a file must hold every numeric column too (a frame or a record may leave one out):

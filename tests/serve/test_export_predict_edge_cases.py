@@ -176,3 +176,38 @@ def test_bad_rows_after_the_first_batch_leave_no_output(
     with pytest.raises(OutputExistsError):
         predict_file(synthetic_runs.run_a, source, out)
     assert out.read_text() == "keep"
+
+
+def test_adrank_predict_scores_with_an_exported_backend(
+    synthetic_runs, raw: pl.DataFrame, tmp_path: Path
+) -> None:
+    """``adrank predict --backend torchscript`` scores with the run's exported file, as the
+    server does; before the export it says to run ``adrank export``; a bad name is named."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from adrank.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_runs.run_a, run)  # the shared run stays without exports
+    source = tmp_path / "in.csv"
+    raw.write_csv(source)
+    runner = CliRunner()
+
+    def predict(output: str, *extra: str):
+        args = ["predict", str(run), "--input", str(source), "--output", str(tmp_path / output)]
+        return runner.invoke(app, [*args, *extra])
+
+    done = predict("ts.csv", "--backend", "torchscript")
+    assert done.exit_code == 1 and f"adrank export {run}" in done.output
+    assert runner.invoke(app, ["export", str(run)]).exit_code == 0
+    assert predict("eager.csv").exit_code == 0
+    done = predict("ts.csv", "--backend", "torchscript")
+    assert done.exit_code == 0, done.output
+    eager = pl.read_csv(tmp_path / "eager.csv")["pctr"].to_numpy()
+    np.testing.assert_allclose(
+        pl.read_csv(tmp_path / "ts.csv")["pctr"].to_numpy(), eager, atol=1e-6
+    )
+    done = predict("x.csv", "--backend", "tensorrt")
+    assert done.exit_code == 1 and "unknown backend 'tensorrt'" in done.output
