@@ -171,10 +171,9 @@ def claim_trainer_dir(path: str | Path) -> Path:
     and any other folder is used as it is unless it holds a file the Trainer would replace
     (:data:`TRAINER_FILES`) that adrank did not write, which is refused."""
     path = Path(path)
-    if not path.exists() or read_marker(path) is not None or not _listing(path):
+    # claim_dir creates a new folder, reuses a run folder and refuses a file in the way
+    if not path.is_dir() or read_marker(path) is not None or not _listing(path):
         return claim_dir(path, "run")
-    if not path.is_dir():
-        raise _refuse(path, "it is a file")
     theirs = [name for name in TRAINER_FILES if (path / name).exists()]
     if theirs:
         raise _refuse(
